@@ -1,0 +1,81 @@
+//! The admin endpoint: `/live`, `/ready`, `/status`, `/metrics` (SPEC "Admin endpoint").
+//! No GET changes state.
+
+mod status;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use hostmesh_registrar::catalog::Catalog;
+use hostmesh_registrar::register::RegistrarStatus;
+
+use crate::metrics::Metrics;
+
+/// What the admin handlers read. Shared, read-only apart from the readiness flag.
+#[derive(Debug)]
+pub struct AdminState {
+    pub host: String,
+    pub etcd_endpoints: Vec<String>,
+    pub catalog: Catalog,
+    pub registrar: Arc<RegistrarStatus>,
+    pub metrics: Arc<Metrics>,
+    /// Set once every listener of the agent is up.
+    pub listeners_up: AtomicBool,
+}
+
+/// Serves the admin endpoint on an already bound listener until `cancel`.
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, cancel: CancellationToken) {
+    let app = Router::new()
+        .route("/live", get(|| async { "live\n" }))
+        .route("/ready", get(ready))
+        .route("/status", get(status::status))
+        .route("/metrics", get(metrics))
+        .with_state(state);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
+    {
+        tracing::error!("admin endpoint stopped: {e}");
+    }
+}
+
+/// 200 once the agent can serve: listeners up and a catalog loaded (etcd or disk).
+async fn ready(State(state): State<Arc<AdminState>>) -> Response {
+    match not_ready_reason(&state) {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+    }
+}
+
+pub fn not_ready_reason(state: &AdminState) -> Option<&'static str> {
+    if !state.listeners_up.load(Ordering::Acquire) {
+        Some("listeners are not up yet")
+    } else if state.catalog.current().is_none() {
+        Some("no catalog loaded yet (etcd unreachable and nothing saved in data_dir)")
+    } else {
+        None
+    }
+}
+
+async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
+    state
+        .catalog
+        .status()
+        .update_metrics(&state.metrics.registry_side);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}

@@ -1,0 +1,121 @@
+//! `GET /status`: the agent's view as JSON, for operators and for `hostmesh endpoints`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+
+use hostmesh_registrar::catalog::StatusReport as CatalogReport;
+use hostmesh_registrar::record::Health;
+use hostmesh_registrar::register::StatusReport as RegistrarReport;
+
+use super::AdminState;
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub host: String,
+    pub version: &'static str,
+    pub ready: bool,
+    pub etcd: EtcdStatus,
+    pub catalog: CatalogReport,
+    pub registration: RegistrarReport,
+    pub services: BTreeMap<String, ServiceStatus>,
+    /// Listener, capture and VIP problems an operator should see.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EtcdStatus {
+    pub endpoints: Vec<String>,
+    pub connected: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceStatus {
+    pub vip: Option<Ipv4Addr>,
+    pub protocol: &'static str,
+    pub endpoints: Vec<EndpointStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EndpointStatus {
+    pub host: String,
+    pub id: String,
+    pub address: Option<IpAddr>,
+    pub port: u16,
+    pub health: Health,
+    pub tags: Vec<String>,
+    pub weight: u32,
+    /// Filled by the balancer once the data path exists; `null` until then.
+    pub ewma_ms: Option<f64>,
+    pub inflight: Option<u64>,
+    pub breaker: Option<String>,
+}
+
+pub async fn status(State(state): State<Arc<AdminState>>) -> Json<Status> {
+    Json(build(&state))
+}
+
+pub fn build(state: &AdminState) -> Status {
+    let catalog = state.catalog.status().report();
+    let registration = state.registrar.report();
+    let mut problems: Vec<String> = registration
+        .vip_errors
+        .iter()
+        .map(|(name, e)| format!("VIP for {name}: {e}"))
+        .collect();
+    if catalog.refused_empty_listing {
+        problems.push("etcd listed no keys; keeping the last good catalog".into());
+    }
+    let services = state
+        .catalog
+        .current()
+        .map(|snap| {
+            snap.services
+                .values()
+                .map(|svc| {
+                    let endpoints = svc
+                        .instances
+                        .iter()
+                        .map(|i| EndpointStatus {
+                            host: i.host.clone(),
+                            id: i.id.clone(),
+                            address: i.address,
+                            port: i.port,
+                            health: i.health,
+                            tags: i.tags.clone(),
+                            weight: i.weight,
+                            ewma_ms: None,
+                            inflight: None,
+                            breaker: None,
+                        })
+                        .collect();
+                    (
+                        svc.name.clone(),
+                        ServiceStatus {
+                            vip: svc.vip,
+                            protocol: svc.protocol.as_str(),
+                            endpoints,
+                        },
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Status {
+        host: state.host.clone(),
+        version: crate::VERSION,
+        ready: super::not_ready_reason(state).is_none(),
+        etcd: EtcdStatus {
+            endpoints: state.etcd_endpoints.clone(),
+            connected: catalog.connected,
+        },
+        catalog,
+        registration,
+        services,
+        problems,
+    }
+}

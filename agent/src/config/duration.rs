@@ -1,0 +1,35 @@
+//! Duration strings (`"250ms"`, `"10s"`, `"1m 30s"`) as humantime writes them.
+
+use std::time::Duration;
+
+/// Parses a duration that must be greater than zero: every duration in the config is a timeout,
+/// an interval or a TTL, where zero means nothing sensible.
+pub(crate) fn parse(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration such as \"10s\" or \"250ms\" ({e})"))?;
+    if d.is_zero() {
+        return Err("must be greater than zero".to_owned());
+    }
+    Ok(d)
+}
+
+/// Shows a duration the way the config writes it.
+pub(crate) fn show(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_refuses() {
+        assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse("1m 30s"), Ok(Duration::from_secs(90)));
+        assert!(parse("0s").is_err());
+        assert!(parse("10").is_err());
+        assert!(parse("soon").is_err());
+        assert!(parse("").is_err());
+    }
+}

@@ -1,0 +1,69 @@
+//! The agent config (`agent.toml`) and service definitions (`services.d/*.toml`): loading,
+//! `HOSTMESH_<SECTION>__<KEY>` overrides, and validation that reports every problem at once with
+//! its file and key.
+//!
+//! The pipeline: TOML text → `toml::Table` → flat map of known keys (`raw`, unknown keys become
+//! problems) → environment overlay (`env`) → typed values key by key (`read`), where a bad value
+//! is a problem and its default stands in so that checking goes on.
+
+mod agent;
+mod duration;
+mod env;
+mod names;
+mod net;
+mod problem;
+mod raw;
+mod read;
+mod service;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+use hostmesh_registrar::spec::InstanceSpec;
+
+pub use agent::{
+    AdminSection, AgentConfig, AgentSection, Capture, DEFAULT_CONFIG_PATH, DnsSection, EtcdSection, LogFormat,
+    LogSection, PolicyDefault, PolicySection, ProxySection, TlsMode, TlsSection, TracingSection, Upstream,
+};
+pub use env::process_env;
+pub use problem::{ENVIRONMENT, Problem, Problems};
+pub use service::{load_service, load_services, parse_service};
+
+/// The config and the services of its `services_dir`, with all problems of both at once: what
+/// `check-config --config` and the agent's start use.
+pub fn load_all(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(AgentConfig, Vec<InstanceSpec>), Problems> {
+    let text = agent::read_file(path)?;
+    load_all_inner(&text, path, env, &agent::machine_hostname)
+}
+
+fn load_all_inner(
+    text: &str,
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+    hostname: &dyn Fn() -> Result<String, String>,
+) -> Result<(AgentConfig, Vec<InstanceSpec>), Problems> {
+    let parsed = agent::parse_inner(text, path, env, hostname);
+    let mut problems = parsed.problems;
+    // A services_dir that is bad (or unknown after a syntax error) would only add problems about
+    // a directory the operator did not mean.
+    let services = if parsed.services_dir_ok {
+        match load_services(&parsed.config.agent.services_dir) {
+            Ok(services) => services,
+            Err(found) => {
+                problems.extend(found.0);
+                Vec::new()
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    if problems.is_empty() {
+        Ok((parsed.config, services))
+    } else {
+        Err(Problems(problems))
+    }
+}

@@ -1,0 +1,192 @@
+//! `hostmesh agent`: builds every component from a validated config, runs them, and shuts down
+//! in order on a signal: deregister first, then drain, then stop.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use hostmesh_registrar::catalog::{Catalog, CatalogConfig};
+use hostmesh_registrar::etcd::EtcdOptions;
+use hostmesh_registrar::keys::Layout;
+use hostmesh_registrar::record::HostInfo;
+use hostmesh_registrar::register::{ClaimError, Registrar, RegistrarConfig};
+use hostmesh_registrar::spec::InstanceSpec;
+
+use crate::admin::{self, AdminState};
+use crate::config::{self, AgentConfig};
+use crate::metrics::Metrics;
+use crate::signals::{Signal, Signals};
+
+/// How long the start-up host-name check waits for etcd before carrying on without it (the
+/// check runs again on every registration attempt).
+const CLAIM_WAIT: Duration = Duration::from_secs(3);
+
+/// A failure that stops the agent, with the exit code SPEC gives it.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// Runs the agent until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP.
+pub async fn run(
+    config_path: PathBuf,
+    config: AgentConfig,
+    specs: Vec<InstanceSpec>,
+) -> Result<(), RunError> {
+    let cancel = CancellationToken::new();
+    let mut signals = Signals::install().map_err(|e| RunError::Runtime(format!("signals: {e}")))?;
+    let metrics = Arc::new(Metrics::new());
+    let layout = Layout::new(&config.etcd.prefix);
+    let advertise = config
+        .agent
+        .advertise_address
+        .unwrap_or_else(|| pick_advertise_address(&config.etcd.endpoints));
+
+    let (catalog, watcher) = Catalog::open(
+        CatalogConfig::new(layout.clone(), config.agent.data_dir.clone()),
+        metrics.registry_side.clone(),
+        cancel.clone(),
+    );
+
+    let client = etcd_options(&config)
+        .connect()
+        .await
+        .map_err(|e| RunError::Runtime(e.to_string()))?;
+
+    let mut registrar = Registrar::new(
+        client.clone(),
+        RegistrarConfig {
+            host: config.agent.host.clone(),
+            info: HostInfo {
+                address: advertise,
+                inbound_port: config.proxy.inbound_listen.port(),
+                zone: config.agent.zone.clone(),
+                version: crate::VERSION.to_owned(),
+            },
+            layout,
+            lease_ttl: config.etcd.lease_ttl,
+            vip_range: config.dns.vip_range,
+            data_dir: config.agent.data_dir.clone(),
+            anti_entropy_interval: Duration::from_secs(30),
+        },
+        specs,
+        metrics.registry_side.clone(),
+    );
+    match tokio::time::timeout(CLAIM_WAIT, registrar.claim()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e @ ClaimError::Conflict { .. })) => return Err(RunError::Runtime(e.to_string())),
+        Ok(Err(e)) => tracing::warn!("could not check the host name in etcd yet: {e}"),
+        Err(_) => tracing::warn!("etcd did not answer within {CLAIM_WAIT:?}; starting from the saved catalog"),
+    }
+
+    let admin_listener = TcpListener::bind(config.admin.listen)
+        .await
+        .map_err(|e| RunError::Runtime(format!("admin listen {}: {e}", config.admin.listen)))?;
+    let admin_state = Arc::new(AdminState {
+        host: config.agent.host.clone(),
+        etcd_endpoints: config.etcd.endpoints.clone(),
+        catalog: catalog.clone(),
+        registrar: registrar.status(),
+        metrics: metrics.clone(),
+        listeners_up: Default::default(),
+    });
+
+    let registrar_cancel = CancellationToken::new();
+    let (reload_tx, reload_rx) = mpsc::channel(1);
+    let registrar_task = tokio::spawn(registrar.run(registrar_cancel.clone(), reload_rx));
+    tokio::spawn(watcher.run(client, cancel.clone()));
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state.clone(), cancel.clone()));
+    admin_state.listeners_up.store(true, Ordering::Release);
+    tracing::info!(
+        host = config.agent.host,
+        advertise = %advertise,
+        admin = %config.admin.listen,
+        "agent started"
+    );
+
+    loop {
+        match signals.next().await {
+            Signal::Reload => reload(&config_path, &reload_tx).await,
+            Signal::Stop => break,
+        }
+    }
+
+    tracing::info!("stopping: deregistering first");
+    registrar_cancel.cancel();
+    // The registrar bounds its own wait for etcd; this only guards against a bug there.
+    let _ = tokio::time::timeout(Duration::from_secs(3), registrar_task).await;
+    if !config.agent.drain.is_zero() {
+        tracing::info!(drain = ?config.agent.drain, "draining");
+        tokio::select! {
+            () = tokio::time::sleep(config.agent.drain) => {}
+            Signal::Stop = signals.next_stop() => tracing::info!("second stop signal: not waiting for the drain"),
+        }
+    }
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGHUP: all or nothing. A bad file is rejected with every problem logged; the old state stays.
+async fn reload(config_path: &std::path::Path, tx: &mpsc::Sender<Vec<InstanceSpec>>) {
+    match config::load_all(config_path, std::env::vars()) {
+        Ok((_, specs)) => {
+            tracing::info!(instances = specs.len(), "reloaded service definitions");
+            let _ = tx.send(specs).await;
+        }
+        Err(problems) => {
+            for p in &problems.0 {
+                tracing::error!("reload rejected: {p}");
+            }
+        }
+    }
+}
+
+pub fn etcd_options(config: &AgentConfig) -> EtcdOptions {
+    EtcdOptions {
+        endpoints: config.etcd.endpoints.clone(),
+        ca_file: config.etcd.ca_file.clone(),
+        cert_file: config.etcd.cert_file.clone(),
+        key_file: config.etcd.key_file.clone(),
+        username: config.etcd.username.clone(),
+        password_file: config.etcd.password_file.clone(),
+        timeout: Duration::from_secs(5),
+    }
+}
+
+/// Without `advertise_address`: the source address this host would use to reach etcd, which is
+/// the interface peers most likely share. Connecting a UDP socket sends nothing.
+fn pick_advertise_address(endpoints: &[String]) -> IpAddr {
+    let fallback = IpAddr::from([127, 0, 0, 1]);
+    let Some(target) = endpoints.iter().find_map(|e| endpoint_socket(e)) else {
+        tracing::warn!("advertise_address not set and no etcd endpoint to derive it from; using {fallback}");
+        return fallback;
+    };
+    let bind: SocketAddr = if target.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    match UdpSocket::bind(bind).and_then(|s| s.connect(target).and_then(|()| s.local_addr())) {
+        Ok(local) => local.ip(),
+        Err(e) => {
+            tracing::warn!("advertise_address not set and the route to etcd is unknown ({e}); using {fallback}");
+            fallback
+        }
+    }
+}
+
+fn endpoint_socket(endpoint: &str) -> Option<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    authority.to_socket_addrs().ok()?.next()
+}

@@ -1,0 +1,454 @@
+//! The catalog: etcd → immutable [`Snapshot`]s on a `tokio::sync::watch`.
+//!
+//! Lifecycle: at start the last snapshot saved in `data_dir` (if any) is published at once, so
+//! an agent restarted during an etcd outage serves what it knew. Then, in a loop: list every key
+//! under `<prefix>/v1/` in pages at one revision, replace the working state, and watch from that
+//! revision + 1, applying events as they come. Progress requests every second prove the watch is
+//! alive (a silent partition otherwise looks like a quiet mesh); a stall, a broken stream, a
+//! compacted revision or a lost leader ends the watch and the loop lists again after a backoff.
+//! A periodic re-list repairs any drift.
+//!
+//! Fail-static: an error never publishes anything, and a listing with no keys at all never
+//! replaces a non-empty snapshot (an etcd restored from nothing must not blank the mesh).
+
+mod persist;
+mod snapshot;
+mod state;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::{Client, EventType, GetOptions, WatchOptions};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::keys::{Layout, prefix_end};
+use crate::metrics::RegistryMetrics;
+
+pub use persist::{Persisted, load as load_persisted, save as save_persisted};
+pub use snapshot::{Instance, Service, Snapshot};
+pub use state::{Applied, State, parse_vip};
+
+/// Keys per list page: far below the client's 4 MiB message limit even with large values.
+const PAGE: i64 = 1000;
+
+/// Receives the current snapshot; `None` until a catalog was ever loaded (etcd or disk).
+pub type Snapshots = watch::Receiver<Option<Arc<Snapshot>>>;
+
+#[derive(Debug, Clone)]
+pub struct CatalogConfig {
+    pub layout: Layout,
+    pub data_dir: PathBuf,
+    /// How often the watch asks etcd for a progress notification.
+    pub progress_interval: Duration,
+    /// How often a full re-list repairs drift.
+    pub relist_interval: Duration,
+}
+
+impl CatalogConfig {
+    pub fn new(layout: Layout, data_dir: PathBuf) -> Self {
+        CatalogConfig {
+            layout,
+            data_dir,
+            progress_interval: Duration::from_secs(1),
+            relist_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Where the current snapshot came from and how fresh it is.
+#[derive(Debug, Default)]
+pub struct CatalogStatus {
+    inner: Mutex<StatusInner>,
+}
+
+#[derive(Debug, Default)]
+struct StatusInner {
+    /// When the catalog was last confirmed to match etcd.
+    last_sync: Option<Instant>,
+    /// When the snapshot loaded from disk was saved (as an instant in this process's clock).
+    disk_saved_at: Option<Instant>,
+    connected: bool,
+    revision: i64,
+    last_error: Option<String>,
+    refused_empty: bool,
+}
+
+/// A point-in-time copy of [`CatalogStatus`] for `/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatusReport {
+    pub connected: bool,
+    pub revision: i64,
+    /// `None` when no catalog was ever loaded.
+    pub staleness_seconds: Option<f64>,
+    /// True when the catalog is not currently confirmed by a live watch.
+    pub stale: bool,
+    /// `etcd`, `disk` or `none`.
+    pub source: &'static str,
+    pub last_error: Option<String>,
+    /// True when etcd listed no keys at all and the last good snapshot was kept instead.
+    pub refused_empty_listing: bool,
+}
+
+impl CatalogStatus {
+    fn with<R>(&self, f: impl FnOnce(&mut StatusInner) -> R) -> R {
+        // A poisoned lock only means a panic elsewhere mid-update of plain fields: keep going.
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard)
+    }
+
+    fn synced(&self, revision: i64) {
+        self.with(|s| {
+            s.last_sync = Some(Instant::now());
+            s.connected = true;
+            s.revision = s.revision.max(revision);
+            s.last_error = None;
+        });
+    }
+
+    fn disconnected(&self, error: String) {
+        self.with(|s| {
+            s.connected = false;
+            s.last_error = Some(error);
+        });
+    }
+
+    pub fn report(&self) -> StatusReport {
+        self.with(|s| {
+            let since = s.last_sync.or(s.disk_saved_at);
+            let staleness = since.map(|t| {
+                if s.connected {
+                    0.0
+                } else {
+                    t.elapsed().as_secs_f64()
+                }
+            });
+            StatusReport {
+                connected: s.connected,
+                revision: s.revision,
+                staleness_seconds: staleness,
+                stale: !s.connected,
+                source: if s.last_sync.is_some() {
+                    "etcd"
+                } else if s.disk_saved_at.is_some() {
+                    "disk"
+                } else {
+                    "none"
+                },
+                last_error: s.last_error.clone(),
+                refused_empty_listing: s.refused_empty,
+            }
+        })
+    }
+
+    /// Updates the staleness and connection gauges (called at scrape time).
+    pub fn update_metrics(&self, metrics: &RegistryMetrics) {
+        let r = self.report();
+        metrics.connected.set(i64::from(r.connected));
+        metrics.catalog_revision.set(r.revision);
+        metrics
+            .staleness_seconds
+            .set(r.staleness_seconds.unwrap_or(0.0));
+    }
+}
+
+/// A handle on the running catalog.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    snapshots: Snapshots,
+    status: Arc<CatalogStatus>,
+}
+
+impl Catalog {
+    pub fn snapshots(&self) -> Snapshots {
+        self.snapshots.clone()
+    }
+
+    pub fn current(&self) -> Option<Arc<Snapshot>> {
+        self.snapshots.borrow().clone()
+    }
+
+    pub fn status(&self) -> &Arc<CatalogStatus> {
+        &self.status
+    }
+
+    /// Loads the saved snapshot (if any) and starts the persister on the current runtime. The
+    /// returned [`Watcher`] follows etcd once it is given a client ([`Watcher::run`]); until
+    /// then readers see the saved snapshot, or `None`.
+    pub fn open(
+        config: CatalogConfig,
+        metrics: RegistryMetrics,
+        cancel: CancellationToken,
+    ) -> (Catalog, Watcher) {
+        let status = Arc::new(CatalogStatus::default());
+        let mut state = State::new(config.layout.clone());
+        let initial = match persist::load(&config.data_dir) {
+            Ok(Some(p)) => {
+                tracing::info!(
+                    revision = p.snapshot.revision,
+                    services = p.snapshot.services.len(),
+                    age_s = p.age().as_secs(),
+                    "loaded the last-known catalog from {}",
+                    persist::path(&config.data_dir).display()
+                );
+                let age = p.age();
+                status.with(|s| {
+                    s.disk_saved_at =
+                        Some(Instant::now().checked_sub(age).unwrap_or_else(Instant::now));
+                    s.revision = p.snapshot.revision;
+                });
+                state.remember_vips(&p.snapshot.vips);
+                Some(Arc::new(p.snapshot))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!("ignoring the saved catalog: {e}");
+                None
+            }
+        };
+        let (tx, rx) = watch::channel(initial);
+        tokio::spawn(persist_loop(rx.clone(), config.data_dir.clone(), cancel));
+        let watcher = Watcher {
+            config,
+            state,
+            tx,
+            status: status.clone(),
+            metrics,
+        };
+        let catalog = Catalog {
+            snapshots: rx,
+            status,
+        };
+        (catalog, watcher)
+    }
+}
+
+/// Reads the whole catalog once (for the command-line tools), at one revision.
+pub async fn fetch(client: &Client, layout: &Layout) -> Result<Snapshot, etcd_client::Error> {
+    let state = list(client, State::new(layout.clone()), layout).await?;
+    Ok(state.snapshot())
+}
+
+/// Why a watch ended.
+enum WatchEnd {
+    Cancelled,
+    /// Time for the periodic re-list; not an error.
+    Relist,
+}
+
+/// Follows etcd and publishes snapshots; see the module docs.
+pub struct Watcher {
+    config: CatalogConfig,
+    state: State,
+    tx: watch::Sender<Option<Arc<Snapshot>>>,
+    status: Arc<CatalogStatus>,
+    metrics: RegistryMetrics,
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher").finish_non_exhaustive()
+    }
+}
+
+impl Watcher {
+    /// Lists and watches until `cancel`, re-listing after every failure.
+    pub async fn run(mut self, client: Client, cancel: CancellationToken) {
+        let mut backoff = crate::etcd::backoff();
+        loop {
+            match self.list_and_watch(&client, &cancel).await {
+                Ok(WatchEnd::Cancelled) => return,
+                Ok(WatchEnd::Relist) => {
+                    backoff = crate::etcd::backoff();
+                    continue;
+                }
+                Err(e) => {
+                    self.metrics.watch_restarts.inc();
+                    tracing::warn!("catalog watch on etcd ended: {e}; keeping the last snapshot");
+                    self.status.disconnected(e);
+                }
+            }
+            let delay = backoff.next().unwrap_or(Duration::from_secs(3));
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    async fn list_and_watch(
+        &mut self,
+        client: &Client,
+        cancel: &CancellationToken,
+    ) -> Result<WatchEnd, String> {
+        let listed = tokio::select! {
+            () = cancel.cancelled() => return Ok(WatchEnd::Cancelled),
+            r = list(client, self.state.empty_like(), &self.config.layout) => r.map_err(|e| format!("list: {e}"))?,
+        };
+        let revision = listed.revision();
+        let has_good = self
+            .tx
+            .borrow()
+            .as_ref()
+            .is_some_and(|s| !s.services.is_empty() || !s.hosts.is_empty());
+        if listed.is_empty() && has_good {
+            tracing::warn!(
+                revision,
+                "etcd listed no keys at all under {}; keeping the last good catalog",
+                self.config.layout.root()
+            );
+            self.status.with(|s| s.refused_empty = true);
+            self.state.set_revision(revision);
+        } else {
+            let first = self.tx.borrow().is_none();
+            let drift = self.state.replace_with(listed);
+            self.status.with(|s| s.refused_empty = false);
+            if drift > 0 || first || self.status.report().source != "etcd" {
+                tracing::info!(
+                    revision,
+                    keys = self.state.len(),
+                    changed = drift,
+                    "catalog listed from etcd"
+                );
+                self.publish();
+            }
+        }
+        self.status.synced(revision);
+        self.watch(client, cancel).await
+    }
+
+    async fn watch(
+        &mut self,
+        client: &Client,
+        cancel: &CancellationToken,
+    ) -> Result<WatchEnd, String> {
+        let root = self.config.layout.root().to_owned();
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(self.state.revision() + 1);
+        let (mut requests, mut stream) = client
+            .watch_client()
+            .watch(root, Some(options))
+            .await
+            .map_err(|e| format!("watch: {e}"))?
+            .split();
+        let interval = self.config.progress_interval;
+        let mut progress = tokio::time::interval(interval);
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let relist_at = Instant::now() + self.config.relist_interval;
+        let mut last_heard = Instant::now();
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(WatchEnd::Cancelled),
+                () = tokio::time::sleep_until(relist_at) => return Ok(WatchEnd::Relist),
+                _ = progress.tick() => {
+                    // No answer to several progress requests: the connection is dead even if
+                    // TCP has not noticed (a partition drops packets silently).
+                    if last_heard.elapsed() > interval * 3 + Duration::from_secs(1) {
+                        return Err(format!("watch silent for {:?}", last_heard.elapsed()));
+                    }
+                    requests.request_progress().await.map_err(|e| format!("progress request: {e}"))?;
+                }
+                msg = stream.message() => {
+                    let resp = match msg {
+                        Ok(Some(resp)) => resp,
+                        Ok(None) => return Err("watch stream closed".into()),
+                        Err(e) => return Err(format!("watch: {e}")),
+                    };
+                    last_heard = Instant::now();
+                    if resp.canceled() {
+                        return Err(if resp.compact_revision() > 0 {
+                            format!("revision compacted (at {})", resp.compact_revision())
+                        } else {
+                            format!("watch canceled: {}", resp.cancel_reason())
+                        });
+                    }
+                    let mut changed = false;
+                    for event in resp.events() {
+                        let Some(kv) = event.kv() else { continue };
+                        let Ok(key) = kv.key_str() else { continue };
+                        let applied = match event.event_type() {
+                            EventType::Put => self.state.put(key, kv.value(), kv.mod_revision()),
+                            EventType::Delete => self.state.delete(key, kv.mod_revision()),
+                        };
+                        changed |= applied == Applied::Changed;
+                    }
+                    let revision = resp.header().map_or(0, |h| h.revision());
+                    self.state.set_revision(revision);
+                    if changed {
+                        self.publish();
+                    }
+                    self.status.synced(self.state.revision());
+                }
+            }
+        }
+    }
+
+    fn publish(&self) {
+        self.tx.send_replace(Some(Arc::new(self.state.snapshot())));
+    }
+}
+
+/// Lists every key under the root in pages, all at the first page's revision, into `listed`.
+async fn list(
+    client: &Client,
+    mut listed: State,
+    layout: &Layout,
+) -> Result<State, etcd_client::Error> {
+    let mut kv = client.kv_client();
+    let root = layout.root().to_owned();
+    let end = prefix_end(&root);
+    let mut start = root.into_bytes();
+    let mut revision = 0;
+    loop {
+        let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+        if revision > 0 {
+            // Every page at the first page's revision: one consistent view.
+            options = options.with_revision(revision);
+        }
+        let resp = kv.get(start.clone(), Some(options)).await?;
+        if revision == 0 {
+            revision = resp.header().map_or(0, |h| h.revision());
+        }
+        for kv in resp.kvs() {
+            if let Ok(key) = kv.key_str() {
+                listed.put(key, kv.value(), kv.mod_revision());
+            }
+        }
+        match resp.kvs().last() {
+            Some(last) if resp.more() => {
+                start = last.key().to_vec();
+                start.push(0);
+            }
+            _ => break,
+        }
+    }
+    listed.set_revision(revision);
+    Ok(listed)
+}
+
+/// Writes each new snapshot to `data_dir`, coalescing bursts, within a second of the change.
+async fn persist_loop(mut rx: Snapshots, dir: PathBuf, cancel: CancellationToken) {
+    // The snapshot present at start came from disk or is None: nothing to write yet.
+    rx.mark_unchanged();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            r = rx.changed() => if r.is_err() { return },
+        }
+        // Let a burst of events settle, but stay well within the one-second promise.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Some(snapshot) = rx.borrow_and_update().clone() else {
+            continue;
+        };
+        let dir = dir.clone();
+        let result = tokio::task::spawn_blocking(move || persist::save(&dir, &snapshot)).await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("could not save the catalog to disk: {e}"),
+            Err(e) => tracing::warn!("catalog save task failed: {e}"),
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The immutable view of the mesh that every reader (DNS, proxies, admin, CLI) works from.
+//! Built from etcd by [`super::state::State`]; published as `Arc<Snapshot>` and never mutated.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::{Health, HostInfo};
+use crate::spec::Protocol;
+
+/// Everything the catalog knows at one etcd revision.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The etcd revision this snapshot reflects.
+    pub revision: i64,
+    pub hosts: BTreeMap<String, HostInfo>,
+    /// Services with at least one registered instance, whatever its health.
+    pub services: BTreeMap<String, Service>,
+    /// Every known VIP by name (`orders`, `v2.orders`), including those of services that
+    /// currently have no instance: a VIP stays reserved for its name.
+    pub vips: BTreeMap<String, Ipv4Addr>,
+    /// Route policies as stored, parsed by the component that applies them.
+    #[serde(default)]
+    pub routes: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub policies: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: String,
+    pub vip: Option<Ipv4Addr>,
+    /// The protocol most instances declare (instances disagreeing is a configuration mistake
+    /// across hosts; the majority wins so one bad host cannot flip a service).
+    pub protocol: Protocol,
+    /// Sorted by (host, id).
+    pub instances: Vec<Instance>,
+}
+
+/// One registered instance, joined with its host's info.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub host: String,
+    pub id: String,
+    /// The host's advertised address; `None` while the host's info record is missing.
+    pub address: Option<IpAddr>,
+    pub inbound_port: Option<u16>,
+    pub zone: Option<String>,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub tags: Vec<String>,
+    pub weight: u32,
+    pub health: Health,
+}
+
+impl Service {
+    /// Instances in `passing` health.
+    pub fn passing(&self) -> impl Iterator<Item = &Instance> {
+        self.instances
+            .iter()
+            .filter(|i| i.health == Health::Passing)
+    }
+}
+
+impl Snapshot {
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.get(name)
+    }
+}

@@ -1,0 +1,52 @@
+//! The registry side's metric handles, created once at start and passed down.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Default)]
+pub struct RegistryMetrics {
+    /// 1 while the catalog's watch on etcd is established and answering.
+    pub connected: Gauge,
+    /// Seconds since the catalog was last known to match etcd; set at scrape time.
+    pub staleness_seconds: Gauge<f64, AtomicU64>,
+    /// The etcd revision the catalog has applied; set at scrape time. Comparing it across
+    /// agents shows one that lags.
+    pub catalog_revision: Gauge,
+    pub lease_keepalive_failures: Counter,
+    pub watch_restarts: Counter,
+}
+
+impl RegistryMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = RegistryMetrics::default();
+        registry.register(
+            "hostmesh_registry_connected",
+            "1 while the catalog watch on etcd is established and answering, else 0",
+            m.connected.clone(),
+        );
+        registry.register(
+            "hostmesh_catalog_staleness_seconds",
+            "Seconds since the catalog was last confirmed current with etcd",
+            m.staleness_seconds.clone(),
+        );
+        registry.register(
+            "hostmesh_catalog_revision",
+            "The etcd revision the catalog has applied",
+            m.catalog_revision.clone(),
+        );
+        registry.register(
+            "hostmesh_lease_keepalive_failures",
+            "Lease keep-alives that failed or went unanswered",
+            m.lease_keepalive_failures.clone(),
+        );
+        registry.register(
+            "hostmesh_etcd_watch_restarts",
+            "Times the catalog watch broke and was re-established (re-list included)",
+            m.watch_restarts.clone(),
+        );
+        m
+    }
+}

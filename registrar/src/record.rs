@@ -1,0 +1,81 @@
+//! The JSON values stored in etcd (SPEC "etcd layout"). Readers ignore unknown fields so that old
+//! and new agents can run side by side; writers always write every field they know.
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::Protocol;
+
+/// Health as published in instance records and shown everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Passing,
+    Critical,
+    Maintenance,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Passing => "passing",
+            Health::Critical => "critical",
+            Health::Maintenance => "maintenance",
+        }
+    }
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `<prefix>/v1/hosts/<host>/info`, on the host's lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// Where peers reach this host's inbound port.
+    pub address: std::net::IpAddr,
+    pub inbound_port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// The agent version that wrote this record.
+    #[serde(default)]
+    pub version: String,
+}
+
+/// `<prefix>/v1/hosts/<host>/instances/<service>/<id>`, on the host's lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    pub port: u16,
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    pub health: Health,
+}
+
+fn default_weight() -> u32 {
+    100
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let rec: InstanceRecord = serde_json::from_str(
+            r#"{"port":8080,"protocol":"http","tags":["v2"],"weight":5,"health":"passing","future":{"x":1}}"#,
+        )
+        .expect("parses");
+        assert_eq!(rec.port, 8080);
+        assert_eq!(rec.health, Health::Passing);
+    }
+
+    #[test]
+    fn missing_required_fields_fail() {
+        assert!(serde_json::from_str::<InstanceRecord>(r#"{"port":8080}"#).is_err());
+        assert!(serde_json::from_str::<HostInfo>(r#"{"inbound_port":1}"#).is_err());
+    }
+}

@@ -1,0 +1,506 @@
+//! Registering this host: one lease per host, the host's `info` and one key per local instance
+//! on it, kept alive at about TTL/3.
+//!
+//! A session is one lease. It ends when the lease is lost (etcd answers TTL 0 or "not found",
+//! or no keep-alive got through for a whole TTL, e.g. after a partition); the next session grants
+//! a new lease and puts everything again. Within a session, health changes are written as they
+//! happen, and a full anti-entropy pass (read this host's keys, add what is missing, delete what
+//! is unknown) runs periodically and whenever etcd becomes reachable again.
+
+mod lease;
+mod status;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Client, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp};
+use ipnet::Ipv4Net;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::keys::{Layout, prefix_end};
+use crate::metrics::RegistryMetrics;
+use crate::record::{Health, HostInfo, InstanceRecord};
+use crate::spec::InstanceSpec;
+
+use lease::{KeepAlive, LeaseFile};
+pub use status::{LocalInstance, RegistrarStatus, StatusReport};
+
+/// etcd refuses transactions with more than 128 operations by default.
+const TXN_OPS: usize = 100;
+
+#[derive(Debug, Clone)]
+pub struct RegistrarConfig {
+    pub host: String,
+    pub info: HostInfo,
+    pub layout: Layout,
+    pub lease_ttl: Duration,
+    pub vip_range: Ipv4Net,
+    pub data_dir: PathBuf,
+    pub anti_entropy_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    /// Another live agent registered this host name: refuse to start.
+    #[error(
+        "host name {host:?} is held by another live agent: {key} is on lease {lease:x} (address {address}). \
+         Two machines with one host name (a cloned VM?) cannot share the mesh: set agent.host to a unique name"
+    )]
+    Conflict {
+        host: String,
+        key: String,
+        lease: i64,
+        address: String,
+    },
+    /// etcd could not be asked: the check runs again when it can.
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+}
+
+/// One local instance and its current health.
+#[derive(Debug)]
+struct Local {
+    spec: InstanceSpec,
+    health: watch::Receiver<Health>,
+    /// Stops this instance's health check when the definition goes away.
+    check: CancellationToken,
+}
+
+pub struct Registrar {
+    client: Client,
+    config: RegistrarConfig,
+    locals: Vec<Local>,
+    changed: Arc<Notify>,
+    status: Arc<RegistrarStatus>,
+    metrics: RegistryMetrics,
+    lease_file: LeaseFile,
+    /// Values confirmed in etcd under the current lease, by key.
+    written: BTreeMap<String, String>,
+    cancel_checks: CancellationToken,
+}
+
+impl std::fmt::Debug for Registrar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registrar")
+            .field("host", &self.config.host)
+            .field("locals", &self.locals.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a session ended.
+enum SessionEnd {
+    Cancelled,
+    LeaseLost,
+}
+
+impl Registrar {
+    /// Starts the local health checks; registration starts with [`Registrar::run`].
+    pub fn new(
+        client: Client,
+        config: RegistrarConfig,
+        specs: Vec<InstanceSpec>,
+        metrics: RegistryMetrics,
+    ) -> Self {
+        let lease_file = LeaseFile::new(&config.data_dir);
+        let mut registrar = Registrar {
+            client,
+            config,
+            locals: Vec::new(),
+            changed: Arc::new(Notify::new()),
+            status: Arc::new(RegistrarStatus::default()),
+            metrics,
+            lease_file,
+            written: BTreeMap::new(),
+            cancel_checks: CancellationToken::new(),
+        };
+        registrar.set_specs(specs);
+        registrar
+    }
+
+    pub fn status(&self) -> Arc<RegistrarStatus> {
+        self.status.clone()
+    }
+
+    /// Refuses when another live lease holds this host's `info`. A lease this agent recorded in
+    /// `data_dir` before a crash is its own: it is revoked so the restart can proceed at once.
+    pub async fn claim(&mut self) -> Result<(), ClaimError> {
+        let key = self.config.layout.host_info(&self.config.host);
+        let resp = self.client.kv_client().get(key.as_str(), None).await?;
+        let Some(kv) = resp.kvs().first() else {
+            return Ok(());
+        };
+        let lease = kv.lease();
+        if lease == 0 {
+            return Ok(());
+        }
+        if self.lease_file.read() == Some(lease) {
+            tracing::info!(
+                lease = format_args!("{lease:x}"),
+                "revoking this agent's lease from before its restart"
+            );
+            let _ = self.client.lease_client().revoke(lease).await;
+            return Ok(());
+        }
+        let ttl = self
+            .client
+            .lease_client()
+            .time_to_live(lease, None)
+            .await?
+            .ttl();
+        if ttl > 0 {
+            let address = serde_json::from_slice::<HostInfo>(kv.value())
+                .map(|i| i.address.to_string())
+                .unwrap_or_else(|_| "unknown".into());
+            return Err(ClaimError::Conflict {
+                host: self.config.host.clone(),
+                key,
+                lease,
+                address,
+            });
+        }
+        Ok(())
+    }
+
+    /// Registers and keeps registered until `cancel`, then deregisters (revokes the lease,
+    /// waiting at most one second when etcd is unreachable). New definitions (SIGHUP) arrive on
+    /// `reload`.
+    pub async fn run(
+        mut self,
+        cancel: CancellationToken,
+        mut reload: mpsc::Receiver<Vec<InstanceSpec>>,
+    ) {
+        let mut backoff = crate::etcd::backoff();
+        loop {
+            match self.session(&cancel, &mut reload).await {
+                Ok(SessionEnd::Cancelled) => break,
+                Ok(SessionEnd::LeaseLost) => {
+                    tracing::warn!("lease lost; registering again under a new lease");
+                    backoff = crate::etcd::backoff();
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!("registration: {e}; retrying");
+                    self.status.set_error(Some(e));
+                }
+            }
+            let delay = backoff.next().unwrap_or(Duration::from_secs(3));
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+        self.deregister().await;
+        self.cancel_checks.cancel();
+    }
+
+    async fn session(
+        &mut self,
+        cancel: &CancellationToken,
+        reload: &mut mpsc::Receiver<Vec<InstanceSpec>>,
+    ) -> Result<SessionEnd, String> {
+        if cancel.is_cancelled() {
+            return Ok(SessionEnd::Cancelled);
+        }
+        self.claim().await.map_err(|e| {
+            if matches!(e, ClaimError::Conflict { .. }) {
+                tracing::error!("{e}");
+            }
+            e.to_string()
+        })?;
+        let ttl = self.config.lease_ttl.as_secs().max(2) as i64;
+        let lease = self
+            .client
+            .lease_client()
+            .grant(ttl, None)
+            .await
+            .map_err(|e| format!("lease grant: {e}"))?
+            .id();
+        self.lease_file.write(lease);
+        self.written.clear();
+        self.status.set_lease(Some(lease));
+        self.ensure_vips().await;
+        self.reconcile_full(lease)
+            .await
+            .map_err(|e| format!("register: {e}"))?;
+        tracing::info!(
+            lease = format_args!("{lease:x}"),
+            instances = self.locals.len(),
+            "registered in etcd"
+        );
+        self.status.set_registered(true);
+        self.status.set_error(None);
+
+        let mut keepalive = KeepAlive::new(self.client.clone(), lease, self.config.lease_ttl);
+        let mut tick = tokio::time::interval(self.config.lease_ttl / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut anti_entropy = tokio::time::interval_at(
+            Instant::now() + self.config.anti_entropy_interval,
+            self.config.anti_entropy_interval,
+        );
+        let mut dirty = false;
+        let changed = self.changed.clone();
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
+                _ = tick.tick() => match keepalive.beat().await {
+                    lease::Beat::Alive { recovered } => {
+                        if recovered || dirty {
+                            // etcd is back: whatever was missed is repaired now.
+                            dirty = self.reconcile_full(lease).await.is_err();
+                        }
+                    }
+                    lease::Beat::Failed(e) => {
+                        self.metrics.lease_keepalive_failures.inc();
+                        tracing::debug!("lease keep-alive failed: {e}");
+                    }
+                    lease::Beat::Lost => {
+                        self.status.set_registered(false);
+                        return Ok(SessionEnd::LeaseLost);
+                    }
+                },
+                () = changed.notified() => {
+                    dirty = self.reconcile_changes(lease).await.is_err() || dirty;
+                }
+                Some(specs) = reload.recv() => {
+                    self.set_specs(specs);
+                    self.ensure_vips().await;
+                    dirty = self.reconcile_changes(lease).await.is_err() || dirty;
+                }
+                _ = anti_entropy.tick() => {
+                    dirty = self.reconcile_full(lease).await.is_err();
+                }
+            }
+        }
+    }
+
+    /// Replaces the local definitions; unchanged ones keep their health check and state.
+    fn set_specs(&mut self, specs: Vec<InstanceSpec>) {
+        let mut old: BTreeMap<String, Local> = self
+            .locals
+            .drain(..)
+            .map(|l| (l.spec.id.clone(), l))
+            .collect();
+        for spec in specs {
+            if let Some(l) = old.remove(&spec.id).filter(|l| l.spec == spec) {
+                self.locals.push(l);
+                continue;
+            }
+            self.locals.push(self.start_local(spec));
+        }
+        for (_, gone) in old {
+            gone.check.cancel();
+        }
+        self.status.set_locals(
+            self.locals
+                .iter()
+                .map(|l| LocalInstance {
+                    service: l.spec.service.clone(),
+                    id: l.spec.id.clone(),
+                    health: *l.health.borrow(),
+                })
+                .collect(),
+        );
+        self.changed.notify_one();
+    }
+
+    fn start_local(&self, spec: InstanceSpec) -> Local {
+        let check = self.cancel_checks.child_token();
+        let initial = if spec.check.is_some() {
+            // Not passing until a check says so.
+            Health::Critical
+        } else {
+            Health::Passing
+        };
+        let (tx, rx) = watch::channel(initial);
+        if let Some(c) = spec.check.clone() {
+            tokio::spawn(crate::health::run(c, spec.target, tx, check.clone()));
+        }
+        let mut forward = rx.clone();
+        let changed = self.changed.clone();
+        let stop = check.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    r = forward.changed() => if r.is_err() { return },
+                }
+                changed.notify_one();
+            }
+        });
+        Local {
+            spec,
+            health: rx,
+            check,
+        }
+    }
+
+    async fn ensure_vips(&mut self) {
+        let mut names: Vec<String> = self.locals.iter().map(|l| l.spec.service.clone()).collect();
+        names.sort();
+        names.dedup();
+        let mut kv = self.client.kv_client();
+        for name in names {
+            match crate::vip::ensure(&mut kv, &self.config.layout, self.config.vip_range, &name)
+                .await
+            {
+                Ok(_) => self.status.set_vip_error(&name, None),
+                Err(e) => {
+                    tracing::error!(service = name, "VIP allocation failed: {e}");
+                    self.status.set_vip_error(&name, Some(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// Every key this host should have in etcd, with its value.
+    fn desired(&self) -> BTreeMap<String, String> {
+        let mut desired = BTreeMap::new();
+        let host = &self.config.host;
+        desired.insert(
+            self.config.layout.host_info(host),
+            serde_json::to_string(&self.config.info).unwrap_or_default(),
+        );
+        for l in &self.locals {
+            let record = InstanceRecord {
+                port: l.spec.port,
+                protocol: l.spec.protocol,
+                tags: l.spec.tags.clone(),
+                weight: l.spec.weight,
+                health: *l.health.borrow(),
+            };
+            desired.insert(
+                self.config
+                    .layout
+                    .instance(host, &l.spec.service, &l.spec.id),
+                serde_json::to_string(&record).unwrap_or_default(),
+            );
+        }
+        desired
+    }
+
+    /// Writes what changed locally since the last write (no etcd read).
+    async fn reconcile_changes(&mut self, lease: i64) -> Result<(), etcd_client::Error> {
+        self.refresh_local_status();
+        let desired = self.desired();
+        let puts: Vec<(String, String)> = desired
+            .iter()
+            .filter(|(k, v)| self.written.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let deletes: Vec<String> = self
+            .written
+            .keys()
+            .filter(|k| !desired.contains_key(*k))
+            .cloned()
+            .collect();
+        self.apply(lease, puts, deletes).await?;
+        self.written = desired;
+        Ok(())
+    }
+
+    /// Anti-entropy: compares this host's keys in etcd with the local definitions.
+    async fn reconcile_full(&mut self, lease: i64) -> Result<(), etcd_client::Error> {
+        self.refresh_local_status();
+        let prefix = self.config.layout.host_prefix(&self.config.host);
+        let resp = self
+            .client
+            .kv_client()
+            .get(
+                prefix.as_str(),
+                Some(GetOptions::new().with_range(prefix_end(&prefix))),
+            )
+            .await?;
+        let mut actual: BTreeMap<String, (Vec<u8>, i64)> = BTreeMap::new();
+        for kv in resp.kvs() {
+            if let Ok(k) = kv.key_str() {
+                actual.insert(k.to_owned(), (kv.value().to_vec(), kv.lease()));
+            }
+        }
+        let desired = self.desired();
+        let puts: Vec<(String, String)> = desired
+            .iter()
+            .filter(|(k, v)| {
+                actual
+                    .get(*k)
+                    .is_none_or(|(value, l)| *l != lease || value != v.as_bytes())
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let deletes: Vec<String> = actual
+            .keys()
+            .filter(|k| !desired.contains_key(*k))
+            .cloned()
+            .collect();
+        if !self.written.is_empty() && (!puts.is_empty() || !deletes.is_empty()) {
+            tracing::info!(
+                puts = puts.len(),
+                deletes = deletes.len(),
+                "repairing this host's keys in etcd"
+            );
+        }
+        self.apply(lease, puts, deletes).await?;
+        self.written = desired;
+        Ok(())
+    }
+
+    async fn apply(
+        &mut self,
+        lease: i64,
+        puts: Vec<(String, String)>,
+        deletes: Vec<String>,
+    ) -> Result<(), etcd_client::Error> {
+        let mut ops: Vec<TxnOp> = puts
+            .into_iter()
+            .map(|(k, v)| TxnOp::put(k, v, Some(PutOptions::new().with_lease(lease))))
+            .collect();
+        ops.extend(
+            deletes
+                .into_iter()
+                .map(|k| TxnOp::delete(k, None::<DeleteOptions>)),
+        );
+        let mut kv = self.client.kv_client();
+        for chunk in ops.chunks(TXN_OPS) {
+            kv.txn(Txn::new().and_then(chunk.to_vec())).await?;
+        }
+        Ok(())
+    }
+
+    fn refresh_local_status(&self) {
+        self.status.set_locals(
+            self.locals
+                .iter()
+                .map(|l| LocalInstance {
+                    service: l.spec.service.clone(),
+                    id: l.spec.id.clone(),
+                    health: *l.health.borrow(),
+                })
+                .collect(),
+        );
+    }
+
+    /// Revokes the lease: every key of this host disappears at once. With etcd unreachable this
+    /// waits at most one second; the lease then expires on its own.
+    async fn deregister(&mut self) {
+        let Some(lease) = self.status.report().lease else {
+            return;
+        };
+        let mut client = self.client.lease_client();
+        match tokio::time::timeout(Duration::from_secs(1), client.revoke(lease)).await {
+            Ok(Ok(_)) => {
+                tracing::info!("deregistered from etcd");
+                self.lease_file.remove();
+            }
+            Ok(Err(e)) => tracing::warn!("deregister: {e}; the lease will expire on its own"),
+            Err(_) => tracing::warn!(
+                "deregister: etcd did not answer within 1s; the lease will expire on its own"
+            ),
+        }
+        self.status.set_registered(false);
+        self.status.set_lease(None);
+    }
+}

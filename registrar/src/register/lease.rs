@@ -1,0 +1,118 @@
+//! Keeping one lease alive. etcd-client does not send keep-alives by itself: each beat sends one
+//! and waits for its answer, reopening the stream after a failure.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper};
+use tokio::time::Instant;
+
+pub(super) enum Beat {
+    /// The lease is alive; `recovered` after one or more failed beats (etcd was unreachable).
+    Alive { recovered: bool },
+    /// This beat got no answer; the lease may still be alive.
+    Failed(String),
+    /// The lease is gone: etcd said so, or no beat got through for a whole TTL.
+    Lost,
+}
+
+pub(super) struct KeepAlive {
+    client: Client,
+    lease: i64,
+    ttl: Duration,
+    stream: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+    last_ok: Instant,
+    failing: bool,
+}
+
+impl KeepAlive {
+    pub(super) fn new(client: Client, lease: i64, ttl: Duration) -> Self {
+        KeepAlive {
+            client,
+            lease,
+            ttl,
+            stream: None,
+            last_ok: Instant::now(),
+            failing: false,
+        }
+    }
+
+    pub(super) async fn beat(&mut self) -> Beat {
+        let wait = (self.ttl / 3).max(Duration::from_millis(500));
+        match tokio::time::timeout(wait, self.send()).await {
+            Ok(Ok(ttl)) if ttl > 0 => {
+                self.last_ok = Instant::now();
+                let recovered = std::mem::replace(&mut self.failing, false);
+                Beat::Alive { recovered }
+            }
+            Ok(Ok(_)) => Beat::Lost,
+            Ok(Err(e)) => self.failed(e),
+            Err(_) => self.failed(format!("no answer within {wait:?}")),
+        }
+    }
+
+    fn failed(&mut self, e: String) -> Beat {
+        self.stream = None;
+        self.failing = true;
+        if self.last_ok.elapsed() >= self.ttl {
+            // etcd has expired it by now (or will before we could renew it).
+            Beat::Lost
+        } else {
+            Beat::Failed(e)
+        }
+    }
+
+    async fn send(&mut self) -> Result<i64, String> {
+        if self.stream.is_none() {
+            let s = self
+                .client
+                .lease_client()
+                .keep_alive(self.lease)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.stream = Some(s);
+        }
+        let Some((keeper, stream)) = self.stream.as_mut() else {
+            return Err("no keep-alive stream".into());
+        };
+        keeper.keep_alive().await.map_err(|e| e.to_string())?;
+        match stream.message().await {
+            Ok(Some(resp)) => Ok(resp.ttl()),
+            Ok(None) => Err("keep-alive stream closed".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// The lease id this agent holds, kept in `data_dir` so that an agent restarted after a crash
+/// recognises its own still-live lease instead of refusing to start.
+#[derive(Debug)]
+pub(super) struct LeaseFile {
+    path: PathBuf,
+}
+
+impl LeaseFile {
+    pub(super) fn new(data_dir: &Path) -> Self {
+        LeaseFile {
+            path: data_dir.join("lease"),
+        }
+    }
+
+    pub(super) fn read(&self) -> Option<i64> {
+        let text = std::fs::read_to_string(&self.path).ok()?;
+        i64::from_str_radix(text.trim(), 16).ok()
+    }
+
+    pub(super) fn write(&self, lease: i64) {
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Err(e) = std::fs::write(&self.path, format!("{lease:x}\n")) {
+            tracing::warn!("could not record the lease in {}: {e}", self.path.display());
+        }
+    }
+
+    pub(super) fn remove(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

@@ -1,0 +1,283 @@
+//! A real, single-member etcd (Debian's 3.4) in a host of its own, that tests can query, kill,
+//! restart, and compact.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use tempfile::TempDir;
+
+use crate::net::{Host, Net};
+use crate::process::{Proc, run};
+use crate::wait::try_wait_for;
+
+/// The name of the etcd host in its `Net` (so no test host may be called `etcd`).
+pub const ETCD_HOST: &str = "etcd";
+/// Client port.
+pub const CLIENT_PORT: u16 = 2379;
+/// Peer port (only the member itself uses it).
+pub const PEER_PORT: u16 = 2380;
+/// How long `start` and `restart` wait for a healthy endpoint: a cold etcd on a busy 2-core
+/// machine elects itself in about a second.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running (or deliberately killed) etcd. Killed on drop; its log is shown if the test panicked.
+#[derive(Debug)]
+pub struct Etcd {
+    host: Host,
+    dir: TempDir,
+    log: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl Etcd {
+    /// Starts etcd in a new host `etcd` of `net`, listening on that host's address and on its
+    /// loopback, with a fresh data directory, and waits until it is healthy.
+    #[track_caller]
+    pub fn start(net: &Net) -> Etcd {
+        let host = net.host(ETCD_HOST);
+        let dir = tempfile::Builder::new()
+            .prefix("hostmesh-etcd-")
+            .tempdir()
+            .expect("creating etcd's temp dir");
+        let log = dir.path().join("etcd.log");
+        let mut etcd = Etcd {
+            host,
+            dir,
+            log,
+            proc: None,
+        };
+        etcd.spawn();
+        etcd
+    }
+
+    #[track_caller]
+    fn spawn(&mut self) {
+        let addr = self.host.addr();
+        let client = format!("http://{addr}:{CLIENT_PORT}");
+        let peer = format!("http://{addr}:{PEER_PORT}");
+        let data = self.dir.path().join("data");
+        let mut cmd = self.host.cmd("etcd");
+        cmd.args([
+            "--name",
+            "hmt",
+            "--data-dir",
+            &data.to_string_lossy(),
+            // Loopback too, so etcdctl inside the etcd host needs no address.
+            "--listen-client-urls",
+            &format!("{client},http://127.0.0.1:{CLIENT_PORT}"),
+            "--advertise-client-urls",
+            &client,
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+            // Ignored when the data dir already exists (restart), as it should be.
+            "--initial-cluster",
+            &format!("hmt={peer}"),
+            "--initial-cluster-state",
+            "new",
+            "--initial-cluster-token",
+            "hostmesh-tests",
+            // zap instead of 3.4's deprecated default logger, which warns about itself.
+            "--logger",
+            "zap",
+            "--log-outputs",
+            "stderr",
+        ]);
+        self.proc = Some(Proc::spawn(cmd, "etcd", &self.log));
+        self.wait_healthy();
+    }
+
+    #[track_caller]
+    fn wait_healthy(&mut self) {
+        let healthy = try_wait_for(START_TIMEOUT, || {
+            if let Some(p) = self.proc.as_mut() {
+                if let Some(st) = p.try_exit() {
+                    panic!(
+                        "etcd exited ({st}) before becoming healthy; log:\n{}",
+                        p.log_tail(100)
+                    );
+                }
+            }
+            self.is_healthy().then_some(())
+        });
+        if healthy.is_none() {
+            panic!(
+                "etcd not healthy after {START_TIMEOUT:?}; log:\n{}",
+                crate::logs::tail(&self.log, 100)
+            );
+        }
+    }
+
+    /// The host etcd runs in.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// etcd's address on the bridge (what [`Host::cut_from`] takes to partition a host from etcd).
+    pub fn addr(&self) -> Ipv4Addr {
+        self.host.addr()
+    }
+
+    /// The client URL other hosts use, `http://198.18.0.x:2379`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}:{CLIENT_PORT}", self.host.addr())
+    }
+
+    /// etcd's whole log so far.
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    /// The pid of the running etcd, if any.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(Proc::pid)
+    }
+
+    /// Whether `etcdctl endpoint health` succeeds right now.
+    pub fn is_healthy(&self) -> bool {
+        self.etcdctl(&["endpoint", "health"], "1s", "2s")
+            .status
+            .success()
+    }
+
+    fn etcdctl(&self, args: &[&str], dial: &str, command: &str) -> Output {
+        let mut cmd = self.host.cmd("etcdctl");
+        cmd.env("ETCDCTL_API", "3").args([
+            "--endpoints",
+            &format!("http://127.0.0.1:{CLIENT_PORT}"),
+            "--dial-timeout",
+            dial,
+            "--command-timeout",
+            command,
+        ]);
+        cmd.args(args);
+        run(cmd, Duration::from_secs(60))
+    }
+
+    /// Runs `etcdctl ARGS` (API v3) inside the etcd host; stdout, or stderr as the error.
+    pub fn try_ctl(&self, args: &[&str]) -> Result<String, String> {
+        let out = self.etcdctl(args, "2s", "10s");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
+    /// Runs `etcdctl ARGS` (API v3) inside the etcd host and returns stdout; panics with stderr on
+    /// failure.
+    #[track_caller]
+    pub fn ctl(&self, args: &[&str]) -> String {
+        self.try_ctl(args)
+            .unwrap_or_else(|e| panic!("`etcdctl {}` failed: {e}", args.join(" ")))
+    }
+
+    /// Runs `etcdctl -w json ARGS` and parses the output.
+    #[track_caller]
+    pub fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.ctl(&[&["-w", "json"], args].concat());
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("`etcdctl -w json {}`: {e}: {out}", args.join(" ")))
+    }
+
+    /// All keys under `prefix` with their values, in key order. Keys and values are decoded from
+    /// etcdctl's JSON (base64), so values with newlines or odd bytes survive intact (lossily as
+    /// UTF-8).
+    #[track_caller]
+    pub fn get_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        let v = self.ctl_json(&["get", "--prefix", prefix]);
+        // etcdctl omits `kvs` entirely when nothing matches.
+        let Some(kvs) = v.get("kvs").and_then(|k| k.as_array()) else {
+            return Vec::new();
+        };
+        kvs.iter()
+            .map(|kv| (decode(kv, "key"), decode(kv, "value")))
+            .collect()
+    }
+
+    /// The value of `key`, if present.
+    #[track_caller]
+    pub fn get(&self, key: &str) -> Option<String> {
+        let v = self.ctl_json(&["get", key]);
+        v.get("kvs")
+            .and_then(|k| k.as_array())
+            .and_then(|kvs| kvs.first())
+            .map(|kv| decode(kv, "value"))
+    }
+
+    /// Writes `key` = `value` (no lease). Values starting with `-` work too.
+    #[track_caller]
+    pub fn put(&self, key: &str, value: &str) {
+        self.ctl(&["put", "--", key, value]);
+    }
+
+    /// Deletes every key under `prefix`; returns how many were deleted.
+    #[track_caller]
+    pub fn delete_prefix(&self, prefix: &str) -> u64 {
+        let out = self.ctl(&["del", "--prefix", prefix]);
+        out.trim().parse().unwrap_or(0)
+    }
+
+    /// The store's current revision.
+    #[track_caller]
+    pub fn revision(&self) -> i64 {
+        // Any read returns the header; the key need not exist.
+        let v = self.ctl_json(&["get", "--count-only", "/"]);
+        v.pointer("/header/revision")
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or_else(|| panic!("no revision in etcdctl output {v}"))
+    }
+
+    /// Compacts the history up to the current revision (physically, so it has taken effect when
+    /// this returns) and returns that revision. A watcher asking for an older revision then fails
+    /// with "required revision has been compacted". Compacting twice at one revision is fine.
+    #[track_caller]
+    pub fn compact_to_latest(&self) -> i64 {
+        let rev = self.revision();
+        if let Err(e) = self.try_ctl(&["compact", "--physical", &rev.to_string()]) {
+            assert!(
+                e.contains("required revision has been compacted"),
+                "compacting etcd at {rev}: {e}"
+            );
+        }
+        rev
+    }
+
+    /// SIGKILLs etcd (no clean shutdown, like a crash or power loss of its host) and reaps it.
+    /// Its data directory stays for [`Etcd::restart`].
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    /// Starts etcd again on the same data directory (killing it first if still running) and waits
+    /// until healthy.
+    #[track_caller]
+    pub fn restart(&mut self) {
+        self.kill();
+        crate::logs::note(&self.log, "restarting etcd");
+        self.spawn();
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        crate::logs::dump_on_panic("etcd log", &self.log);
+        self.kill();
+    }
+}
+
+#[track_caller]
+fn decode(kv: &serde_json::Value, field: &str) -> String {
+    let b64 = kv.get(field).and_then(|v| v.as_str()).unwrap_or_default();
+    let bytes = BASE64
+        .decode(b64)
+        .unwrap_or_else(|e| panic!("etcdctl gave invalid base64 in {field}: {e}"));
+    String::from_utf8_lossy(&bytes).into_owned()
+}
