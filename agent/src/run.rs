@@ -79,13 +79,6 @@ pub async fn run(
         specs,
         metrics.registry_side.clone(),
     );
-    match tokio::time::timeout(CLAIM_WAIT, registrar.claim()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e @ ClaimError::Conflict { .. })) => return Err(RunError::Runtime(e.to_string())),
-        Ok(Err(e)) => tracing::warn!("could not check the host name in etcd yet: {e}"),
-        Err(_) => tracing::warn!("etcd did not answer within {CLAIM_WAIT:?}; starting from the saved catalog"),
-    }
-
     let admin_listener = TcpListener::bind(config.admin.listen)
         .await
         .map_err(|e| RunError::Runtime(format!("admin listen {}: {e}", config.admin.listen)))?;
@@ -98,11 +91,27 @@ pub async fn run(
         listeners_up: Default::default(),
     });
 
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        admin_state.clone(),
+        cancel.clone(),
+    ));
+    match tokio::time::timeout(CLAIM_WAIT, registrar.claim()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e @ ClaimError::Conflict { .. })) => {
+            cancel.cancel();
+            return Err(RunError::Runtime(e.to_string()));
+        }
+        Ok(Err(e)) => tracing::warn!("could not check the host name in etcd yet: {e}"),
+        Err(_) => tracing::warn!(
+            "etcd did not answer within {CLAIM_WAIT:?}; serving the saved catalog meanwhile"
+        ),
+    }
+
     let registrar_cancel = CancellationToken::new();
     let (reload_tx, reload_rx) = mpsc::channel(1);
     let registrar_task = tokio::spawn(registrar.run(registrar_cancel.clone(), reload_rx));
     tokio::spawn(watcher.run(client, cancel.clone()));
-    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state.clone(), cancel.clone()));
     admin_state.listeners_up.store(true, Ordering::Release);
     tracing::info!(
         host = config.agent.host,
@@ -111,11 +120,8 @@ pub async fn run(
         "agent started"
     );
 
-    loop {
-        match signals.next().await {
-            Signal::Reload => reload(&config_path, &reload_tx).await,
-            Signal::Stop => break,
-        }
+    while signals.next().await == Signal::Reload {
+        reload(&config_path, &reload_tx).await;
     }
 
     tracing::info!("stopping: deregistering first");
@@ -137,7 +143,7 @@ pub async fn run(
 
 /// SIGHUP: all or nothing. A bad file is rejected with every problem logged; the old state stays.
 async fn reload(config_path: &std::path::Path, tx: &mpsc::Sender<Vec<InstanceSpec>>) {
-    match config::load_all(config_path, std::env::vars()) {
+    match config::load_all(config_path, config::process_env()) {
         Ok((_, specs)) => {
             tracing::info!(instances = specs.len(), "reloaded service definitions");
             let _ = tx.send(specs).await;
@@ -167,7 +173,9 @@ pub fn etcd_options(config: &AgentConfig) -> EtcdOptions {
 fn pick_advertise_address(endpoints: &[String]) -> IpAddr {
     let fallback = IpAddr::from([127, 0, 0, 1]);
     let Some(target) = endpoints.iter().find_map(|e| endpoint_socket(e)) else {
-        tracing::warn!("advertise_address not set and no etcd endpoint to derive it from; using {fallback}");
+        tracing::warn!(
+            "advertise_address not set and no etcd endpoint to derive it from; using {fallback}"
+        );
         return fallback;
     };
     let bind: SocketAddr = if target.is_ipv4() {
@@ -178,7 +186,9 @@ fn pick_advertise_address(endpoints: &[String]) -> IpAddr {
     match UdpSocket::bind(bind).and_then(|s| s.connect(target).and_then(|()| s.local_addr())) {
         Ok(local) => local.ip(),
         Err(e) => {
-            tracing::warn!("advertise_address not set and the route to etcd is unknown ({e}); using {fallback}");
+            tracing::warn!(
+                "advertise_address not set and the route to etcd is unknown ({e}); using {fallback}"
+            );
             fallback
         }
     }

@@ -176,7 +176,13 @@ impl Registrar {
     ) {
         let mut backoff = crate::etcd::backoff();
         loop {
-            match self.session(&cancel, &mut reload).await {
+            // Racing the whole session against `cancel` keeps shutdown prompt even while a
+            // request to an unreachable etcd is waiting for its timeout.
+            let ended = tokio::select! {
+                r = self.session(&cancel, &mut reload) => r,
+                () = cancel.cancelled() => Ok(SessionEnd::Cancelled),
+            };
+            match ended {
                 Ok(SessionEnd::Cancelled) => break,
                 Ok(SessionEnd::LeaseLost) => {
                     tracing::warn!("lease lost; registering again under a new lease");

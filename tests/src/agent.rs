@@ -303,7 +303,10 @@ impl Agent {
                 Err(_) => Some(()), // gone (or a zombie): nothing left to wait for
             }
         });
-        assert!(execed.is_some(), "{what}: `ip netns exec` did not exec within 10s");
+        assert!(
+            execed.is_some(),
+            "{what}: `ip netns exec` did not exec within 10s"
+        );
         self.proc = Some(proc);
     }
 
@@ -436,8 +439,12 @@ impl Agent {
     pub fn status(&self) -> serde_json::Value {
         let (code, body) = self.admin_get("/status");
         assert_eq!(code, 200, "GET /status on {}: {body}", self.host.name());
-        serde_json::from_str(&body)
-            .unwrap_or_else(|e| panic!("GET /status on {} is not JSON ({e}): {body}", self.host.name()))
+        serde_json::from_str(&body).unwrap_or_else(|e| {
+            panic!(
+                "GET /status on {} is not JSON ({e}): {body}",
+                self.host.name()
+            )
+        })
     }
 
     /// `GET /metrics` (Prometheus text); panics unless it answers 200.

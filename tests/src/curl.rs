@@ -75,5 +75,8 @@ pub fn curl_in(ns: &str, args: &[&str]) -> Result<(u16, String), CurlError> {
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
-    Ok((code, String::from_utf8_lossy(&out.stdout[..split]).into_owned()))
+    Ok((
+        code,
+        String::from_utf8_lossy(&out.stdout[..split]).into_owned(),
+    ))
 }

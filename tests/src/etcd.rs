@@ -95,13 +95,13 @@ impl Etcd {
     #[track_caller]
     fn wait_healthy(&mut self) {
         let healthy = try_wait_for(START_TIMEOUT, || {
-            if let Some(p) = self.proc.as_mut() {
-                if let Some(st) = p.try_exit() {
-                    panic!(
-                        "etcd exited ({st}) before becoming healthy; log:\n{}",
-                        p.log_tail(100)
-                    );
-                }
+            if let Some(p) = self.proc.as_mut()
+                && let Some(st) = p.try_exit()
+            {
+                panic!(
+                    "etcd exited ({st}) before becoming healthy; log:\n{}",
+                    p.log_tail(100)
+                );
             }
             self.is_healthy().then_some(())
         });
@@ -138,7 +138,7 @@ impl Etcd {
         self.proc.as_ref().map(Proc::pid)
     }
 
-    /// Whether `etcdctl endpoint health` succeeds right now.
+    /// Whether `etcdctl endpoint health` succeeds right now (within 2 s).
     pub fn is_healthy(&self) -> bool {
         self.etcdctl(&["endpoint", "health"], "1s", "2s")
             .status
@@ -160,8 +160,11 @@ impl Etcd {
     }
 
     /// Runs `etcdctl ARGS` (API v3) inside the etcd host; stdout, or stderr as the error.
+    ///
+    /// Against a dead etcd this takes the whole 5 s command timeout: etcdctl 3.4 dials lazily, so
+    /// its dial timeout never fires and the request waits out the command timeout instead.
     pub fn try_ctl(&self, args: &[&str]) -> Result<String, String> {
-        let out = self.etcdctl(args, "2s", "10s");
+        let out = self.etcdctl(args, "2s", "5s");
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
@@ -226,8 +229,9 @@ impl Etcd {
     /// The store's current revision.
     #[track_caller]
     pub fn revision(&self) -> i64 {
-        // Any read returns the header; the key need not exist.
-        let v = self.ctl_json(&["get", "--count-only", "/"]);
+        // Any read returns the header with the revision; the key need not exist (and 3.4's
+        // etcdctl has no --count-only).
+        let v = self.ctl_json(&["get", "--keys-only", "/"]);
         v.pointer("/header/revision")
             .and_then(serde_json::Value::as_i64)
             .unwrap_or_else(|| panic!("no revision in etcdctl output {v}"))

@@ -1,0 +1,31 @@
+//! End-to-end test harness for hostmesh: hosts as network namespaces on a private bridge, a real
+//! etcd, the real `hostmesh` binary, and small backends, all torn down when a test ends, even when
+//! it fails.
+//!
+//! A test builds a [`Net`], starts [`Etcd`] in it, adds hosts with [`Net::host`], runs an
+//! [`Agent`] and [`Backend`]s on them, and breaks things: [`Host::cut_from`], [`Etcd::kill`],
+//! [`Agent::signal`]. It waits for outcomes with [`wait_until`] / [`wait_for`], never with sleeps.
+//! Declare the `Net` first so it is dropped last.
+
+mod agent;
+mod backend;
+mod binary;
+pub mod curl;
+mod etcd;
+mod logs;
+mod net;
+mod netns;
+mod process;
+mod require;
+mod wait;
+
+pub use agent::{ADMIN_LISTEN, Agent, AgentOpts, toml_str};
+pub use backend::Backend;
+pub use binary::{BIN_ENV, hostmesh_bin};
+pub use curl::CurlError;
+pub use etcd::{CLIENT_PORT, ETCD_HOST, Etcd, PEER_PORT};
+pub use logs::tail as log_tail;
+pub use net::{Host, Net};
+pub use process::{Proc, Signal, run};
+pub use require::{require_root, require_tools, which};
+pub use wait::{POLL_INTERVAL, try_wait_for, wait_for, wait_until};

@@ -80,9 +80,10 @@ impl Net {
         assert!(
             !name.is_empty()
                 && name.len() <= 63
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'),
+                && name.bytes().all(|b| b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || b == b'-'
+                    || b == b'.'),
             "host name {name:?} must be 1..63 chars of [a-z0-9.-]"
         );
         let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
@@ -107,8 +108,7 @@ impl Net {
 
         // The resolver file must be in place before anything runs in the namespace.
         let etc = netns::etc_dir(&host.ns);
-        std::fs::create_dir_all(&etc)
-            .unwrap_or_else(|e| panic!("creating {}: {e}", etc.display()));
+        std::fs::create_dir_all(&etc).unwrap_or_else(|e| panic!("creating {}: {e}", etc.display()));
         std::fs::write(etc.join("resolv.conf"), "nameserver 127.0.0.1\n")
             .unwrap_or_else(|e| panic!("writing {}/resolv.conf: {e}", etc.display()));
 

@@ -94,18 +94,21 @@ pub(crate) fn destroy(ns: &str) {
         pids.is_empty().then_some(())
     });
     if gone.is_none() {
-        eprintln!("processes in netns {ns} survived SIGKILL for 5s: {:?}", pids(ns));
+        eprintln!(
+            "processes in netns {ns} survived SIGKILL for 5s: {:?}",
+            pids(ns)
+        );
     }
-    if let Err(e) = try_ip(&["netns", "del", ns]) {
-        if !e.contains("No such file") {
-            eprintln!("deleting netns {ns}: {e}");
-        }
+    if let Err(e) = try_ip(&["netns", "del", ns])
+        && !e.contains("No such file")
+    {
+        eprintln!("deleting netns {ns}: {e}");
     }
     let dir = etc_dir(ns);
-    if dir.exists() {
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            eprintln!("removing {}: {e}", dir.display());
-        }
+    if dir.exists()
+        && let Err(e) = std::fs::remove_dir_all(&dir)
+    {
+        eprintln!("removing {}: {e}", dir.display());
     }
 }
 
@@ -121,7 +124,10 @@ pub(crate) fn sweep_stale() {
             .filter_map(|l| l.split_whitespace().next().map(str::to_string))
             .collect();
         if let Ok(dir) = std::fs::read_dir("/etc/netns") {
-            names.extend(dir.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+            names.extend(
+                dir.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned()),
+            );
         }
         names.sort();
         names.dedup();

@@ -28,12 +28,15 @@ pub fn require_tools() {
 }
 
 fn missing_tool() -> Option<String> {
-    TOOLS.iter().find(|(tool, _)| which(tool).is_none()).map(|(tool, package)| {
-        format!(
-            "end-to-end tests need `{tool}` on PATH: install the Debian package `{package}` \
+    TOOLS
+        .iter()
+        .find(|(tool, _)| which(tool).is_none())
+        .map(|(tool, package)| {
+            format!(
+                "end-to-end tests need `{tool}` on PATH: install the Debian package `{package}` \
              (apt-get install {package}); they never skip"
-        )
-    })
+            )
+        })
 }
 
 /// Checks once per process that the tools exist, that we are root, and that `ip netns add` works

@@ -51,7 +51,11 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, cancel: Cancel
 async fn ready(State(state): State<Arc<AdminState>>) -> Response {
     match not_ready_reason(&state) {
         None => (StatusCode::OK, "ready\n").into_response(),
-        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
     }
 }
 

@@ -21,7 +21,7 @@ pub struct CheckConfigArgs {
 pub fn run(args: CheckConfigArgs) -> Result<(), CliError> {
     let invalid = |p: config::Problems| CliError::Usage(format!("invalid configuration:\n{p}"));
     if let Some(path) = args.config {
-        let (_, specs) = config::load_all(&path, std::env::vars()).map_err(invalid)?;
+        let (_, specs) = config::load_all(&path, config::process_env()).map_err(invalid)?;
         super::print(&format!(
             "{}: ok ({} service definition{})",
             path.display(),

@@ -105,7 +105,11 @@ fn read_defaults(path: &Path) -> Result<FileDefaults, CliError> {
         endpoints: etcd
             .and_then(|t| t.get("endpoints"))
             .and_then(|v| v.as_array())
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()),
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            }),
         prefix: etcd
             .and_then(|t| t.get("prefix"))
             .and_then(|v| v.as_str())
@@ -149,8 +153,9 @@ impl Target {
     pub async fn admin_get(&self, path: &str) -> Option<Vec<u8>> {
         let work = async {
             let stream = tokio::net::TcpStream::connect(&self.admin).await.ok()?;
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .ok()?;
             tokio::spawn(conn);
             let req = hyper::Request::get(path)
                 .header(hyper::header::HOST, &self.admin)

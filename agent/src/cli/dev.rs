@@ -87,11 +87,24 @@ fn start_etcd(dir: &Path) -> Result<(Child, String), CliError> {
     let child = Command::new(&bin)
         .args(["--name", "dev", "--data-dir"])
         .arg(dir.join("etcd"))
-        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
-        .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+        ])
         .args(["--initial-cluster", &format!("dev={peer_url}")])
         .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(|e| CliError::Runtime(e.to_string()))?)
+        .stdout(
+            log.try_clone()
+                .map_err(|e| CliError::Runtime(e.to_string()))?,
+        )
         .stderr(log)
         .spawn()
         .map_err(|e| CliError::Runtime(format!("starting {}: {e}", bin.display())))?;
@@ -203,7 +216,10 @@ async fn serve_demo(name: &'static str) -> Result<SocketAddr, CliError> {
         .local_addr()
         .map_err(|e| CliError::Runtime(e.to_string()))?;
     let app = Router::new()
-        .route("/", get(move || async move { format!("hello from {name}\n") }))
+        .route(
+            "/",
+            get(move || async move { format!("hello from {name}\n") }),
+        )
         .route("/healthz", get(|| async { "ok\n" }));
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;

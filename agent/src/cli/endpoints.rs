@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use hostmesh_registrar::catalog::fetch;
 
-use super::{ClientArgs, CliError, table};
+use super::{CliError, ClientArgs, table};
 
 #[derive(Debug, Serialize)]
 struct Row {

@@ -20,7 +20,11 @@ use crate::config::{self, DEFAULT_CONFIG_PATH};
 pub use client::ClientArgs;
 
 #[derive(Debug, Parser)]
-#[command(name = "hostmesh", version, about = "A service mesh for VMs and bare metal")]
+#[command(
+    name = "hostmesh",
+    version,
+    about = "A service mesh for VMs and bare metal"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -89,7 +93,7 @@ pub fn main() -> ExitCode {
 }
 
 fn agent(config_path: PathBuf) -> Result<(), CliError> {
-    let (config, specs) = config::load_all(&config_path, std::env::vars())
+    let (config, specs) = config::load_all(&config_path, config::process_env())
         .map_err(|problems| CliError::Usage(format!("invalid configuration:\n{problems}")))?;
     crate::telemetry::init(config.log.format, &config.log.level);
     block_on(async move {
@@ -108,7 +112,10 @@ fn block_on<F: std::future::Future<Output = Result<(), CliError>>>(f: F) -> Resu
 }
 
 /// Writes a command's result to stdout (the one place commands print their output).
-#[allow(clippy::print_stdout, reason = "printing results is what commands are for")]
+#[allow(
+    clippy::print_stdout,
+    reason = "printing results is what commands are for"
+)]
 fn print(text: &str) {
     println!("{text}");
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use hostmesh_registrar::catalog::{Snapshot, fetch};
 
-use super::{ClientArgs, CliError, table};
+use super::{CliError, ClientArgs, table};
 
 #[derive(Debug, Serialize)]
 struct Row {

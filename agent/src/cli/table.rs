@@ -30,7 +30,10 @@ mod tests {
     fn aligns_columns() {
         let t = super::render(
             &["NAME", "VIP"],
-            &[vec!["orders".into(), "127.77.0.1".into()], vec!["a".into(), "-".into()]],
+            &[
+                vec!["orders".into(), "127.77.0.1".into()],
+                vec!["a".into(), "-".into()],
+            ],
         );
         assert_eq!(t, "NAME    VIP\norders  127.77.0.1\na       -\n");
     }

@@ -226,7 +226,8 @@ impl AgentConfig {
 
 /// Reads a config or service file; failing that is a whole-file problem.
 pub(crate) fn read_file(path: &Path) -> Result<String, Problem> {
-    std::fs::read_to_string(path).map_err(|e| Problem::file(path, format!("cannot read: {e}")))
+    std::fs::read_to_string(path)
+        .map_err(|e| Problem::whole_file(path, format!("cannot read: {e}")))
 }
 
 /// The outcome of parsing, including what `load_all` needs to go on to the services.
@@ -306,14 +307,22 @@ fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>) -> AgentC
         }),
         services_dir: r.path("agent.services_dir", DEFAULT_SERVICES_DIR),
         data_dir: r.path("agent.data_dir", "/var/lib/hostmesh"),
-        drain: r.duration("agent.drain", secs(5)),
+        drain: r.duration_or_zero("agent.drain", secs(5)),
     };
     let etcd = etcd(r);
     let dns = DnsSection {
-        listen: r.string("dns.listen", addr([127, 0, 0, 1], 53), net::LISTEN, net::listen),
-        domain: r.string("dns.domain", "mesh".to_owned(), "a DNS name such as \"mesh\"", |s| {
-            names::dns_name(s).map(|()| s.to_owned())
-        }),
+        listen: r.string(
+            "dns.listen",
+            addr([127, 0, 0, 1], 53),
+            net::LISTEN,
+            net::listen,
+        ),
+        domain: r.string(
+            "dns.domain",
+            "mesh".to_owned(),
+            "a DNS name such as \"mesh\"",
+            |s| names::dns_name(s).map(|()| s.to_owned()),
+        ),
         vip_range: r.string(
             "dns.vip_range",
             Ipv4Net::new(Ipv4Addr::new(127, 77, 0, 0), 16).expect("/16 is a valid prefix length"),
@@ -358,11 +367,19 @@ fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>) -> AgentC
         default: r.choice(
             "policy.default",
             PolicyDefault::Allow,
-            &[("allow", PolicyDefault::Allow), ("deny", PolicyDefault::Deny)],
+            &[
+                ("allow", PolicyDefault::Allow),
+                ("deny", PolicyDefault::Deny),
+            ],
         ),
     };
     let admin = AdminSection {
-        listen: r.string("admin.listen", addr([127, 0, 0, 1], 9190), net::LISTEN, net::listen),
+        listen: r.string(
+            "admin.listen",
+            addr([127, 0, 0, 1], 9190),
+            net::LISTEN,
+            net::listen,
+        ),
     };
     let log = LogSection {
         format: r.choice(
@@ -370,7 +387,12 @@ fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>) -> AgentC
             LogFormat::Text,
             &[("text", LogFormat::Text), ("json", LogFormat::Json)],
         ),
-        level: r.string("log.level", "info".to_owned(), "a string such as \"info\"", log_level),
+        level: r.string(
+            "log.level",
+            "info".to_owned(),
+            "a string such as \"info\"",
+            log_level,
+        ),
     };
     let tracing = TracingSection {
         otlp_endpoint: r.optional(
@@ -398,9 +420,12 @@ fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>) -> AgentC
 /// `agent.host`, or the machine's hostname when unset.
 fn host(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>) -> String {
     if r.has("agent.host") {
-        return r.string("agent.host", String::new(), "a string such as \"web-01\"", |s| {
-            names::host(s).map(|()| s.to_owned())
-        });
+        return r.string(
+            "agent.host",
+            String::new(),
+            "a string such as \"web-01\"",
+            |s| names::host(s).map(|()| s.to_owned()),
+        );
     }
     match hostname() {
         Ok(name) => {
@@ -417,8 +442,9 @@ fn host(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>) -> String
             }
         }
         Err(e) => {
-            let message =
-                format!("agent.host is not set and the machine's hostname cannot be read ({e}); set agent.host");
+            let message = format!(
+                "agent.host is not set and the machine's hostname cannot be read ({e}); set agent.host"
+            );
             r.report("agent.host", message);
             String::new()
         }
@@ -462,7 +488,13 @@ fn etcd(r: &mut Reader) -> EtcdSection {
         password_file: r.optional_path("etcd.password_file"),
     };
     // Half a client identity or half a login would fail only at connect time, far from the file.
-    both(r, "etcd.cert_file", section.cert_file.is_some(), "etcd.key_file", section.key_file.is_some());
+    both(
+        r,
+        "etcd.cert_file",
+        section.cert_file.is_some(),
+        "etcd.key_file",
+        section.key_file.is_some(),
+    );
     both(
         r,
         "etcd.username",
@@ -490,13 +522,17 @@ fn etcd_prefix(s: &str) -> Result<String, String> {
         return Err(format!("{s:?} must start with \"/\""));
     }
     if s.ends_with('/') {
-        return Err(format!("{s:?} must not end with \"/\" (and cannot be \"/\" alone)"));
+        return Err(format!(
+            "{s:?} must not end with \"/\" (and cannot be \"/\" alone)"
+        ));
     }
     if s.contains("//") {
         return Err(format!("{s:?} must not contain \"//\""));
     }
     if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("{s:?} must not contain spaces or control characters"));
+        return Err(format!(
+            "{s:?} must not contain spaces or control characters"
+        ));
     }
     Ok(s.to_owned())
 }
@@ -507,7 +543,9 @@ fn lease_ttl(s: &str) -> Result<Duration, String> {
         return Err("must be at least 2s: etcd grants no lease shorter than that".to_owned());
     }
     if d > secs(3600) {
-        return Err("must be at most 1h: a longer lease keeps a dead host listed too long".to_owned());
+        return Err(
+            "must be at most 1h: a longer lease keeps a dead host listed too long".to_owned(),
+        );
     }
     if d.subsec_nanos() != 0 {
         return Err("must be whole seconds: etcd leases have a TTL in seconds".to_owned());
@@ -573,7 +611,9 @@ fn otlp_endpoint(s: &str) -> Result<String, String> {
     if s.starts_with("http://") || s.starts_with("https://") {
         Ok(s.to_owned())
     } else {
-        Err(format!("{s:?} must be an http:// or https:// URL, or \"\" for no export"))
+        Err(format!(
+            "{s:?} must be an http:// or https:// URL, or \"\" for no export"
+        ))
     }
 }
 
@@ -589,7 +629,10 @@ fn check_listeners(r: &mut Reader, config: &AgentConfig) {
     for (i, &(key, address)) in listeners.iter().enumerate() {
         for &(earlier, earlier_address) in &listeners[..i] {
             if r.ok(&[key, earlier]) && net::clash(address, earlier_address) {
-                r.report(key, format!("{address} takes the same port as {earlier} ({earlier_address})"));
+                r.report(
+                    key,
+                    format!("{address} takes the same port as {earlier} ({earlier_address})"),
+                );
             }
         }
         let range = config.dns.vip_range;
@@ -598,7 +641,12 @@ fn check_listeners(r: &mut Reader, config: &AgentConfig) {
             IpAddr::V6(_) => false,
         };
         if in_range && r.ok(&[key, "dns.vip_range"]) {
-            r.report(key, format!("{address} lies inside dns.vip_range {range}, whose addresses go to services"));
+            r.report(
+                key,
+                format!(
+                    "{address} lies inside dns.vip_range {range}, whose addresses go to services"
+                ),
+            );
         }
     }
 }

@@ -2,15 +2,20 @@
 
 use std::time::Duration;
 
-/// Parses a duration that must be greater than zero: every duration in the config is a timeout,
-/// an interval or a TTL, where zero means nothing sensible.
+/// Parses a duration that must be greater than zero: almost every duration in the config is a
+/// timeout, an interval or a TTL, where zero means nothing sensible.
 pub(crate) fn parse(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{s:?} is not a duration such as \"10s\" or \"250ms\" ({e})"))?;
+    let d = parse_allow_zero(s)?;
     if d.is_zero() {
         return Err("must be greater than zero".to_owned());
     }
     Ok(d)
+}
+
+/// Parses a duration where zero is meaningful (`agent.drain = "0s"`: no drain).
+pub(crate) fn parse_allow_zero(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration such as \"10s\" or \"250ms\" ({e})"))
 }
 
 /// Shows a duration the way the config writes it.
@@ -28,6 +33,7 @@ mod tests {
         assert_eq!(parse("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse("1m 30s"), Ok(Duration::from_secs(90)));
         assert!(parse("0s").is_err());
+        assert_eq!(parse_allow_zero("0s"), Ok(Duration::ZERO));
         assert!(parse("10").is_err());
         assert!(parse("soon").is_err());
         assert!(parse("").is_err());

@@ -23,8 +23,9 @@ use std::path::Path;
 use hostmesh_registrar::spec::InstanceSpec;
 
 pub use agent::{
-    AdminSection, AgentConfig, AgentSection, Capture, DEFAULT_CONFIG_PATH, DnsSection, EtcdSection, LogFormat,
-    LogSection, PolicyDefault, PolicySection, ProxySection, TlsMode, TlsSection, TracingSection, Upstream,
+    AdminSection, AgentConfig, AgentSection, Capture, DEFAULT_CONFIG_PATH, DnsSection, EtcdSection,
+    LogFormat, LogSection, PolicyDefault, PolicySection, ProxySection, TlsMode, TlsSection,
+    TracingSection, Upstream,
 };
 pub use env::process_env;
 pub use problem::{ENVIRONMENT, Problem, Problems};

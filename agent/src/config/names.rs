@@ -4,27 +4,35 @@
 /// `agent.host`: lowercase `[a-z0-9.-]`, 1..=253 chars. It becomes an etcd key segment and the
 /// host's certificate identity, so other characters would break one or the other.
 pub(crate) fn host(s: &str) -> Result<(), String> {
-    charset(s, 253, |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
-        .map_err(|e| format!("{e}; a host name is lowercase letters, digits, '.' and '-'"))
+    charset(s, 253, |c| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-'
+    })
+    .map_err(|e| format!("{e}; a host name is lowercase letters, digits, '.' and '-'"))
 }
 
 /// A service name: `[a-z0-9-]`, 1..=63 chars, not starting or ending with '-', since it is a DNS
 /// label under the mesh domain (`orders.mesh`).
 pub(crate) fn service(s: &str) -> Result<(), String> {
-    label(s).map_err(|e| format!("{e}; a service name is a DNS label: lowercase letters, digits and '-'"))
+    label(s).map_err(|e| {
+        format!("{e}; a service name is a DNS label: lowercase letters, digits and '-'")
+    })
 }
 
 /// A tag: `[a-z0-9-]`, 1..=63 chars (it is matched in route rules, never used in DNS).
 pub(crate) fn tag(s: &str) -> Result<(), String> {
-    charset(s, 63, |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        .map_err(|e| format!("{e}; a tag is lowercase letters, digits and '-'"))
+    charset(s, 63, |c| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
+    })
+    .map_err(|e| format!("{e}; a tag is lowercase letters, digits and '-'"))
 }
 
 /// An instance id (the service file's name without `.toml`): `[A-Za-z0-9._-]`, 1..=128 chars,
 /// since it is an etcd key segment and travels in a header.
 pub(crate) fn instance_id(s: &str) -> Result<(), String> {
-    charset(s, 128, |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        .map_err(|e| format!("{e}; an instance id is letters, digits, '.', '_' and '-'"))
+    charset(s, 128, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+    })
+    .map_err(|e| format!("{e}; an instance id is letters, digits, '.', '_' and '-'"))
 }
 
 /// A DNS name such as `mesh` or `mesh.example`: lowercase labels, no trailing dot.
@@ -52,13 +60,17 @@ pub(crate) fn trust_domain(s: &str) -> Result<(), String> {
 /// `agent.zone`: letters, digits, '.', '_' and '-', 1..=63 chars, as cloud zone names are; it
 /// travels in the host record and in metrics labels.
 pub(crate) fn zone(s: &str) -> Result<(), String> {
-    charset(s, 63, |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        .map_err(|e| format!("{e}; a zone is letters, digits, '.', '_' and '-'"))
+    charset(s, 63, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+    })
+    .map_err(|e| format!("{e}; a zone is letters, digits, '.', '_' and '-'"))
 }
 
 /// A DNS label: `[a-z0-9-]`, 1..=63, no '-' at either end.
 fn label(s: &str) -> Result<(), String> {
-    charset(s, 63, |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')?;
+    charset(s, 63, |c| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
+    })?;
     if s.starts_with('-') || s.ends_with('-') {
         return Err("must not start or end with '-'".to_owned());
     }

@@ -11,8 +11,11 @@ pub(crate) const LISTEN: &str = "an address IP:PORT such as \"127.0.0.1:53\"";
 
 /// A listen address `IP:PORT`. Port 0 is allowed: the OS picks one (tests and `hostmesh dev`).
 pub(crate) fn listen(s: &str) -> Result<SocketAddr, String> {
-    s.parse()
-        .map_err(|_| format!("{s:?} is not an address IP:PORT such as \"127.0.0.1:53\" (an IPv6 one is \"[::1]:53\")"))
+    s.parse().map_err(|_| {
+        format!(
+            "{s:?} is not an address IP:PORT such as \"127.0.0.1:53\" (an IPv6 one is \"[::1]:53\")"
+        )
+    })
 }
 
 /// An etcd endpoint `http(s)://HOST:PORT`, as etcd-client takes it: no path, query or user.
@@ -27,18 +30,24 @@ pub(crate) fn etcd_endpoint(s: &str) -> Result<String, String> {
         return Err("must be http(s)://HOST:PORT, without path, query or user".to_owned());
     }
     let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-        let (ip, port) = bracketed.split_once("]:").ok_or("needs a port: http(s)://HOST:PORT")?;
+        let (ip, port) = bracketed
+            .split_once("]:")
+            .ok_or("needs a port: http(s)://HOST:PORT")?;
         ip.parse::<std::net::Ipv6Addr>()
             .map_err(|_| format!("{ip:?} is not an IPv6 address"))?;
         (ip, port)
     } else {
-        authority.rsplit_once(':').ok_or("needs a port: http(s)://HOST:PORT")?
+        authority
+            .rsplit_once(':')
+            .ok_or("needs a port: http(s)://HOST:PORT")?
     };
     if host.is_empty() {
         return Err("needs a host: http(s)://HOST:PORT".to_owned());
     }
     if !authority.starts_with('[')
-        && !host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        && !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
     {
         return Err(format!("{host:?} is not a host name or IPv4 address"));
     }
@@ -72,14 +81,21 @@ pub(crate) fn vip_range(s: &str) -> Result<Ipv4Net, String> {
         .parse()
         .map_err(|_| format!("{s:?} is not an IPv4 network such as \"127.77.0.0/16\""))?;
     if net.addr() != net.network() {
-        return Err(format!("has host bits set; did you mean \"{}\"?", net.trunc()));
+        return Err(format!(
+            "has host bits set; did you mean \"{}\"?",
+            net.trunc()
+        ));
     }
-    let loopback = Ipv4Net::new(Ipv4Addr::new(127, 0, 0, 0), 8).expect("/8 is a valid prefix length");
+    let loopback =
+        Ipv4Net::new(Ipv4Addr::new(127, 0, 0, 0), 8).expect("/8 is a valid prefix length");
     if !loopback.contains(&net) {
         return Err("must lie inside 127.0.0.0/8: VIPs are always loopback addresses".to_owned());
     }
     if net.prefix_len() > 30 {
-        return Err(format!("/{} is too small; the prefix length must be at most /30", net.prefix_len()));
+        return Err(format!(
+            "/{} is too small; the prefix length must be at most /30",
+            net.prefix_len()
+        ));
     }
     Ok(net)
 }
@@ -116,7 +132,10 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        assert_eq!(etcd_endpoint("http://127.0.0.1:2379/").unwrap(), "http://127.0.0.1:2379");
+        assert_eq!(
+            etcd_endpoint("http://127.0.0.1:2379/").unwrap(),
+            "http://127.0.0.1:2379"
+        );
         assert!(etcd_endpoint("https://etcd-1.example:2379").is_ok());
         assert!(etcd_endpoint("http://[::1]:2379").is_ok());
         assert!(etcd_endpoint("127.0.0.1:2379").is_err());
@@ -130,9 +149,18 @@ mod tests {
     #[test]
     fn upstreams() {
         assert_eq!(upstream("system").unwrap(), Upstream::System);
-        assert_eq!(upstream("1.1.1.1").unwrap(), Upstream::Addr("1.1.1.1:53".parse().unwrap()));
-        assert_eq!(upstream("[::1]:5353").unwrap(), Upstream::Addr("[::1]:5353".parse().unwrap()));
-        assert_eq!(upstream("::1").unwrap(), Upstream::Addr("[::1]:53".parse().unwrap()));
+        assert_eq!(
+            upstream("1.1.1.1").unwrap(),
+            Upstream::Addr("1.1.1.1:53".parse().unwrap())
+        );
+        assert_eq!(
+            upstream("[::1]:5353").unwrap(),
+            Upstream::Addr("[::1]:5353".parse().unwrap())
+        );
+        assert_eq!(
+            upstream("::1").unwrap(),
+            Upstream::Addr("[::1]:53".parse().unwrap())
+        );
         assert!(upstream("dns.google").is_err());
         assert!(upstream("0.0.0.0").is_err());
     }
@@ -140,7 +168,11 @@ mod tests {
     #[test]
     fn vip_ranges() {
         assert!(vip_range("127.77.0.0/16").is_ok());
-        assert!(vip_range("127.77.0.1/16").unwrap_err().contains("127.77.0.0/16"));
+        assert!(
+            vip_range("127.77.0.1/16")
+                .unwrap_err()
+                .contains("127.77.0.0/16")
+        );
         assert!(vip_range("10.0.0.0/8").is_err());
         assert!(vip_range("127.0.0.0/31").is_err());
         assert!(vip_range("127.0.0.0/7").is_err());

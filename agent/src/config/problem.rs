@@ -18,7 +18,11 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(file: impl Into<PathBuf>, key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(
+        file: impl Into<PathBuf>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Problem {
             file: file.into(),
             key: key.into(),
@@ -27,7 +31,7 @@ impl Problem {
     }
 
     /// A problem with a whole file (it cannot be read or parsed), so there is no key to name.
-    pub fn file(file: &Path, message: impl Into<String>) -> Self {
+    pub fn whole_file(file: &Path, message: impl Into<String>) -> Self {
         Problem::new(file, "", message)
     }
 }
@@ -90,8 +94,11 @@ mod tests {
     #[test]
     fn display_with_and_without_key() {
         let keyed = Problem::new("/etc/a.toml", "etcd.prefix", "must start with \"/\"");
-        assert_eq!(keyed.to_string(), "/etc/a.toml: etcd.prefix: must start with \"/\"");
-        let whole = Problem::file(Path::new("/etc/a.toml"), "cannot read");
+        assert_eq!(
+            keyed.to_string(),
+            "/etc/a.toml: etcd.prefix: must start with \"/\""
+        );
+        let whole = Problem::whole_file(Path::new("/etc/a.toml"), "cannot read");
         assert_eq!(whole.to_string(), "/etc/a.toml: cannot read");
         let all = Problems(vec![keyed, whole]);
         assert_eq!(all.to_string().lines().count(), 2);

@@ -45,7 +45,7 @@ pub(crate) fn parse_toml(text: &str, file: &Path) -> Result<Table, Problem> {
             }
             None => format!("TOML syntax error: {message}"),
         };
-        Problem::file(file, message)
+        Problem::whole_file(file, message)
     })
 }
 
@@ -82,7 +82,13 @@ fn walk(
                 file: file.to_owned(),
                 key: key.clone(),
             };
-            fields.insert(key, Leaf { value: value.clone(), origin });
+            fields.insert(
+                key,
+                Leaf {
+                    value: value.clone(),
+                    origin,
+                },
+            );
         } else if is_section(schema, &key) {
             match value {
                 Value::Table(inner) => walk(inner, &key, file, schema, fields, problems),
@@ -114,9 +120,11 @@ fn join(prefix: &str, name: &str) -> String {
 
 /// Whether `key` names a table that holds known keys.
 pub(crate) fn is_section(schema: &[Key], key: &str) -> bool {
-    schema
-        .iter()
-        .any(|(known, _)| known.strip_prefix(key).is_some_and(|rest| rest.starts_with('.')))
+    schema.iter().any(|(known, _)| {
+        known
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.starts_with('.'))
+    })
 }
 
 /// "known keys in [etcd]: endpoints, prefix, …": the names right under `prefix`, so a typo's
@@ -158,9 +166,14 @@ pub(crate) fn mismatch(expected: &str, found: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
-    const SCHEMA: &[Key] = &[("name", Kind::Str), ("check.http", Kind::Str), ("check.tcp", Kind::Bool)];
+    const SCHEMA: &[Key] = &[
+        ("name", Kind::Str),
+        ("check.http", Kind::Str),
+        ("check.tcp", Kind::Bool),
+    ];
 
     #[test]
     fn syntax_error_has_line_and_column() {
@@ -171,13 +184,20 @@ mod tests {
 
     #[test]
     fn unknown_keys_all_reported_with_known_names() {
-        let table = parse_toml("name = 'a'\nnmae = 'b'\n[check]\nhttp = '/'\ntpc = true\n[extra]\n", Path::new("x.toml"))
-            .unwrap();
+        let table = parse_toml(
+            "name = 'a'\nnmae = 'b'\n[check]\nhttp = '/'\ntpc = true\n[extra]\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
         let (fields, problems) = flatten(&table, Path::new("x.toml"), SCHEMA);
         assert_eq!(fields.keys().collect::<Vec<_>>(), ["check.http", "name"]);
         let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["check.tpc", "extra", "nmae"]);
-        assert!(problems[0].message.contains("known keys in [check]: http, tcp"));
+        assert!(
+            problems[0]
+                .message
+                .contains("known keys in [check]: http, tcp")
+        );
         assert!(problems[2].message.contains("known keys: name, [check]"));
     }
 

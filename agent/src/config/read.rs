@@ -99,7 +99,11 @@ impl Reader {
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Option<T> {
         self.string(key, None, expected, |s| {
-            if s.is_empty() { Ok(None) } else { parse(s).map(Some) }
+            if s.is_empty() {
+                Ok(None)
+            } else {
+                parse(s).map(Some)
+            }
         })
     }
 
@@ -124,9 +128,17 @@ impl Reader {
         self.string(key, default, DURATION, duration::parse)
     }
 
+    /// A duration string that may be zero.
+    pub fn duration_or_zero(&mut self, key: &str, default: Duration) -> Duration {
+        self.string(key, default, DURATION, duration::parse_allow_zero)
+    }
+
     /// One of a few words, for enums.
     pub fn choice<T: Copy>(&mut self, key: &str, default: T, choices: &[(&str, T)]) -> T {
-        let names: Vec<String> = choices.iter().map(|(name, _)| format!("{name:?}")).collect();
+        let names: Vec<String> = choices
+            .iter()
+            .map(|(name, _)| format!("{name:?}"))
+            .collect();
         let expected = format!("one of {}", names.join(", "));
         self.string(key, default, &expected, |s| {
             choices
@@ -138,7 +150,12 @@ impl Reader {
     }
 
     /// An integer within `range`.
-    pub fn integer<T: TryFrom<i64>>(&mut self, key: &str, default: T, range: RangeInclusive<i64>) -> T {
+    pub fn integer<T: TryFrom<i64>>(
+        &mut self,
+        key: &str,
+        default: T,
+        range: RangeInclusive<i64>,
+    ) -> T {
         self.value(key, default, |value| {
             let Value::Integer(n) = value else {
                 return Err(mismatch("an integer", value));
@@ -147,7 +164,11 @@ impl Reader {
                 return Err(if *range.end() == i64::MAX {
                     format!("must be at least {}, found {n}", range.start())
                 } else {
-                    format!("must be between {} and {}, found {n}", range.start(), range.end())
+                    format!(
+                        "must be between {} and {}, found {n}",
+                        range.start(),
+                        range.end()
+                    )
                 });
             }
             T::try_from(*n).map_err(|_| format!("{n} is too large for this machine"))
@@ -166,14 +187,20 @@ impl Reader {
             if range.contains(&n) {
                 Ok(n)
             } else {
-                Err(format!("must be between {} and {}, found {n}", range.start(), range.end()))
+                Err(format!(
+                    "must be between {} and {}, found {n}",
+                    range.start(),
+                    range.end()
+                ))
             }
         })
     }
 
     pub fn boolean(&mut self, key: &str, default: bool) -> bool {
         self.value(key, default, |value| {
-            value.as_bool().ok_or_else(|| mismatch("true or false", value))
+            value
+                .as_bool()
+                .ok_or_else(|| mismatch("true or false", value))
         })
     }
 

@@ -56,13 +56,19 @@ pub fn parse_service(text: &str, file: &Path) -> Result<InstanceSpec, Problems> 
     let mut r = Reader::new(file, fields, problems);
 
     if !r.has("name") {
-        r.report("name", "is required: the name of the service this instance serves");
+        r.report(
+            "name",
+            "is required: the name of the service this instance serves",
+        );
     }
     let service = r.string("name", String::new(), "a string such as \"orders\"", |s| {
         names::service(s).map(|()| s.to_owned())
     });
     if !r.has("port") {
-        r.report("port", "is required: the port clients use (orders.mesh:8080)");
+        r.report(
+            "port",
+            "is required: the port clients use (orders.mesh:8080)",
+        );
     }
     let port: u16 = r.integer("port", 0, 1..=65535);
     let target = r.string(
@@ -74,7 +80,11 @@ pub fn parse_service(text: &str, file: &Path) -> Result<InstanceSpec, Problems> 
     let protocol = r.choice(
         "protocol",
         Protocol::Http,
-        &[("http", Protocol::Http), ("grpc", Protocol::Grpc), ("tcp", Protocol::Tcp)],
+        &[
+            ("http", Protocol::Http),
+            ("grpc", Protocol::Grpc),
+            ("tcp", Protocol::Tcp),
+        ],
     );
     let tags = r.list("tags", Vec::new(), "a tag such as \"v2\"", |s| {
         names::tag(s).map(|()| s.to_owned())
@@ -115,15 +125,19 @@ pub fn load_service(path: &Path) -> Result<InstanceSpec, Problems> {
 /// Every `*.toml` file in `dir` (hidden files and other extensions ignored), sorted by instance
 /// id; every problem of every file at once, then the problems across files.
 pub fn load_services(dir: &Path) -> Result<Vec<InstanceSpec>, Problems> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| Problem::file(dir, format!("cannot read the services directory: {e}")))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        Problem::whole_file(dir, format!("cannot read the services directory: {e}"))
+    })?;
     let mut problems = Vec::new();
     let mut files = Vec::new();
     for entry in entries {
         match entry {
             Ok(entry) if is_definition(&entry.path()) => files.push(entry.path()),
             Ok(_) => {}
-            Err(e) => problems.push(Problem::file(dir, format!("cannot list the services directory: {e}"))),
+            Err(e) => problems.push(Problem::whole_file(
+                dir,
+                format!("cannot list the services directory: {e}"),
+            )),
         }
     }
     files.sort_by(|a, b| a.file_stem().cmp(&b.file_stem()));
@@ -177,14 +191,17 @@ fn across_files(loaded: &[(PathBuf, InstanceSpec)]) -> Vec<Problem> {
 
 /// The instance id: the file name without `.toml`.
 fn instance_id(file: &Path) -> Result<String, Problem> {
-    let stem = file
-        .file_stem()
-        .ok_or_else(|| Problem::file(file, "has no file name to take the instance id from"))?;
+    let stem = file.file_stem().ok_or_else(|| {
+        Problem::whole_file(file, "has no file name to take the instance id from")
+    })?;
     let stem = stem
         .to_str()
-        .ok_or_else(|| Problem::file(file, "the file name (the instance id) is not UTF-8"))?;
+        .ok_or_else(|| Problem::whole_file(file, "the file name (the instance id) is not UTF-8"))?;
     names::instance_id(stem).map_err(|e| {
-        Problem::file(file, format!("the file name gives the instance id {stem:?}, which {e}"))
+        Problem::whole_file(
+            file,
+            format!("the file name gives the instance id {stem:?}, which {e}"),
+        )
     })?;
     Ok(stem.to_owned())
 }
@@ -202,13 +219,21 @@ fn target(s: &str) -> Result<SocketAddr, String> {
 fn check(r: &mut Reader) -> Option<CheckSpec> {
     let mut kinds: Vec<(&str, CheckKind)> = Vec::new();
     if r.has("check.http") {
-        let path = r.string("check.http", String::new(), "a path such as \"/healthz\"", http_path);
+        let path = r.string(
+            "check.http",
+            String::new(),
+            "a path such as \"/healthz\"",
+            http_path,
+        );
         kinds.push(("http", CheckKind::Http { path }));
     }
     if r.has("check.tcp") {
         let on = r.boolean("check.tcp", true);
         if !on {
-            r.report("check.tcp", "tcp = false is no check; write tcp = true, or use http or exec");
+            r.report(
+                "check.tcp",
+                "tcp = false is no check; write tcp = true, or use http or exec",
+            );
         }
         kinds.push(("tcp", CheckKind::Tcp));
     }
@@ -216,8 +241,13 @@ fn check(r: &mut Reader) -> Option<CheckSpec> {
         let argv = r.list("check.exec", Vec::new(), "a string", |s| Ok(s.to_owned()));
         if r.ok(&["check.exec"]) {
             match argv.first() {
-                None => r.report("check.exec", "must name a program: exec = [\"/usr/bin/true\"]"),
-                Some(program) if program.is_empty() => r.report("check.exec", "the program (item 1) must not be empty"),
+                None => r.report(
+                    "check.exec",
+                    "must name a program: exec = [\"/usr/bin/true\"]",
+                ),
+                Some(program) if program.is_empty() => {
+                    r.report("check.exec", "the program (item 1) must not be empty")
+                }
                 Some(_) => {}
             }
         }
@@ -225,10 +255,14 @@ fn check(r: &mut Reader) -> Option<CheckSpec> {
     }
     if kinds.len() != 1 {
         let message = if kinds.is_empty() {
-            "[check] needs one of http = \"/path\", tcp = true or exec = [\"/path/to/program\"]".to_owned()
+            "[check] needs one of http = \"/path\", tcp = true or exec = [\"/path/to/program\"]"
+                .to_owned()
         } else {
             let names: Vec<&str> = kinds.iter().map(|(name, _)| *name).collect();
-            format!("[check] has {}; a check has exactly one of http, tcp and exec", names.join(" and "))
+            format!(
+                "[check] has {}; a check has exactly one of http, tcp and exec",
+                names.join(" and ")
+            )
         };
         r.report("check", message);
     }
@@ -263,7 +297,9 @@ fn http_path(s: &str) -> Result<String, String> {
         return Err(format!("{s:?} must start with '/'"));
     }
     if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("{s:?} must not contain spaces or control characters"));
+        return Err(format!(
+            "{s:?} must not contain spaces or control characters"
+        ));
     }
     Ok(s.to_owned())
 }

@@ -1,0 +1,71 @@
+# A tiny HTTP/1.1 app standing in for a legacy service, controlled through files in its directory:
+#   healthy      exists -> GET /healthz answers 200, else 500
+#   status       (optional) the status of every other request, default 200
+#   delay_ms     (optional) milliseconds to wait before answering other requests
+# Every request except /healthz is appended to requests.jsonl (method, path, headers, body length).
+# `ready` is created once the socket is listening.
+import http.server
+import json
+import os
+import sys
+import threading
+import time
+
+d, bind, port, name = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+with open(os.path.join(d, "body"), "rb") as f:
+    BODY = f.read()
+LOCK = threading.Lock()
+
+
+def read_file(fname, default):
+    try:
+        with open(os.path.join(d, fname)) as f:
+            return f.read().strip() or default
+    except OSError:
+        return default
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "hostmesh-test-backend"
+
+    def log_message(self, fmt, *args):
+        sys.stderr.write("%s %s\n" % (self.address_string(), fmt % args))
+
+    def handle_any(self):
+        n = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(n) if n else b""
+        if self.path.split("?")[0] == "/healthz":
+            ok = os.path.exists(os.path.join(d, "healthy"))
+            status, payload = (200, b"ok\n") if ok else (500, b"unhealthy\n")
+        else:
+            headers = {}
+            for k, v in self.headers.items():
+                k = k.lower()
+                headers[k] = headers[k] + ", " + v if k in headers else v
+            rec = {"method": self.command, "path": self.path, "headers": headers, "body_len": len(body)}
+            with LOCK, open(os.path.join(d, "requests.jsonl"), "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            delay = int(read_file("delay_ms", "0"))
+            if delay:
+                time.sleep(delay / 1000.0)
+            status, payload = int(read_file("status", "200")), BODY
+        self.send_response(status)
+        self.send_header("content-type", "text/plain")
+        self.send_header("content-length", str(len(payload)))
+        self.send_header("x-backend", name)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = do_PATCH = handle_any
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+srv = Server((bind, port), Handler)
+open(os.path.join(d, "ready"), "w").close()
+srv.serve_forever()
