@@ -5,7 +5,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 use std::time::Duration;
 
-use hostmesh_tests::{AgentOpts, Backend, Etcd, Net, Proc, Signal, wait_until};
+use hostmesh_tests::{Agent, AgentOpts, Backend, Etcd, Net, Proc, Signal, wait_until};
 
 /// Namespaces whose names start with `prefix`.
 fn namespaces_with(prefix: &str) -> Vec<String> {
@@ -106,15 +106,20 @@ fn cut_from_partitions_silently_and_heal_restores() {
     assert!(reaches_etcd(&a));
 
     a.cut_from(etcd.addr());
-    // The rules apply to the next packet, so this holds at once; 2 s covers one connect timeout.
+    // The rules apply to the next packet, so this holds at once (2 s: slack for a busy machine).
     wait_until(Duration::from_secs(2), "a to lose etcd", || {
         !reaches_etcd(&a)
     });
     // Packets vanish, like a real partition: a connect times out rather than being refused.
-    let err = a.curl(&health).expect_err("etcd is cut off");
+    let err = a
+        .curl_args(&["--connect-timeout", "0.5", &health])
+        .expect_err("etcd is cut off");
     assert!(err.is_timeout(), "{err}");
     // Both ways: etcd's host can't reach a's app either.
-    let err = etcd.host().curl(&app.url("/")).expect_err("a is cut off");
+    let err = etcd
+        .host()
+        .curl_args(&["--connect-timeout", "0.5", &app.url("/")])
+        .expect_err("a is cut off");
     assert!(err.is_timeout(), "{err}");
     // Other hosts and a's loopback are untouched.
     assert!(reaches_etcd(&b));
@@ -131,7 +136,10 @@ fn cut_from_partitions_silently_and_heal_restores() {
     wait_until(Duration::from_secs(2), "b to lose everything", || {
         !reaches_etcd(&b)
     });
-    assert!(b.curl(&app.url("/")).is_err());
+    assert!(
+        b.curl_args(&["--connect-timeout", "0.5", &app.url("/")])
+            .is_err()
+    );
     b.heal();
     wait_until(Duration::from_secs(5), "b to reach etcd again", || {
         reaches_etcd(&b)
@@ -249,4 +257,67 @@ fn hostmesh_binary_is_built() {
     let bin = hostmesh_tests::hostmesh_bin();
     assert!(bin.is_file(), "{}", bin.display());
     assert!(bin.ends_with("hostmesh"), "{}", bin.display());
+}
+
+/// The Agent wrapper, driven against a python stand-in (so this tests the harness, not the agent).
+#[test]
+fn agent_wrapper_drives_a_stand_in_agent() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = net.host("a");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = dir.path().join("stand-in-agent");
+    std::fs::write(&bin, include_str!("stand_in_agent.py")).expect("write stand-in");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+
+    let opts = AgentOpts::new()
+        .bin(&bin)
+        .service("web-1", "name = \"web\"\nport = 8080\n");
+    let mut agent = Agent::start(&a, &etcd, opts);
+    agent.wait_ready(Duration::from_secs(10));
+    let config = std::fs::read_to_string(agent.config_path()).expect("config");
+    assert!(config.contains("host = \"a\"\n"), "{config}");
+    assert!(
+        config.contains(&format!("endpoints = [\"{}\"]", etcd.endpoint())),
+        "{config}"
+    );
+    assert!(
+        config.contains(&format!("advertise_address = \"{}\"", a.addr())),
+        "{config}"
+    );
+
+    let status = agent.status();
+    assert_eq!(status["host"], "a");
+    assert_eq!(status["services"], serde_json::json!(["web-1.toml"]));
+    // The pid we signal is the program's, not `ip`'s.
+    assert_eq!(status["pid"], agent.pid().expect("running"));
+    assert!(agent.metrics().contains("hostmesh_registry_connected 1"));
+    assert_eq!(agent.admin_get("/nope").0, 404);
+
+    agent.write_service("api-1", "name = \"api\"\nport = 9090\n");
+    agent.remove_service("web-1");
+    agent.signal(Signal::Hup);
+    wait_until(Duration::from_secs(5), "the reload to be logged", || {
+        agent.log().contains("reloaded")
+    });
+    assert_eq!(
+        agent.status()["services"],
+        serde_json::json!(["api-1.toml"])
+    );
+
+    agent.signal(Signal::Term);
+    let st = agent
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits on SIGTERM");
+    assert!(st.success(), "{st}");
+    assert!(!agent.is_ready());
+
+    agent.restart();
+    agent.wait_ready(Duration::from_secs(10));
+    assert!(agent.log().contains("restarting the agent"));
+    let out = agent.run_cli(&["--version"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stand-in"));
 }

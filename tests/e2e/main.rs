@@ -2,3 +2,4 @@
 //! They need root and never skip; see `hostmesh_tests::require_root`.
 
 mod harness_smoke;
+mod registry;

@@ -51,6 +51,7 @@ pub struct AgentOpts {
     extra_toml: String,
     env: Vec<(String, String)>,
     services: Vec<(String, String)>,
+    bin: Option<PathBuf>,
 }
 
 impl Default for AgentOpts {
@@ -67,6 +68,7 @@ impl AgentOpts {
             extra_toml: String::new(),
             env: Vec::new(),
             services: Vec::new(),
+            bin: None,
         }
         // A short drain keeps shutdown tests quick while still exercising the drain path.
         .set_str("agent", "drain", "100ms")
@@ -146,6 +148,13 @@ impl AgentOpts {
         self
     }
 
+    /// Runs this binary instead of [`hostmesh_bin`](crate::hostmesh_bin), e.g. an older release
+    /// next to the current one in an upgrade test.
+    pub fn bin(mut self, bin: impl Into<PathBuf>) -> AgentOpts {
+        self.bin = Some(bin.into());
+        self
+    }
+
     /// Sets `[section] key` only if neither set nor unset yet.
     fn default_raw(&mut self, section: &str, key: &str, value: String) {
         self.sections
@@ -216,11 +225,8 @@ impl Agent {
     /// [`Agent::wait_ready`] (or expect an exit, for config error tests).
     #[track_caller]
     pub fn start(host: &Host, etcd: &Etcd, opts: AgentOpts) -> Agent {
-        let bin = crate::binary::hostmesh_bin();
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("hostmesh-agent-{}-", host.name()))
-            .tempdir()
-            .expect("creating the agent's temp dir");
+        let bin = opts.bin.clone().unwrap_or_else(crate::binary::hostmesh_bin);
+        let dir = crate::tmp::tempdir(&format!("agent-{}", host.name()));
         let mut opts = opts;
         let path_str = |p: &Path| toml_str(&p.to_string_lossy());
         opts.default_raw("agent", "host", toml_str(host.name()));

@@ -35,10 +35,7 @@ impl Backend {
     /// the local agent. Returns once the socket listens; panics if python exits first.
     #[track_caller]
     pub fn http_on(host: &Host, bind: Ipv4Addr, port: u16, body: &str) -> Backend {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("hostmesh-backend-{}-{port}-", host.name()))
-            .tempdir()
-            .expect("creating the backend's temp dir");
+        let dir = crate::tmp::tempdir(&format!("backend-{}-{port}", host.name()));
         let write = |name: &str, data: &[u8]| {
             let p = dir.path().join(name);
             std::fs::write(&p, data).unwrap_or_else(|e| panic!("writing {}: {e}", p.display()));

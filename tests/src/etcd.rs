@@ -39,10 +39,7 @@ impl Etcd {
     #[track_caller]
     pub fn start(net: &Net) -> Etcd {
         let host = net.host(ETCD_HOST);
-        let dir = tempfile::Builder::new()
-            .prefix("hostmesh-etcd-")
-            .tempdir()
-            .expect("creating etcd's temp dir");
+        let dir = crate::tmp::tempdir("etcd");
         let log = dir.path().join("etcd.log");
         let mut etcd = Etcd {
             host,

@@ -17,6 +17,7 @@ mod net;
 mod netns;
 mod process;
 mod require;
+mod tmp;
 mod wait;
 
 pub use agent::{ADMIN_LISTEN, Agent, AgentOpts, toml_str};
@@ -27,5 +28,5 @@ pub use etcd::{CLIENT_PORT, ETCD_HOST, Etcd, PEER_PORT};
 pub use logs::tail as log_tail;
 pub use net::{Host, Net};
 pub use process::{Proc, Signal, run};
-pub use require::{require_root, require_tools, which};
+pub use require::{TOOLS, require_root, require_tools, which};
 pub use wait::{POLL_INTERVAL, try_wait_for, wait_for, wait_until};

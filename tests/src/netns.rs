@@ -55,7 +55,7 @@ pub(crate) fn ip(args: &[&str]) -> String {
 /// `ip netns exec NS PROGRAM`, as a `Command` to add arguments to. `ip` enters the namespace,
 /// bind-mounts `/etc/netns/NS/*` over `/etc/*` in a private mount namespace, and then execs the
 /// program, so the spawned child's pid is the program's own.
-pub fn exec(ns: &str, program: impl AsRef<OsStr>) -> Command {
+pub(crate) fn exec(ns: &str, program: impl AsRef<OsStr>) -> Command {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns]).arg(program);
     for var in PROXY_VARS {
@@ -112,8 +112,8 @@ pub(crate) fn destroy(ns: &str) {
     }
 }
 
-/// Once per test process, destroys namespaces (and `/etc/netns` dirs) named `hmt<pid>-…` whose
-/// test process no longer exists, i.e. leftovers of a run that was SIGKILLed before `Drop` ran.
+/// Once per test process, destroys namespaces (and `/etc/netns` dirs, and temp dirs) named
+/// `hmt<pid>-…` whose test process no longer exists, i.e. leftovers of a run that was SIGKILLed before `Drop` ran.
 /// Namespaces of live test processes (parallel `cargo test` binaries) are left alone.
 pub(crate) fn sweep_stale() {
     static SWEPT: OnceLock<()> = OnceLock::new();
@@ -131,14 +131,16 @@ pub(crate) fn sweep_stale() {
         }
         names.sort();
         names.dedup();
-        for name in names.iter().filter(|n| is_stale(n)) {
+        for name in names.iter().filter(|n| owner_is_dead(n)) {
             eprintln!("removing stale test namespace {name}");
             destroy(name);
         }
+        crate::tmp::sweep_stale();
     });
 }
 
-fn is_stale(name: &str) -> bool {
+/// Whether `name` is `hmt<pid>-…` for a test process that no longer runs.
+pub(crate) fn owner_is_dead(name: &str) -> bool {
     let Some(rest) = name.strip_prefix(PREFIX) else {
         return false;
     };
@@ -146,7 +148,20 @@ fn is_stale(name: &str) -> bool {
         return false;
     };
     match pid.parse::<u32>() {
-        Ok(pid) => pid != std::process::id() && !PathBuf::from(format!("/proc/{pid}")).exists(),
+        Ok(pid) => pid != std::process::id() && !is_alive(pid),
+        Err(_) => false,
+    }
+}
+
+/// Whether `pid` is a live process. A SIGKILLed test binary can linger as a zombie until its
+/// reaper gets to it, so a zombie counts as dead.
+fn is_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name, which may itself contain ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
     }
 }

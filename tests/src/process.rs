@@ -44,7 +44,7 @@ impl Signal {
 
 /// Sends `sig` to `pid`. Errors (typically: already gone) are returned, not panicked on, because
 /// teardown paths call this for processes that may have died on their own.
-pub fn send_signal(pid: u32, sig: Signal) -> std::io::Result<()> {
+pub(crate) fn send_signal(pid: u32, sig: Signal) -> std::io::Result<()> {
     let raw = i32::try_from(pid).map_err(|_| std::io::Error::other("pid out of range"))?;
     let pid = rustix::process::Pid::from_raw(raw)
         .ok_or_else(|| std::io::Error::other("pid 0 is not a process"))?;

@@ -1,0 +1,466 @@
+//! Registration and the catalog against a real etcd: hosts appear and disappear, survive etcd
+//! outages, partitions and compaction, and bad data never blanks a service.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use hostmesh_tests::{Agent, AgentOpts, Backend, Etcd, Net, Signal, wait_for, wait_until};
+
+/// etcd's election timeout (Debian's default, 1 s): a new leader extends every lease by it.
+const ELECTION: Duration = Duration::from_secs(1);
+const TTL: Duration = Duration::from_secs(3);
+
+const ORDERS: &str = "name = \"orders\"\nport = 8080\n";
+
+/// (service, host, id, health) of every instance an agent's `/status` shows.
+fn agent_view(agent: &Agent) -> BTreeSet<(String, String, String, String)> {
+    let status = agent.status();
+    let mut out = BTreeSet::new();
+    if let Some(services) = status["services"].as_object() {
+        for (name, svc) in services {
+            for e in svc["endpoints"].as_array().into_iter().flatten() {
+                out.insert((
+                    name.clone(),
+                    e["host"].as_str().unwrap_or_default().to_owned(),
+                    e["id"].as_str().unwrap_or_default().to_owned(),
+                    e["health"].as_str().unwrap_or_default().to_owned(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The same, read from etcd directly (values that do not parse are left out, as agents do).
+fn etcd_view(etcd: &Etcd) -> BTreeSet<(String, String, String, String)> {
+    etcd.get_prefix("/hostmesh/v1/hosts/")
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let rest = key.strip_prefix("/hostmesh/v1/hosts/")?;
+            let [host, "instances", service, id] = rest.split('/').collect::<Vec<_>>()[..] else {
+                return None;
+            };
+            let v: serde_json::Value = serde_json::from_str(&value).ok()?;
+            Some(instance(service, host, id, v["health"].as_str()?))
+        })
+        .collect()
+}
+
+fn instance(service: &str, host: &str, id: &str, health: &str) -> (String, String, String, String) {
+    (service.into(), host.into(), id.into(), health.into())
+}
+
+/// Starts an agent and waits until it is ready.
+fn agent(host: &hostmesh_tests::Host, etcd: &Etcd, opts: AgentOpts) -> Agent {
+    let mut a = Agent::start(host, etcd, opts);
+    a.wait_ready(Duration::from_secs(15));
+    a
+}
+
+#[test]
+fn a_service_registered_on_one_host_appears_everywhere_within_3s() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = agent(&net.host("a"), &etcd, AgentOpts::new());
+    let started = Instant::now();
+    let _b = agent(
+        &net.host("b"),
+        &etcd,
+        AgentOpts::new().service("orders-1", ORDERS),
+    );
+    let want = instance("orders", "b", "orders-1", "passing");
+    wait_until(
+        Duration::from_secs(3) + (Instant::now() - started),
+        "orders in A's /status",
+        || agent_view(&a).contains(&want),
+    );
+    let out = a.run_cli(&["services", "--etcd", &etcd.endpoint(), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("services --json");
+    assert_eq!(rows[0]["name"], "orders", "{rows}");
+    assert_eq!(rows[0]["ready"], 1);
+    assert_eq!(rows[0]["total"], 1);
+    assert_eq!(rows[0]["ports"], serde_json::json!([8080]));
+    let vip = rows[0]["vip"].as_str().expect("a VIP");
+    assert!(vip.starts_with("127.77."), "{vip}");
+    // The table form, with SPEC's columns.
+    let out = a.run_cli(&["services", "--etcd", &etcd.endpoint()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    assert_eq!(
+        lines
+            .next()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>()),
+        Some(vec!["NAME", "VIP", "PORT", "PROTOCOL", "READY"])
+    );
+    assert_eq!(
+        lines
+            .next()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>()),
+        Some(vec!["orders", vip, "8080", "http", "1/1"])
+    );
+}
+
+#[test]
+fn sigkill_removes_a_hosts_instances_within_its_ttl() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = agent(&net.host("a"), &etcd, AgentOpts::new());
+    let b = agent(
+        &net.host("b"),
+        &etcd,
+        AgentOpts::new().service("orders-1", ORDERS),
+    );
+    wait_until(Duration::from_secs(5), "orders registered", || {
+        !agent_view(&a).is_empty()
+    });
+    b.signal(Signal::Kill);
+    let killed = Instant::now();
+    wait_until(
+        TTL + ELECTION + Duration::from_secs(2),
+        "b's instance gone from A",
+        || agent_view(&a).is_empty(),
+    );
+    assert!(
+        killed.elapsed() >= TTL - Duration::from_millis(500),
+        "gone before the lease could expire"
+    );
+    assert!(etcd.get_prefix("/hostmesh/v1/hosts/b/").is_empty());
+}
+
+#[test]
+fn sigterm_deregisters_at_once_and_exits_0() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let mut b = agent(
+        &net.host("b"),
+        &etcd,
+        AgentOpts::new().service("orders-1", ORDERS),
+    );
+    wait_until(Duration::from_secs(5), "b registered", || {
+        !etcd.get_prefix("/hostmesh/v1/hosts/b/").is_empty()
+    });
+    b.signal(Signal::Term);
+    let status = b
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits after SIGTERM");
+    assert_eq!(status.code(), Some(0), "{}", b.log_tail(30));
+    // Revoked, not expired: gone right away.
+    assert!(etcd.get_prefix("/hostmesh/v1/hosts/b/").is_empty());
+    // The VIP stays reserved for the name.
+    assert!(etcd.get("/hostmesh/v1/vips/orders").is_some());
+}
+
+#[test]
+fn etcd_restart_reregisters_and_catalogs_converge() {
+    let net = Net::new();
+    let mut etcd = Etcd::start(&net);
+    let a = agent(&net.host("a"), &etcd, AgentOpts::new());
+    let _b = agent(
+        &net.host("b"),
+        &etcd,
+        AgentOpts::new().service("orders-1", ORDERS),
+    );
+    wait_until(Duration::from_secs(5), "orders in A", || {
+        !agent_view(&a).is_empty()
+    });
+    etcd.kill();
+    wait_until(Duration::from_secs(10), "A notices etcd is gone", || {
+        a.status()["etcd"]["connected"] == false
+    });
+    // Meanwhile A keeps what it knew.
+    assert_eq!(
+        agent_view(&a),
+        BTreeSet::from([instance("orders", "b", "orders-1", "passing")])
+    );
+    etcd.restart();
+    wait_until(
+        Duration::from_secs(15),
+        "A's catalog equals etcd with b registered",
+        || {
+            let in_etcd = etcd_view(&etcd);
+            in_etcd.contains(&instance("orders", "b", "orders-1", "passing"))
+                && agent_view(&a) == in_etcd
+                && a.status()["etcd"]["connected"] == true
+        },
+    );
+}
+
+#[test]
+fn a_host_cut_off_longer_than_its_ttl_reregisters_under_a_new_lease() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = agent(&net.host("a"), &etcd, AgentOpts::new());
+    let b_host = net.host("b");
+    let b = agent(&b_host, &etcd, AgentOpts::new().service("orders-1", ORDERS));
+    let lease_of = |etcd: &Etcd| -> Option<i64> {
+        let v = etcd.ctl_json(&["get", "/hostmesh/v1/hosts/b/info", "-w", "json"]);
+        v["kvs"][0]["lease"].as_i64()
+    };
+    let before = wait_for(Duration::from_secs(5), "b's info on a lease", || {
+        lease_of(&etcd)
+    });
+    b_host.cut_from(etcd.addr());
+    wait_until(
+        TTL + ELECTION + Duration::from_secs(3),
+        "b expired from A's catalog",
+        || agent_view(&a).is_empty(),
+    );
+    // B, cut off, still serves what it knew.
+    wait_until(Duration::from_secs(5), "B notices it is cut off", || {
+        b.status()["etcd"]["connected"] == false
+    });
+    assert!(!agent_view(&b).is_empty());
+    b_host.heal();
+    wait_until(Duration::from_secs(15), "b registered again", || {
+        agent_view(&a) == BTreeSet::from([instance("orders", "b", "orders-1", "passing")])
+    });
+    let after = lease_of(&etcd).expect("b's info on a lease");
+    assert_ne!(before, after, "a new lease after the old one expired");
+    let keys: Vec<String> = etcd
+        .get_prefix("/hostmesh/v1/hosts/b/")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "/hostmesh/v1/hosts/b/info",
+            "/hostmesh/v1/hosts/b/instances/orders/orders-1"
+        ],
+        "no duplicates"
+    );
+}
+
+#[test]
+fn a_garbage_value_is_skipped_and_the_service_stays() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = agent(&net.host("a"), &etcd, AgentOpts::new());
+    let _b = agent(
+        &net.host("b"),
+        &etcd,
+        AgentOpts::new().service("orders-1", ORDERS),
+    );
+    wait_until(Duration::from_secs(5), "orders in A", || {
+        !agent_view(&a).is_empty()
+    });
+    etcd.put("/hostmesh/v1/hosts/b/instances/orders/garbage", "{not json");
+    etcd.put(
+        "/hostmesh/v1/hosts/b/instances/orders/orders-1-twin",
+        r#"{"port":"eighty"}"#,
+    );
+    etcd.put("/hostmesh/v1/vips/broken", "not-an-ip");
+    // A marker written after the garbage: once A has it, A has processed the garbage too.
+    etcd.put(
+        "/hostmesh/v1/hosts/z/instances/marker/m1",
+        r#"{"port":1,"protocol":"tcp","health":"passing","a_future_field":true}"#,
+    );
+    wait_until(Duration::from_secs(5), "the marker in A", || {
+        agent_view(&a).contains(&instance("marker", "z", "m1", "passing"))
+    });
+    assert_eq!(
+        agent_view(&a),
+        BTreeSet::from([
+            instance("marker", "z", "m1", "passing"),
+            instance("orders", "b", "orders-1", "passing"),
+        ])
+    );
+    assert!(
+        a.log().contains("skipping a bad value"),
+        "a warning for the bad values"
+    );
+    assert_eq!(a.admin_get("/ready").0, 200);
+}
+
+#[test]
+fn an_agent_restarted_while_etcd_is_down_serves_its_saved_catalog() {
+    let net = Net::new();
+    let mut etcd = Etcd::start(&net);
+    let mut a = agent(&net.host("a"), &etcd, AgentOpts::new());
+    let _b = agent(
+        &net.host("b"),
+        &etcd,
+        AgentOpts::new().service("orders-1", ORDERS),
+    );
+    wait_until(Duration::from_secs(5), "orders in A", || {
+        !agent_view(&a).is_empty()
+    });
+    let saved = a.data_dir().join("catalog.json");
+    wait_until(
+        Duration::from_secs(2),
+        "the catalog saved within a second",
+        || std::fs::read_to_string(&saved).is_ok_and(|s| s.contains("orders-1")),
+    );
+    etcd.kill();
+    a.signal(Signal::Term);
+    a.wait_exit(Duration::from_secs(10))
+        .expect("A stops with etcd down");
+    a.restart();
+    a.wait_ready(Duration::from_secs(15));
+    let status = a.status();
+    assert_eq!(status["catalog"]["stale"], true, "{status}");
+    assert_eq!(status["catalog"]["source"], "disk", "{status}");
+    assert_eq!(
+        agent_view(&a),
+        BTreeSet::from([instance("orders", "b", "orders-1", "passing")])
+    );
+    let metrics = a.metrics();
+    assert!(
+        metrics.contains("hostmesh_registry_connected 0"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn compaction_while_an_agent_is_frozen_still_converges() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = agent(&net.host("a"), &etcd, AgentOpts::new());
+    let b = agent(
+        &net.host("b"),
+        &etcd,
+        AgentOpts::new().service("orders-1", ORDERS),
+    );
+    wait_until(Duration::from_secs(5), "orders in A", || {
+        !agent_view(&a).is_empty()
+    });
+    a.signal(Signal::Stop);
+    // Changes A misses: a new service on B, and another host's records written and deleted.
+    b.write_service("billing-1", "name = \"billing\"\nport = 9000\n");
+    b.signal(Signal::Hup);
+    wait_until(Duration::from_secs(5), "billing in etcd", || {
+        etcd.get("/hostmesh/v1/hosts/b/instances/billing/billing-1")
+            .is_some()
+    });
+    for i in 0..50 {
+        let key = format!("/hostmesh/v1/hosts/y/instances/tmp/t{i}");
+        etcd.put(&key, r#"{"port":1,"protocol":"tcp","health":"passing"}"#);
+        etcd.ctl(&["del", &key]);
+    }
+    etcd.compact_to_latest();
+    a.signal(Signal::Cont);
+    wait_until(Duration::from_secs(15), "A's catalog equals etcd", || {
+        let in_etcd = etcd_view(&etcd);
+        in_etcd.len() == 2 && agent_view(&a) == in_etcd
+    });
+}
+
+#[test]
+fn a_failing_check_turns_critical_in_time_and_recovers() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let b_host = net.host("b");
+    let app = Backend::http(&b_host, 18080, "orders\n");
+    let def = "name = \"orders\"\nport = 8080\ntarget = \"127.0.0.1:18080\"\n\n[check]\n\
+               http = \"/healthz\"\ninterval = \"1s\"\ntimeout = \"500ms\"\nunhealthy_after = 2\nhealthy_after = 1\n";
+    let _b = agent(&b_host, &etcd, AgentOpts::new().service("orders-1", def));
+    let key = "/hostmesh/v1/hosts/b/instances/orders/orders-1";
+    let health = |etcd: &Etcd| {
+        etcd.get(key)
+            .and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok())
+            .and_then(|v| v["health"].as_str().map(str::to_owned))
+    };
+    wait_until(Duration::from_secs(5), "passing", || {
+        health(&etcd).as_deref() == Some("passing")
+    });
+    app.set_healthy(false);
+    let failed = Instant::now();
+    // interval × (unhealthy_after + 1) + timeout + 2 s
+    wait_until(
+        Duration::from_millis(1000 * 3 + 500 + 2000),
+        "critical",
+        || health(&etcd).as_deref() == Some("critical"),
+    );
+    assert!(
+        failed.elapsed() >= Duration::from_millis(900),
+        "needs two failures in a row"
+    );
+    app.set_healthy(true);
+    wait_until(Duration::from_secs(4), "passing again", || {
+        health(&etcd).as_deref() == Some("passing")
+    });
+}
+
+#[test]
+fn services_racing_for_vips_never_share_one() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    // A small range makes collisions certain: 62 usable addresses for 40 names.
+    let range = "127.77.0.0/26";
+    let mut agents = Vec::new();
+    let hosts: Vec<_> = ["a", "b", "c"].iter().map(|h| net.host(h)).collect();
+    for (n, host) in hosts.iter().enumerate() {
+        let mut opts = AgentOpts::new().set_str("dns", "vip_range", range);
+        for s in 0..20 {
+            // Overlapping names: each host shares half its names with the next one.
+            let name = format!("svc-{}", n * 10 + s);
+            opts = opts.service(&name, &format!("name = \"{name}\"\nport = 80\n"));
+        }
+        agents.push(Agent::start(host, &etcd, opts));
+    }
+    for a in &mut agents {
+        a.wait_ready(Duration::from_secs(15));
+    }
+    let vips = wait_for(Duration::from_secs(15), "40 VIPs allocated", || {
+        let vips = etcd.get_prefix("/hostmesh/v1/vips/");
+        (vips.len() == 40).then_some(vips)
+    });
+    let mut seen = BTreeSet::new();
+    for (key, value) in &vips {
+        let name = key.trim_start_matches("/hostmesh/v1/vips/");
+        let ip: String = serde_json::from_str(value).expect("a JSON string");
+        assert!(seen.insert(ip.clone()), "{ip} given twice: {vips:?}");
+        assert_eq!(
+            etcd.get(&format!("/hostmesh/v1/vip-owners/{ip}"))
+                .as_deref(),
+            Some(name),
+            "vip-owners/{ip} names its owner"
+        );
+    }
+    assert_eq!(etcd.get_prefix("/hostmesh/v1/vip-owners/").len(), 40);
+    // Every agent sees the same VIP for a name.
+    let view = |a: &Agent| a.status()["services"]["svc-15"]["vip"].clone();
+    wait_until(Duration::from_secs(5), "same VIP everywhere", || {
+        let v = view(&agents[0]);
+        !v.is_null() && agents.iter().all(|a| view(a) == v)
+    });
+}
+
+#[test]
+fn a_second_agent_with_the_same_host_name_refuses_to_start() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let b_host = net.host("b");
+    let mut b = agent(&b_host, &etcd, AgentOpts::new().service("orders-1", ORDERS));
+    wait_until(Duration::from_secs(5), "b registered", || {
+        etcd.get("/hostmesh/v1/hosts/b/info").is_some()
+    });
+    // A clone: another machine, the same host name.
+    let mut clone = Agent::start(
+        &net.host("clone"),
+        &etcd,
+        AgentOpts::new().set_str("agent", "host", "b"),
+    );
+    let status = clone
+        .wait_exit(Duration::from_secs(10))
+        .expect("the clone exits");
+    assert_eq!(status.code(), Some(1));
+    let log = clone.log();
+    assert!(
+        log.contains("held by another live agent") && log.contains(&b_host.addr().to_string()),
+        "{log}"
+    );
+    // A crashed agent restarted at once is not a clone: it recognises its own lease.
+    b.signal(Signal::Kill);
+    b.wait_exit(Duration::from_secs(5)).expect("killed");
+    b.restart();
+    b.wait_ready(Duration::from_secs(15));
+    wait_until(Duration::from_secs(5), "registered again", || {
+        b.status()["registration"]["registered"] == true
+    });
+}
