@@ -1,5 +1,6 @@
 //! End-to-end tests: real hosts (network namespaces), a real etcd, the real hostmesh binary.
 //! They need root and never skip; see `hostmesh_tests::require_root`.
 
+mod cli;
 mod harness_smoke;
 mod registry;

@@ -42,7 +42,7 @@ pub const ADMIN_LISTEN: &str = "127.0.0.1:9190";
 /// [admin]
 /// listen = "127.0.0.1:9190"
 /// [log]
-/// level = "debug"
+/// level = "info,hostmesh=debug,hostmesh_registrar=debug"
 /// ```
 #[derive(Debug, Clone)]
 pub struct AgentOpts {
@@ -80,7 +80,12 @@ impl AgentOpts {
         .set_str("proxy", "capture", "listen")
         .set_str("tls", "mode", "disabled")
         .set_str("admin", "listen", ADMIN_LISTEN)
-        .set_str("log", "level", "debug")
+        // Debug for hostmesh itself; its libraries (h2, tonic) at debug drown the log.
+        .set_str(
+            "log",
+            "level",
+            "info,hostmesh=debug,hostmesh_registrar=debug",
+        )
     }
 
     /// Sets `[section] key = value`, where `value` is raw TOML: `"\"10s\""`, `"5"`, `"[\"a\"]"`.

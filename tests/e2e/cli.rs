@@ -1,0 +1,268 @@
+//! The command line as an operator drives it: client commands against a real etcd and agent,
+//! `check-config` and the agent's own refusal of bad input, exit codes, and `hostmesh dev`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hostmesh_tests::{Agent, AgentOpts, Etcd, Net, hostmesh_bin, run, wait_for, wait_until};
+
+fn hostmesh(args: &[&str]) -> Output {
+    let mut cmd = Command::new(hostmesh_bin());
+    cmd.args(args);
+    run(cmd, Duration::from_secs(30))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn columns(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+#[test]
+fn endpoints_shows_each_instance_with_specs_columns() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let b_host = net.host("b");
+    let mut b = Agent::start(
+        &b_host,
+        &etcd,
+        AgentOpts::new().service(
+            "orders-1",
+            "name = \"orders\"\nport = 8080\ntags = [\"v2\", \"eu\"]\n",
+        ),
+    );
+    b.wait_ready(Duration::from_secs(15));
+    let mut a = Agent::start(&net.host("a"), &etcd, AgentOpts::new());
+    a.wait_ready(Duration::from_secs(15));
+    let endpoint = etcd.endpoint();
+    let out = wait_for(Duration::from_secs(5), "orders listed", || {
+        let out = a.run_cli(&["endpoints", "orders", "--etcd", &endpoint]);
+        out.status.success().then_some(out)
+    });
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        columns(lines[0]),
+        [
+            "HOST", "ADDRESS", "PORT", "HEALTH", "TAGS", "EWMA", "INFLIGHT", "BREAKER"
+        ]
+    );
+    let addr = b_host.addr().to_string();
+    // A's agent answers on the default admin address; it has no latency data yet: "-".
+    assert_eq!(
+        columns(lines[1]),
+        [
+            "b",
+            addr.as_str(),
+            "8080",
+            "passing",
+            "v2,eu",
+            "-",
+            "-",
+            "-"
+        ]
+    );
+    let out = a.run_cli(&["endpoints", "orders", "--etcd", &endpoint, "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(rows[0]["host"], "b");
+    assert_eq!(rows[0]["address"], addr);
+    assert_eq!(rows[0]["tags"], serde_json::json!(["v2", "eu"]));
+
+    let out = a.run_cli(&["endpoints", "nosuch", "--etcd", &endpoint]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not found"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Defaults come from --config: the agent's own file names etcd.
+    let config = a.config_path().to_string_lossy().into_owned();
+    let out = a.run_cli(&["services", "--config", &config]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("orders"));
+}
+
+#[test]
+fn client_commands_give_up_when_etcd_does_not_answer() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = net.host("a");
+    a.cut_from(etcd.addr());
+    let started = Instant::now();
+    let out = a.run(
+        hostmesh_bin().to_str().expect("utf-8 path"),
+        &["services", "--etcd", &etcd.endpoint(), "--timeout", "1s"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&etcd.endpoint()),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn check_config_reports_every_problem_with_file_and_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let services = dir.path().join("services.d");
+    std::fs::create_dir(&services).expect("services dir");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nhost = \"web-01\"\nservices_dir = \"{}\"\ndrain = \"soon\"\n\
+             [etcd]\nlease_ttl = \"1s\"\nbogus = 1\n[tls]\nmode = \"disabled\"\n",
+            services.display()
+        ),
+    )
+    .expect("config");
+    let bad_service = services.join("orders-1.toml");
+    std::fs::write(&bad_service, "name = \"Orders\"\nport = 70000\n").expect("service");
+
+    let out = hostmesh(&["check-config", "--config", config.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    let c = config.display().to_string();
+    let s = bad_service.display().to_string();
+    for needle in [
+        format!("{c}: agent.drain:"),
+        format!("{c}: etcd.lease_ttl:"),
+        format!("{c}: etcd.bogus:"),
+        format!("{s}: name:"),
+        format!("{s}: port:"),
+    ] {
+        assert!(err.contains(&needle), "missing {needle:?} in:\n{err}");
+    }
+    // The agent refuses the same file at start, listing the same problems.
+    let out = hostmesh(&["agent", "--config", config.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains(&format!("{s}: port:")));
+
+    // One service file, as ansible's `validate:` calls it.
+    let out = hostmesh(&[
+        "check-config",
+        "--service",
+        bad_service.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    std::fs::write(&bad_service, "name = \"orders\"\nport = 8080\n").expect("service");
+    let out = hostmesh(&[
+        "check-config",
+        "--service",
+        bad_service.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // mTLS is not implemented yet: refused, never a plaintext fallback.
+    std::fs::write(
+        &config,
+        "[agent]\nhost = \"web-01\"\n[tls]\nmode = \"mtls\"\n",
+    )
+    .expect("config");
+    let out = hostmesh(&["check-config", "--config", config.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("tls.mode"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_and_every_command_has_help() {
+    let out = hostmesh(&["--version"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    for cmd in ["agent", "dev", "check-config", "services", "endpoints"] {
+        let out = hostmesh(&[cmd, "--help"]);
+        assert!(out.status.success(), "{cmd} --help");
+    }
+    assert_eq!(
+        hostmesh(&["services", "--no-such-flag"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(hostmesh(&["check-config"]).status.code(), Some(2));
+    assert_eq!(hostmesh(&["frobnicate"]).status.code(), Some(2));
+}
+
+/// `hostmesh dev` as the README tells a newcomer to run it: it prints commands that work, and
+/// Ctrl-C stops everything and removes its temp dir.
+#[test]
+fn dev_runs_a_private_mesh_and_cleans_up() {
+    let net = Net::new();
+    let host = net.host("laptop");
+    let mut child = host
+        .cmd(hostmesh_bin())
+        .arg("dev")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("hostmesh dev starts");
+    let guard = KillOnDrop(child.id());
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut printed = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("a line");
+        let done = line.contains("curl http://")
+            && printed.iter().any(|l: &String| l.contains("curl http://"));
+        printed.push(line);
+        if done {
+            break;
+        }
+    }
+    let find = |prefix: &str| {
+        printed
+            .iter()
+            .map(|l| l.trim())
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{}", printed.join("\n")))
+            .to_owned()
+    };
+    let services_cmd = find("hostmesh services");
+    let tmp = printed
+        .iter()
+        .find_map(|l| l.split("removes ").nth(1))
+        .map(|s| s.trim_end_matches(')').to_owned())
+        .expect("the temp dir is named");
+    let args: Vec<&str> = services_cmd.split_whitespace().skip(1).collect();
+    let bin = hostmesh_bin();
+    let bin = bin.to_str().expect("utf-8");
+    wait_until(Duration::from_secs(10), "both demo services ready", || {
+        let out = host.run(bin, &args);
+        let t = text(&out.stdout);
+        t.lines().filter(|l| l.ends_with("1/1")).count() == 2
+    });
+    let status_cmd = find("curl http://");
+    let url = status_cmd.split_whitespace().nth(1).expect("a URL");
+    let (code, body) = host.curl(url).expect("the admin endpoint answers");
+    assert_eq!(code, 200, "{body}");
+    // Ctrl-C.
+    host.run_ok("kill", &["-INT", &child.id().to_string()]);
+    let status = wait_for(Duration::from_secs(10), "dev exits", || {
+        child.try_wait().ok().flatten()
+    });
+    assert!(status.success(), "{status}");
+    // Exited and reaped: nothing to kill, and the pid may be reused.
+    std::mem::forget(guard);
+    assert!(!std::path::Path::new(&tmp).exists(), "{tmp} removed");
+}
+
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+    }
+}
