@@ -92,9 +92,11 @@ fn client_commands_give_up_when_etcd_does_not_answer() {
     let etcd = Etcd::start(&net);
     let a = net.host("a");
     a.cut_from(etcd.addr());
+    // Located (and possibly built) before the clock starts.
+    let bin = hostmesh_bin();
     let started = Instant::now();
     let out = a.run(
-        hostmesh_bin().to_str().expect("utf-8 path"),
+        bin.to_str().expect("utf-8 path"),
         &["services", "--etcd", &etcd.endpoint(), "--timeout", "1s"],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
