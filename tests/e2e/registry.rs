@@ -298,8 +298,17 @@ fn an_agent_restarted_while_etcd_is_down_serves_its_saved_catalog() {
     );
     etcd.kill();
     a.signal(Signal::Term);
-    a.wait_exit(Duration::from_secs(10))
+    let term = Instant::now();
+    let status = a
+        .wait_exit(Duration::from_secs(10))
         .expect("A stops with etcd down");
+    assert_eq!(status.code(), Some(0));
+    // Deregistration waits at most 1 s for an unreachable etcd, then the 100 ms drain.
+    assert!(
+        term.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        term.elapsed()
+    );
     a.restart();
     a.wait_ready(Duration::from_secs(15));
     let status = a.status();

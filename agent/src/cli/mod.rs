@@ -75,6 +75,9 @@ impl CliError {
 
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
+    // ring is the one crypto provider in the tree (DESIGN "TLS"); installing it explicitly means
+    // a dependency that ever pulls in a second provider cannot make TLS setup panic.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Agent { config } => agent(config),
