@@ -57,6 +57,36 @@ fn agent(host: &hostmesh_tests::Host, etcd: &Etcd, opts: AgentOpts) -> Agent {
     a
 }
 
+/// Host `a` with an agent and no services, host `b` with an agent running `orders-1`, both
+/// ready and `orders` in A's catalog. Fields drop in order: agents, then etcd, then the network.
+struct Mesh {
+    a: Agent,
+    b: Agent,
+    etcd: Etcd,
+    /// Held for its `Drop`, which removes the hosts.
+    _net: Net,
+}
+
+fn mesh() -> Mesh {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = agent(&net.host("a"), &etcd, AgentOpts::new());
+    let b = agent(
+        &net.host("b"),
+        &etcd,
+        AgentOpts::new().service("orders-1", ORDERS),
+    );
+    wait_until(Duration::from_secs(5), "orders in A", || {
+        !agent_view(&a).is_empty()
+    });
+    Mesh {
+        a,
+        b,
+        etcd,
+        _net: net,
+    }
+}
+
 #[test]
 fn a_service_registered_on_one_host_appears_everywhere_within_3s() {
     let net = Net::new();
@@ -107,29 +137,19 @@ fn a_service_registered_on_one_host_appears_everywhere_within_3s() {
 
 #[test]
 fn sigkill_removes_a_hosts_instances_within_its_ttl() {
-    let net = Net::new();
-    let etcd = Etcd::start(&net);
-    let a = agent(&net.host("a"), &etcd, AgentOpts::new());
-    let b = agent(
-        &net.host("b"),
-        &etcd,
-        AgentOpts::new().service("orders-1", ORDERS),
-    );
-    wait_until(Duration::from_secs(5), "orders registered", || {
-        !agent_view(&a).is_empty()
-    });
-    b.signal(Signal::Kill);
+    let m = mesh();
+    m.b.signal(Signal::Kill);
     let killed = Instant::now();
     wait_until(
         TTL + ELECTION + Duration::from_secs(2),
         "b's instance gone from A",
-        || agent_view(&a).is_empty(),
+        || agent_view(&m.a).is_empty(),
     );
     assert!(
         killed.elapsed() >= TTL - Duration::from_millis(500),
         "gone before the lease could expire"
     );
-    assert!(etcd.get_prefix("/hostmesh/v1/hosts/b/").is_empty());
+    assert!(m.etcd.get_prefix("/hostmesh/v1/hosts/b/").is_empty());
 }
 
 #[test]
@@ -157,35 +177,25 @@ fn sigterm_deregisters_at_once_and_exits_0() {
 
 #[test]
 fn etcd_restart_reregisters_and_catalogs_converge() {
-    let net = Net::new();
-    let mut etcd = Etcd::start(&net);
-    let a = agent(&net.host("a"), &etcd, AgentOpts::new());
-    let _b = agent(
-        &net.host("b"),
-        &etcd,
-        AgentOpts::new().service("orders-1", ORDERS),
-    );
-    wait_until(Duration::from_secs(5), "orders in A", || {
-        !agent_view(&a).is_empty()
-    });
-    etcd.kill();
+    let mut m = mesh();
+    m.etcd.kill();
     wait_until(Duration::from_secs(10), "A notices etcd is gone", || {
-        a.status()["etcd"]["connected"] == false
+        m.a.status()["etcd"]["connected"] == false
     });
     // Meanwhile A keeps what it knew.
     assert_eq!(
-        agent_view(&a),
+        agent_view(&m.a),
         BTreeSet::from([instance("orders", "b", "orders-1", "passing")])
     );
-    etcd.restart();
+    m.etcd.restart();
     wait_until(
         Duration::from_secs(15),
         "A's catalog equals etcd with b registered",
         || {
-            let in_etcd = etcd_view(&etcd);
+            let in_etcd = etcd_view(&m.etcd);
             in_etcd.contains(&instance("orders", "b", "orders-1", "passing"))
-                && agent_view(&a) == in_etcd
-                && a.status()["etcd"]["connected"] == true
+                && agent_view(&m.a) == in_etcd
+                && m.a.status()["etcd"]["connected"] == true
         },
     );
 }
@@ -238,70 +248,51 @@ fn a_host_cut_off_longer_than_its_ttl_reregisters_under_a_new_lease() {
 
 #[test]
 fn a_garbage_value_is_skipped_and_the_service_stays() {
-    let net = Net::new();
-    let etcd = Etcd::start(&net);
-    let a = agent(&net.host("a"), &etcd, AgentOpts::new());
-    let _b = agent(
-        &net.host("b"),
-        &etcd,
-        AgentOpts::new().service("orders-1", ORDERS),
-    );
-    wait_until(Duration::from_secs(5), "orders in A", || {
-        !agent_view(&a).is_empty()
-    });
-    etcd.put("/hostmesh/v1/hosts/b/instances/orders/garbage", "{not json");
-    etcd.put(
+    let m = mesh();
+    m.etcd
+        .put("/hostmesh/v1/hosts/b/instances/orders/garbage", "{not json");
+    m.etcd.put(
         "/hostmesh/v1/hosts/b/instances/orders/orders-1-twin",
         r#"{"port":"eighty"}"#,
     );
-    etcd.put("/hostmesh/v1/vips/broken", "not-an-ip");
+    m.etcd.put("/hostmesh/v1/vips/broken", "not-an-ip");
     // A marker written after the garbage: once A has it, A has processed the garbage too.
-    etcd.put(
+    m.etcd.put(
         "/hostmesh/v1/hosts/z/instances/marker/m1",
         r#"{"port":1,"protocol":"tcp","health":"passing","a_future_field":true}"#,
     );
     wait_until(Duration::from_secs(5), "the marker in A", || {
-        agent_view(&a).contains(&instance("marker", "z", "m1", "passing"))
+        agent_view(&m.a).contains(&instance("marker", "z", "m1", "passing"))
     });
     assert_eq!(
-        agent_view(&a),
+        agent_view(&m.a),
         BTreeSet::from([
             instance("marker", "z", "m1", "passing"),
             instance("orders", "b", "orders-1", "passing"),
         ])
     );
     assert!(
-        a.log().contains("skipping a bad value"),
+        m.a.log().contains("skipping a bad value"),
         "a warning for the bad values"
     );
-    assert_eq!(a.admin_get("/ready").0, 200);
+    assert_eq!(m.a.admin_get("/ready").0, 200);
 }
 
 #[test]
 fn an_agent_restarted_while_etcd_is_down_serves_its_saved_catalog() {
-    let net = Net::new();
-    let mut etcd = Etcd::start(&net);
-    let mut a = agent(&net.host("a"), &etcd, AgentOpts::new());
-    let _b = agent(
-        &net.host("b"),
-        &etcd,
-        AgentOpts::new().service("orders-1", ORDERS),
-    );
-    wait_until(Duration::from_secs(5), "orders in A", || {
-        !agent_view(&a).is_empty()
-    });
-    let saved = a.data_dir().join("catalog.json");
+    let mut m = mesh();
+    let saved = m.a.data_dir().join("catalog.json");
     wait_until(
         Duration::from_secs(2),
         "the catalog saved within a second",
         || std::fs::read_to_string(&saved).is_ok_and(|s| s.contains("orders-1")),
     );
-    etcd.kill();
-    a.signal(Signal::Term);
+    m.etcd.kill();
+    m.a.signal(Signal::Term);
     let term = Instant::now();
-    let status = a
-        .wait_exit(Duration::from_secs(10))
-        .expect("A stops with etcd down");
+    let status =
+        m.a.wait_exit(Duration::from_secs(10))
+            .expect("A stops with etcd down");
     assert_eq!(status.code(), Some(0));
     // Deregistration waits at most 1 s for an unreachable etcd, then the 100 ms drain.
     assert!(
@@ -309,16 +300,16 @@ fn an_agent_restarted_while_etcd_is_down_serves_its_saved_catalog() {
         "took {:?}",
         term.elapsed()
     );
-    a.restart();
-    a.wait_ready(Duration::from_secs(15));
-    let status = a.status();
+    m.a.restart();
+    m.a.wait_ready(Duration::from_secs(15));
+    let status = m.a.status();
     assert_eq!(status["catalog"]["stale"], true, "{status}");
     assert_eq!(status["catalog"]["source"], "disk", "{status}");
     assert_eq!(
-        agent_view(&a),
+        agent_view(&m.a),
         BTreeSet::from([instance("orders", "b", "orders-1", "passing")])
     );
-    let metrics = a.metrics();
+    let metrics = m.a.metrics();
     assert!(
         metrics.contains("hostmesh_registry_connected 0"),
         "{metrics}"
@@ -327,35 +318,27 @@ fn an_agent_restarted_while_etcd_is_down_serves_its_saved_catalog() {
 
 #[test]
 fn compaction_while_an_agent_is_frozen_still_converges() {
-    let net = Net::new();
-    let etcd = Etcd::start(&net);
-    let a = agent(&net.host("a"), &etcd, AgentOpts::new());
-    let b = agent(
-        &net.host("b"),
-        &etcd,
-        AgentOpts::new().service("orders-1", ORDERS),
-    );
-    wait_until(Duration::from_secs(5), "orders in A", || {
-        !agent_view(&a).is_empty()
-    });
-    a.signal(Signal::Stop);
+    let m = mesh();
+    m.a.signal(Signal::Stop);
     // Changes A misses: a new service on B, and another host's records written and deleted.
-    b.write_service("billing-1", "name = \"billing\"\nport = 9000\n");
-    b.signal(Signal::Hup);
+    m.b.write_service("billing-1", "name = \"billing\"\nport = 9000\n");
+    m.b.signal(Signal::Hup);
     wait_until(Duration::from_secs(5), "billing in etcd", || {
-        etcd.get("/hostmesh/v1/hosts/b/instances/billing/billing-1")
+        m.etcd
+            .get("/hostmesh/v1/hosts/b/instances/billing/billing-1")
             .is_some()
     });
     for i in 0..50 {
         let key = format!("/hostmesh/v1/hosts/y/instances/tmp/t{i}");
-        etcd.put(&key, r#"{"port":1,"protocol":"tcp","health":"passing"}"#);
-        etcd.ctl(&["del", &key]);
+        m.etcd
+            .put(&key, r#"{"port":1,"protocol":"tcp","health":"passing"}"#);
+        m.etcd.ctl(&["del", &key]);
     }
-    etcd.compact_to_latest();
-    a.signal(Signal::Cont);
+    m.etcd.compact_to_latest();
+    m.a.signal(Signal::Cont);
     wait_until(Duration::from_secs(15), "A's catalog equals etcd", || {
-        let in_etcd = etcd_view(&etcd);
-        in_etcd.len() == 2 && agent_view(&a) == in_etcd
+        let in_etcd = etcd_view(&m.etcd);
+        in_etcd.len() == 2 && agent_view(&m.a) == in_etcd
     });
 }
 
@@ -472,4 +455,35 @@ fn a_second_agent_with_the_same_host_name_refuses_to_start() {
     wait_until(Duration::from_secs(5), "registered again", || {
         b.status()["registration"]["registered"] == true
     });
+}
+
+#[test]
+fn an_etcd_rebuilt_empty_never_blanks_the_catalog() {
+    let mut m = mesh();
+    // B frozen, so nothing registers again: etcd stays empty.
+    m.b.signal(Signal::Stop);
+    m.etcd.wipe_and_restart();
+    wait_until(
+        Duration::from_secs(15),
+        "A refuses the empty listing",
+        || {
+            let status = m.a.status();
+            status["catalog"]["refused_empty_listing"] == true
+                && status["etcd"]["connected"] == true
+        },
+    );
+    assert_eq!(
+        agent_view(&m.a),
+        BTreeSet::from([instance("orders", "b", "orders-1", "passing")])
+    );
+    assert_eq!(m.a.admin_get("/ready").0, 200);
+    // Once etcd holds data again, A follows it (from the new, lower revisions).
+    m.etcd.put(
+        "/hostmesh/v1/hosts/z/instances/marker/m1",
+        r#"{"port":1,"protocol":"tcp","health":"passing"}"#,
+    );
+    wait_until(Duration::from_secs(5), "the marker in A", || {
+        agent_view(&m.a).contains(&instance("marker", "z", "m1", "passing"))
+    });
+    m.b.signal(Signal::Cont);
 }

@@ -267,6 +267,20 @@ impl Etcd {
     }
 }
 
+impl Etcd {
+    /// Kills etcd, deletes its data and starts an empty one at the same address: a cluster
+    /// rebuilt from nothing (revisions start again at 1).
+    #[track_caller]
+    pub fn wipe_and_restart(&mut self) {
+        self.kill();
+        let data = self.dir.path().join("data");
+        std::fs::remove_dir_all(&data)
+            .unwrap_or_else(|e| panic!("removing {}: {e}", data.display()));
+        crate::logs::note(&self.log, "starting an empty etcd");
+        self.spawn();
+    }
+}
+
 impl Drop for Etcd {
     fn drop(&mut self) {
         crate::logs::dump_on_panic("etcd log", &self.log);

@@ -300,7 +300,7 @@ impl Watcher {
                 self.config.layout.root()
             );
             self.status.with(|s| s.refused_empty = true);
-            self.state.set_revision(revision);
+            self.state.reset_revision(revision);
         } else {
             let first = self.tx.borrow().is_none();
             let drift = self.state.replace_with(listed);

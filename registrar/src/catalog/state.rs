@@ -71,6 +71,12 @@ impl State {
         self.revision = self.revision.max(revision);
     }
 
+    /// Follows etcd's revision even backwards: an etcd rebuilt from nothing restarts its
+    /// revisions, and a watch from our old, higher revision would miss everything it writes.
+    pub fn reset_revision(&mut self, revision: i64) {
+        self.revision = revision;
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
