@@ -227,7 +227,7 @@ impl Catalog {
 
 /// Reads the whole catalog once (for the command-line tools), at one revision.
 pub async fn fetch(client: &Client, layout: &Layout) -> Result<Snapshot, etcd_client::Error> {
-    let state = list(client, State::new(layout.clone()), layout).await?;
+    let mut state = list(client, State::new(layout.clone()), layout).await?;
     Ok(state.snapshot())
 }
 
@@ -386,7 +386,7 @@ impl Watcher {
         }
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         self.tx.send_replace(Some(Arc::new(self.state.snapshot())));
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,8 +16,9 @@ pub struct Snapshot {
     /// The etcd revision this snapshot reflects.
     pub revision: i64,
     pub hosts: BTreeMap<String, HostInfo>,
-    /// Services with at least one registered instance, whatever its health.
-    pub services: BTreeMap<String, Service>,
+    /// Services with at least one registered instance, whatever its health. Shared between
+    /// snapshots while unchanged.
+    pub services: BTreeMap<String, Arc<Service>>,
     /// Every known VIP by name (`orders`, `v2.orders`), including those of services that
     /// currently have no instance: a VIP stays reserved for its name.
     pub vips: BTreeMap<String, Ipv4Addr>,
@@ -65,6 +67,6 @@ impl Service {
 
 impl Snapshot {
     pub fn service(&self, name: &str) -> Option<&Service> {
-        self.services.get(name)
+        self.services.get(name).map(|s| s.as_ref())
     }
 }

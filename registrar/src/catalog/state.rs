@@ -3,9 +3,14 @@
 //! - an event older than what is held for its key is ignored;
 //! - a value that fails to parse is skipped with one warning and never replaces a good one;
 //! - a VIP, once seen, never changes (a different value in etcd is refused and logged).
+//!
+//! The snapshot is maintained incrementally: a change marks the services it touches, and
+//! [`State::snapshot`] rebuilds only those (a health flap among 10,000 services costs one service,
+//! not the whole catalog). Unchanged services are shared between snapshots through `Arc`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use crate::keys::{Key, Layout};
 use crate::record::{HostInfo, InstanceRecord};
@@ -43,6 +48,14 @@ pub struct State {
     seen_vips: HashMap<String, Ipv4Addr>,
     /// (key, mod_revision) of bad values already warned about, so a re-list does not repeat it.
     warned: HashSet<(String, i64)>,
+    /// Instance keys by service name.
+    by_service: HashMap<String, BTreeSet<String>>,
+    /// Services with an instance on a host, by host (to rebuild them when its info changes).
+    by_host: HashMap<String, BTreeSet<String>>,
+    /// The snapshot as of the last call to `snapshot`, plus everything but `dirty` since.
+    cache: Snapshot,
+    /// Services whose entry in `cache` is out of date.
+    dirty: BTreeSet<String>,
 }
 
 impl State {
@@ -53,13 +66,18 @@ impl State {
             revision: 0,
             seen_vips: HashMap::new(),
             warned: HashSet::new(),
+            by_service: HashMap::new(),
+            by_host: HashMap::new(),
+            cache: Snapshot::default(),
+            dirty: BTreeSet::new(),
         }
     }
 
     /// Seeds the VIPs this agent already handed out (from a persisted snapshot).
     pub fn remember_vips(&mut self, vips: &BTreeMap<String, Ipv4Addr>) {
         for (name, ip) in vips {
-            self.seen_vips.entry(name.clone()).or_insert(*ip);
+            let ip = *self.seen_vips.entry(name.clone()).or_insert(*ip);
+            self.cache.vips.insert(name.clone(), ip);
         }
     }
 
@@ -109,6 +127,9 @@ impl State {
             other => other,
         };
         let changed = self.entries.get(key).is_none_or(|e| e.value != parsed);
+        if changed {
+            self.touch(key, Some(&parsed));
+        }
         self.entries.insert(
             key.to_owned(),
             Entry {
@@ -128,6 +149,7 @@ impl State {
         match self.entries.get(key) {
             Some(e) if e.mod_revision < mod_revision => {
                 self.entries.remove(key);
+                self.touch(key, None);
                 self.warned.retain(|(k, _)| k != key);
                 Applied::Changed
             }
@@ -150,21 +172,104 @@ impl State {
             .keys()
             .filter(|k| !self.entries.contains_key(*k))
             .count();
-        self.entries = listed.entries;
-        self.revision = listed.revision;
-        self.seen_vips.extend(listed.seen_vips);
-        self.warned.extend(listed.warned);
+        let State {
+            entries,
+            revision,
+            seen_vips,
+            warned,
+            by_service,
+            by_host,
+            cache,
+            dirty,
+            ..
+        } = listed;
+        self.entries = entries;
+        self.revision = revision;
+        self.seen_vips.extend(seen_vips);
+        self.warned.extend(warned);
+        self.by_service = by_service;
+        self.by_host = by_host;
+        self.cache = cache;
+        self.dirty = dirty;
         differ
     }
 
     /// A fresh, empty state that shares this one's memory of VIPs and warnings (for a re-list).
     pub fn empty_like(&self) -> State {
-        State {
-            layout: self.layout.clone(),
-            entries: BTreeMap::new(),
-            revision: 0,
-            seen_vips: self.seen_vips.clone(),
-            warned: self.warned.clone(),
+        let mut state = State::new(self.layout.clone());
+        state.warned = self.warned.clone();
+        state.seen_vips = self.seen_vips.clone();
+        state.cache.vips = self
+            .seen_vips
+            .iter()
+            .map(|(name, ip)| (name.clone(), *ip))
+            .collect();
+        state
+    }
+
+    /// Brings the cached snapshot's non-service parts up to date with a change of `key` (to
+    /// `value`, or deleted) and marks the services it affects.
+    fn touch(&mut self, key: &str, value: Option<&Value>) {
+        match self.layout.parse(key) {
+            Key::Instance { host, service, .. } => {
+                let keys = self.by_service.entry(service.to_owned()).or_default();
+                if value.is_some() {
+                    keys.insert(key.to_owned());
+                    self.by_host
+                        .entry(host.to_owned())
+                        .or_default()
+                        .insert(service.to_owned());
+                } else {
+                    keys.remove(key);
+                    let host_prefix = self.layout.host_prefix(host);
+                    if !keys.iter().any(|k| k.starts_with(&host_prefix))
+                        && let Some(services) = self.by_host.get_mut(host)
+                    {
+                        services.remove(service);
+                    }
+                    if keys.is_empty() {
+                        self.by_service.remove(service);
+                    }
+                }
+                self.dirty.insert(service.to_owned());
+            }
+            Key::HostInfo { host } => {
+                match value {
+                    Some(Value::HostInfo(info)) => {
+                        self.cache.hosts.insert(host.to_owned(), info.clone());
+                    }
+                    _ => {
+                        self.cache.hosts.remove(host);
+                    }
+                }
+                if let Some(services) = self.by_host.get(host) {
+                    self.dirty.extend(services.iter().cloned());
+                }
+            }
+            Key::Vip { name } => {
+                // A deleted VIP stays: the name keeps it (`seen_vips`).
+                if let Some(Value::Vip(ip)) = value {
+                    self.cache.vips.insert(name.to_owned(), *ip);
+                    self.dirty.insert(name.to_owned());
+                }
+            }
+            Key::Route { service } => match value {
+                Some(Value::Route(v)) => {
+                    self.cache.routes.insert(service.to_owned(), v.clone());
+                }
+                _ => {
+                    self.cache.routes.remove(service);
+                }
+            },
+            Key::Policy { service } => match value {
+                Some(Value::Policy(v)) => {
+                    self.cache.policies.insert(service.to_owned(), v.clone());
+                }
+                _ => {
+                    self.cache.policies.remove(service);
+                }
+            },
+            Key::VipOwner { .. } | Key::Unknown => {}
         }
     }
 
@@ -208,68 +313,64 @@ impl State {
         }))
     }
 
-    /// Builds the immutable snapshot readers use.
-    pub fn snapshot(&self) -> Snapshot {
-        let mut snap = Snapshot {
-            revision: self.revision,
-            ..Snapshot::default()
-        };
-        for (name, ip) in &self.seen_vips {
-            snap.vips.insert(name.clone(), *ip);
-        }
-        let mut records: Vec<(&str, &str, &str, &InstanceRecord)> = Vec::new();
-        for (key, entry) in &self.entries {
-            match (&entry.value, self.layout.parse(key)) {
-                (Value::HostInfo(info), Key::HostInfo { host }) => {
-                    snap.hosts.insert(host.to_owned(), info.clone());
+    /// The immutable snapshot readers use: the cached one with the changed services rebuilt.
+    pub fn snapshot(&mut self) -> Snapshot {
+        for name in std::mem::take(&mut self.dirty) {
+            match self.build_service(&name) {
+                Some(svc) => {
+                    self.cache.services.insert(name, Arc::new(svc));
                 }
-                (Value::Instance(rec), Key::Instance { host, service, id }) => {
-                    records.push((host, service, id, rec));
+                None => {
+                    self.cache.services.remove(&name);
                 }
-                (Value::Vip(ip), Key::Vip { name }) => {
-                    snap.vips.insert(name.to_owned(), *ip);
-                }
-                (Value::Route(v), Key::Route { service }) => {
-                    snap.routes.insert(service.to_owned(), v.clone());
-                }
-                (Value::Policy(v), Key::Policy { service }) => {
-                    snap.policies.insert(service.to_owned(), v.clone());
-                }
-                _ => {}
             }
         }
-        for (host, service, id, rec) in records {
-            let info = snap.hosts.get(host);
-            let instance = Instance {
-                host: host.to_owned(),
-                id: id.to_owned(),
-                address: info.map(|i| i.address),
-                inbound_port: info.map(|i| i.inbound_port),
-                zone: info.and_then(|i| i.zone.clone()),
-                port: rec.port,
-                protocol: rec.protocol,
-                tags: rec.tags.clone(),
-                weight: rec.weight,
-                health: rec.health,
-            };
-            snap.services
-                .entry(service.to_owned())
-                .or_insert_with(|| Service {
-                    name: service.to_owned(),
-                    vip: None,
+        self.cache.revision = self.revision;
+        self.cache.clone()
+    }
+
+    /// Builds one service from its instance entries; `None` when it has no instance.
+    fn build_service(&self, name: &str) -> Option<Service> {
+        let keys = self.by_service.get(name)?;
+        let mut instances: Vec<Instance> = keys
+            .iter()
+            .filter_map(|key| {
+                let Some(Entry {
+                    value: Value::Instance(rec),
+                    ..
+                }) = self.entries.get(key)
+                else {
+                    return None;
+                };
+                let Key::Instance { host, id, .. } = self.layout.parse(key) else {
+                    return None;
+                };
+                let info = self.cache.hosts.get(host);
+                Some(Instance {
+                    host: host.to_owned(),
+                    id: id.to_owned(),
+                    address: info.map(|i| i.address),
+                    inbound_port: info.map(|i| i.inbound_port),
+                    zone: info.and_then(|i| i.zone.clone()),
+                    port: rec.port,
                     protocol: rec.protocol,
-                    instances: Vec::new(),
+                    tags: rec.tags.clone(),
+                    weight: rec.weight,
+                    health: rec.health,
                 })
-                .instances
-                .push(instance);
+            })
+            .collect();
+        if instances.is_empty() {
+            return None;
         }
-        for svc in snap.services.values_mut() {
-            svc.vip = snap.vips.get(&svc.name).copied();
-            svc.instances
-                .sort_by(|a, b| (&a.host, &a.id).cmp(&(&b.host, &b.id)));
-            svc.protocol = majority_protocol(&svc.instances).unwrap_or(svc.protocol);
-        }
-        snap
+        instances.sort_by(|a, b| (&a.host, &a.id).cmp(&(&b.host, &b.id)));
+        let protocol = majority_protocol(&instances)?;
+        Some(Service {
+            name: name.to_owned(),
+            vip: self.cache.vips.get(name).copied(),
+            protocol,
+            instances,
+        })
     }
 }
 
@@ -417,6 +518,73 @@ mod tests {
         assert_eq!(s.revision(), 3);
         let names: Vec<_> = s.snapshot().services.keys().cloned().collect();
         assert_eq!(names, ["a", "c"]);
+    }
+
+    /// The incremental snapshot always equals one built from scratch from the same entries.
+    #[test]
+    fn incremental_snapshots_match_a_full_rebuild() {
+        let l = layout();
+        let mut s = State::new(l.clone());
+        let mut seed: u64 = 42;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        for rev in 1..2000 {
+            let host = format!("h{}", next(4));
+            let service = format!("s{}", next(5));
+            let id = format!("i{}", next(3));
+            match next(10) {
+                0..=3 => {
+                    let health = ["passing", "critical"][next(2) as usize];
+                    s.put(
+                        &l.instance(&host, &service, &id),
+                        instance_json(health).as_bytes(),
+                        rev,
+                    );
+                }
+                4..=5 => {
+                    s.delete(&l.instance(&host, &service, &id), rev);
+                }
+                6 => {
+                    let info = format!(
+                        r#"{{"address":"10.0.0.{}","inbound_port":4143}}"#,
+                        next(250)
+                    );
+                    s.put(&l.host_info(&host), info.as_bytes(), rev);
+                }
+                7 => {
+                    s.delete(&l.host_info(&host), rev);
+                }
+                8 => {
+                    s.put(
+                        &l.vip(&service),
+                        format!("\"127.77.0.{}\"", next(250)).as_bytes(),
+                        rev,
+                    );
+                }
+                _ => {
+                    s.put(&l.route(&service), br#"{"timeout":"1s"}"#, rev);
+                }
+            }
+            s.set_revision(rev);
+            let incremental = s.snapshot();
+            let mut fresh = s.empty_like();
+            for (key, entry) in &s.entries {
+                let bytes = match &entry.value {
+                    Value::HostInfo(v) => serde_json::to_vec(v),
+                    Value::Instance(v) => serde_json::to_vec(v),
+                    Value::Vip(ip) => serde_json::to_vec(&ip.to_string()),
+                    Value::Route(v) | Value::Policy(v) => serde_json::to_vec(v),
+                }
+                .expect("serializes");
+                fresh.put(key, &bytes, entry.mod_revision);
+            }
+            fresh.set_revision(rev);
+            assert_eq!(incremental, fresh.snapshot(), "after revision {rev}");
+        }
     }
 
     #[test]
