@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`config`]: the agent config and service definitions, every problem reported at once.
+//! - [`dns`]: the DNS shim: mesh names to VIPs from the catalog, everything else forwarded.
 //! - [`run`]: `hostmesh agent`: wiring, start-up order, shutdown order.
 //! - [`admin`]: `/live`, `/ready`, `/status`, `/metrics`.
 //! - [`metrics`]: the one Prometheus registry and its handles.
@@ -14,6 +15,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod dns;
 pub mod metrics;
 pub mod run;
 pub mod signals;

@@ -10,7 +10,7 @@
 mod lease;
 mod status;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -346,9 +346,16 @@ impl Registrar {
     }
 
     async fn ensure_vips(&mut self) {
-        let mut names: Vec<String> = self.locals.iter().map(|l| l.spec.service.clone()).collect();
-        names.sort();
-        names.dedup();
+        // A VIP for each local service, and one for each tag subset (`v2.orders`) the moment a
+        // tag first appears: DNS answers `TAG.NAME.<domain>` with it.
+        let names: BTreeSet<String> = self
+            .locals
+            .iter()
+            .flat_map(|l| {
+                std::iter::once(l.spec.service.clone())
+                    .chain(l.spec.tags.iter().map(|t| format!("{t}.{}", l.spec.service)))
+            })
+            .collect();
         let mut kv = self.client.kv_client();
         for name in names {
             match crate::vip::ensure(&mut kv, &self.config.layout, self.config.vip_range, &name)

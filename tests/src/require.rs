@@ -14,6 +14,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("dig", "bind9-dnsutils"),
     ("python3", "python3"),
+    ("dnsmasq", "dnsmasq-base"),
 ];
 
 const NEED_ROOT: &str =

@@ -1,0 +1,1 @@
+//! The DNS shim (being written).
