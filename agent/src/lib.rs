@@ -3,6 +3,12 @@
 //! # Layout
 //! - [`config`]: the agent config and service definitions, every problem reported at once.
 //! - [`dns`]: the DNS shim: mesh names to VIPs from the catalog, everything else forwarded.
+//! - [`capture`]: how connections to VIPs reach the agent (nftables redirect or per-VIP listeners).
+//! - [`balance`]: power-of-two-choices over Peak-EWMA latency, in-flight counts and weights.
+//! - [`outbound`]: apps' connections to VIPs: HTTP (h1/h2) and TCP, balanced, with failover.
+//! - [`inbound`]: peers' connections to this host's apps; [`wire`]: the agent-to-agent protocol.
+//! - [`pool`]: connections to peers and local apps; [`local`]: this host's instances.
+//! - [`headers`], [`http_errors`], [`body`]: header hygiene, the agent's own answers, bodies.
 //! - [`run`]: `hostmesh agent`: wiring, start-up order, shutdown order.
 //! - [`admin`]: `/live`, `/ready`, `/status`, `/metrics`.
 //! - [`metrics`]: the one Prometheus registry and its handles.
@@ -13,13 +19,23 @@
 //! crate.
 
 pub mod admin;
+pub mod balance;
+pub mod body;
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod headers;
+pub mod http_errors;
+pub mod inbound;
+pub mod local;
 pub mod metrics;
+pub mod outbound;
+pub mod pool;
 pub mod run;
 pub mod signals;
 pub mod telemetry;
+pub mod wire;
 
 /// This build's version, as `hostmesh --version` prints it and `hostmesh_build_info` labels it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

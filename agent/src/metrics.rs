@@ -1,9 +1,14 @@
 //! The agent's one Prometheus registry. Metric handles are created here once at start and passed
 //! down to the components that update them; nothing is looked up by name on a hot path.
 
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use hostmesh_registrar::metrics::RegistryMetrics;
@@ -12,6 +17,137 @@ use hostmesh_registrar::metrics::RegistryMetrics;
 pub struct Metrics {
     registry: Registry,
     pub registry_side: RegistryMetrics,
+    pub proxy: ProxyMetrics,
+    pub dns: crate::dns::DnsMetrics,
+    pub capture: crate::capture::CaptureMetrics,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub direction: &'static str,
+    pub service: String,
+    pub code: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub direction: &'static str,
+    pub service: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    pub direction: &'static str,
+    pub service: String,
+    /// `opened`, or `refused` when no instance could be reached.
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub direction: &'static str,
+}
+
+/// The data path's metric handles. Labels are bounded: direction, service, status code.
+#[derive(Debug, Clone)]
+pub struct ProxyMetrics {
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<ServiceLabels, Histogram>,
+    tcp_connections: Family<ConnectionLabels, Counter>,
+    tcp_bytes: Family<ServiceLabels, Counter>,
+    open_connections: Family<DirectionLabels, Gauge>,
+}
+
+impl ProxyMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = ProxyMetrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                // 100 µs .. ~13 s
+                Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+            }),
+            tcp_connections: Family::default(),
+            tcp_bytes: Family::default(),
+            open_connections: Family::default(),
+        };
+        registry.register(
+            "hostmesh_requests",
+            "HTTP requests by direction (outbound: this host's apps calling; inbound: peers calling this host's apps), service and status",
+            m.requests.clone(),
+        );
+        registry.register(
+            "hostmesh_request_duration_seconds",
+            "Time from request to response headers",
+            m.duration.clone(),
+        );
+        registry.register(
+            "hostmesh_tcp_connections",
+            "TCP connections of tcp services: opened, or refused when no instance could be reached",
+            m.tcp_connections.clone(),
+        );
+        registry.register(
+            "hostmesh_tcp_bytes",
+            "Bytes relayed for tcp services, both ways",
+            m.tcp_bytes.clone(),
+        );
+        registry.register(
+            "hostmesh_tcp_open_connections",
+            "TCP connections of tcp services open now",
+            m.open_connections.clone(),
+        );
+        m
+    }
+
+    pub fn request(&self, service: &str, direction: &'static str, code: u16, took: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                direction,
+                service: service.to_owned(),
+                code,
+            })
+            .inc();
+        self.duration
+            .get_or_create(&ServiceLabels {
+                direction,
+                service: service.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn tcp_opened(&self, service: &str, direction: &'static str) {
+        self.tcp_connections
+            .get_or_create(&ConnectionLabels {
+                direction,
+                service: service.to_owned(),
+                result: "opened",
+            })
+            .inc();
+        self.open_connections
+            .get_or_create(&DirectionLabels { direction })
+            .inc();
+    }
+
+    pub fn tcp_closed(&self, service: &str, direction: &'static str, up: u64, down: u64) {
+        self.open_connections
+            .get_or_create(&DirectionLabels { direction })
+            .dec();
+        self.tcp_bytes
+            .get_or_create(&ServiceLabels {
+                direction,
+                service: service.to_owned(),
+            })
+            .inc_by(up + down);
+    }
+
+    pub fn tcp_refused(&self, service: &str, direction: &'static str) {
+        self.tcp_connections
+            .get_or_create(&ConnectionLabels {
+                direction,
+                service: service.to_owned(),
+                result: "refused",
+            })
+            .inc();
+    }
 }
 
 impl Metrics {
@@ -27,9 +163,15 @@ impl Metrics {
             .get_or_create(&vec![("version".to_owned(), crate::VERSION.to_owned())])
             .set(1);
         let registry_side = RegistryMetrics::register(&mut registry);
+        let proxy = ProxyMetrics::register(&mut registry);
+        let dns = crate::dns::DnsMetrics::register(&mut registry);
+        let capture = crate::capture::CaptureMetrics::register(&mut registry);
         Metrics {
             registry,
             registry_side,
+            proxy,
+            dns,
+            capture,
         }
     }
 

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use hostmesh_registrar::catalog::{Catalog, CatalogConfig};
@@ -19,13 +20,24 @@ use hostmesh_registrar::register::{ClaimError, Registrar, RegistrarConfig};
 use hostmesh_registrar::spec::InstanceSpec;
 
 use crate::admin::{self, AdminState};
+use crate::balance::EndpointTable;
+use crate::capture::{Capture, Handoff};
 use crate::config::{self, AgentConfig};
+use crate::dns::DnsServer;
+use crate::inbound::Inbound;
+use crate::local::LocalInstances;
 use crate::metrics::Metrics;
+use crate::outbound::{Outbound, Settings};
+use crate::pool::Pools;
 use crate::signals::{Signal, Signals};
 
 /// How long the start-up host-name check waits for etcd before carrying on without it (the
 /// check runs again on every registration attempt).
 const CLAIM_WAIT: Duration = Duration::from_secs(3);
+
+/// How long a client may take to send a request head (slowloris protection); also closes app
+/// connections idle between requests for that long.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A failure that stops the agent, with the exit code SPEC gives it.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +72,7 @@ pub async fn run(
         .await
         .map_err(|e| RunError::Runtime(e.to_string()))?;
 
+    let specs_for_local = specs.clone();
     let mut registrar = Registrar::new(
         client.clone(),
         RegistrarConfig {
@@ -79,15 +92,76 @@ pub async fn run(
         specs,
         metrics.registry_side.clone(),
     );
+    // Every listener is bound before anything is announced, so a port conflict stops the start
+    // with a clear message instead of a half-working agent.
     let admin_listener = TcpListener::bind(config.admin.listen)
         .await
         .map_err(|e| RunError::Runtime(format!("admin listen {}: {e}", config.admin.listen)))?;
+    let dns = DnsServer::bind(&config.dns, metrics.dns.clone())
+        .await
+        .map_err(|e| RunError::Runtime(format!("dns listen {}: {e}", config.dns.listen)))?;
+    let inbound_listener = TcpListener::bind(config.proxy.inbound_listen)
+        .await
+        .map_err(|e| {
+            RunError::Runtime(format!(
+                "inbound listen {}: {e}",
+                config.proxy.inbound_listen
+            ))
+        })?;
+
+    let local = Arc::new(LocalInstances::new(&specs_for_local));
+    let settings = Settings {
+        connect_timeout: config.proxy.connect_timeout,
+        request_timeout: config.proxy.request_timeout,
+        idle_timeout: config.proxy.idle_timeout,
+        header_read_timeout: HEADER_READ_TIMEOUT,
+        max_headers: config.proxy.max_headers,
+        max_header_bytes: config.proxy.max_header_bytes,
+    };
+    let pools = Pools::new(config.proxy.connect_timeout, config.proxy.idle_timeout);
+    let outbound = Arc::new(Outbound {
+        self_host: config.agent.host.clone(),
+        self_addr: advertise,
+        routes: ArcSwap::default(),
+        stats: EndpointTable::new(),
+        local: local.clone(),
+        pools: pools.clone(),
+        settings: settings.clone(),
+        metrics: metrics.proxy.clone(),
+    });
+    let inbound = Arc::new(Inbound {
+        local: local.clone(),
+        pools,
+        settings,
+        metrics: metrics.proxy.clone(),
+    });
+    let outbound_limit = Arc::new(Semaphore::new(config.proxy.max_connections));
+    let inbound_limit = Arc::new(Semaphore::new(config.proxy.max_connections));
+    let handler_ctx = outbound.clone();
+    let handoff = Handoff::new(
+        Arc::new(move |stream, dst, permit| handler_ctx.accept(stream, dst, permit)),
+        outbound_limit,
+        metrics.capture.clone(),
+    );
+    let capture = Capture::start(
+        config.proxy.capture,
+        config.dns.vip_range,
+        config.proxy.outbound_listen,
+        catalog.snapshots(),
+        handoff,
+        &cancel,
+    )
+    .await
+    .map_err(|e| RunError::Runtime(format!("capture: {e}")))?;
+
     let admin_state = Arc::new(AdminState {
         host: config.agent.host.clone(),
         etcd_endpoints: config.etcd.endpoints.clone(),
         catalog: catalog.clone(),
         registrar: registrar.status(),
         metrics: metrics.clone(),
+        capture: capture.status(),
+        stats: outbound.clone(),
         listeners_up: Default::default(),
     });
 
@@ -112,6 +186,9 @@ pub async fn run(
     let (reload_tx, reload_rx) = mpsc::channel(1);
     let registrar_task = tokio::spawn(registrar.run(registrar_cancel.clone(), reload_rx));
     tokio::spawn(watcher.run(client, cancel.clone()));
+    tokio::spawn(outbound.clone().follow(catalog.snapshots(), cancel.clone()));
+    tokio::spawn(dns.run(catalog.snapshots(), cancel.clone()));
+    tokio::spawn(inbound.serve(inbound_listener, inbound_limit, cancel.clone()));
     admin_state.listeners_up.store(true, Ordering::Release);
     tracing::info!(
         host = config.agent.host,
@@ -121,7 +198,7 @@ pub async fn run(
     );
 
     while signals.next().await == Signal::Reload {
-        reload(&config_path, &reload_tx).await;
+        reload(&config_path, &reload_tx, &local).await;
     }
 
     tracing::info!("stopping: deregistering first");
@@ -136,16 +213,25 @@ pub async fn run(
         }
     }
     cancel.cancel();
+    // The nftables table goes with the agent: apps must not be redirected to a closed port.
+    if let Err(e) = capture.shutdown().await {
+        tracing::warn!("capture shutdown: {e}");
+    }
     let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
     tracing::info!("stopped");
     Ok(())
 }
 
 /// SIGHUP: all or nothing. A bad file is rejected with every problem logged; the old state stays.
-async fn reload(config_path: &std::path::Path, tx: &mpsc::Sender<Vec<InstanceSpec>>) {
+async fn reload(
+    config_path: &std::path::Path,
+    tx: &mpsc::Sender<Vec<InstanceSpec>>,
+    local: &LocalInstances,
+) {
     match config::load_all(config_path, config::process_env()) {
         Ok((_, specs)) => {
             tracing::info!(instances = specs.len(), "reloaded service definitions");
+            local.replace(&specs);
             let _ = tx.send(specs).await;
         }
         Err(problems) => {

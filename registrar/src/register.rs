@@ -352,8 +352,12 @@ impl Registrar {
             .locals
             .iter()
             .flat_map(|l| {
-                std::iter::once(l.spec.service.clone())
-                    .chain(l.spec.tags.iter().map(|t| format!("{t}.{}", l.spec.service)))
+                std::iter::once(l.spec.service.clone()).chain(
+                    l.spec
+                        .tags
+                        .iter()
+                        .map(|t| format!("{t}.{}", l.spec.service)),
+                )
             })
             .collect();
         let mut kv = self.client.kv_client();

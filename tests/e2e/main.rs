@@ -2,5 +2,8 @@
 //! They need root and never skip; see `hostmesh_tests::require_root`.
 
 mod cli;
+mod dns;
+mod fault_smoke;
 mod harness_smoke;
+mod proxy;
 mod registry;

@@ -3,6 +3,8 @@
 #   status       (optional) the status of every other request, default 200
 #   delay_ms     (optional) milliseconds to wait before answering other requests
 # Every request except /healthz is appended to requests.jsonl (method, path, headers, body length).
+# POST /echo answers with the request body; GET /bytes?n=N answers N bytes of a fixed pattern.
+# Request bodies may be sent with content-length or chunked.
 # `ready` is created once the socket is listening.
 import http.server
 import json
@@ -32,10 +34,37 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         sys.stderr.write("%s %s\n" % (self.address_string(), fmt % args))
 
-    def handle_any(self):
+    def read_body(self):
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+            parts = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
         n = int(self.headers.get("content-length") or 0)
-        body = self.rfile.read(n) if n else b""
-        if self.path.split("?")[0] == "/healthz":
+        return self.rfile.read(n) if n else b""
+
+    def handle_any(self):
+        body = self.read_body()
+        path = self.path.split("?")[0]
+        if path == "/echo" or path == "/bytes":
+            if path == "/echo":
+                payload = body
+            else:
+                n = int(self.path.split("n=")[1]) if "n=" in self.path else 0
+                payload = (b"0123456789abcdef" * (n // 16 + 1))[:n]
+            self.send_response(200)
+            self.send_header("content-type", "application/octet-stream")
+            self.send_header("content-length", str(len(payload)))
+            self.send_header("x-backend", name)
+            self.end_headers()
+            self.wfile.write(payload)
+            return
+        if path == "/healthz":
             ok = os.path.exists(os.path.join(d, "healthy"))
             status, payload = (200, b"ok\n") if ok else (500, b"unhealthy\n")
         else:

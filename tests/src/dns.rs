@@ -128,7 +128,18 @@ impl Dnsmasq {
             .collect();
         let hosts_file: PathBuf = dir.path().join("hosts");
         std::fs::write(&hosts_file, hosts).unwrap_or_else(|e| panic!("writing hosts: {e}"));
+        // Authoritative for the records' top-level domains: unknown names there are NXDOMAIN,
+        // as a real upstream would answer, rather than REFUSED for want of an upstream.
+        let mut tlds: Vec<&str> = records
+            .iter()
+            .filter_map(|(name, _)| name.rsplit('.').next())
+            .collect();
+        tlds.sort_unstable();
+        tlds.dedup();
         let mut cmd = host.cmd("dnsmasq");
+        for tld in tlds {
+            cmd.arg(format!("--local=/{tld}/"));
+        }
         cmd.args([
             "--keep-in-foreground",
             "--no-resolv",

@@ -13,11 +13,13 @@ mod binary;
 pub mod curl;
 mod dns;
 mod etcd;
+mod fault;
 mod logs;
 mod net;
 mod netns;
 mod process;
 mod require;
+mod servers;
 mod tmp;
 mod wait;
 
@@ -27,8 +29,13 @@ pub use binary::{BIN_ENV, hostmesh_bin};
 pub use curl::CurlError;
 pub use dns::{DigAnswer, Dnsmasq, Record, parse_dig};
 pub use etcd::{CLIENT_PORT, ETCD_HOST, Etcd, PEER_PORT};
+pub use fault::{FaultProxy, Mode};
 pub use logs::tail as log_tail;
 pub use net::{Host, Net};
 pub use process::{Proc, Signal, run};
 pub use require::{TOOLS, require_root, require_tools, which};
+pub use servers::{
+    BIG_FILE_LEN, ECHO_MAX_BODY, Nginx, RedisServer, curl_sha256, pseudo_random, redis_cli,
+    sha256_hex, try_redis_cli,
+};
 pub use wait::{POLL_INTERVAL, try_wait_for, wait_for, wait_until};

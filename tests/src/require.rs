@@ -15,6 +15,10 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("dig", "bind9-dnsutils"),
     ("python3", "python3"),
     ("dnsmasq", "dnsmasq-base"),
+    ("nginx", "nginx-light"),
+    ("redis-server", "redis-server"),
+    ("redis-cli", "redis-tools"),
+    ("wrk", "wrk"),
 ];
 
 const NEED_ROOT: &str =

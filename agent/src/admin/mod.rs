@@ -27,6 +27,9 @@ pub struct AdminState {
     pub catalog: Catalog,
     pub registrar: Arc<RegistrarStatus>,
     pub metrics: Arc<Metrics>,
+    pub capture: crate::capture::CaptureStatus,
+    /// Live balancer state per endpoint (EWMA, in flight) for `/status`.
+    pub stats: Arc<crate::outbound::Outbound>,
     /// Set once every listener of the agent is up.
     pub listeners_up: AtomicBool,
 }

@@ -13,6 +13,7 @@ use hostmesh_registrar::record::Health;
 use hostmesh_registrar::register::StatusReport as RegistrarReport;
 
 use super::AdminState;
+use crate::balance::EndpointKey;
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -67,6 +68,7 @@ pub fn build(state: &AdminState) -> Status {
         .iter()
         .map(|(name, e)| format!("VIP for {name}: {e}"))
         .collect();
+    problems.extend(state.capture.problems());
     if catalog.refused_empty_listing {
         problems.push("etcd listed no keys; keeping the last good catalog".into());
     }
@@ -80,17 +82,23 @@ pub fn build(state: &AdminState) -> Status {
                     let endpoints = svc
                         .instances
                         .iter()
-                        .map(|i| EndpointStatus {
-                            host: i.host.clone(),
-                            id: i.id.clone(),
-                            address: i.address,
-                            port: i.port,
-                            health: i.health,
-                            tags: i.tags.clone(),
-                            weight: i.weight,
-                            ewma_ms: None,
-                            inflight: None,
-                            breaker: None,
+                        .map(|i| {
+                            let live = state
+                                .stats
+                                .stats
+                                .get(&EndpointKey::new(&svc.name, &i.host, &i.id));
+                            EndpointStatus {
+                                host: i.host.clone(),
+                                id: i.id.clone(),
+                                address: i.address,
+                                port: i.port,
+                                health: i.health,
+                                tags: i.tags.clone(),
+                                weight: i.weight,
+                                ewma_ms: live.as_ref().map(|s| s.ewma_ms()),
+                                inflight: live.as_ref().map(|s| s.in_flight()),
+                                breaker: None,
+                            }
                         })
                         .collect();
                     (

@@ -1,0 +1,102 @@
+//! Responses the agent makes itself (SPEC "Traffic"): a status, `x-hostmesh-error: <reason>`,
+//! and for gRPC services a trailers-only response with the matching `grpc-status`, since gRPC
+//! clients ignore the HTTP status.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use crate::body::ProxyBody;
+use crate::wire;
+
+/// Why the agent answered instead of an app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// No passing, un-ejected instance.
+    NoEndpoints,
+    /// The deadline passed before response headers arrived.
+    DeadlineExceeded,
+    /// Every attempt failed to connect.
+    UpstreamUnreachable,
+    /// The instance took the request and dropped it.
+    UpstreamReset,
+    /// From the peer agent: it has no such instance.
+    NoLocalInstance,
+    /// A request the agent cannot route (malformed, unknown VIP, bad protocol header).
+    BadRequest,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NoEndpoints => "no-endpoints",
+            Reason::DeadlineExceeded => "deadline-exceeded",
+            Reason::UpstreamUnreachable => "upstream-unreachable",
+            Reason::UpstreamReset => "upstream-reset",
+            Reason::NoLocalInstance => "no-local-instance",
+            Reason::BadRequest => "bad-request",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            Reason::NoEndpoints | Reason::NoLocalInstance => StatusCode::SERVICE_UNAVAILABLE,
+            Reason::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            Reason::UpstreamUnreachable | Reason::UpstreamReset => StatusCode::BAD_GATEWAY,
+            Reason::BadRequest => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The gRPC status code (UNAVAILABLE tells gRPC clients they may retry elsewhere).
+    fn grpc_status(self) -> u16 {
+        match self {
+            Reason::DeadlineExceeded => 4,
+            Reason::BadRequest => 3,
+            _ => 14,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Reason> {
+        [
+            Reason::NoEndpoints,
+            Reason::DeadlineExceeded,
+            Reason::UpstreamUnreachable,
+            Reason::UpstreamReset,
+            Reason::NoLocalInstance,
+            Reason::BadRequest,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// The agent's own answer for `reason`.
+pub fn response(reason: Reason, grpc: bool) -> Response<ProxyBody> {
+    let mut resp = if grpc {
+        let mut r = Response::new(empty());
+        let h = r.headers_mut();
+        h.insert("content-type", HeaderValue::from_static("application/grpc"));
+        h.insert("grpc-status", HeaderValue::from(reason.grpc_status()));
+        h.insert("grpc-message", HeaderValue::from_static(reason.as_str()));
+        r
+    } else {
+        let mut r = Response::new(
+            Full::new(Bytes::from(format!("hostmesh: {}\n", reason.as_str())))
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        *r.status_mut() = reason.status();
+        r.headers_mut()
+            .insert("content-type", HeaderValue::from_static("text/plain"));
+        r
+    };
+    resp.headers_mut()
+        .insert(wire::ERROR, HeaderValue::from_static(reason.as_str()));
+    resp
+}
+
+fn empty() -> ProxyBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
+}

@@ -1,0 +1,126 @@
+//! Inbound HTTP: HTTP/2 from peer agents. Each request names the instance in `x-hostmesh-dst`;
+//! it goes to that instance's `target` (HTTP/1.1 for `http` apps, h2c for `grpc` apps) with the
+//! caller's identity and the remaining deadline, or is answered 503 `no-local-instance`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::HeaderValue;
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use hostmesh_registrar::spec::Protocol;
+
+use super::{Inbound, Prefixed};
+use crate::body::{self, ProxyBody};
+use crate::headers;
+use crate::http_errors::{self, Reason};
+use crate::wire;
+
+pub async fn serve(ctx: Arc<Inbound>, stream: Prefixed<TcpStream>, peer: SocketAddr) {
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(ctx.settings.max_header_bytes).unwrap_or(u32::MAX));
+    let svc = service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(handle(ctx, peer, req).await) }
+    });
+    if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+        tracing::debug!(%peer, "inbound connection ended: {e}");
+    }
+}
+
+async fn handle(
+    ctx: Arc<Inbound>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    if header(wire::VERSION_HEADER).as_deref() != Some(wire::VERSION) {
+        return http_errors::response(Reason::BadRequest, false);
+    }
+    let Some((service, id)) = header(wire::DST)
+        .and_then(|d| d.split_once('/').map(|(s, i)| (s.to_owned(), i.to_owned())))
+    else {
+        return http_errors::response(Reason::BadRequest, false);
+    };
+    let Some(spec) = ctx
+        .local
+        .get(&service, &id)
+        .filter(|s| s.protocol != Protocol::Tcp)
+    else {
+        return http_errors::response(Reason::NoLocalInstance, false);
+    };
+    let grpc = spec.protocol == Protocol::Grpc;
+    let timeout = header(wire::TIMEOUT)
+        .as_deref()
+        .and_then(wire::parse_timeout)
+        .unwrap_or(ctx.settings.request_timeout);
+    let caller = header(wire::SRC).unwrap_or_else(|| peer.ip().to_string());
+
+    let (mut parts, incoming) = req.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::strip_wire(&mut parts.headers);
+    let h = &mut parts.headers;
+    if let Ok(v) = HeaderValue::from_str(&caller) {
+        h.insert(wire::CALLER, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("for={}", peer.ip())) {
+        h.insert("forwarded", v);
+    }
+    if grpc {
+        h.remove(http::header::HOST);
+    }
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let Ok(uri) = Uri::builder()
+        .scheme("http")
+        .authority(spec.target.to_string())
+        .path_and_query(path)
+        .build()
+    else {
+        return http_errors::response(Reason::BadRequest, grpc);
+    };
+    parts.uri = uri;
+    parts.version = http::Version::HTTP_11;
+    let req = Request::from_parts(parts, body::boxed(incoming));
+    let client = if grpc {
+        &ctx.pools.local_h2c_direct
+    } else {
+        &ctx.pools.local_http1_direct
+    };
+    let resp = match tokio::time::timeout(timeout, client.request(req)).await {
+        Err(_) => http_errors::response(Reason::DeadlineExceeded, grpc),
+        Ok(Err(e)) if e.is_connect() => {
+            tracing::debug!(service, target = %spec.target, "inbound: app unreachable: {e}");
+            http_errors::response(Reason::UpstreamUnreachable, grpc)
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(service, target = %spec.target, "inbound: app failed: {e}");
+            http_errors::response(Reason::UpstreamReset, grpc)
+        }
+        Ok(Ok(resp)) => {
+            let (mut rparts, rbody) = resp.into_parts();
+            headers::strip_hop_by_hop(&mut rparts.headers);
+            Response::from_parts(rparts, body::boxed(rbody))
+        }
+    };
+    ctx.metrics.request(
+        &service,
+        "inbound",
+        resp.status().as_u16(),
+        started.elapsed(),
+    );
+    resp
+}

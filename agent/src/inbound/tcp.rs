@@ -1,0 +1,84 @@
+//! Inbound opaque TCP: read the preface, connect to the named local instance, answer `OK` or
+//! `ERR <reason>`, then relay.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use hostmesh_registrar::spec::Protocol;
+
+use super::{Inbound, Prefixed};
+use crate::wire::{self, TcpPreface};
+
+const PREFACE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn serve(ctx: Arc<Inbound>, mut peer_stream: Prefixed<TcpStream>, peer: SocketAddr) {
+    let line = match tokio::time::timeout(PREFACE_TIMEOUT, read_line(&mut peer_stream)).await {
+        Ok(Some(line)) => line,
+        _ => {
+            let _ = peer_stream.write_all(b"ERR bad-preface\n").await;
+            return;
+        }
+    };
+    let preface = match TcpPreface::parse(&line) {
+        Ok(p) => p,
+        Err(reason) => {
+            let _ = peer_stream
+                .write_all(format!("ERR {reason}\n").as_bytes())
+                .await;
+            return;
+        }
+    };
+    let Some(spec) = ctx
+        .local
+        .get(&preface.service, &preface.id)
+        .filter(|s| s.protocol == Protocol::Tcp)
+    else {
+        let _ = peer_stream.write_all(b"ERR no-local-instance\n").await;
+        return;
+    };
+    let timeout = ctx
+        .settings
+        .connect_timeout
+        .min(preface.deadline.max(Duration::from_millis(1)));
+    let app = match tokio::time::timeout(timeout, TcpStream::connect(spec.target)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(service = spec.service, target = %spec.target, "inbound tcp connect: {e}");
+            let _ = peer_stream.write_all(b"ERR upstream-unreachable\n").await;
+            return;
+        }
+        Err(_) => {
+            let _ = peer_stream.write_all(b"ERR upstream-unreachable\n").await;
+            return;
+        }
+    };
+    let _ = app.set_nodelay(true);
+    if peer_stream.write_all(b"OK\n").await.is_err() {
+        return;
+    }
+    let mut app = app;
+    ctx.metrics.tcp_opened(&spec.service, "inbound");
+    tracing::trace!(%peer, service = spec.service, "inbound tcp relaying");
+    let (up, down) = tokio::io::copy_bidirectional(&mut peer_stream, &mut app)
+        .await
+        .unwrap_or((0, 0));
+    ctx.metrics.tcp_closed(&spec.service, "inbound", up, down);
+}
+
+async fn read_line(s: &mut Prefixed<TcpStream>) -> Option<Vec<u8>> {
+    let mut line = Vec::with_capacity(64);
+    loop {
+        let b = s.read_u8().await.ok()?;
+        if b == b'\n' {
+            return Some(line);
+        }
+        if line.len() >= wire::TCP_PREFACE_MAX {
+            return None;
+        }
+        line.push(b);
+    }
+}

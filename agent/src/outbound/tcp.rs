@@ -1,0 +1,120 @@
+//! Outbound opaque TCP: one instance per connection. Connect within `connect_timeout` (to a
+//! same-host app directly, or to the peer agent, which answers `OK` once it reached the app);
+//! on a failure or `ERR`, try another instance; then copy both ways with half-close. With nowhere
+//! to go the app's connection is closed at once, never left hanging.
+
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::Outbound;
+use super::route::{Endpoint, Route};
+use crate::wire::{self, TcpPreface};
+
+/// Instances tried per connection before giving up.
+const MAX_ATTEMPTS: usize = 3;
+
+pub async fn serve(ctx: Arc<Outbound>, mut app: TcpStream, dst: SocketAddrV4) {
+    let Some(route) = ctx.routes.load().get(dst) else {
+        return;
+    };
+    let _ = app.set_nodelay(true);
+    let started = Instant::now();
+    let mut tried = Vec::new();
+    for _ in 0..MAX_ATTEMPTS {
+        let Some(idx) = route.pick(&tried) else {
+            break;
+        };
+        let ep = &route.endpoints[idx];
+        let inflight = ep.stats.start();
+        match connect(&ctx, &route, ep, started).await {
+            Ok(mut upstream) => {
+                inflight.finish(started.elapsed());
+                ctx.metrics.tcp_opened(&route.service, "outbound");
+                let copied = tokio::io::copy_bidirectional(&mut app, &mut upstream).await;
+                let (up, down) = copied.unwrap_or((0, 0));
+                ctx.metrics.tcp_closed(&route.service, "outbound", up, down);
+                return;
+            }
+            Err(e) => {
+                inflight.failed();
+                tracing::debug!(
+                    service = route.service,
+                    host = ep.host,
+                    "tcp connect failed: {e}"
+                );
+                tried.push(idx);
+            }
+        }
+    }
+    ctx.metrics.tcp_refused(&route.service, "outbound");
+    // Dropping `app` closes it now.
+}
+
+async fn connect(
+    ctx: &Outbound,
+    route: &Route,
+    ep: &Endpoint,
+    started: Instant,
+) -> Result<TcpStream, String> {
+    let timeout = ctx.settings.connect_timeout;
+    if ep.local {
+        let spec = ctx
+            .local
+            .get(&route.service, &ep.id)
+            .ok_or("no longer defined on this host")?;
+        let s = tokio::time::timeout(timeout, TcpStream::connect(spec.target))
+            .await
+            .map_err(|_| format!("connect {}: timed out", spec.target))?
+            .map_err(|e| format!("connect {}: {e}", spec.target))?;
+        let _ = s.set_nodelay(true);
+        return Ok(s);
+    }
+    let mut s = tokio::time::timeout(timeout, TcpStream::connect(ep.peer))
+        .await
+        .map_err(|_| format!("connect {}: timed out", ep.peer))?
+        .map_err(|e| format!("connect {}: {e}", ep.peer))?;
+    let _ = s.set_nodelay(true);
+    let remaining = ctx
+        .settings
+        .request_timeout
+        .saturating_sub(started.elapsed());
+    let preface = TcpPreface {
+        service: route.service.clone(),
+        id: ep.id.clone(),
+        deadline: remaining,
+    };
+    s.write_all(preface.encode().as_bytes())
+        .await
+        .map_err(|e| format!("preface to {}: {e}", ep.peer))?;
+    // The peer connects to its app within its own connect timeout, then answers.
+    let line = tokio::time::timeout(timeout * 2, read_line(&mut s))
+        .await
+        .map_err(|_| format!("{}: no answer to the preface", ep.peer))??;
+    match line.as_slice() {
+        b"OK" => Ok(s),
+        other => Err(format!("{}: {}", ep.peer, String::from_utf8_lossy(other))),
+    }
+}
+
+/// Reads one short line byte by byte: the app's first bytes may follow `OK` in the same segment
+/// and must not be swallowed by a read-ahead buffer.
+async fn read_line(s: &mut TcpStream) -> Result<Vec<u8>, String> {
+    let mut line = Vec::with_capacity(8);
+    loop {
+        let b = s
+            .read_u8()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?;
+        if b == b'\n' {
+            return Ok(line);
+        }
+        if line.len() >= wire::TCP_PREFACE_MAX {
+            return Err("answer too long".into());
+        }
+        line.push(b);
+    }
+}

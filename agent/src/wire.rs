@@ -1,0 +1,131 @@
+//! The agent-to-agent protocol (DESIGN "Between agents"), in one place for both ends.
+//!
+//! - HTTP: HTTP/2 to the peer's inbound port. The exact instance travels in `x-hostmesh-dst:
+//!   <service>/<instance-id>`, the remaining deadline in `x-hostmesh-timeout`, and (until mTLS
+//!   identifies the caller) the calling host in `x-hostmesh-src`. The peer resolves the instance
+//!   only from its own definitions and never from an address on the wire.
+//! - TCP: one line `HOSTMESH-TCP/1 <service> <instance-id> <deadline-ms>\n`, answered `OK\n` or
+//!   `ERR <reason>\n` before any byte is relayed, so the caller can fail over or close at once.
+//!
+//! Versioned: a peer that does not know a version answers `ERR unsupported-version` (TCP) or 400
+//! (HTTP), and old and new agents run side by side during a rollout.
+
+use std::time::Duration;
+
+/// Names the instance a request is for: `<service>/<instance-id>`.
+pub const DST: &str = "x-hostmesh-dst";
+/// The calling host (TLS disabled; with mTLS the certificate says it).
+pub const SRC: &str = "x-hostmesh-src";
+/// The wire protocol version of a forwarded HTTP request.
+pub const VERSION_HEADER: &str = "x-hostmesh-v";
+pub const VERSION: &str = "1";
+/// Remaining deadline, from clients and between hops (`250ms`, `2s`).
+pub const TIMEOUT: &str = "x-hostmesh-timeout";
+/// A client's promise that a request is safe to repeat.
+pub const RETRYABLE: &str = "x-hostmesh-retryable";
+/// Why the agent answered instead of the app.
+pub const ERROR: &str = "x-hostmesh-error";
+/// The calling host, for the app.
+pub const CALLER: &str = "x-hostmesh-caller";
+
+/// The first bytes of an agent-to-agent TCP stream.
+pub const TCP_MAGIC: &[u8] = b"HOSTMESH-TCP/";
+/// The longest preface line accepted (service 63 + id 128 + numbers, with room).
+pub const TCP_PREFACE_MAX: usize = 256;
+
+/// A parsed TCP preface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpPreface {
+    pub service: String,
+    pub id: String,
+    pub deadline: Duration,
+}
+
+impl TcpPreface {
+    pub fn encode(&self) -> String {
+        format!(
+            "HOSTMESH-TCP/1 {} {} {}\n",
+            self.service,
+            self.id,
+            self.deadline.as_millis()
+        )
+    }
+
+    /// Parses one line (without the newline). Errors are the `ERR` reason to send back.
+    pub fn parse(line: &[u8]) -> Result<TcpPreface, &'static str> {
+        let line = std::str::from_utf8(line).map_err(|_| "bad-preface")?;
+        let mut parts = line.trim_end_matches('\r').split(' ');
+        match parts.next() {
+            Some("HOSTMESH-TCP/1") => {}
+            Some(v) if v.starts_with("HOSTMESH-TCP/") => return Err("unsupported-version"),
+            _ => return Err("bad-preface"),
+        }
+        let (Some(service), Some(id), Some(ms), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err("bad-preface");
+        };
+        let ms: u64 = ms.parse().map_err(|_| "bad-preface")?;
+        if service.is_empty() || id.is_empty() {
+            return Err("bad-preface");
+        }
+        Ok(TcpPreface {
+            service: service.to_owned(),
+            id: id.to_owned(),
+            deadline: Duration::from_millis(ms),
+        })
+    }
+}
+
+/// Parses a timeout header value: `250ms`, `2s`, `1m`, or a bare number of milliseconds.
+pub fn parse_timeout(value: &str) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(ms) = v.parse::<u64>() {
+        return Some(Duration::from_millis(ms));
+    }
+    humantime::parse_duration(v).ok()
+}
+
+/// Formats a deadline for the next hop, in whole milliseconds (at least 1).
+pub fn format_timeout(remaining: Duration) -> String {
+    format!("{}ms", remaining.as_millis().max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preface_round_trips_and_rejects_junk() {
+        let p = TcpPreface {
+            service: "redis".into(),
+            id: "redis-1".into(),
+            deadline: Duration::from_millis(1500),
+        };
+        let line = p.encode();
+        assert_eq!(line, "HOSTMESH-TCP/1 redis redis-1 1500\n");
+        assert_eq!(TcpPreface::parse(line.trim_end().as_bytes()), Ok(p));
+        assert_eq!(
+            TcpPreface::parse(b"HOSTMESH-TCP/2 a b 1"),
+            Err("unsupported-version")
+        );
+        for bad in [
+            &b"GET / HTTP/1.1"[..],
+            b"HOSTMESH-TCP/1 a b",
+            b"HOSTMESH-TCP/1 a b x",
+            b"HOSTMESH-TCP/1 a b 1 extra",
+            b"\xff",
+        ] {
+            assert_eq!(TcpPreface::parse(bad), Err("bad-preface"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn timeouts_parse() {
+        assert_eq!(parse_timeout("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_timeout("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_timeout("300"), Some(Duration::from_millis(300)));
+        assert_eq!(parse_timeout("soon"), None);
+        assert_eq!(format_timeout(Duration::from_micros(10)), "1ms");
+    }
+}
