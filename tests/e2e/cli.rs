@@ -215,8 +215,8 @@ fn dev_runs_a_private_mesh_and_cleans_up() {
     let mut printed = Vec::new();
     for line in lines.by_ref() {
         let line = line.expect("a line");
-        let done = line.contains("curl http://")
-            && printed.iter().any(|l: &String| l.contains("curl http://"));
+        // The last line of the instructions.
+        let done = line.contains("/metrics");
         printed.push(line);
         if done {
             break;
@@ -244,7 +244,28 @@ fn dev_runs_a_private_mesh_and_cleans_up() {
         let t = text(&out.stdout);
         t.lines().filter(|l| l.ends_with("1/1")).count() == 2
     });
-    let status_cmd = find("curl http://");
+    // The printed curl line reaches the demo app through the mesh (VIP → agent → app).
+    let curl_cmd = find("curl http://127.77.");
+    let url = curl_cmd.split_whitespace().nth(1).expect("a URL");
+    wait_until(
+        Duration::from_secs(10),
+        "the demo app answers through its VIP",
+        || {
+            host.curl(url)
+                .is_ok_and(|(code, body)| code == 200 && body.starts_with("hello from web"))
+        },
+    );
+    // The printed dig line answers with that VIP.
+    let dig_cmd = find("dig @");
+    let dig_args: Vec<&str> = dig_cmd.split_whitespace().skip(1).collect();
+    let answer = host.dig(&dig_args);
+    let vip = url
+        .trim_start_matches("http://")
+        .split(':')
+        .next()
+        .expect("the VIP");
+    assert_eq!(answer.data("A"), [vip.to_owned()], "{}", answer.raw);
+    let status_cmd = find("curl http://127.0.0.1");
     let url = status_cmd.split_whitespace().nth(1).expect("a URL");
     let (code, body) = host.curl(url).expect("the admin endpoint answers");
     assert_eq!(code, 200, "{body}");

@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use hostmesh_tests::{Agent, AgentOpts, Backend, Etcd, Host, Net, Signal, wait_until};
+use hostmesh_tests::{
+    Agent, AgentOpts, Backend, Etcd, FaultProxy, Host, Net, Nginx, RedisServer, Signal, wait_for,
+    wait_until,
+};
 
 fn agent(host: &Host, etcd: &Etcd, opts: AgentOpts) -> Agent {
     let mut a = Agent::start(host, etcd, opts);
@@ -213,4 +216,201 @@ fn no_instances_is_503_at_once_and_all_refusing_is_502() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+/// redis-cli against redis.mesh:6379 from a host.
+fn redis_mesh(host: &Host, args: &[&str]) -> String {
+    let mut all = vec!["-h", "redis.mesh", "-p", "6379"];
+    all.extend_from_slice(args);
+    String::from_utf8_lossy(&host.run("redis-cli", &all).stdout).into_owned()
+}
+
+/// The backends that answered a batch of sequential requests, from one curl process.
+fn backends(host: &Host, url: &str, n: usize) -> Vec<String> {
+    let mut args = vec!["-s", "-w", "%header{x-backend}\\n", "--max-time", "30"];
+    for _ in 0..n {
+        // One `-o` per URL: curl applies each to the next URL only.
+        args.extend(["-o", "/dev/null", url]);
+    }
+    let out = host.run("curl", &args);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn nft_capture_coexists_with_an_app_on_the_wildcard_address() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = net.host("a");
+    let b = net.host("b");
+    let _local_app = Backend::http(&a, 8080, "a's own app\n");
+    let _app_b = Backend::http(&b, 18080, "hello from b\n");
+    let mut agent_a = agent(
+        &a,
+        &etcd,
+        AgentOpts::new().set_str("proxy", "capture", "nft"),
+    );
+    let _agent_b = agent(&b, &etcd, AgentOpts::new().service("orders-1", &orders("")));
+    wait_reachable(&a, "http://orders.mesh:8080/");
+    assert_eq!(call(&a, &["http://orders.mesh:8080/"]).2, "b");
+    // The app on 0.0.0.0:8080 is untouched: only TCP to the VIP range is redirected.
+    assert_eq!(call(&a, &["http://127.0.0.1:8080/"]).1, "a's own app\n");
+    let tables = a.run_ok("nft", &["list", "tables"]);
+    assert!(tables.contains("hostmesh"), "{tables}");
+    agent_a.signal(Signal::Term);
+    agent_a
+        .wait_exit(Duration::from_secs(10))
+        .expect("agent stops");
+    let tables = a.run_ok("nft", &["list", "tables"]);
+    assert!(
+        !tables.contains("hostmesh"),
+        "the table goes with the agent: {tables}"
+    );
+}
+
+#[test]
+fn listen_capture_reports_a_wildcard_conflict_and_keeps_running() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = net.host("a");
+    let b = net.host("b");
+    let _local_app = Backend::http(&a, 8080, "a's own app\n");
+    let _app_b = Backend::http(&b, 18080, "hello from b\n");
+    let agent_a = agent(&a, &etcd, AgentOpts::new());
+    let _agent_b = agent(&b, &etcd, AgentOpts::new().service("orders-1", &orders("")));
+    wait_until(Duration::from_secs(10), "the conflict in /status", || {
+        agent_a.status()["problems"].as_array().is_some_and(|p| {
+            p.iter().any(|p| {
+                p.as_str()
+                    .is_some_and(|p| p.contains(":8080: address in use"))
+            })
+        })
+    });
+    assert!(
+        agent_a
+            .metrics()
+            .contains("hostmesh_capture_bind_problems 1")
+    );
+    assert_eq!(agent_a.admin_get("/live").0, 200);
+    assert_eq!(call(&a, &["http://127.0.0.1:8080/"]).1, "a's own app\n");
+}
+
+#[test]
+fn tcp_services_fail_over_while_connecting_and_close_at_once_with_nowhere_to_go() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = net.host("a");
+    let b = net.host("b");
+    let c = net.host("c");
+    let _redis = RedisServer::start(&b, 16379);
+    let redis = "name = \"redis\"\nport = 6379\ntarget = \"127.0.0.1:16379\"\nprotocol = \"tcp\"\n";
+    let _agent_a = agent(&a, &etcd, AgentOpts::new());
+    let _agent_b = agent(&b, &etcd, AgentOpts::new().service("redis-1", redis));
+    // On c nothing listens at the target: every connection there is refused.
+    let agent_c = agent(&c, &etcd, AgentOpts::new().service("redis-2", redis));
+    wait_until(
+        Duration::from_secs(10),
+        "both instances in A's catalog",
+        || {
+            a.dig(&["SRV", "_redis._tcp.mesh"]).status == "NOERROR"
+                && agent_c.status()["services"]["redis"]["endpoints"]
+                    .as_array()
+                    .is_some_and(|e| e.len() == 2)
+        },
+    );
+    for i in 0..20 {
+        let out = redis_mesh(&a, &["PING"]);
+        assert_eq!(out.trim(), "PONG", "connection {i}");
+    }
+    assert_eq!(redis_mesh(&a, &["SET", "k", "v"]).trim(), "OK");
+    assert_eq!(redis_mesh(&a, &["GET", "k"]).trim(), "v");
+
+    // Nowhere to go: the connection is closed at once, not left hanging.
+    let none =
+        "name = \"nothing\"\nport = 7000\ntarget = \"127.0.0.1:17000\"\nprotocol = \"tcp\"\n";
+    agent_c.write_service("nothing-1", none);
+    agent_c.signal(Signal::Hup);
+    wait_until(Duration::from_secs(10), "nothing.mesh resolves", || {
+        a.dig(&["nothing.mesh"]).status == "NOERROR"
+    });
+    let started = Instant::now();
+    let out = a.run("sh", &["-c", "printf 'PING\\r\\n' | timeout 5 curl -sS telnet://nothing.mesh:7000 2>&1; echo exit=$?"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}: {text}",
+        started.elapsed()
+    );
+    assert!(!text.contains("exit=124"), "left hanging: {text}");
+}
+
+#[test]
+fn latency_aware_balancing_avoids_a_slow_instance_and_comes_back_to_it() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = net.host("a");
+    let b = net.host("b");
+    let c = net.host("c");
+    let _app_b = Backend::http(&b, 18080, "b\n");
+    let _app_c = Backend::http(&c, 18080, "c\n");
+    // B's instance sits behind a fault proxy that adds latency to every response.
+    let slow = FaultProxy::start(
+        &b,
+        "127.0.0.1:18081".parse().expect("addr"),
+        "127.0.0.1:18080".parse().expect("addr"),
+    );
+    let via_proxy = "name = \"orders\"\nport = 8080\ntarget = \"127.0.0.1:18081\"\n";
+    let _agent_a = agent(&a, &etcd, AgentOpts::new());
+    let _agent_b = agent(&b, &etcd, AgentOpts::new().service("orders-1", via_proxy));
+    let _agent_c = agent(&c, &etcd, AgentOpts::new().service("orders-2", &orders("")));
+    wait_until(Duration::from_secs(10), "both instances answer", || {
+        let seen = backends(&a, "http://orders.mesh:8080/", 20);
+        seen.iter().any(|s| s == "b") && seen.iter().any(|s| s == "c")
+    });
+    slow.set_delay(Duration::from_millis(50));
+    let seen = backends(&a, "http://orders.mesh:8080/", 500);
+    assert_eq!(seen.len(), 500);
+    let to_c = seen.iter().filter(|s| *s == "c").count();
+    assert!(to_c >= 400, "{to_c} of 500 to the fast instance");
+
+    // Fast again: an instance nobody picks only looks better as its estimate decays.
+    slow.set_delay(Duration::ZERO);
+    let started = Instant::now();
+    wait_until(Duration::from_secs(60), "b gets traffic again", || {
+        backends(&a, "http://orders.mesh:8080/", 20)
+            .iter()
+            .any(|s| s == "b")
+    });
+    eprintln!("b picked again after {:?}", started.elapsed());
+}
+
+#[test]
+fn a_new_service_is_reachable_through_its_vip_on_another_host_within_3s() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = net.host("a");
+    let b = net.host("b");
+    let _app = Nginx::start(&b, 18090, "from nginx\n");
+    let _agent_a = agent(&a, &etcd, AgentOpts::new());
+    let agent_b = agent(&b, &etcd, AgentOpts::new());
+    agent_b.write_service(
+        "web-1",
+        "name = \"web\"\nport = 80\ntarget = \"127.0.0.1:18090\"\n",
+    );
+    agent_b.signal(Signal::Hup);
+    let vip = wait_for(Duration::from_secs(5), "web's VIP", || {
+        etcd.get("/hostmesh/v1/vips/web")
+            .and_then(|v| serde_json::from_str::<String>(&v).ok())
+    });
+    let started = Instant::now();
+    let url = format!("http://{vip}/");
+    wait_until(
+        Duration::from_secs(3),
+        "web answers through its VIP",
+        || call(&a, &["--max-time", "1", &url]).0 == 200,
+    );
+    eprintln!("reachable after {:?}", started.elapsed());
+    assert_eq!(call(&a, &[&url]).1, "from nginx\n");
 }

@@ -166,24 +166,72 @@ listen = "{admin}"
         .map_err(|p| CliError::Runtime(format!("the dev config is invalid (a bug):\n{p}")))?;
     crate::telemetry::init(config.log.format, "warn,hostmesh=info");
 
+    let dns_listen = config.dns.listen;
+    let prefix = config.etcd.prefix.clone();
+    let agent = tokio::spawn(crate::run::run(config_path, config, specs));
+    // The agent allocates the demo services' VIPs as it registers them: show real addresses.
+    let vips = wait_for_vips(&endpoint, &prefix, &agent).await?;
     let demos: String = demo_targets
         .iter()
-        .map(|(name, port, target)| {
-            format!("  curl http://{target}/            # demo app {name} (clients will use {name}.mesh:{port})\n")
+        .zip(&vips)
+        .map(|((name, port, _), vip)| {
+            format!(
+                "  curl http://{vip}:{port}/              # {name}.mesh:{port} through the mesh\n"
+            )
         })
         .collect();
     super::print(&format!(
         "hostmesh dev: a private mesh is running (Ctrl-C stops everything and removes {dir})\n\
-         \n  etcd:   {endpoint}\n  agent:  admin http://{admin}\n\nTry:\n  \
+         \n  etcd:   {endpoint}\n  agent:  admin http://{admin}, DNS {dns_listen}\n\nTry:\n{demos}  \
+         dig @{dns_ip} -p {dns_port} web.mesh\n  \
+         dig @{dns_ip} -p {dns_port} SRV _api._tcp.mesh\n  \
          hostmesh services --etcd {endpoint}\n  \
          hostmesh endpoints web --etcd {endpoint} --admin {admin}\n  \
          curl http://{admin}/status\n  \
-         curl http://{admin}/metrics\n{demos}",
+         curl http://{admin}/metrics",
         dir = dir.display(),
+        dns_ip = dns_listen.ip(),
+        dns_port = dns_listen.port(),
     ));
-    crate::run::run(config_path, config, specs)
-        .await
-        .map_err(|e| CliError::Runtime(e.to_string()))
+    match agent.await {
+        Ok(r) => r.map_err(|e| CliError::Runtime(e.to_string())),
+        Err(e) => Err(CliError::Runtime(format!("the agent stopped: {e}"))),
+    }
+}
+
+/// Waits until both demo services have a VIP in etcd, or the agent stopped.
+async fn wait_for_vips(
+    endpoint: &str,
+    prefix: &str,
+    agent: &tokio::task::JoinHandle<Result<(), crate::run::RunError>>,
+) -> Result<Vec<std::net::Ipv4Addr>, CliError> {
+    let options = hostmesh_registrar::etcd::EtcdOptions::with_endpoints(vec![endpoint.to_owned()]);
+    let layout = hostmesh_registrar::keys::Layout::new(prefix);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if agent.is_finished() {
+            return Err(CliError::Runtime(
+                "the agent stopped during start-up".into(),
+            ));
+        }
+        if let Ok(client) = options.connect().await
+            && let Ok(snapshot) = hostmesh_registrar::catalog::fetch(&client, &layout).await
+        {
+            let vips: Option<Vec<_>> = DEMOS
+                .iter()
+                .map(|(name, _, _)| snapshot.vips.get(*name).copied())
+                .collect();
+            if let Some(vips) = vips {
+                return Ok(vips);
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(CliError::Runtime(
+                "the demo services got no VIP within 20s".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn wait_for_etcd(endpoint: &str, dir: &Path) -> Result<(), CliError> {

@@ -30,7 +30,10 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(corpus_dir())
         .unwrap()
         .map(|entry| entry.unwrap().path())
-        .filter(|path| path.is_file())
+        // Dotfiles (.gitattributes) are not packets.
+        .filter(|path| {
+            path.is_file() && !path.file_name().unwrap().to_string_lossy().starts_with('.')
+        })
         .map(|path| {
             (
                 path.file_name().unwrap().to_string_lossy().into_owned(),

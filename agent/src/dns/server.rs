@@ -61,6 +61,14 @@ pub struct DnsServer {
     zone: Arc<Zone>,
     forwarder: Option<Forwarder>,
     metrics: DnsMetrics,
+    pub(crate) limits: Limits,
+}
+
+/// The bounds [`DnsServer::run`] enforces; the constants above, smaller in tests.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) in_flight: usize,
+    pub(crate) tcp_connections: usize,
 }
 
 impl DnsServer {
@@ -129,6 +137,10 @@ impl DnsServer {
             zone,
             forwarder,
             metrics,
+            limits: Limits {
+                in_flight: MAX_IN_FLIGHT,
+                tcp_connections: MAX_TCP_CONNECTIONS,
+            },
         })
     }
 
@@ -143,7 +155,7 @@ impl DnsServer {
             table: ArcSwap::from_pointee(Table::build(self.zone.clone(), initial.as_deref())),
             forwarder: self.forwarder,
             metrics: self.metrics,
-            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            in_flight: Arc::new(Semaphore::new(self.limits.in_flight)),
         });
         let udp = Arc::new(self.udp);
         let mut tasks = JoinSet::new();
@@ -158,7 +170,12 @@ impl DnsServer {
                 cancel.clone(),
             ));
         }
-        tasks.spawn(super::tcp::accept(self.tcp, shared, cancel.clone()));
+        tasks.spawn(super::tcp::accept(
+            self.tcp,
+            self.limits.tcp_connections,
+            shared,
+            cancel.clone(),
+        ));
 
         loop {
             tokio::select! {

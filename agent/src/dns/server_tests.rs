@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::DnsServer;
 use super::metrics::{DnsMetrics, Outcome, QType};
+use super::server::Limits;
 use super::table::tests::snapshot;
 use crate::config::{DnsSection, Upstream};
 
@@ -46,10 +47,21 @@ pub(crate) struct Running {
 
 impl Running {
     pub(crate) async fn start(upstream: Vec<Upstream>, initial: Option<Snapshot>) -> Running {
+        Self::start_limited(upstream, initial, None).await
+    }
+
+    async fn start_limited(
+        upstream: Vec<Upstream>,
+        initial: Option<Snapshot>,
+        limits: Option<Limits>,
+    ) -> Running {
         let metrics = DnsMetrics::unregistered();
-        let server = DnsServer::bind_with(&section(upstream), metrics.clone(), None)
+        let mut server = DnsServer::bind_with(&section(upstream), metrics.clone(), None)
             .await
             .unwrap();
+        if let Some(limits) = limits {
+            server.limits = limits;
+        }
         let addr = server.local_addr();
         let (catalog, snapshots) = watch::channel(initial.map(Arc::new));
         let cancel = CancellationToken::new();
@@ -447,36 +459,79 @@ async fn a_dead_upstream_gives_servfail() {
     dns.stop().await;
 }
 
-/// TEMPORARY: serve 1000 services on 127.0.0.1:5399 for a dnsperf run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn serve_for_bench() {
-    use hostmesh_registrar::catalog::Service;
-    let mut snap = snapshot();
-    for i in 0..1000u16 {
-        let name = format!("svc-{i}");
-        let vip = Ipv4Addr::new(127, 78, (i >> 8) as u8, (i & 0xff) as u8);
-        snap.services.insert(
-            name.clone(),
-            Arc::new(Service {
-                name: name.clone(),
-                vip: Some(vip),
-                protocol: hostmesh_registrar::spec::Protocol::Tcp,
-                instances: vec![super::table::tests::instance(80, &[])],
-            }),
-        );
+async fn the_in_flight_bound_drops_udp_and_servfails_tcp_but_mesh_names_still_answer() {
+    // An upstream that never answers keeps every forwarded query in flight.
+    let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let limits = Limits {
+        in_flight: 2,
+        tcp_connections: 8,
+    };
+    let dns = Running::start_limited(
+        vec![Upstream::Addr(silent.local_addr().unwrap())],
+        Some(snapshot()),
+        Some(limits),
+    )
+    .await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for id in 0..5 {
+        let q = query(id, &format!("n{id}.example."), RecordType::A, None);
+        client.send_to(&q, dns.addr).await.unwrap();
     }
-    let mut s = section(vec![]);
-    s.listen = "127.0.0.1:5399".parse().unwrap();
-    let server = DnsServer::bind_with(&s, DnsMetrics::unregistered(), None)
+    let dropped = async {
+        while dns.metrics.count(QType::A, Outcome::Dropped) < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, dropped).await.unwrap();
+
+    let m = tcp_ask(dns.addr, &query(9, "more.example.", RecordType::A, None)).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    assert_eq!(dns.metrics.count(QType::A, Outcome::Dropped), 4);
+
+    let m = udp_ask(dns.addr, &query(10, "orders.mesh.", RecordType::A, None)).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    dns.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_connections_beyond_the_limit_are_closed() {
+    let limits = Limits {
+        in_flight: 8,
+        tcp_connections: 2,
+    };
+    let dns = Running::start_limited(vec![], Some(snapshot()), Some(limits)).await;
+    let q = query(1, "orders.mesh.", RecordType::A, None);
+    let mut first = TcpStream::connect(dns.addr).await.unwrap();
+    let mut second = TcpStream::connect(dns.addr).await.unwrap();
+    // Both are served (and so both hold a slot).
+    for stream in [&mut first, &mut second] {
+        tcp_send(stream, &q).await;
+        assert_eq!(tcp_read(stream).await.answers.len(), 1);
+    }
+    let mut third = TcpStream::connect(dns.addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(WAIT, third.read(&mut byte))
         .await
         .unwrap();
-    let (_tx, rx) = watch::channel(Some(Arc::new(snap)));
-    let cancel = CancellationToken::new();
-    let c = cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(40)).await;
-        c.cancel();
-    });
-    server.run(rx, cancel).await;
+    assert!(
+        matches!(closed, Ok(0) | Err(_)),
+        "the third connection is closed"
+    );
+
+    // A slot frees when a client leaves.
+    drop(first);
+    let again = async {
+        loop {
+            let mut stream = TcpStream::connect(dns.addr).await.unwrap();
+            tcp_send(&mut stream, &q).await;
+            let mut len = [0u8; 2];
+            if stream.read_exact(&mut len).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, again).await.unwrap();
+    dns.stop().await;
 }

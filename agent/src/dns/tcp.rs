@@ -3,8 +3,8 @@
 //! hold up a mesh answer behind it).
 //!
 //! No client can stall the shim: every read and write has a deadline, a connection that does
-//! not read its answers is closed, and connections beyond [`MAX_TCP_CONNECTIONS`] are closed
-//! on accept.
+//! not read its answers is closed, and connections beyond `MAX_TCP_CONNECTIONS` (server.rs)
+//! are closed on accept.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ use hickory_proto::op::ResponseCode;
 use super::answer::{Handled, answer_local};
 use super::forward::relay;
 use super::metrics::{Outcome, QType, Source};
-use super::server::{MAX_TCP_CONNECTIONS, Shared};
+use super::server::Shared;
 use super::wire::{Request, Transport};
 
 /// A connection with no new query for this long is closed (RFC 7766 §6.2.3 leaves the value
@@ -34,8 +34,13 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const PIPELINE: usize = 16;
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
-pub(crate) async fn accept(listener: TcpListener, shared: Arc<Shared>, cancel: CancellationToken) {
-    let connections = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+pub(crate) async fn accept(
+    listener: TcpListener,
+    max_connections: usize,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) {
+    let connections = Arc::new(Semaphore::new(max_connections));
     let accepting = async {
         loop {
             let stream = match listener.accept().await {
@@ -48,9 +53,7 @@ pub(crate) async fn accept(listener: TcpListener, shared: Arc<Shared>, cancel: C
                 }
             };
             let Ok(permit) = connections.clone().try_acquire_owned() else {
-                tracing::debug!(
-                    "dns: {MAX_TCP_CONNECTIONS} tcp connections open; closing a new one"
-                );
+                tracing::debug!("dns: {max_connections} tcp connections open; closing a new one");
                 continue;
             };
             let _ = stream.set_nodelay(true);

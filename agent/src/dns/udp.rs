@@ -45,8 +45,9 @@ async fn receive_loop(socket: Arc<UdpSocket>, shared: Arc<Shared>, cancel: Cance
         let handled = answer_local(&buf[..len], &shared.table.load(), Transport::Udp);
         match handled {
             Handled::Reply(reply) => {
-                send(&socket, &reply.bytes, peer).await;
+                // Counted before sending, so a client that got its answer sees it counted.
                 shared.record(reply.qtype, reply.outcome, Source::Local, start);
+                send(&socket, &reply.bytes, peer).await;
             }
             Handled::Ignore => shared.record(QType::None, Outcome::Ignored, Source::Local, start),
             Handled::Forward(req) => match shared.in_flight.clone().try_acquire_owned() {
@@ -82,7 +83,6 @@ async fn forward(
     drop(permit);
     let (message, outcome) = relay(&req, result);
     let (bytes, truncated) = req.encode(message, Transport::Udp);
-    send(&socket, &bytes, peer).await;
     let outcome = if truncated {
         Outcome::Truncated
     } else {
@@ -94,6 +94,7 @@ async fn forward(
         Source::Upstream,
         start,
     );
+    send(&socket, &bytes, peer).await;
 }
 
 async fn send(socket: &UdpSocket, bytes: &[u8], peer: SocketAddr) {
