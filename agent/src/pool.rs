@@ -1,27 +1,99 @@
 //! Connections the agent opens: to peer agents (HTTP/2, one multiplexed connection per peer,
 //! kept by hyper-util's pool) and to this host's apps (HTTP/1.1 for `http` apps, h2c for `grpc`
 //! apps), with the configured connect and idle timeouts.
+//!
+//! The connector notes when it last finished connecting to each address, so the balancer can
+//! leave connection setup out of an endpoint's latency: a request that had to wait for a new
+//! connection measures from when the connection was ready, as Linkerd's balancer (which only
+//! sees established connections) does. Otherwise one handshake would mark an endpoint slow for
+//! tens of seconds.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http::Uri;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::body::{Lent, ProxyBody};
+
+/// When each address last got a new connection.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectTimes(Arc<Mutex<HashMap<String, Instant>>>);
+
+impl ConnectTimes {
+    /// When the latest connection to `authority` (`ip:port`) finished, if any.
+    pub fn last(&self, authority: &str) -> Option<Instant> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(authority)
+            .copied()
+    }
+
+    fn record(&self, authority: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(authority, Instant::now());
+    }
+}
+
+/// An [`HttpConnector`] that records [`ConnectTimes`].
+#[derive(Debug, Clone)]
+pub struct TimedConnector {
+    inner: HttpConnector,
+    times: ConnectTimes,
+}
+
+type ConnectFuture =
+    Pin<Box<dyn Future<Output = Result<TokioIo<TcpStream>, BoxConnectError>> + Send>>;
+type BoxConnectError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<Uri> for TimedConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = BoxConnectError;
+    type Future = ConnectFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower_service::Service::<Uri>::poll_ready(&mut self.inner, cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let authority = dst.authority().map(|a| a.as_str().to_owned());
+        let times = self.times.clone();
+        let connecting = tower_service::Service::<Uri>::call(&mut self.inner, dst);
+        Box::pin(async move {
+            let io = connecting.await?;
+            if let Some(a) = authority {
+                times.record(a);
+            }
+            Ok(io)
+        })
+    }
+}
 
 /// The clients, built once at start and shared by every request.
 #[derive(Debug, Clone)]
 pub struct Pools {
     /// Peer agents' inbound ports, HTTP/2 only.
-    pub peers: Client<HttpConnector, Lent>,
+    pub peers: Client<TimedConnector, Lent>,
     /// This host's `http` apps.
-    pub local_http1: Client<HttpConnector, Lent>,
+    pub local_http1: Client<TimedConnector, Lent>,
     /// This host's `grpc` apps (h2c).
-    pub local_h2c: Client<HttpConnector, Lent>,
+    pub local_h2c: Client<TimedConnector, Lent>,
     /// The inbound side's view: requests whose bodies are already streams.
-    pub local_http1_direct: Client<HttpConnector, ProxyBody>,
-    pub local_h2c_direct: Client<HttpConnector, ProxyBody>,
+    pub local_http1_direct: Client<TimedConnector, ProxyBody>,
+    pub local_h2c_direct: Client<TimedConnector, ProxyBody>,
+    /// When each address last got a new connection (see the module docs).
+    pub connect_times: ConnectTimes,
 }
 
 impl Pools {
@@ -30,6 +102,11 @@ impl Pools {
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
         connector.enforce_http(true);
+        let connect_times = ConnectTimes::default();
+        let connector = TimedConnector {
+            inner: connector,
+            times: connect_times.clone(),
+        };
         let builder = |h2: bool| {
             let mut b = Client::builder(TokioExecutor::new());
             b.pool_idle_timeout(idle_timeout)
@@ -50,6 +127,7 @@ impl Pools {
             local_h2c: builder(true).build(connector.clone()),
             local_http1_direct: builder(false).build(connector.clone()),
             local_h2c_direct: builder(true).build(connector),
+            connect_times,
         }
     }
 }

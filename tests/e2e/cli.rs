@@ -51,19 +51,30 @@ fn endpoints_shows_each_instance_with_specs_columns() {
         ]
     );
     let addr = b_host.addr().to_string();
-    // A's agent answers on the default admin address; it has no latency data yet: "-".
+    // The last three columns come from A's agent (on the default admin address): its latency
+    // estimate and in-flight count for b; breakers are not there yet.
+    let row = columns(lines[1]);
+    assert_eq!(row[..5], ["b", addr.as_str(), "8080", "passing", "v2,eu"]);
+    assert!(
+        row[5]
+            .strip_suffix("ms")
+            .is_some_and(|v| v.parse::<f64>().is_ok()),
+        "EWMA: {}",
+        lines[1]
+    );
+    assert_eq!(row[6..], ["0", "-"]);
+    // Without an agent to ask, the live columns are "-".
+    let out = a.run_cli(&[
+        "endpoints",
+        "orders",
+        "--etcd",
+        &endpoint,
+        "--admin",
+        "127.0.0.1:1",
+    ]);
     assert_eq!(
-        columns(lines[1]),
-        [
-            "b",
-            addr.as_str(),
-            "8080",
-            "passing",
-            "v2,eu",
-            "-",
-            "-",
-            "-"
-        ]
+        columns(text(&out.stdout).lines().nth(1).unwrap_or_default())[5..],
+        ["-", "-", "-"]
     );
     let out = a.run_cli(&["endpoints", "orders", "--etcd", &endpoint, "--json"]);
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");

@@ -75,11 +75,10 @@ fn curl_reaches_instances_on_other_hosts_through_both_agents() {
     );
     wait_reachable(&a, "http://orders.mesh:8080/");
 
+    // Under concurrent load both instances get traffic: the balancer weighs latency by the
+    // requests already in flight. (One request at a time goes to whichever answers faster.)
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    for _ in 0..40 {
-        let (code, body, backend) = call(&a, &["http://orders.mesh:8080/"]);
-        assert_eq!(code, 200);
-        assert_eq!(body, format!("hello from {backend}\n"));
+    for backend in backends_parallel(&a, "http://orders.mesh:8080/", 80, 8) {
         *seen.entry(backend).or_default() += 1;
     }
     assert_eq!(
@@ -87,6 +86,9 @@ fn curl_reaches_instances_on_other_hosts_through_both_agents() {
         ["b", "c"],
         "both instances get traffic: {seen:?}"
     );
+    assert_eq!(seen.values().sum::<usize>(), 80);
+    let (code, body, backend) = call(&a, &["http://orders.mesh:8080/"]);
+    assert_eq!((code, body), (200, format!("hello from {backend}\n")));
 
     // HTTP/2 from the client; the app still speaks HTTP/1.1.
     let (code, _, _) = call(&a, &["--http2-prior-knowledge", "http://orders.mesh:8080/"]);
@@ -227,7 +229,21 @@ fn redis_mesh(host: &Host, args: &[&str]) -> String {
 
 /// The backends that answered a batch of sequential requests, from one curl process.
 fn backends(host: &Host, url: &str, n: usize) -> Vec<String> {
+    backends_parallel(host, url, n, 1)
+}
+
+/// The same with up to `parallel` requests in flight at once.
+fn backends_parallel(host: &Host, url: &str, n: usize, parallel: usize) -> Vec<String> {
+    let parallel = parallel.to_string();
     let mut args = vec!["-s", "-w", "%header{x-backend}\\n", "--max-time", "30"];
+    if parallel != "1" {
+        args.extend([
+            "--parallel",
+            "--parallel-immediate",
+            "--parallel-max",
+            &parallel,
+        ]);
+    }
     for _ in 0..n {
         // One `-o` per URL: curl applies each to the next URL only.
         args.extend(["-o", "/dev/null", url]);

@@ -30,6 +30,10 @@ def read_file(fname, default):
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "hostmesh-test-backend"
+    # Head and body in one write, sent at once: a small second write held back by Nagle until
+    # the peer's delayed ACK (40 ms) would look like a slow app to a latency-aware balancer.
+    wbufsize = 1 << 16
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):
         sys.stderr.write("%s %s\n" % (self.address_string(), fmt % args))

@@ -457,6 +457,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_query_as_dig_sends_it_is_answered() {
+        // dig: RD and AD set, EDNS 1232 with a client COOKIE option.
+        let mut packet = vec![0xab, 0xcd, 0x01, 0x20, 0, 1, 0, 0, 0, 0, 0, 1];
+        packet.extend_from_slice(b"\x06orders\x04mesh\x00\x00\x01\x00\x01");
+        packet.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 12, 0, 10, 0, 8]);
+        packet.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        let (m, outcome) = ask_with(&table(), &packet, Transport::Udp);
+        assert_eq!(outcome, Outcome::Answered);
+        assert_eq!(m.metadata.id, 0xabcd);
+        assert!(!m.metadata.authentic_data);
+        assert_eq!(m.answers.len(), 1);
+        assert!(m.edns.is_some());
+    }
+
+    #[test]
     fn zone_transfers_and_other_classes_are_refused() {
         assert_eq!(ask(&table(), "mesh.", RecordType::AXFR).1, Outcome::Refused);
         let mut q = Message::query();

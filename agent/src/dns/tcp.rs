@@ -118,19 +118,22 @@ async fn read_queries(
             Handled::Ignore => shared.record(QType::None, Outcome::Ignored, Source::Local, start),
             Handled::Forward(req) => {
                 let qtype = QType::of(req.query.query_type());
+                // This connection's turn first (waiting here only slows this client), then a
+                // global slot, which is never waited for.
+                let Ok(turn) = pipeline.clone().acquire_owned().await else {
+                    return;
+                };
                 let Ok(slot) = shared.in_flight.clone().try_acquire_owned() else {
                     // Full. TCP clients do not retry a silent query quickly, so say so.
                     let mut m = req.response(ResponseCode::ServFail);
                     m.metadata.recursion_available = true;
                     let (bytes, _) = req.encode(m, Transport::Tcp);
                     shared.record(qtype, Outcome::Dropped, Source::Local, start);
+                    drop(turn);
                     if tx.send(bytes).await.is_err() {
                         return;
                     }
                     continue;
-                };
-                let Ok(turn) = pipeline.clone().acquire_owned().await else {
-                    return;
                 };
                 let task = forward(shared.clone(), req, tx.clone(), start, [slot, turn]);
                 tokio::spawn(conn.clone().run_until_cancelled_owned(task));

@@ -195,7 +195,15 @@ async fn forward(
                     body = b;
                     continue;
                 }
-                inflight.finish(now.elapsed());
+                // Connection setup is not the endpoint's latency (see `pool`).
+                let target = req_target(ctx, route, ep);
+                let sent = ctx
+                    .pools
+                    .connect_times
+                    .last(&target)
+                    .filter(|t| *t > now)
+                    .unwrap_or(now);
+                inflight.finish(sent.elapsed());
                 let (mut rparts, rbody) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut rparts.headers);
                 return Response::from_parts(rparts, body::boxed(rbody));
@@ -226,6 +234,18 @@ async fn forward(
         }
     }
     http_errors::response(last, grpc)
+}
+
+/// The address an attempt connects to, as the connector records it.
+fn req_target(ctx: &Outbound, route: &Route, ep: &Endpoint) -> String {
+    if ep.local {
+        ctx.local
+            .get(&route.service, &ep.id)
+            .map(|s| s.target.to_string())
+            .unwrap_or_default()
+    } else {
+        ep.peer.to_string()
+    }
 }
 
 /// The request for one attempt: to the app directly (same host) or to the peer agent.

@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Prints bench/proxy/run's tables and ratios from its results directory.
+
+results.tsv lines:  run  KEY  CONNS  WRK_OUTPUT_FILE  CPU_TICKS
+                    rss  KEY  KIB
+                    skip KEY  REASON
+Nothing passes or fails here: the goals are printed next to the numbers.
+"""
+
+import os
+import re
+import sys
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+LABELS = {
+    "direct": "nginx direct (no proxy)",
+    "haproxy": "HAProxy http",
+    "nginx-rp": "nginx reverse proxy",
+    "hostmesh": "hostmesh http",
+    "haproxy-chain": "HAProxy -> h2c -> HAProxy",
+    "hostmesh-2": "hostmesh A -> h2c -> B",
+    "haproxy-tcp": "HAProxy tcp",
+    "hostmesh-tcp": "hostmesh tcp",
+    "haproxy-tcp-chain": "HAProxy tcp -> HAProxy tcp",
+    "hostmesh-tcp-2": "hostmesh tcp A -> B",
+}
+
+GROUPS = [
+    ("One hop: wrk -> proxy -> nginx, same host", ["direct", "haproxy", "nginx-rp", "hostmesh"]),
+    ("Two hosts: wrk in A -> proxy A -> proxy B -> nginx in B", ["haproxy-chain", "hostmesh-2"]),
+    ("TCP (wrk HTTP over a TCP proxy)", ["haproxy-tcp", "hostmesh-tcp", "haproxy-tcp-chain", "hostmesh-tcp-2"]),
+]
+
+UNIT_US = {"us": 1.0, "ms": 1e3, "s": 1e6}
+
+
+def parse_wrk(path):
+    try:
+        text = open(path).read()
+    except OSError:
+        return None
+    r = {"rps": None, "p50": None, "p99": None, "requests": 0, "errors": 0, "text": text}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    if m:
+        r["rps"] = float(m.group(1))
+    m = re.search(r"(\d+) requests in", text)
+    if m:
+        r["requests"] = int(m.group(1))
+    for pct, key in (("50", "p50"), ("99", "p99")):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+        if m:
+            r[key] = float(m.group(1)) * UNIT_US[m.group(2)]
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    if m:
+        r["errors"] += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        r["errors"] += sum(int(x) for x in m.groups())
+    return r
+
+
+def fmt_us(v):
+    if v is None:
+        return "-"
+    return f"{v:.0f}us" if v < 10000 else f"{v / 1000:.1f}ms"
+
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def fmt_x(v):
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def main():
+    d = sys.argv[1]
+    runs, rss, skips, order_conns = {}, {}, {}, []
+    for line in open(os.path.join(d, "results.tsv")):
+        f = line.rstrip("\n").split("\t")
+        if f[0] == "run":
+            key, conns, path, ticks = f[1], int(f[2]), f[3], int(f[4])
+            r = parse_wrk(path) or {"rps": None, "p50": None, "p99": None, "requests": 0, "errors": 0}
+            r["cpu100k"] = (ticks / CLK_TCK) / r["requests"] * 1e5 if r["requests"] else None
+            runs[(key, conns)] = r
+            if conns not in order_conns:
+                order_conns.append(conns)
+        elif f[0] == "rss":
+            rss[f[1]] = int(f[2])
+        elif f[0] == "skip":
+            skips[f[1]] = f[2]
+
+    def get(key, conns, field):
+        r = runs.get((key, conns))
+        return r.get(field) if r else None
+
+    for title, keys in GROUPS:
+        print(f"\n== {title}")
+        hdr = f"{'':28}"
+        for c in order_conns:
+            hdr += f" | {'c=' + str(c):^44}"
+        print(hdr)
+        sub = f"{'':28}"
+        for _ in order_conns:
+            sub += f" | {'req/s':>9} {'p50':>7} {'p99':>8} {'err':>5} {'cpu/100k':>9}"
+        print(sub + f" | {'RSS':>7}")
+        for key in keys:
+            line = f"{LABELS[key]:28}"
+            if key not in skips and not any((key, c) in runs for c in order_conns):
+                continue
+            if key in skips:
+                print(f"{line} | skipped: {skips[key]}")
+                continue
+            for c in order_conns:
+                r = runs.get((key, c))
+                if not r:
+                    line += f" | {'(not run)':^44}"
+                    continue
+                cpu = "-" if r["cpu100k"] is None or key == "direct" else f"{r['cpu100k']:.2f}s"
+                line += (
+                    f" | {fmt(r['rps'], '9.0f')} {fmt_us(r['p50']):>7} {fmt_us(r['p99']):>8}"
+                    f" {r['errors']:>5} {cpu:>9}"
+                )
+            mib = f"{rss[key] / 1024:.1f}M" if key in rss else "-"
+            print(line + f" | {mib:>7}")
+
+    print("\n== Ratios and goals (a report: nothing passes or fails)")
+    hi, lo = max(order_conns), min(order_conns)
+
+    def ratio(a, b, c):
+        x, y = get(a, c, "rps"), get(b, c, "rps")
+        return x / y if x and y else None
+
+    def line(text, value, goal):
+        print(f"  {text:58} {value:>16}   goal: {goal}")
+
+    r = ratio("hostmesh", "haproxy", hi)
+    line(f"one hop req/s hostmesh/HAProxy, c={hi}", fmt_x(r), ">= 1.20x")
+    r = ratio("hostmesh", "haproxy", lo)
+    line(f"one hop req/s hostmesh/HAProxy, c={lo}", fmt_x(r), "(none)")
+    a, b = get("hostmesh", hi, "p99"), get("haproxy", hi, "p99")
+    line(f"one hop p99 c={hi}: hostmesh vs HAProxy", f"{fmt_us(a)} vs {fmt_us(b)}", "hostmesh <= HAProxy")
+    a, b = get("hostmesh", lo, "p50"), get("haproxy", lo, "p50")
+    diff = f"{a - b:+.0f}us" if a is not None and b is not None else "-"
+    line(f"one hop p50 c={lo}: hostmesh - HAProxy", diff, "<= +15us")
+    r = ratio("hostmesh", "nginx-rp", hi)
+    line(f"one hop req/s hostmesh/nginx proxy, c={hi}", fmt_x(r), "(none)")
+    for c in (hi, lo):
+        r = ratio("hostmesh-2", "haproxy-chain", c)
+        line(f"two hosts req/s hostmesh/HAProxy chain, c={c}", fmt_x(r), "(none)")
+    a, b = get("hostmesh-2", lo, "p50"), get("haproxy-chain", lo, "p50")
+    diff = f"{a - b:+.0f}us" if a is not None and b is not None else "-"
+    line(f"two hosts p50 c={lo}: hostmesh - HAProxy chain", diff, "(none)")
+    for c in (hi, lo):
+        r = ratio("hostmesh-tcp", "haproxy-tcp", c)
+        line(f"TCP one hop req/s hostmesh/HAProxy tcp, c={c}", fmt_x(r), ">= 1.00x")
+    for c in (hi, lo):
+        r = ratio("hostmesh-tcp-2", "haproxy-tcp-chain", c)
+        line(f"TCP two hosts req/s hostmesh/HAProxy tcp chain, c={c}", fmt_x(r), ">= 1.00x")
+    a, b = get("hostmesh", hi, "cpu100k"), get("haproxy", hi, "cpu100k")
+    line(f"CPU s/100k req one hop c={hi}: hostmesh vs HAProxy", f"{fmt(a, '.2f')} vs {fmt(b, '.2f')}", "(report)")
+
+    bad = [(k, c) for (k, c), r in runs.items() if r["errors"] or not r["rps"]]
+    if bad:
+        print("\n== Runs with errors (wrk output)")
+        for k, c in bad:
+            print(f"--- {LABELS[k]} c={c}")
+            print(runs[(k, c)].get("text", "(no output)").rstrip())
+
+
+if __name__ == "__main__":
+    main()
