@@ -140,6 +140,17 @@ fn the_app_sees_the_caller_and_bodies_stream_intact_both_ways() {
         "{seen}"
     );
 
+    // Request heads beyond the limits (100 headers, 64 KiB) are refused with 431.
+    let mut many: Vec<String> = Vec::new();
+    for i in 0..120 {
+        many.extend(["-H".to_owned(), format!("x-h{i}: {i}")]);
+    }
+    let mut args: Vec<&str> = many.iter().map(String::as_str).collect();
+    args.push("http://orders.mesh:8080/");
+    assert_eq!(call(&a, &args).0, 431);
+    let big = format!("x-big: {}", "a".repeat(70 * 1024));
+    assert_eq!(call(&a, &["-H", &big, "http://orders.mesh:8080/"]).0, 431);
+
     // 10 MiB down and up, compared byte for byte.
     let n = 10 * 1024 * 1024;
     let out = a.run(
