@@ -9,6 +9,7 @@
 //! - [`inbound`]: peers' connections to this host's apps; [`wire`]: the agent-to-agent protocol.
 //! - [`pool`]: connections to peers and local apps; [`local`]: this host's instances.
 //! - [`headers`], [`http_errors`], [`body`]: header hygiene, the agent's own answers, bodies.
+//! - [`breaker`]: per-instance ejection after consecutive failures; [`routing`]: route policy.
 //! - [`run`]: `hostmesh agent`: wiring, start-up order, shutdown order.
 //! - [`admin`]: `/live`, `/ready`, `/status`, `/metrics`.
 //! - [`metrics`]: the one Prometheus registry and its handles.
@@ -21,6 +22,7 @@
 pub mod admin;
 pub mod balance;
 pub mod body;
+pub mod breaker;
 pub mod capture;
 pub mod cli;
 pub mod config;
@@ -32,6 +34,7 @@ pub mod local;
 pub mod metrics;
 pub mod outbound;
 pub mod pool;
+pub mod routing;
 pub mod run;
 pub mod signals;
 pub mod telemetry;

@@ -56,6 +56,29 @@ pub struct ProxyMetrics {
     tcp_connections: Family<ConnectionLabels, Counter>,
     tcp_bytes: Family<ServiceLabels, Counter>,
     open_connections: Family<DirectionLabels, Gauge>,
+    retries: Family<RetryLabels, Counter>,
+    budget_exhausted: Family<OneService, Counter>,
+    ejections: Family<OneService, Counter>,
+    endpoints: Family<EndpointStateLabels, Gauge>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    pub service: String,
+    /// `never-reached` (any request) or `failed` (a safe request that may have reached the app).
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OneService {
+    pub service: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointStateLabels {
+    pub service: String,
+    /// `passing`, `critical`, `maintenance` from the catalog; `ejected` from the breakers.
+    pub state: &'static str,
 }
 
 impl ProxyMetrics {
@@ -69,6 +92,10 @@ impl ProxyMetrics {
             tcp_connections: Family::default(),
             tcp_bytes: Family::default(),
             open_connections: Family::default(),
+            retries: Family::default(),
+            budget_exhausted: Family::default(),
+            ejections: Family::default(),
+            endpoints: Family::default(),
         };
         registry.register(
             "hostmesh_requests",
@@ -95,7 +122,62 @@ impl ProxyMetrics {
             "TCP connections of tcp services open now",
             m.open_connections.clone(),
         );
+        registry.register(
+            "hostmesh_retries",
+            "Requests sent again to another instance, by why that was allowed",
+            m.retries.clone(),
+        );
+        registry.register(
+            "hostmesh_retry_budget_exhausted",
+            "Retries not made because the service's retry budget was spent",
+            m.budget_exhausted.clone(),
+        );
+        registry.register(
+            "hostmesh_ejections",
+            "Instances ejected by their circuit breaker",
+            m.ejections.clone(),
+        );
+        registry.register(
+            "hostmesh_endpoints",
+            "Instances of each service by state, as this agent sees them",
+            m.endpoints.clone(),
+        );
         m
+    }
+
+    pub fn retry(&self, service: &str, reason: &'static str) {
+        self.retries
+            .get_or_create(&RetryLabels {
+                service: service.to_owned(),
+                reason,
+            })
+            .inc();
+    }
+
+    pub fn retry_budget_exhausted(&self, service: &str) {
+        self.budget_exhausted
+            .get_or_create(&OneService {
+                service: service.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn ejected(&self, service: &str) {
+        self.ejections
+            .get_or_create(&OneService {
+                service: service.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Sets `hostmesh_endpoints` for one service and state.
+    pub fn endpoints(&self, service: &str, state: &'static str, count: i64) {
+        self.endpoints
+            .get_or_create(&EndpointStateLabels {
+                service: service.to_owned(),
+                state,
+            })
+            .set(count);
     }
 
     pub fn request(&self, service: &str, direction: &'static str, code: u16, took: Duration) {

@@ -124,6 +124,8 @@ pub async fn run(
         self_addr: advertise,
         routes: ArcSwap::default(),
         stats: EndpointTable::new(),
+        breakers: crate::breaker::BreakerTable::new(),
+        budgets: crate::outbound::retry::Budgets::default(),
         local: local.clone(),
         pools: pools.clone(),
         settings: settings.clone(),

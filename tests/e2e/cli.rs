@@ -52,7 +52,7 @@ fn endpoints_shows_each_instance_with_specs_columns() {
     );
     let addr = b_host.addr().to_string();
     // The last three columns come from A's agent (on the default admin address): its latency
-    // estimate and in-flight count for b; breakers are not there yet.
+    // estimate, in-flight count and breaker state for b.
     let row = columns(lines[1]);
     assert_eq!(row[..5], ["b", addr.as_str(), "8080", "passing", "v2,eu"]);
     assert!(
@@ -62,7 +62,7 @@ fn endpoints_shows_each_instance_with_specs_columns() {
         "EWMA: {}",
         lines[1]
     );
-    assert_eq!(row[6..], ["0", "-"]);
+    assert_eq!(row[6..], ["0", "closed"]);
     // Without an agent to ask, the live columns are "-".
     let out = a.run_cli(&[
         "endpoints",

@@ -7,3 +7,4 @@ mod fault_smoke;
 mod harness_smoke;
 mod proxy;
 mod registry;
+mod resilience;

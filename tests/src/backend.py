@@ -2,6 +2,7 @@
 #   healthy      exists -> GET /healthz answers 200, else 500
 #   status       (optional) the status of every other request, default 200
 #   delay_ms     (optional) milliseconds to wait before answering other requests
+#   hangup       exists -> read the request (and its body), record it, then close without answering
 # Every request except /healthz is appended to requests.jsonl (method, path, headers, body length).
 # POST /echo answers with the request body; GET /bytes?n=N answers N bytes of a fixed pattern.
 # Request bodies may be sent with content-length or chunked.
@@ -79,6 +80,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             rec = {"method": self.command, "path": self.path, "headers": headers, "body_len": len(body)}
             with LOCK, open(os.path.join(d, "requests.jsonl"), "a") as f:
                 f.write(json.dumps(rec) + "\n")
+            if os.path.exists(os.path.join(d, "hangup")):
+                self.close_connection = True
+                self.wfile.flush()
+                import socket
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             delay = int(read_file("delay_ms", "0"))
             if delay:
                 time.sleep(delay / 1000.0)

@@ -114,6 +114,21 @@ impl Backend {
 
     /// The status of every request other than `/healthz` (default 200).
     #[track_caller]
+    /// SIGKILLs the app (a crash): connections in flight are reset, new ones refused.
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Hang up on every request (other than `/healthz`) after reading it, without answering.
+    pub fn set_hangup(&self, on: bool) {
+        let p = self.dir.path().join("hangup");
+        if on {
+            std::fs::write(&p, b"").unwrap_or_else(|e| panic!("writing {}: {e}", p.display()));
+        } else {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+
     pub fn set_status(&self, status: u16) {
         self.write_control("status", &status.to_string());
     }

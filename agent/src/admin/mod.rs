@@ -77,6 +77,7 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
         .catalog
         .status()
         .update_metrics(&state.metrics.registry_side);
+    update_endpoint_gauges(&state);
     (
         [(
             header::CONTENT_TYPE,
@@ -85,4 +86,38 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
         state.metrics.encode(),
     )
         .into_response()
+}
+
+/// `hostmesh_endpoints{service,state}`: instances by catalog health, and how many of them this
+/// agent's breakers hold out (computed at scrape time).
+fn update_endpoint_gauges(state: &AdminState) {
+    let Some(snapshot) = state.catalog.current() else {
+        return;
+    };
+    let now = tokio::time::Instant::now();
+    let proxy = &state.metrics.proxy;
+    for svc in snapshot.services.values() {
+        let mut counts = [0i64; 4];
+        for i in &svc.instances {
+            let slot = match i.health {
+                hostmesh_registrar::record::Health::Passing => 0,
+                hostmesh_registrar::record::Health::Critical => 1,
+                hostmesh_registrar::record::Health::Maintenance => 2,
+            };
+            counts[slot] += 1;
+            let key = crate::balance::EndpointKey::new(&svc.name, &i.host, &i.id);
+            if state
+                .stats
+                .breakers
+                .get(&key)
+                .is_some_and(|b| !matches!(b.state(now), crate::breaker::State::Closed))
+            {
+                counts[3] += 1;
+            }
+        }
+        let names = ["passing", "critical", "maintenance", "ejected"];
+        for (name, n) in names.into_iter().zip(counts) {
+            proxy.endpoints(&svc.name, name, n);
+        }
+    }
 }

@@ -83,10 +83,9 @@ pub fn build(state: &AdminState) -> Status {
                         .instances
                         .iter()
                         .map(|i| {
-                            let live = state
-                                .stats
-                                .stats
-                                .get(&EndpointKey::new(&svc.name, &i.host, &i.id));
+                            let key = EndpointKey::new(&svc.name, &i.host, &i.id);
+                            let live = state.stats.stats.get(&key);
+                            let breaker = state.stats.breakers.get(&key);
                             EndpointStatus {
                                 host: i.host.clone(),
                                 id: i.id.clone(),
@@ -97,7 +96,9 @@ pub fn build(state: &AdminState) -> Status {
                                 weight: i.weight,
                                 ewma_ms: live.as_ref().map(|s| s.ewma_ms()),
                                 inflight: live.as_ref().map(|s| s.in_flight()),
-                                breaker: None,
+                                breaker: breaker.map(|b| {
+                                    b.state(tokio::time::Instant::now()).as_str().to_owned()
+                                }),
                             }
                         })
                         .collect();

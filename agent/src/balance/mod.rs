@@ -22,7 +22,7 @@ use std::hash::{BuildHasher, RandomState};
 
 use tokio::time::Instant;
 
-pub use ewma::{DECAY, DEFAULT_RTT, FAILURE_FACTOR, PeakEwma};
+pub use ewma::{DECAY, DEFAULT_RTT, PeakEwma};
 pub use registry::{EndpointKey, EndpointTable};
 pub use stats::{EndpointStats, InFlight};
 
@@ -30,6 +30,24 @@ thread_local! {
     // Per thread, so picks on different workers never share (or contend on) RNG state. A pick
     // never awaits, so a task moving between threads is harmless.
     static RNG: Cell<Rng> = Cell::new(Rng::new());
+}
+
+/// A uniform draw in `0..n` (`n > 0`) from this thread's RNG (traffic splits).
+pub fn roll(n: u32) -> u32 {
+    RNG.with(|cell| {
+        let mut rng = cell.get();
+        let r = rng.below(n.max(1) as usize);
+        cell.set(rng);
+        // Below n, which is a u32.
+        #[allow(clippy::cast_possible_truncation)]
+        let r = r as u32;
+        r
+    })
+}
+
+/// A uniform draw in `[0, 1)` from this thread's RNG (backoff jitter).
+pub fn unit_roll() -> f64 {
+    f64::from(roll(1 << 20)) / f64::from(1u32 << 20)
 }
 
 /// Picks one of `candidates` by power of two choices, with this thread's RNG. See [`pick_with`].

@@ -7,6 +7,7 @@ mod check_config;
 mod client;
 mod dev;
 mod endpoints;
+mod route;
 mod services;
 mod table;
 
@@ -51,6 +52,8 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Manage a service's route policy in etcd: set SERVICE FILE, get SERVICE, delete SERVICE
+    Route(route::RouteArgs),
 }
 
 /// How a command failed, and so which exit code it gets.
@@ -85,6 +88,7 @@ pub fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config::run(args),
         Command::Services(args) => block_on(services::run(args)),
         Command::Endpoints { service, client } => block_on(endpoints::run(service, client)),
+        Command::Route(args) => route::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

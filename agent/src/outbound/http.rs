@@ -9,9 +9,12 @@ use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{HOST, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -22,14 +25,12 @@ use tokio::time::Instant;
 use hostmesh_registrar::spec::Protocol;
 
 use super::Outbound;
+use super::retry::{self, Failure};
 use super::route::{Endpoint, Route};
 use crate::body::{self, ProxyBody};
 use crate::headers;
 use crate::http_errors::{self, Reason};
 use crate::wire;
-
-/// Attempts per request: the first pick plus failovers for requests that never left the host.
-const MAX_ATTEMPTS: usize = 3;
 
 /// Serves one captured app connection until it closes.
 pub async fn serve(ctx: Arc<Outbound>, stream: TcpStream, dst: SocketAddrV4) {
@@ -80,28 +81,34 @@ async fn handle(
     resp
 }
 
-/// The deadline for a request: the client's `x-hostmesh-timeout` or `grpc-timeout`, whichever is
-/// shortest, else the configured `request_timeout`.
-fn deadline_for(parts: &Parts, default: Duration, grpc: bool) -> Duration {
-    let mut timeout = default;
-    if let Some(t) = parts
-        .headers
-        .get(wire::TIMEOUT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(wire::parse_timeout)
-    {
-        timeout = timeout.min(t);
-    }
-    if grpc
-        && let Some(t) = parts
+/// The deadline for a request: the shortest of the route's timeout, the client's
+/// `x-hostmesh-timeout` and (gRPC) `grpc-timeout`; when none is set, `request_timeout`.
+fn deadline_for(
+    parts: &Parts,
+    route_timeout: Option<Duration>,
+    default: Duration,
+    grpc: bool,
+) -> Duration {
+    let header = |name: &str| {
+        parts
             .headers
-            .get("grpc-timeout")
+            .get(name)
             .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout)
-    {
-        timeout = timeout.min(t);
-    }
-    timeout
+            .map(str::to_owned)
+    };
+    let client = header(wire::TIMEOUT)
+        .as_deref()
+        .and_then(wire::parse_timeout);
+    let grpc_timeout = grpc
+        .then(|| header("grpc-timeout"))
+        .flatten()
+        .as_deref()
+        .and_then(parse_grpc_timeout);
+    [route_timeout, client, grpc_timeout]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(default)
 }
 
 /// gRPC's `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
@@ -122,6 +129,77 @@ fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     })
 }
 
+/// The request body across attempts: small bodies are buffered so a safe request can be
+/// replayed; larger ones stream, and come back only if an attempt never read them.
+enum ReqBody {
+    Buffered(Bytes),
+    Streaming(ProxyBody),
+    Gone,
+}
+
+impl ReqBody {
+    async fn new(incoming: Incoming, deadline: Instant) -> Result<ReqBody, Reason> {
+        let small = incoming
+            .size_hint()
+            .upper()
+            .is_some_and(|n| n <= retry::MAX_REPLAY_BODY);
+        if !small {
+            return Ok(ReqBody::Streaming(body::boxed(incoming)));
+        }
+        match tokio::time::timeout_at(deadline, incoming.collect()).await {
+            Ok(Ok(collected)) => Ok(ReqBody::Buffered(collected.to_bytes())),
+            Ok(Err(_)) => Err(Reason::BadRequest),
+            Err(_) => Err(Reason::DeadlineExceeded),
+        }
+    }
+
+    /// The body for one attempt, and (when streaming) the way to get it back.
+    fn lend(&mut self) -> (body::Lent, Option<body::Reclaim>) {
+        match std::mem::replace(self, ReqBody::Gone) {
+            ReqBody::Buffered(bytes) => {
+                let (lent, _) = body::lend(body::boxed(
+                    Full::new(bytes.clone()).map_err(|never| match never {}),
+                ));
+                *self = ReqBody::Buffered(bytes);
+                (lent, None)
+            }
+            ReqBody::Streaming(b) => {
+                let (lent, reclaim) = body::lend(b);
+                (lent, Some(reclaim))
+            }
+            ReqBody::Gone => {
+                let empty = http_body_util::Empty::new().map_err(|never| match never {});
+                (body::lend(body::boxed(empty)).0, None)
+            }
+        }
+    }
+
+    /// Whether a next attempt can carry the body after `failure`.
+    fn ready_again(
+        &mut self,
+        failure: Failure,
+        safe: bool,
+        reclaim: Option<body::Reclaim>,
+    ) -> bool {
+        match self {
+            ReqBody::Buffered(_) => failure == Failure::NeverReached || safe,
+            _ => match (failure, reclaim.and_then(|r| r.take())) {
+                (Failure::NeverReached, Some(b)) => {
+                    *self = ReqBody::Streaming(b);
+                    true
+                }
+                _ => false,
+            },
+        }
+    }
+}
+
+/// What a request ends with when no attempt succeeded.
+enum Last {
+    Reason(Reason),
+    Response(Response<Incoming>),
+}
+
 async fn forward(
     ctx: &Outbound,
     route: &Route,
@@ -130,9 +208,19 @@ async fn forward(
 ) -> Response<ProxyBody> {
     let grpc = route.protocol == Protocol::Grpc;
     let (mut parts, incoming) = req.into_parts();
-    let deadline = started + deadline_for(&parts, ctx.settings.request_timeout, grpc);
+    let policy = &route.policy;
+    let rule = policy.matching_rule(parts.uri.path(), &parts.headers);
+    let route_timeout = rule.and_then(|r| r.timeout).or(policy.timeout);
+    let deadline =
+        started + deadline_for(&parts, route_timeout, ctx.settings.request_timeout, grpc);
+    let split_tags: Option<Vec<String>> = rule
+        .filter(|r| r.total_weight() > 0)
+        .and_then(|r| r.choose_split(crate::balance::roll(r.total_weight())))
+        .map(|s| s.tags.clone());
     headers::strip_hop_by_hop(&mut parts.headers);
+    let safe = retry::is_safe(&parts.method, &parts.headers);
     headers::strip_client_internal(&mut parts.headers);
+    parts.headers.remove(wire::RETRYABLE);
     let authority = parts
         .uri
         .authority()
@@ -150,90 +238,149 @@ async fn forward(
         // The app sees the name its client used, whichever HTTP version carried it.
         parts.headers.insert(HOST, v);
     }
-    let mut body = body::boxed(incoming);
+    let mut body = match ReqBody::new(incoming, deadline).await {
+        Ok(b) => b,
+        Err(reason) => return http_errors::response(reason, grpc),
+    };
+    let budget = ctx.budgets.get(
+        &route.service,
+        retry::BudgetSettings {
+            ratio: policy.retry.budget_ratio,
+            min_per_second: policy.retry.min_per_second,
+        },
+    );
+    let spend = retry::Spend::new(budget);
+    let max_attempts = policy.retry.max_attempts.max(1) as usize;
     let mut tried: Vec<usize> = Vec::new();
-    let mut last = Reason::NoEndpoints;
-    for _ in 0..MAX_ATTEMPTS {
-        let Some(idx) = route.pick(&tried) else {
+    let mut last = Last::Reason(Reason::NoEndpoints);
+    let mut attempt = 0;
+    let eligible = |ep: &Endpoint| {
+        split_tags
+            .as_ref()
+            .is_none_or(|tags| tags.iter().all(|t| ep.tags.contains(t)))
+    };
+    while attempt < max_attempts {
+        let Some(idx) = route.pick(&tried, eligible) else {
             break;
         };
         let ep = &route.endpoints[idx];
         let now = Instant::now();
         if now >= deadline {
-            return http_errors::response(Reason::DeadlineExceeded, grpc);
+            last = Last::Reason(Reason::DeadlineExceeded);
+            break;
         }
-        let (lent, reclaim) = body::lend(body);
-        let req = match build(ctx, route, ep, &parts, deadline - now, lent) {
-            Some(r) => r,
-            None => {
-                // A same-host instance that is no longer defined here: try another.
-                tried.push(idx);
-                last = Reason::NoLocalInstance;
-                body = match reclaim.take() {
-                    Some(b) => b,
-                    None => return http_errors::response(last, grpc),
-                };
+        let Some(admission) = route.group.admit(&ep.breaker, now) else {
+            // Another request took this instance's half-open probe: not an attempt.
+            tried.push(idx);
+            continue;
+        };
+        attempt += 1;
+        let try_deadline = policy
+            .retry
+            .per_try_timeout
+            .map_or(deadline, |t| deadline.min(now + t));
+        let (lent, reclaim) = body.lend();
+        let Some(req) = build(ctx, route, ep, &parts, deadline - now, lent) else {
+            // A same-host instance that is no longer defined here: it never saw the request.
+            tried.push(idx);
+            last = Last::Reason(Reason::NoLocalInstance);
+            if body.ready_again(Failure::NeverReached, safe, reclaim) {
                 continue;
             }
+            break;
         };
         let inflight = ep.stats.start();
-        let sent = tokio::time::timeout_at(deadline, ctx.send(route, ep, req)).await;
-        match sent {
+        let sent = tokio::time::timeout_at(try_deadline, ctx.send(route, ep, req)).await;
+        let failure = match sent {
             Err(_) => {
                 inflight.failed();
-                return http_errors::response(Reason::DeadlineExceeded, grpc);
+                if Instant::now() >= deadline {
+                    // The request's own deadline ran out: that says nothing certain about the
+                    // instance (a client may ask for 1 ms), so the breaker is not told.
+                    drop(admission);
+                    return http_errors::response(Reason::DeadlineExceeded, grpc);
+                }
+                ctx.report(route, admission, false);
+                last = Last::Reason(Reason::DeadlineExceeded);
+                Failure::MayHaveReached
             }
             Ok(Ok(resp)) => {
-                let refused_by_peer = resp
+                let agent_error = resp
                     .headers()
                     .get(wire::ERROR)
-                    .is_some_and(|v| v == Reason::NoLocalInstance.as_str());
-                if refused_by_peer && let Some(b) = reclaim.take() {
-                    inflight.failed();
-                    tried.push(idx);
-                    last = Reason::NoLocalInstance;
-                    body = b;
-                    continue;
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                match retry::classify_status(resp.status(), agent_error.as_deref()) {
+                    None => {
+                        // Connection setup is not the endpoint's latency (see `pool`).
+                        let target = req_target(ctx, route, ep);
+                        let sent_at = ctx
+                            .pools
+                            .connect_times
+                            .last(&target)
+                            .filter(|t| *t > now)
+                            .unwrap_or(now);
+                        inflight.finish(sent_at.elapsed());
+                        ctx.report(route, admission, true);
+                        let (mut rparts, rbody) = resp.into_parts();
+                        headers::strip_hop_by_hop(&mut rparts.headers);
+                        return Response::from_parts(rparts, body::boxed(rbody));
+                    }
+                    Some(f) => {
+                        inflight.failed();
+                        ctx.report(route, admission, false);
+                        last = Last::Response(resp);
+                        f
+                    }
                 }
-                // Connection setup is not the endpoint's latency (see `pool`).
-                let target = req_target(ctx, route, ep);
-                let sent = ctx
-                    .pools
-                    .connect_times
-                    .last(&target)
-                    .filter(|t| *t > now)
-                    .unwrap_or(now);
-                inflight.finish(sent.elapsed());
-                let (mut rparts, rbody) = resp.into_parts();
-                headers::strip_hop_by_hop(&mut rparts.headers);
-                return Response::from_parts(rparts, body::boxed(rbody));
-            }
-            Ok(Err(e)) if e.is_connect() => {
-                inflight.failed();
-                tracing::debug!(
-                    service = route.service,
-                    host = ep.host,
-                    "connect failed: {e}"
-                );
-                tried.push(idx);
-                last = Reason::UpstreamUnreachable;
-                body = match reclaim.take() {
-                    Some(b) => b,
-                    None => return http_errors::response(last, grpc),
-                };
             }
             Ok(Err(e)) => {
                 inflight.failed();
+                ctx.report(route, admission, false);
+                let f = retry::classify_error(&e);
                 tracing::debug!(
                     service = route.service,
                     host = ep.host,
-                    "request failed: {e}"
+                    ?f,
+                    "attempt failed: {e}"
                 );
-                return http_errors::response(Reason::UpstreamReset, grpc);
+                last = Last::Reason(match f {
+                    Failure::NeverReached => Reason::UpstreamUnreachable,
+                    Failure::MayHaveReached => Reason::UpstreamReset,
+                });
+                f
             }
+        };
+        tried.push(idx);
+        if attempt == max_attempts || !body.ready_again(failure, safe, reclaim) {
+            break;
+        }
+        if !spend.withdraw() {
+            ctx.metrics.retry_budget_exhausted(&route.service);
+            break;
+        }
+        let wait = retry::backoff(attempt as u32, crate::balance::unit_roll());
+        if Instant::now() + wait >= deadline {
+            last = Last::Reason(Reason::DeadlineExceeded);
+            break;
+        }
+        tokio::time::sleep(wait).await;
+        ctx.metrics.retry(
+            &route.service,
+            match failure {
+                Failure::NeverReached => "never-reached",
+                Failure::MayHaveReached => "failed",
+            },
+        );
+    }
+    match last {
+        Last::Reason(r) => http_errors::response(r, grpc),
+        Last::Response(resp) => {
+            let (mut rparts, rbody) = resp.into_parts();
+            headers::strip_hop_by_hop(&mut rparts.headers);
+            Response::from_parts(rparts, body::boxed(rbody))
         }
     }
-    http_errors::response(last, grpc)
 }
 
 /// The address an attempt connects to, as the connector records it.

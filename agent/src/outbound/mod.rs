@@ -3,6 +3,7 @@
 //! service that is and which instances may take it.
 
 mod http;
+pub mod retry;
 pub mod route;
 mod tcp;
 
@@ -21,6 +22,7 @@ use hostmesh_registrar::spec::Protocol;
 
 use crate::balance::EndpointTable;
 use crate::body::Lent;
+use crate::breaker::{Admission, BreakerTable};
 use crate::local::LocalInstances;
 use crate::metrics::ProxyMetrics;
 use crate::pool::Pools;
@@ -43,6 +45,8 @@ pub struct Outbound {
     pub self_addr: IpAddr,
     pub routes: ArcSwap<RouteTable>,
     pub stats: EndpointTable,
+    pub breakers: BreakerTable,
+    pub budgets: retry::Budgets,
     pub local: Arc<LocalInstances>,
     pub pools: Pools,
     pub settings: Settings,
@@ -55,7 +59,8 @@ impl Outbound {
         loop {
             let snapshot = snapshots.borrow_and_update().clone();
             if let Some(snapshot) = snapshot {
-                let table = RouteTable::build(&snapshot, &self.self_host, &self.stats);
+                let table =
+                    RouteTable::build(&snapshot, &self.self_host, &self.stats, &self.breakers);
                 self.routes.store(Arc::new(table));
             }
             tokio::select! {
@@ -84,6 +89,18 @@ impl Outbound {
             }
             drop(permit);
         });
+    }
+
+    /// Reports an attempt's result to the endpoint's breaker, counting ejections.
+    fn report(&self, route: &Route, admission: Admission, ok: bool) {
+        let outcome = if ok {
+            admission.success()
+        } else {
+            admission.failure()
+        };
+        if outcome.is_ejection() {
+            self.metrics.ejected(&route.service);
+        }
     }
 
     /// Sends one attempt to an endpoint.

@@ -10,7 +10,11 @@ use hostmesh_registrar::catalog::Snapshot;
 use hostmesh_registrar::record::Health;
 use hostmesh_registrar::spec::Protocol;
 
+use tokio::time::Instant;
+
 use crate::balance::{EndpointKey, EndpointStats, EndpointTable};
+use crate::breaker::{Breaker, BreakerConfig, BreakerGroup, BreakerTable};
+use crate::routing::RoutePolicy;
 
 /// One candidate instance for a route.
 #[derive(Debug)]
@@ -22,7 +26,9 @@ pub struct Endpoint {
     /// Runs on this host: reached at its `target`, skipping the inbound hop.
     pub local: bool,
     pub weight: u32,
+    pub tags: Vec<String>,
     pub stats: Arc<EndpointStats>,
+    pub breaker: Arc<Breaker>,
 }
 
 /// Everything needed to serve one VIP:port.
@@ -32,6 +38,10 @@ pub struct Route {
     pub protocol: Protocol,
     /// Passing instances serving this port (and tag), in a stable order.
     pub endpoints: Vec<Endpoint>,
+    /// The service's route policy (`routes/<service>` in etcd, else the defaults).
+    pub policy: Arc<RoutePolicy>,
+    /// The service's breakers, shared by all its routes (the ejection limit is per service).
+    pub group: Arc<BreakerGroup>,
 }
 
 /// VIP:port → route.
@@ -43,8 +53,14 @@ pub struct RouteTable {
 impl RouteTable {
     /// Builds the table for `snapshot`. `stats` keeps each instance's latency and in-flight
     /// state across snapshots; instances that left the catalog are dropped from it.
-    pub fn build(snapshot: &Snapshot, self_host: &str, stats: &EndpointTable) -> RouteTable {
+    pub fn build(
+        snapshot: &Snapshot,
+        self_host: &str,
+        stats: &EndpointTable,
+        breakers: &BreakerTable,
+    ) -> RouteTable {
         let mut routes = HashMap::new();
+        let mut policies: HashMap<&str, (Arc<RoutePolicy>, Arc<BreakerGroup>)> = HashMap::new();
         for (name, vip) in &snapshot.vips {
             let (tag, service) = match name.split_once('.') {
                 Some((tag, service)) => (Some(tag), service),
@@ -53,6 +69,10 @@ impl RouteTable {
             let Some(svc) = snapshot.services.get(service) else {
                 continue;
             };
+            let (policy, group) = policies
+                .entry(service)
+                .or_insert_with(|| service_policy(snapshot, service, self_host, breakers))
+                .clone();
             let members = svc
                 .instances
                 .iter()
@@ -76,7 +96,9 @@ impl RouteTable {
                     peer,
                     local,
                     weight: i.weight.max(1),
+                    tags: i.tags.clone(),
                     stats: stats.get_or_insert(&EndpointKey::new(service, &i.host, &i.id)),
+                    breaker: breakers.get_or_insert(&EndpointKey::new(service, &i.host, &i.id)),
                 });
             }
             for (port, endpoints) in by_port {
@@ -86,6 +108,8 @@ impl RouteTable {
                         service: service.to_owned(),
                         protocol: svc.protocol,
                         endpoints,
+                        policy: policy.clone(),
+                        group: group.clone(),
                     }),
                 );
             }
@@ -105,14 +129,67 @@ impl RouteTable {
     }
 }
 
+/// A service's route policy from the snapshot (defaults when it has none or it does not parse)
+/// and its breaker group over every instance that can take traffic.
+fn service_policy(
+    snapshot: &Snapshot,
+    service: &str,
+    self_host: &str,
+    breakers: &BreakerTable,
+) -> (Arc<RoutePolicy>, Arc<BreakerGroup>) {
+    let policy = match snapshot.routes.get(service) {
+        None => RoutePolicy::default(),
+        Some(json) => RoutePolicy::from_json(json).unwrap_or_else(|e| {
+            tracing::warn!(service, "ignoring the route policy in etcd: {e}");
+            RoutePolicy::default()
+        }),
+    };
+    let members = snapshot
+        .services
+        .get(service)
+        .map(|svc| {
+            svc.instances
+                .iter()
+                .filter(|i| {
+                    i.health == Health::Passing && (i.address.is_some() || i.host == self_host)
+                })
+                .map(|i| breakers.get_or_insert(&EndpointKey::new(service, &i.host, &i.id)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let b = &policy.breaker;
+    let config = BreakerConfig {
+        consecutive_failures: b.consecutive_failures,
+        base_ejection: b.base_ejection,
+        max_ejection: b.max_ejection,
+        max_ejected_percent: b.max_ejected_percent,
+    };
+    (
+        Arc::new(policy),
+        Arc::new(BreakerGroup::new(config, members)),
+    )
+}
+
 impl Route {
-    /// Picks an endpoint by power of two choices, skipping the indexes in `tried` (instances
-    /// this request or connection already failed on). Returns its index in `endpoints`.
-    pub fn pick(&self, tried: &[usize]) -> Option<usize> {
+    /// Picks an endpoint, skipping the indexes in `tried` (instances this request or connection
+    /// already failed on), those `eligible` rejects (a traffic split) and those whose breaker
+    /// keeps them out. An ejected instance whose probe is due goes first, so it comes back when
+    /// its ejection ends rather than when its latency estimate has decayed; otherwise power of
+    /// two choices. Returns the index in `endpoints`.
+    pub fn pick(&self, tried: &[usize], eligible: impl Fn(&Endpoint) -> bool) -> Option<usize> {
+        let now = Instant::now();
+        let ok = |e: &Endpoint| !tried.contains(&self.index_of(e)) && eligible(e);
+        if let Some(probe) = self
+            .endpoints
+            .iter()
+            .find(|e| ok(e) && e.breaker.probe_ready(now))
+        {
+            return Some(self.index_of(probe));
+        }
         let picked = crate::balance::pick(
             &self.endpoints,
             |e| (e.stats.as_ref(), e.weight),
-            |e| tried.contains(&self.index_of(e)),
+            |e| !ok(e) || !e.breaker.available(now),
         )?;
         Some(self.index_of(picked))
     }

@@ -14,7 +14,7 @@ use super::Outbound;
 use super::route::{Endpoint, Route};
 use crate::wire::{self, TcpPreface};
 
-/// Instances tried per connection before giving up.
+/// Instances tried per connection before giving up (breakers count connect failures).
 const MAX_ATTEMPTS: usize = 3;
 
 pub async fn serve(ctx: Arc<Outbound>, mut app: TcpStream, dst: SocketAddrV4) {
@@ -24,15 +24,24 @@ pub async fn serve(ctx: Arc<Outbound>, mut app: TcpStream, dst: SocketAddrV4) {
     let _ = app.set_nodelay(true);
     let started = Instant::now();
     let mut tried = Vec::new();
-    for _ in 0..MAX_ATTEMPTS {
-        let Some(idx) = route.pick(&tried) else {
+    let mut attempts = 0;
+    while attempts < MAX_ATTEMPTS {
+        let Some(idx) = route.pick(&tried, |_| true) else {
             break;
         };
         let ep = &route.endpoints[idx];
+        let Some(admission) = route.group.admit(&ep.breaker, Instant::now()) else {
+            // Another connection took this instance's half-open probe.
+            tried.push(idx);
+            continue;
+        };
+        attempts += 1;
         let inflight = ep.stats.start();
+        let attempt_started = Instant::now();
         match connect(&ctx, &route, ep, started).await {
             Ok(mut upstream) => {
-                inflight.finish(started.elapsed());
+                inflight.finish(attempt_started.elapsed());
+                ctx.report(&route, admission, true);
                 ctx.metrics.tcp_opened(&route.service, "outbound");
                 let copied = tokio::io::copy_bidirectional(&mut app, &mut upstream).await;
                 let (up, down) = copied.unwrap_or((0, 0));
@@ -41,6 +50,7 @@ pub async fn serve(ctx: Arc<Outbound>, mut app: TcpStream, dst: SocketAddrV4) {
             }
             Err(e) => {
                 inflight.failed();
+                ctx.report(&route, admission, false);
                 tracing::debug!(
                     service = route.service,
                     host = ep.host,
