@@ -8,9 +8,13 @@ use arc_swap::ArcSwap;
 
 use hostmesh_registrar::spec::InstanceSpec;
 
+/// service → instance id → definition: looked up with borrowed `&str`s, no allocation per
+/// request.
+type Table = HashMap<String, HashMap<String, Arc<InstanceSpec>>>;
+
 #[derive(Debug, Default)]
 pub struct LocalInstances {
-    by_id: ArcSwap<HashMap<(String, String), Arc<InstanceSpec>>>,
+    by_id: ArcSwap<Table>,
 }
 
 impl LocalInstances {
@@ -21,17 +25,16 @@ impl LocalInstances {
     }
 
     pub fn replace(&self, specs: &[InstanceSpec]) {
-        let map = specs
-            .iter()
-            .map(|s| ((s.service.clone(), s.id.clone()), Arc::new(s.clone())))
-            .collect();
+        let mut map = Table::new();
+        for s in specs {
+            map.entry(s.service.clone())
+                .or_default()
+                .insert(s.id.clone(), Arc::new(s.clone()));
+        }
         self.by_id.store(Arc::new(map));
     }
 
     pub fn get(&self, service: &str, id: &str) -> Option<Arc<InstanceSpec>> {
-        self.by_id
-            .load()
-            .get(&(service.to_owned(), id.to_owned()))
-            .cloned()
+        self.by_id.load().get(service)?.get(id).cloned()
     }
 }

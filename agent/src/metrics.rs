@@ -48,6 +48,13 @@ pub struct DirectionLabels {
     pub direction: &'static str,
 }
 
+/// Per-service handles (see [`ProxyMetrics::service_handles`]).
+#[derive(Debug, Clone)]
+pub struct ServiceHandles {
+    ok: Counter,
+    duration: Histogram,
+}
+
 /// The data path's metric handles. Labels are bounded: direction, service, status code.
 #[derive(Debug, Clone)]
 pub struct ProxyMetrics {
@@ -178,6 +185,51 @@ impl ProxyMetrics {
                 state,
             })
             .set(count);
+    }
+
+    /// Handles for one service's most common samples, made once per route table so a request
+    /// that succeeds allocates nothing for its metrics.
+    pub fn service_handles(&self, service: &str, direction: &'static str) -> ServiceHandles {
+        ServiceHandles {
+            ok: self
+                .requests
+                .get_or_create(&RequestLabels {
+                    direction,
+                    service: service.to_owned(),
+                    code: 200,
+                })
+                .clone(),
+            duration: self
+                .duration
+                .get_or_create(&ServiceLabels {
+                    direction,
+                    service: service.to_owned(),
+                })
+                .clone(),
+        }
+    }
+
+    /// Like [`Self::request`], through a service's handles.
+    pub fn request_via(
+        &self,
+        handles: &ServiceHandles,
+        service: &str,
+        direction: &'static str,
+        code: u16,
+        took: Duration,
+    ) {
+        if code == 200 {
+            handles.ok.inc();
+        } else {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    direction,
+                    service: service.to_owned(),
+                    code,
+                })
+                .inc();
+        }
+        handles.duration.observe(took.as_secs_f64());
     }
 
     pub fn request(&self, service: &str, direction: &'static str, code: u16, took: Duration) {

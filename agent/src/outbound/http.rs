@@ -72,7 +72,8 @@ async fn handle(
         return http_errors::response(Reason::NoEndpoints, grpc_client);
     };
     let resp = forward(&ctx, &route, req, started).await;
-    ctx.metrics.request(
+    ctx.metrics.request_via(
+        &route.metrics,
         &route.service,
         "outbound",
         resp.status().as_u16(),
@@ -139,6 +140,9 @@ enum ReqBody {
 
 impl ReqBody {
     async fn new(incoming: Incoming, deadline: Instant) -> Result<ReqBody, Reason> {
+        if incoming.is_end_stream() {
+            return Ok(ReqBody::Buffered(Bytes::new()));
+        }
         let small = incoming
             .size_hint()
             .upper()
@@ -242,14 +246,7 @@ async fn forward(
         Ok(b) => b,
         Err(reason) => return http_errors::response(reason, grpc),
     };
-    let budget = ctx.budgets.get(
-        &route.service,
-        retry::BudgetSettings {
-            ratio: policy.retry.budget_ratio,
-            min_per_second: policy.retry.min_per_second,
-        },
-    );
-    let spend = retry::Spend::new(budget);
+    let spend = retry::Spend::new(route.budget.clone());
     let max_attempts = policy.retry.max_attempts.max(1) as usize;
     let mut tried: Vec<usize> = Vec::new();
     let mut last = Last::Reason(Reason::NoEndpoints);

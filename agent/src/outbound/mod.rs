@@ -59,8 +59,14 @@ impl Outbound {
         loop {
             let snapshot = snapshots.borrow_and_update().clone();
             if let Some(snapshot) = snapshot {
-                let table =
-                    RouteTable::build(&snapshot, &self.self_host, &self.stats, &self.breakers);
+                let table = RouteTable::build(
+                    &snapshot,
+                    &self.self_host,
+                    &self.stats,
+                    &self.breakers,
+                    &self.metrics,
+                    &self.budgets,
+                );
                 self.routes.store(Arc::new(table));
             }
             tokio::select! {

@@ -42,6 +42,10 @@ pub struct Route {
     pub policy: Arc<RoutePolicy>,
     /// The service's breakers, shared by all its routes (the ejection limit is per service).
     pub group: Arc<BreakerGroup>,
+    /// The service's outbound metric handles.
+    pub metrics: crate::metrics::ServiceHandles,
+    /// The service's retry budget (shared by all its routes, kept across tables).
+    pub budget: Arc<tower::retry::budget::TpsBudget>,
 }
 
 /// VIP:port → route.
@@ -58,6 +62,8 @@ impl RouteTable {
         self_host: &str,
         stats: &EndpointTable,
         breakers: &BreakerTable,
+        metrics: &crate::metrics::ProxyMetrics,
+        budgets: &super::retry::Budgets,
     ) -> RouteTable {
         let mut routes = HashMap::new();
         let mut policies: HashMap<&str, (Arc<RoutePolicy>, Arc<BreakerGroup>)> = HashMap::new();
@@ -110,6 +116,14 @@ impl RouteTable {
                         endpoints,
                         policy: policy.clone(),
                         group: group.clone(),
+                        metrics: metrics.service_handles(service, "outbound"),
+                        budget: budgets.get(
+                            service,
+                            super::retry::BudgetSettings {
+                                ratio: policy.retry.budget_ratio,
+                                min_per_second: policy.retry.min_per_second,
+                            },
+                        ),
                     }),
                 );
             }
