@@ -422,3 +422,62 @@ fn a_route_split_sends_about_a_tenth_to_v2_and_changes_apply_without_errors() {
             .success()
     );
 }
+
+#[test]
+fn breakers_eject_at_most_half_and_bring_instances_back() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = net.host("a");
+    let hosts: Vec<Host> = ["b", "c", "d", "e"].iter().map(|h| net.host(h)).collect();
+    let apps: Vec<Backend> = hosts
+        .iter()
+        .map(|h| Backend::http(h, 18080, "ok\n"))
+        .collect();
+    let agent_a = agent(&a, &etcd, AgentOpts::new());
+    let _agents: Vec<Agent> = hosts
+        .iter()
+        .map(|h| agent(h, &etcd, AgentOpts::new().service("orders-1", ORDERS)))
+        .collect();
+    wait_until(Duration::from_secs(10), "all four serve", || {
+        let seen = statuses(&a, &[], "http://orders.mesh:8080/", 40, 4);
+        ["b", "c", "d", "e"]
+            .iter()
+            .all(|h| seen.iter().any(|(_, b)| b == h))
+    });
+    for app in &apps[..3] {
+        app.set_status(503);
+    }
+    let breakers = || -> Vec<String> {
+        agent_a.status()["services"]["orders"]["endpoints"]
+            .as_array()
+            .map(|e| {
+                e.iter()
+                    .map(|e| e["breaker"].as_str().unwrap_or("").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut most = 0;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        statuses(&a, &[], "http://orders.mesh:8080/", 40, 4);
+        let out = breakers().iter().filter(|b| *b != "closed").count();
+        most = most.max(out);
+    }
+    assert!(most >= 1, "failing instances get ejected");
+    assert!(most <= 2, "at most 50 % of 4 ejected at once, saw {most}");
+    // Recovery: once the ejection ends, one probe succeeds and the instance is back.
+    for app in &apps[..3] {
+        app.set_status(200);
+    }
+    wait_until(
+        Duration::from_secs(20),
+        "every breaker closed again",
+        || {
+            statuses(&a, &[], "http://orders.mesh:8080/", 20, 4);
+            breakers().iter().all(|b| b == "closed")
+        },
+    );
+    let seen = statuses(&a, &[], "http://orders.mesh:8080/", 80, 8);
+    assert!(seen.iter().all(|(c, _)| *c == 200));
+}
