@@ -20,7 +20,16 @@ const HOP_BY_HOP: [&str; 8] = [
 
 /// Removes hop-by-hop headers, including those the `Connection` header names. `te: trailers` is
 /// kept: gRPC needs it end to end.
+///
+/// Called twice per proxied request; most messages carry none of these, so one pass over the
+/// (few) names present decides, instead of a hashed removal per hop-by-hop name.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let present = headers
+        .keys()
+        .any(|k| HOP_BY_HOP.contains(&k.as_str()) || *k == UPGRADE);
+    if !present {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -50,6 +59,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Removes every `x-hostmesh-*` header a client sent except the ones clients may set.
 pub fn strip_client_internal(headers: &mut HeaderMap) {
+    if !headers
+        .keys()
+        .any(|k| k.as_str().starts_with("x-hostmesh-"))
+    {
+        return;
+    }
     let internal: Vec<HeaderName> = headers
         .keys()
         .filter(|k| {

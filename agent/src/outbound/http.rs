@@ -412,11 +412,8 @@ fn build(
     );
     let target = if ep.local {
         let spec = ctx.local.get(&route.service, &ep.id)?;
-        h.insert(wire::CALLER, HeaderValue::from_str(&ctx.self_host).ok()?);
-        h.insert(
-            "forwarded",
-            HeaderValue::from_str(&format!("for={}", ctx.self_addr)).ok()?,
-        );
+        h.insert(wire::CALLER, ctx.wire_headers.caller.clone());
+        h.insert("forwarded", ctx.wire_headers.forwarded.clone());
         headers::strip_wire(h);
         if route.protocol == Protocol::Grpc {
             h.remove(HOST);
@@ -427,7 +424,7 @@ fn build(
             wire::DST,
             HeaderValue::from_str(&format!("{}/{}", route.service, ep.id)).ok()?,
         );
-        h.insert(wire::SRC, HeaderValue::from_str(&ctx.self_host).ok()?);
+        h.insert(wire::SRC, ctx.wire_headers.caller.clone());
         h.insert(
             wire::VERSION_HEADER,
             HeaderValue::from_static(wire::VERSION),

@@ -39,10 +39,29 @@ pub struct Settings {
     pub max_header_bytes: usize,
 }
 
+/// Header values that are the same for every request this agent sends, made once.
+#[derive(Debug, Clone)]
+pub struct WireHeaders {
+    /// This host's name: `x-hostmesh-caller` for a same-host app, `x-hostmesh-src` for a peer.
+    pub caller: ::http::HeaderValue,
+    /// `forwarded: for=<this host's address>` for a same-host app.
+    pub forwarded: ::http::HeaderValue,
+}
+
+impl WireHeaders {
+    pub fn new(host: &str, addr: IpAddr) -> Option<Self> {
+        Some(WireHeaders {
+            caller: ::http::HeaderValue::from_str(host).ok()?,
+            forwarded: ::http::HeaderValue::from_str(&format!("for={addr}")).ok()?,
+        })
+    }
+}
+
 #[derive(Debug)]
 pub struct Outbound {
     pub self_host: String,
     pub self_addr: IpAddr,
+    pub wire_headers: WireHeaders,
     pub routes: ArcSwap<RouteTable>,
     pub stats: EndpointTable,
     pub breakers: BreakerTable,
