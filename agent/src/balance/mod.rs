@@ -23,7 +23,7 @@ use std::hash::{BuildHasher, RandomState};
 use tokio::time::Instant;
 
 pub use ewma::{DECAY, DEFAULT_RTT, PeakEwma};
-pub use registry::{EndpointKey, EndpointTable};
+pub use registry::{EndpointKey, EndpointMap, EndpointTable};
 pub use stats::{EndpointStats, InFlight};
 
 thread_local! {

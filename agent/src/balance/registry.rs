@@ -44,38 +44,57 @@ impl EndpointKey {
     }
 }
 
-/// Every endpoint's [`EndpointStats`], by [`EndpointKey`].
-#[derive(Debug, Default)]
-pub struct EndpointTable {
-    map: RwLock<HashMap<EndpointKey, Arc<EndpointStats>>>,
+/// Shared per-endpoint state by [`EndpointKey`]: the balancer's [`EndpointStats`] here, the
+/// breakers' state in [`crate::breaker::BreakerTable`]. Kept across catalog snapshots; touched
+/// when routes are built and by `/status`, never per request (a route holds its endpoints'
+/// `Arc`s). A `RwLock<HashMap>` rather than arc-swap: every insert would copy the whole map, and
+/// a first snapshot of n instances would cost O(n²).
+#[derive(Debug)]
+pub struct EndpointMap<V> {
+    map: RwLock<HashMap<EndpointKey, Arc<V>>>,
+}
+
+/// Every endpoint's [`EndpointStats`].
+pub type EndpointTable = EndpointMap<EndpointStats>;
+
+impl<V> Default for EndpointMap<V> {
+    fn default() -> Self {
+        EndpointMap {
+            map: RwLock::new(HashMap::new()),
+        }
+    }
 }
 
 impl EndpointTable {
+    /// The stats for `key`, created (seeded, nothing in flight) the first time.
+    pub fn get_or_insert(&self, key: &EndpointKey) -> Arc<EndpointStats> {
+        self.get_or_insert_with(key, EndpointStats::new)
+    }
+}
+
+impl<V> EndpointMap<V> {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// The stats for `key`, if it has any.
-    pub fn get(&self, key: &EndpointKey) -> Option<Arc<EndpointStats>> {
+    /// The value for `key`, if it has one.
+    pub fn get(&self, key: &EndpointKey) -> Option<Arc<V>> {
         self.read().get(key).cloned()
     }
 
-    /// The stats for `key`, created (seeded, nothing in flight) the first time.
-    pub fn get_or_insert(&self, key: &EndpointKey) -> Arc<EndpointStats> {
-        if let Some(stats) = self.get(key) {
-            return stats;
+    /// The value for `key`, made by `make` the first time.
+    pub fn get_or_insert_with(&self, key: &EndpointKey, make: impl FnOnce() -> V) -> Arc<V> {
+        if let Some(v) = self.get(key) {
+            return v;
         }
         // Another writer may have inserted it between the two locks; `entry` keeps theirs.
         let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(
-            map.entry(key.clone())
-                .or_insert_with(|| Arc::new(EndpointStats::new())),
-        )
+        Arc::clone(map.entry(key.clone()).or_insert_with(|| Arc::new(make())))
     }
 
-    /// Keeps the stats of the endpoints `keep` says yes to and drops the rest (instances that
-    /// left the catalog). Requests still in flight to a dropped endpoint hold their own `Arc`
-    /// and end normally; if the instance comes back it starts over from the seed.
+    /// Keeps the entries `keep` says yes to and drops the rest (instances that left the
+    /// catalog). Requests in flight to a dropped endpoint hold their own `Arc` and end normally;
+    /// an instance that comes back starts over.
     pub fn retain(&self, mut keep: impl FnMut(&EndpointKey) -> bool) {
         self.map
             .write()
@@ -91,8 +110,8 @@ impl EndpointTable {
         self.read().is_empty()
     }
 
-    /// Every endpoint and its stats, sorted by key (for `/status`; allocates).
-    pub fn entries(&self) -> Vec<(EndpointKey, Arc<EndpointStats>)> {
+    /// Every entry, sorted by key (for `/status`; allocates).
+    pub fn entries(&self) -> Vec<(EndpointKey, Arc<V>)> {
         let mut v: Vec<_> = self
             .read()
             .iter()
@@ -102,7 +121,7 @@ impl EndpointTable {
         v
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<EndpointKey, Arc<EndpointStats>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<EndpointKey, Arc<V>>> {
         // Nothing panics while the map is half-updated (HashMap's own operations are
         // panic-safe), so a poisoned lock still holds a usable map.
         self.map.read().unwrap_or_else(PoisonError::into_inner)
