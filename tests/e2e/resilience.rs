@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use hostmesh_tests::{Agent, AgentOpts, Backend, Etcd, Host, Net, wait_until};
+use hostmesh_tests::{Agent, AgentOpts, Backend, Etcd, GrpcApp, Host, Net, grpc_call, wait_until};
 
 fn agent(host: &Host, etcd: &Etcd, opts: AgentOpts) -> Agent {
     let mut a = Agent::start(host, etcd, opts);
@@ -480,4 +480,48 @@ fn breakers_eject_at_most_half_and_bring_instances_back() {
     );
     let seen = statuses(&a, &[], "http://orders.mesh:8080/", 80, 8);
     assert!(seen.iter().all(|(c, _)| *c == 200));
+}
+
+#[test]
+fn grpc_calls_cross_the_mesh_and_deadlines_come_back_as_grpc_statuses() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = net.host("a");
+    let b = net.host("b");
+    let _app = GrpcApp::start(&b, 15051);
+    let def = "name = \"echo\"\nport = 50051\ntarget = \"127.0.0.1:15051\"\nprotocol = \"grpc\"\n";
+    let _agent_a = agent(&a, &etcd, AgentOpts::new());
+    let _agent_b = agent(&b, &etcd, AgentOpts::new().service("echo-1", def));
+    let target = "echo.mesh:50051";
+    let reply = hostmesh_tests::wait_for(
+        Duration::from_secs(10),
+        "a gRPC call through the mesh",
+        || {
+            let r = grpc_call(&a, target, "hi", Duration::from_secs(2), &[]);
+            r.starts_with("OK").then_some(r)
+        },
+    );
+    // The app (h2c) learns the caller, and what is left of the client's grpc-timeout.
+    assert!(reply.contains("caller=a"), "{reply}");
+    let left: u64 = reply
+        .split("timeout=")
+        .nth(1)
+        .and_then(|t| t.split("ms").next())
+        .and_then(|t| t.parse().ok())
+        .expect("the app saw x-hostmesh-timeout");
+    assert!((1..=2000).contains(&left), "{reply}");
+
+    // A deadline the agent enforces comes back as DEADLINE_EXCEEDED with the agent's reason.
+    let started = Instant::now();
+    let r = grpc_call(
+        &a,
+        target,
+        "sleep:1000",
+        Duration::from_secs(5),
+        &["x-hostmesh-timeout=250ms"],
+    );
+    let took = started.elapsed();
+    assert!(r.starts_with("DEADLINE_EXCEEDED"), "{r}");
+    assert!(r.ends_with("error=deadline-exceeded"), "{r}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
 }
