@@ -72,74 +72,15 @@ pub async fn run(
         .await
         .map_err(|e| RunError::Runtime(e.to_string()))?;
 
-    let specs_for_local = specs.clone();
+    let local = Arc::new(LocalInstances::new(&specs));
     let mut registrar = Registrar::new(
         client.clone(),
-        RegistrarConfig {
-            host: config.agent.host.clone(),
-            info: HostInfo {
-                address: advertise,
-                inbound_port: config.proxy.inbound_listen.port(),
-                zone: config.agent.zone.clone(),
-                version: crate::VERSION.to_owned(),
-            },
-            layout,
-            lease_ttl: config.etcd.lease_ttl,
-            vip_range: config.dns.vip_range,
-            data_dir: config.agent.data_dir.clone(),
-            anti_entropy_interval: Duration::from_secs(30),
-        },
+        registrar_config(&config, advertise, layout),
         specs,
         metrics.registry_side.clone(),
     );
-    // Every listener is bound before anything is announced, so a port conflict stops the start
-    // with a clear message instead of a half-working agent.
-    let admin_listener = TcpListener::bind(config.admin.listen)
-        .await
-        .map_err(|e| RunError::Runtime(format!("admin listen {}: {e}", config.admin.listen)))?;
-    let dns = DnsServer::bind(&config.dns, metrics.dns.clone())
-        .await
-        .map_err(|e| RunError::Runtime(format!("dns listen {}: {e}", config.dns.listen)))?;
-    let inbound_listener = TcpListener::bind(config.proxy.inbound_listen)
-        .await
-        .map_err(|e| {
-            RunError::Runtime(format!(
-                "inbound listen {}: {e}",
-                config.proxy.inbound_listen
-            ))
-        })?;
-
-    let local = Arc::new(LocalInstances::new(&specs_for_local));
-    let settings = Settings {
-        connect_timeout: config.proxy.connect_timeout,
-        request_timeout: config.proxy.request_timeout,
-        idle_timeout: config.proxy.idle_timeout,
-        header_read_timeout: HEADER_READ_TIMEOUT,
-        max_headers: config.proxy.max_headers,
-        max_header_bytes: config.proxy.max_header_bytes,
-    };
-    let pools = Pools::new(config.proxy.connect_timeout, config.proxy.idle_timeout);
-    let outbound = Arc::new(Outbound {
-        self_host: config.agent.host.clone(),
-        self_addr: advertise,
-        // The host name and address were validated by the config: always valid header values.
-        wire_headers: crate::outbound::WireHeaders::new(&config.agent.host, advertise)
-            .ok_or_else(|| RunError::Runtime("agent.host is not a valid header value".into()))?,
-        routes: ArcSwap::default(),
-        stats: EndpointTable::new(),
-        breakers: crate::breaker::BreakerTable::new(),
-        budgets: crate::outbound::retry::Budgets::default(),
-        local: local.clone(),
-        pools: pools.clone(),
-        settings: settings.clone(),
-        metrics: metrics.proxy.clone(),
-    });
-    let inbound = Arc::new(Inbound {
-        local: local.clone(),
-        pools,
-        settings,
-        metrics: metrics.proxy.clone(),
-    });
+    let listeners = Listeners::bind(&config, &metrics).await?;
+    let (outbound, inbound) = data_path(&config, advertise, &local, &metrics)?;
     let outbound_limit = Arc::new(Semaphore::new(config.proxy.max_connections));
     let inbound_limit = Arc::new(Semaphore::new(config.proxy.max_connections));
     let handler_ctx = outbound.clone();
@@ -171,20 +112,13 @@ pub async fn run(
     });
 
     let admin_task = tokio::spawn(admin::serve(
-        admin_listener,
+        listeners.admin,
         admin_state.clone(),
         cancel.clone(),
     ));
-    match tokio::time::timeout(CLAIM_WAIT, registrar.claim()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e @ ClaimError::Conflict { .. })) => {
-            cancel.cancel();
-            return Err(RunError::Runtime(e.to_string()));
-        }
-        Ok(Err(e)) => tracing::warn!("could not check the host name in etcd yet: {e}"),
-        Err(_) => tracing::warn!(
-            "etcd did not answer within {CLAIM_WAIT:?}; serving the saved catalog meanwhile"
-        ),
+    if let Err(e) = claim_host_name(&mut registrar).await {
+        cancel.cancel();
+        return Err(e);
     }
 
     let registrar_cancel = CancellationToken::new();
@@ -192,8 +126,8 @@ pub async fn run(
     let registrar_task = tokio::spawn(registrar.run(registrar_cancel.clone(), reload_rx));
     tokio::spawn(watcher.run(client, cancel.clone()));
     tokio::spawn(outbound.clone().follow(catalog.snapshots(), cancel.clone()));
-    tokio::spawn(dns.run(catalog.snapshots(), cancel.clone()));
-    tokio::spawn(inbound.serve(inbound_listener, inbound_limit, cancel.clone()));
+    tokio::spawn(listeners.dns.run(catalog.snapshots(), cancel.clone()));
+    tokio::spawn(inbound.serve(listeners.inbound, inbound_limit, cancel.clone()));
     admin_state.listeners_up.store(true, Ordering::Release);
     tracing::info!(
         host = config.agent.host,
@@ -225,6 +159,112 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The agent's own listeners, all bound before anything is announced, so a port conflict stops
+/// the start with a clear message instead of a half-working agent.
+struct Listeners {
+    admin: TcpListener,
+    dns: DnsServer,
+    inbound: TcpListener,
+}
+
+impl Listeners {
+    async fn bind(config: &AgentConfig, metrics: &Metrics) -> Result<Listeners, RunError> {
+        let bind_error = |what: &str, addr: SocketAddr, e: std::io::Error| {
+            RunError::Runtime(format!("{what} listen {addr}: {e}"))
+        };
+        let admin = TcpListener::bind(config.admin.listen)
+            .await
+            .map_err(|e| bind_error("admin", config.admin.listen, e))?;
+        let dns = DnsServer::bind(&config.dns, metrics.dns.clone())
+            .await
+            .map_err(|e| bind_error("dns", config.dns.listen, e))?;
+        let inbound = TcpListener::bind(config.proxy.inbound_listen)
+            .await
+            .map_err(|e| bind_error("inbound", config.proxy.inbound_listen, e))?;
+        Ok(Listeners {
+            admin,
+            dns,
+            inbound,
+        })
+    }
+}
+
+/// Refuses to start when another live agent holds this host's name; with etcd unreachable, starts
+/// anyway (the registrar checks again before every registration).
+async fn claim_host_name(registrar: &mut Registrar) -> Result<(), RunError> {
+    match tokio::time::timeout(CLAIM_WAIT, registrar.claim()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e @ ClaimError::Conflict { .. })) => Err(RunError::Runtime(e.to_string())),
+        Ok(Err(e)) => {
+            tracing::warn!("could not check the host name in etcd yet: {e}");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::warn!(
+                "etcd did not answer within {CLAIM_WAIT:?}; serving the saved catalog meanwhile"
+            );
+            Ok(())
+        }
+    }
+}
+
+fn registrar_config(config: &AgentConfig, advertise: IpAddr, layout: Layout) -> RegistrarConfig {
+    RegistrarConfig {
+        host: config.agent.host.clone(),
+        info: HostInfo {
+            address: advertise,
+            inbound_port: config.proxy.inbound_listen.port(),
+            zone: config.agent.zone.clone(),
+            version: crate::VERSION.to_owned(),
+        },
+        layout,
+        lease_ttl: config.etcd.lease_ttl,
+        vip_range: config.dns.vip_range,
+        data_dir: config.agent.data_dir.clone(),
+        anti_entropy_interval: Duration::from_secs(30),
+    }
+}
+
+/// The outbound and inbound proxies, sharing the connection pools and this host's instances.
+fn data_path(
+    config: &AgentConfig,
+    advertise: IpAddr,
+    local: &Arc<LocalInstances>,
+    metrics: &Metrics,
+) -> Result<(Arc<Outbound>, Arc<Inbound>), RunError> {
+    let settings = Settings {
+        connect_timeout: config.proxy.connect_timeout,
+        request_timeout: config.proxy.request_timeout,
+        idle_timeout: config.proxy.idle_timeout,
+        header_read_timeout: HEADER_READ_TIMEOUT,
+        max_headers: config.proxy.max_headers,
+        max_header_bytes: config.proxy.max_header_bytes,
+    };
+    let pools = Pools::new(config.proxy.connect_timeout, config.proxy.idle_timeout);
+    let outbound = Arc::new(Outbound {
+        self_host: config.agent.host.clone(),
+        self_addr: advertise,
+        // The host name and address were validated by the config: always valid header values.
+        wire_headers: crate::outbound::WireHeaders::new(&config.agent.host, advertise)
+            .ok_or_else(|| RunError::Runtime("agent.host is not a valid header value".into()))?,
+        routes: ArcSwap::default(),
+        stats: EndpointTable::new(),
+        breakers: crate::breaker::BreakerTable::new(),
+        budgets: crate::outbound::retry::Budgets::default(),
+        local: local.clone(),
+        pools: pools.clone(),
+        settings: settings.clone(),
+        metrics: metrics.proxy.clone(),
+    });
+    let inbound = Arc::new(Inbound {
+        local: local.clone(),
+        pools,
+        settings,
+        metrics: metrics.proxy.clone(),
+    });
+    Ok((outbound, inbound))
 }
 
 /// SIGHUP: all or nothing. A bad file is rejected with every problem logged; the old state stays.
