@@ -64,6 +64,44 @@ fn route_set(agent: &Agent, etcd: &Etcd, service: &str, policy: &str) -> std::pr
     agent.run_cli(&["route", "set", service, &file, "--etcd", &etcd.endpoint()])
 }
 
+/// Host `a` (an agent, no services) calling `orders` on `b` and `c` (an app and an agent each),
+/// both serving. Fields drop in order: apps and agents, then etcd, then the network.
+struct TwoInstances {
+    a: Host,
+    app_b: Backend,
+    app_c: Backend,
+    agent_a: Agent,
+    _agents: [Agent; 2],
+    _etcd: Etcd,
+    _net: Net,
+}
+
+fn two_instances() -> TwoInstances {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = net.host("a");
+    let b = net.host("b");
+    let c = net.host("c");
+    let app_b = Backend::http(&b, 18080, "b\n");
+    let app_c = Backend::http(&c, 18080, "c\n");
+    let agent_a = agent(&a, &etcd, AgentOpts::new());
+    let agent_b = agent(&b, &etcd, AgentOpts::new().service("orders-1", ORDERS));
+    let agent_c = agent(&c, &etcd, AgentOpts::new().service("orders-2", ORDERS));
+    wait_until(Duration::from_secs(10), "both instances serve", || {
+        let seen = statuses(&a, &[], "http://orders.mesh:8080/", 20, 4);
+        seen.iter().any(|(_, b)| b == "b") && seen.iter().any(|(_, b)| b == "c")
+    });
+    TwoInstances {
+        a,
+        app_b,
+        app_c,
+        agent_a,
+        _agents: [agent_b, agent_c],
+        _etcd: etcd,
+        _net: net,
+    }
+}
+
 #[test]
 fn a_crashed_instance_costs_no_failed_get() {
     let net = Net::new();
@@ -138,37 +176,24 @@ fn metric(text: &str, name: &str) -> f64 {
 
 #[test]
 fn a_post_that_may_have_reached_the_app_is_never_sent_twice() {
-    let net = Net::new();
-    let etcd = Etcd::start(&net);
-    let a = net.host("a");
-    let b = net.host("b");
-    let c = net.host("c");
-    let app_b = Backend::http(&b, 18080, "b\n");
-    let app_c = Backend::http(&c, 18080, "c\n");
-    let _agent_a = agent(&a, &etcd, AgentOpts::new());
-    let _agent_b = agent(&b, &etcd, AgentOpts::new().service("orders-1", ORDERS));
-    let _agent_c = agent(&c, &etcd, AgentOpts::new().service("orders-2", ORDERS));
-    wait_until(Duration::from_secs(10), "both serve", || {
-        let seen = statuses(&a, &[], "http://orders.mesh:8080/", 20, 4);
-        seen.iter().any(|(_, b)| b == "b") && seen.iter().any(|(_, b)| b == "c")
-    });
-    app_b.set_hangup(true);
-    app_c.set_hangup(true);
-    let before = app_b.request_count() + app_c.request_count();
+    let mut m = two_instances();
+    m.app_b.set_hangup(true);
+    m.app_c.set_hangup(true);
+    let before = m.app_b.request_count() + m.app_c.request_count();
     let out = statuses(
-        &a,
+        &m.a,
         &["-X", "POST", "--data", "order=1"],
         "http://orders.mesh:8080/pay",
         1,
         1,
     );
     assert_eq!(out[0].0, 502, "{out:?}");
-    let after = app_b.request_count() + app_c.request_count();
+    let after = m.app_b.request_count() + m.app_c.request_count();
     assert_eq!(after - before, 1, "the POST reached exactly one app");
 
     // The client says it is safe: tried again elsewhere.
     let out = statuses(
-        &a,
+        &m.a,
         &[
             "-X",
             "POST",
@@ -182,17 +207,17 @@ fn a_post_that_may_have_reached_the_app_is_never_sent_twice() {
         1,
     );
     assert_eq!(out[0].0, 502, "both hang up");
-    let retried = app_b.request_count() + app_c.request_count() - after;
+    let retried = m.app_b.request_count() + m.app_c.request_count() - after;
     assert!(retried >= 2, "retried on the other instance: {retried}");
 
     // A POST to an instance whose port refuses never reached it: it goes elsewhere.
-    app_b.set_hangup(false);
-    app_c.set_hangup(false);
-    drop(app_b);
+    m.app_b.set_hangup(false);
+    m.app_c.set_hangup(false);
+    m.app_b.kill();
     let mut ok = 0;
     for i in 0..10 {
         let out = statuses(
-            &a,
+            &m.a,
             &["-X", "POST", "--data", &format!("order={i}")],
             "http://orders.mesh:8080/pay",
             1,
@@ -207,19 +232,8 @@ fn a_post_that_may_have_reached_the_app_is_never_sent_twice() {
 
 #[test]
 fn retries_stay_within_the_budget_when_everything_fails() {
-    let net = Net::new();
-    let etcd = Etcd::start(&net);
-    let a = net.host("a");
-    let b = net.host("b");
-    let c = net.host("c");
-    let app_b = Backend::http(&b, 18080, "b\n");
-    let app_c = Backend::http(&c, 18080, "c\n");
-    let agent_a = agent(&a, &etcd, AgentOpts::new());
-    let _agent_b = agent(&b, &etcd, AgentOpts::new().service("orders-1", ORDERS));
-    let _agent_c = agent(&c, &etcd, AgentOpts::new().service("orders-2", ORDERS));
-    wait_until(Duration::from_secs(10), "orders answers", || {
-        statuses(&a, &[], "http://orders.mesh:8080/", 1, 1)[0].0 == 200
-    });
+    let m = two_instances();
+    let (a, app_b, app_c, agent_a) = (&m.a, &m.app_b, &m.app_c, &m.agent_a);
     // Breakers off the table for this one: every instance fails, none may be ejected for long.
     app_b.set_status(503);
     app_c.set_status(503);
@@ -227,7 +241,7 @@ fn retries_stay_within_the_budget_when_everything_fails() {
     let started = Instant::now();
     let mut requests = 0;
     while started.elapsed() < Duration::from_secs(10) {
-        requests += statuses(&a, &[], "http://orders.mesh:8080/", 200, 4).len();
+        requests += statuses(a, &[], "http://orders.mesh:8080/", 200, 4).len();
     }
     let attempts = app_b.request_count() + app_c.request_count() - before;
     // 20 % of requests plus the reserve (10/s over the 10 s window), plus 10 % slack.
