@@ -245,7 +245,6 @@ fn data_path(
     let pools = Pools::new(config.proxy.connect_timeout, config.proxy.idle_timeout);
     let outbound = Arc::new(Outbound {
         self_host: config.agent.host.clone(),
-        self_addr: advertise,
         // The host name and address were validated by the config: always valid header values.
         wire_headers: crate::outbound::WireHeaders::new(&config.agent.host, advertise)
             .ok_or_else(|| RunError::Runtime("agent.host is not a valid header value".into()))?,

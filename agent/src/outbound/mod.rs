@@ -60,7 +60,6 @@ impl WireHeaders {
 #[derive(Debug)]
 pub struct Outbound {
     pub self_host: String,
-    pub self_addr: IpAddr,
     pub wire_headers: WireHeaders,
     pub routes: ArcSwap<RouteTable>,
     pub stats: EndpointTable,
