@@ -221,18 +221,12 @@ impl ProxyMetrics {
         if code == 200 {
             handles.ok.inc();
         } else {
-            self.requests
-                .get_or_create(&RequestLabels {
-                    direction,
-                    service: service.to_owned(),
-                    code,
-                })
-                .inc();
+            self.count(service, direction, code);
         }
         handles.duration.observe(took.as_secs_f64());
     }
 
-    pub fn request(&self, service: &str, direction: &'static str, code: u16, took: Duration) {
+    fn count(&self, service: &str, direction: &'static str, code: u16) {
         self.requests
             .get_or_create(&RequestLabels {
                 direction,
@@ -240,6 +234,10 @@ impl ProxyMetrics {
                 code,
             })
             .inc();
+    }
+
+    pub fn request(&self, service: &str, direction: &'static str, code: u16, took: Duration) {
+        self.count(service, direction, code);
         self.duration
             .get_or_create(&ServiceLabels {
                 direction,
