@@ -21,7 +21,7 @@ use crate::metrics::ProxyMetrics;
 use crate::outbound::Settings;
 use crate::pool::Pools;
 use crate::wire;
-use prefixed::Prefixed;
+pub(crate) use prefixed::Prefixed;
 
 /// How long a new connection may take to say what it is.
 const SNIFF_TIMEOUT: Duration = Duration::from_secs(5);
