@@ -14,7 +14,7 @@
 //! - [`admin`]: `/live`, `/ready`, `/status`, `/metrics`.
 //! - [`metrics`]: the one Prometheus registry and its handles.
 //! - [`cli`]: the command-line commands (`services`, `endpoints`, `check-config`, `dev`).
-//! - [`signals`], [`telemetry`]: signals and logging.
+//! - [`signals`], [`telemetry`], [`notify`]: signals, logging, systemd's notify protocol.
 //!
 //! The etcd side (registration, health checks, VIPs, the catalog) is the `hostmesh-registrar`
 //! crate.
@@ -32,6 +32,7 @@ pub mod http_errors;
 pub mod inbound;
 pub mod local;
 pub mod metrics;
+pub mod notify;
 pub mod outbound;
 pub mod pool;
 pub mod routing;

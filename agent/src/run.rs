@@ -129,6 +129,8 @@ pub async fn run(
     tokio::spawn(listeners.dns.run(catalog.snapshots(), cancel.clone()));
     tokio::spawn(inbound.serve(listeners.inbound, inbound_limit, cancel.clone()));
     admin_state.listeners_up.store(true, Ordering::Release);
+    notify_ready_once_loaded(catalog.snapshots());
+    crate::notify::spawn_watchdog(cancel.clone());
     tracing::info!(
         host = config.agent.host,
         advertise = %advertise,
@@ -137,9 +139,12 @@ pub async fn run(
     );
 
     while signals.next().await == Signal::Reload {
+        crate::notify::reloading();
         reload(&config_path, &reload_tx, &local).await;
+        crate::notify::ready();
     }
 
+    crate::notify::stopping();
     tracing::info!("stopping: deregistering first");
     registrar_cancel.cancel();
     // The registrar bounds its own wait for etcd; this only guards against a bug there.
@@ -159,6 +164,17 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Tells systemd the agent is ready when `/ready` would say so: listeners are up (the caller
+/// made sure) and a catalog is loaded, from etcd or from `data_dir`.
+fn notify_ready_once_loaded(mut snapshots: hostmesh_registrar::catalog::Snapshots) {
+    tokio::spawn(async move {
+        if snapshots.wait_for(Option::is_some).await.is_ok() {
+            tracing::info!("ready");
+            crate::notify::ready();
+        }
+    });
 }
 
 /// The agent's own listeners, all bound before anything is announced, so a port conflict stops

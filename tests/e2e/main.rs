@@ -5,6 +5,7 @@ mod cli;
 mod dns;
 mod fault_smoke;
 mod harness_smoke;
+mod lifecycle;
 mod proxy;
 mod registry;
 mod resilience;
