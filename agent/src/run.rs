@@ -105,6 +105,8 @@ pub async fn run(
         etcd_endpoints: config.etcd.endpoints.clone(),
         catalog: catalog.clone(),
         registrar: registrar.status(),
+        maintenance: registrar.maintenance(),
+        local: local.clone(),
         metrics: metrics.clone(),
         capture: capture.status(),
         stats: outbound.clone(),

@@ -83,3 +83,80 @@ fn systemd_hears_ready_reloading_stopping_and_watchdog() {
         .expect("exits after SIGTERM");
     assert_eq!(status.code(), Some(0), "{}", a.log_tail(20));
 }
+
+fn orders_at(port: u16) -> String {
+    format!("name = \"orders\"\nport = 8080\ntarget = \"127.0.0.1:{port}\"\n")
+}
+
+/// The bodies of `n` sequential GETs from `host` (errors as their message).
+fn bodies(host: &hostmesh_tests::Host, url: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| match host.curl(url) {
+            Ok((200, body)) => body.trim().to_owned(),
+            Ok((code, body)) => format!("{code}: {}", body.trim()),
+            Err(e) => e.to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn maint_takes_an_instance_out_of_rotation_everywhere_and_back() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = net.host("a");
+    let b = net.host("b");
+    let one = hostmesh_tests::Backend::http(&b, 18080, "one\n");
+    let _two = hostmesh_tests::Backend::http(&b, 18081, "two\n");
+    let mut agent_a = Agent::start(&a, &etcd, AgentOpts::new());
+    let mut agent_b = Agent::start(
+        &b,
+        &etcd,
+        AgentOpts::new()
+            // Reachable from host a, to check that only loopback may switch maintenance.
+            .set_str("admin", "listen", "0.0.0.0:9190")
+            .service("orders-1", &orders_at(18080))
+            .service("orders-2", &orders_at(18081)),
+    );
+    agent_a.wait_ready(Duration::from_secs(15));
+    agent_b.wait_ready(Duration::from_secs(15));
+    let url = "http://orders.mesh:8080/";
+    hostmesh_tests::wait_until(Duration::from_secs(10), "both instances serve", || {
+        let seen = bodies(&a, url, 20);
+        seen.iter().any(|s| s == "one") && seen.iter().any(|s| s == "two")
+    });
+
+    // Only from the host itself: the admin port may face a remote Prometheus.
+    let remote = a
+        .curl_args(&[
+            "-X",
+            "POST",
+            &format!("http://{}:9190/maint/orders/on", b.addr()),
+        ])
+        .expect("b's admin answers");
+    assert_eq!(remote.0, 403, "{remote:?}");
+
+    let on = agent_b.run_cli(&["maint", "orders/orders-1", "on"]);
+    assert!(on.status.success(), "{on:?}");
+    assert!(String::from_utf8_lossy(&on.stdout).contains("orders-1"));
+    hostmesh_tests::wait_until(Duration::from_secs(3), "orders-1 out of rotation", || {
+        bodies(&a, url, 10).iter().all(|s| s == "two")
+    });
+    let before = one.requests().len();
+    let seen = bodies(&a, url, 40);
+    assert!(seen.iter().all(|s| s == "two"), "{seen:?}");
+    assert_eq!(one.requests().len(), before, "a request reached orders-1");
+    let endpoints = agent_a.run_cli(&["endpoints", "orders", "--json", "--etcd", &etcd.endpoint()]);
+    let endpoints = String::from_utf8_lossy(&endpoints.stdout);
+    assert!(endpoints.contains("maintenance"), "{endpoints}");
+
+    let off = agent_b.run_cli(&["maint", "orders/orders-1", "off"]);
+    assert!(off.status.success(), "{off:?}");
+    hostmesh_tests::wait_until(Duration::from_secs(3), "orders-1 back", || {
+        bodies(&a, url, 20).iter().any(|s| s == "one")
+    });
+
+    let unknown = agent_b.run_cli(&["maint", "orders/nope", "on"]);
+    assert_eq!(unknown.status.code(), Some(1), "{unknown:?}");
+    let bad = agent_b.run_cli(&["maint", "Orders", "on"]);
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+}

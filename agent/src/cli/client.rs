@@ -151,25 +151,53 @@ impl Target {
 
     /// GETs a path from the local agent's admin endpoint; `None` when no agent answers.
     pub async fn admin_get(&self, path: &str) -> Option<Vec<u8>> {
+        let (status, body) = self
+            .admin_request(
+                hyper::Method::GET,
+                path,
+                self.timeout.min(Duration::from_secs(2)),
+            )
+            .await
+            .ok()?;
+        (200..300).contains(&status).then_some(body)
+    }
+
+    /// Sends one request to the local agent's admin endpoint: its status and body, or why no
+    /// agent answered within `timeout`.
+    pub async fn admin_request(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<(u16, Vec<u8>), String> {
         let work = async {
-            let stream = tokio::net::TcpStream::connect(&self.admin).await.ok()?;
+            let stream = tokio::net::TcpStream::connect(&self.admin)
+                .await
+                .map_err(|e| e.to_string())?;
             let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                 .await
-                .ok()?;
+                .map_err(|e| e.to_string())?;
             tokio::spawn(conn);
-            let req = hyper::Request::get(path)
+            let req = hyper::Request::builder()
+                .method(method)
+                .uri(path)
                 .header(hyper::header::HOST, &self.admin)
                 .body(Empty::<Bytes>::new())
-                .ok()?;
-            let resp = sender.send_request(req).await.ok()?;
-            if !resp.status().is_success() {
-                return None;
-            }
-            Some(resp.into_body().collect().await.ok()?.to_bytes().to_vec())
+                .map_err(|e| e.to_string())?;
+            let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes()
+                .to_vec();
+            Ok((status, body))
         };
-        tokio::time::timeout(self.timeout.min(Duration::from_secs(2)), work)
+        tokio::time::timeout(timeout, work)
             .await
-            .ok()
-            .flatten()
+            .map_err(|_| format!("no answer within {timeout:?}"))?
+            .map_err(|e: String| format!("agent admin endpoint at {}: {e}", self.admin))
     }
 }

@@ -7,6 +7,7 @@ mod check_config;
 mod client;
 mod dev;
 mod endpoints;
+mod maint;
 mod route;
 mod services;
 mod table;
@@ -54,6 +55,8 @@ enum Command {
     },
     /// Manage a service's route policy in etcd: set SERVICE FILE, get SERVICE, delete SERVICE
     Route(route::RouteArgs),
+    /// Take this host's instances of a service (or SERVICE/ID) out of rotation and back: on|off
+    Maint(maint::MaintArgs),
 }
 
 /// How a command failed, and so which exit code it gets.
@@ -89,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::Services(args) => block_on(services::run(args)),
         Command::Endpoints { service, client } => block_on(endpoints::run(service, client)),
         Command::Route(args) => route::run(args),
+        Command::Maint(args) => block_on(maint::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
