@@ -33,6 +33,7 @@ pub mod inbound;
 pub mod local;
 pub mod metrics;
 pub mod outbound;
+pub mod policy;
 pub mod pool;
 pub mod routing;
 pub mod run;
