@@ -6,7 +6,9 @@
 mod check_config;
 mod client;
 mod dev;
+mod document;
 mod endpoints;
+mod policy;
 mod route;
 mod services;
 mod table;
@@ -54,6 +56,8 @@ enum Command {
     },
     /// Manage a service's route policy in etcd: set SERVICE FILE, get SERVICE, delete SERVICE
     Route(route::RouteArgs),
+    /// Manage who may call a service (in etcd): set SERVICE FILE, get SERVICE, delete SERVICE
+    Policy(policy::PolicyArgs),
 }
 
 /// How a command failed, and so which exit code it gets.
@@ -89,6 +93,7 @@ pub fn main() -> ExitCode {
         Command::Services(args) => block_on(services::run(args)),
         Command::Endpoints { service, client } => block_on(endpoints::run(service, client)),
         Command::Route(args) => route::run(args),
+        Command::Policy(args) => policy::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
