@@ -5,6 +5,7 @@ mod cli;
 mod dns;
 mod fault_smoke;
 mod harness_smoke;
+mod policy;
 mod proxy;
 mod registry;
 mod resilience;
