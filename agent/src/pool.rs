@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -26,23 +27,23 @@ use crate::body::{Lent, ProxyBody};
 
 /// When each address last got a new connection.
 #[derive(Debug, Clone, Default)]
-pub struct ConnectTimes(Arc<Mutex<HashMap<String, Instant>>>);
+pub struct ConnectTimes(Arc<Mutex<HashMap<SocketAddr, Instant>>>);
 
 impl ConnectTimes {
-    /// When the latest connection to `authority` (`ip:port`) finished, if any.
-    pub fn last(&self, authority: &str) -> Option<Instant> {
+    /// When the latest connection to `addr` finished, if any.
+    pub fn last(&self, addr: SocketAddr) -> Option<Instant> {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(authority)
+            .get(&addr)
             .copied()
     }
 
-    fn record(&self, authority: String) {
+    fn record(&self, addr: SocketAddr) {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(authority, Instant::now());
+            .insert(addr, Instant::now());
     }
 }
 
@@ -67,12 +68,15 @@ impl tower_service::Service<Uri> for TimedConnector {
     }
 
     fn call(&mut self, dst: Uri) -> Self::Future {
-        let authority = dst.authority().map(|a| a.as_str().to_owned());
+        // Every URI the agent sends has an `ip:port` authority.
+        let addr = dst
+            .authority()
+            .and_then(|a| a.as_str().parse::<SocketAddr>().ok());
         let times = self.times.clone();
         let connecting = tower_service::Service::<Uri>::call(&mut self.inner, dst);
         Box::pin(async move {
             let io = connecting.await?;
-            if let Some(a) = authority {
+            if let Some(a) = addr {
                 times.record(a);
             }
             Ok(io)

@@ -23,7 +23,7 @@ use crate::outbound::Settings;
 use crate::policy::Policies;
 use crate::pool::Pools;
 use crate::wire;
-use prefixed::Prefixed;
+pub(crate) use prefixed::Prefixed;
 
 /// How long a new connection may take to say what it is.
 const SNIFF_TIMEOUT: Duration = Duration::from_secs(5);

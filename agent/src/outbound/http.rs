@@ -3,55 +3,85 @@
 //! instance directly at its `target`, any other through its host's agent over HTTP/2. Bodies
 //! stream both ways. A request that provably never left this host (the connect failed before its
 //! body was read, or the peer says it has no such instance) is tried on another instance.
+//!
+//! The HTTP version is sniffed here rather than by hyper-util's `auto` server so that HTTP/1
+//! connections (the common case for legacy apps) can own their same-host upstream connections
+//! and drive them on their own task (see `paired`).
 
 use std::convert::Infallible;
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HOST, HeaderValue};
 use http::request::Parts;
+use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use hostmesh_registrar::spec::Protocol;
 
 use super::Outbound;
+use super::detect::{self, Version};
+use super::paired::Paired;
 use super::retry::{self, Failure};
 use super::route::{Endpoint, Route};
 use crate::body::{self, ProxyBody};
 use crate::headers;
 use crate::http_errors::{self, Reason};
+use crate::inbound::Prefixed;
 use crate::wire;
 
 /// Serves one captured app connection until it closes.
-pub async fn serve(ctx: Arc<Outbound>, stream: TcpStream, dst: SocketAddrV4) {
+pub async fn serve(ctx: Arc<Outbound>, mut stream: TcpStream, dst: SocketAddrV4) {
     let _ = stream.set_nodelay(true);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .max_headers(ctx.settings.max_headers)
-        .max_buf_size(ctx.settings.max_header_bytes.max(8192))
-        // A client that trickles its request head is cut off (slowloris).
-        .header_read_timeout(Some(ctx.settings.header_read_timeout));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(ctx.settings.max_header_bytes).unwrap_or(u32::MAX));
-    let svc = service_fn(move |req| {
-        let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(handle(ctx, dst, req).await) }
-    });
-    if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+    let Some((version, head)) = detect::sniff(&mut stream, ctx.settings.header_read_timeout).await
+    else {
+        return;
+    };
+    let io = TokioIo::new(Prefixed::new(head, stream));
+    let ctx_settings = ctx.settings.clone();
+    let ended = match version {
+        Version::Http1 => {
+            // Same-host upstream connections belong to this connection and run on its task.
+            let paired = Arc::new(Paired::default());
+            let svc = {
+                let paired = paired.clone();
+                service_fn(move |req| {
+                    let ctx = ctx.clone();
+                    let paired = paired.clone();
+                    async move { Ok::<_, Infallible>(handle(ctx, dst, req, Some(paired)).await) }
+                })
+            };
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .max_headers(ctx_settings.max_headers)
+                .max_buf_size(ctx_settings.max_header_bytes.max(8192))
+                // A client that trickles its request head is cut off (slowloris).
+                .header_read_timeout(Some(ctx_settings.header_read_timeout));
+            paired.drive(builder.serve_connection(io, svc)).await
+        }
+        Version::Http2 => {
+            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            builder.timer(TokioTimer::new()).max_header_list_size(
+                u32::try_from(ctx_settings.max_header_bytes).unwrap_or(u32::MAX),
+            );
+            let svc = service_fn(move |req| {
+                let ctx = ctx.clone();
+                async move { Ok::<_, Infallible>(handle(ctx, dst, req, None).await) }
+            });
+            builder.serve_connection(io, svc).await
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(%dst, "outbound connection ended: {e}");
     }
 }
@@ -60,6 +90,7 @@ async fn handle(
     ctx: Arc<Outbound>,
     dst: SocketAddrV4,
     req: Request<Incoming>,
+    paired: Option<Arc<Paired>>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let route = ctx.routes.load().get(dst);
@@ -71,7 +102,7 @@ async fn handle(
     let Some(route) = route else {
         return http_errors::response(Reason::NoEndpoints, grpc_client);
     };
-    let resp = forward(&ctx, &route, req, started).await;
+    let resp = forward(&ctx, &route, req, started, paired.as_deref()).await;
     ctx.metrics.request_via(
         &route.metrics,
         &route.service,
@@ -209,6 +240,7 @@ async fn forward(
     route: &Route,
     req: Request<Incoming>,
     started: Instant,
+    paired: Option<&Paired>,
 ) -> Response<ProxyBody> {
     let grpc = route.protocol == Protocol::Grpc;
     let (mut parts, incoming) = req.into_parts();
@@ -282,7 +314,16 @@ async fn forward(
             .per_try_timeout
             .map_or(deadline, |t| deadline.min(now + t));
         let (lent, reclaim) = body.lend();
-        let Some(req) = build(ctx, route, ep, &parts, deadline - now, lent) else {
+        let paired = paired.filter(|_| ep.local && route.protocol == Protocol::Http);
+        let Some((req, target)) = build(
+            ctx,
+            route,
+            ep,
+            &parts,
+            deadline - now,
+            lent,
+            paired.is_some(),
+        ) else {
             // A same-host instance that is no longer defined here: it never saw the request.
             tried.push(idx);
             last = Last::Reason(Reason::NoLocalInstance);
@@ -292,7 +333,8 @@ async fn forward(
             break;
         };
         let inflight = ep.stats.start();
-        let sent = tokio::time::timeout_at(try_deadline, ctx.send(route, ep, req)).await;
+        let sent =
+            tokio::time::timeout_at(try_deadline, ctx.send(route, ep, target, req, paired)).await;
         let failure = match sent {
             Err(_) => {
                 inflight.failed();
@@ -306,7 +348,7 @@ async fn forward(
                 last = Last::Reason(Reason::DeadlineExceeded);
                 Failure::MayHaveReached
             }
-            Ok(Ok(resp)) => {
+            Ok(Ok((resp, ready_at))) => {
                 let agent_error = resp
                     .headers()
                     .get(wire::ERROR)
@@ -323,15 +365,7 @@ async fn forward(
                 }
                 match retry::classify_status(resp.status(), agent_error.as_deref()) {
                     None => {
-                        // Connection setup is not the endpoint's latency (see `pool`).
-                        let target = req_target(ctx, route, ep);
-                        let sent_at = ctx
-                            .pools
-                            .connect_times
-                            .last(&target)
-                            .filter(|t| *t > now)
-                            .unwrap_or(now);
-                        inflight.finish(sent_at.elapsed());
+                        inflight.finish(ready_at.elapsed());
                         ctx.report(route, admission, true);
                         let (mut rparts, rbody) = resp.into_parts();
                         headers::strip_hop_by_hop(&mut rparts.headers);
@@ -348,7 +382,7 @@ async fn forward(
             Ok(Err(e)) => {
                 inflight.failed();
                 ctx.report(route, admission, false);
-                let f = retry::classify_error(&e);
+                let f = e.failure();
                 tracing::debug!(
                     service = route.service,
                     host = ep.host,
@@ -394,19 +428,9 @@ async fn forward(
     }
 }
 
-/// The address an attempt connects to, as the connector records it.
-fn req_target(ctx: &Outbound, route: &Route, ep: &Endpoint) -> String {
-    if ep.local {
-        ctx.local
-            .get(&route.service, &ep.id)
-            .map(|s| s.target.to_string())
-            .unwrap_or_default()
-    } else {
-        ep.peer.to_string()
-    }
-}
-
-/// The request for one attempt: to the app directly (same host) or to the peer agent.
+/// The request for one attempt, to the app directly (same host) or to the peer agent, and the
+/// address it goes to. `origin_form`: the URI carries only the path (a connection of our own to
+/// the app); else the target's address too (the shared pools pick the connection by it).
 fn build(
     ctx: &Outbound,
     route: &Route,
@@ -414,8 +438,8 @@ fn build(
     parts: &Parts,
     remaining: Duration,
     body: body::Lent,
-) -> Option<Request<body::Lent>> {
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    origin_form: bool,
+) -> Option<(Request<body::Lent>, SocketAddr)> {
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     *req.headers_mut() = parts.headers.clone();
@@ -445,13 +469,22 @@ fn build(
         );
         ep.peer
     };
-    *req.uri_mut() = Uri::builder()
-        .scheme("http")
-        .authority(target.to_string())
-        .path_and_query(path)
-        .build()
-        .ok()?;
-    Some(req)
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    *req.uri_mut() = if origin_form {
+        Uri::from(path)
+    } else {
+        Uri::builder()
+            .scheme("http")
+            .authority(target.to_string())
+            .path_and_query(path)
+            .build()
+            .ok()?
+    };
+    Some((req, target))
 }
 
 #[cfg(test)]

@@ -2,12 +2,14 @@
 //! with the VIP:port it was dialed at; the route table (rebuilt per catalog snapshot) says which
 //! service that is and which instances may take it.
 
+mod detect;
 mod http;
+mod paired;
 pub mod retry;
 pub mod route;
 mod tcp;
 
-use std::net::{IpAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ use arc_swap::ArcSwap;
 use hyper::body::Incoming;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use hostmesh_registrar::catalog::Snapshots;
@@ -26,6 +29,7 @@ use crate::breaker::{Admission, BreakerTable};
 use crate::local::LocalInstances;
 use crate::metrics::ProxyMetrics;
 use crate::pool::Pools;
+use paired::{Paired, PairedError};
 use route::{Endpoint, Route, RouteTable};
 
 /// The `[proxy]` settings the data path uses.
@@ -129,18 +133,57 @@ impl Outbound {
         }
     }
 
-    /// Sends one attempt to an endpoint.
+    /// Sends one attempt to an endpoint at `target`: on one of the app connection's own
+    /// connections when it has them (`paired`), else through the shared pools. Also returns when
+    /// the request could first go out, for the balancer: connection setup is not the endpoint's
+    /// latency (see `pool`).
     async fn send(
         &self,
         route: &Route,
         ep: &Endpoint,
+        target: SocketAddr,
         req: hyper::Request<Lent>,
-    ) -> Result<hyper::Response<Incoming>, hyper_util::client::legacy::Error> {
+        paired: Option<&Paired>,
+    ) -> Result<(hyper::Response<Incoming>, Instant), SendError> {
+        let now = Instant::now();
+        if let Some(paired) = paired {
+            let (resp, fresh) = paired
+                .send(target, req, self.settings.connect_timeout)
+                .await?;
+            return Ok((resp, fresh.unwrap_or(now)));
+        }
         let client = match (ep.local, route.protocol) {
             (false, _) => &self.pools.peers,
             (true, Protocol::Grpc) => &self.pools.local_h2c,
             (true, _) => &self.pools.local_http1,
         };
-        client.request(req).await
+        let resp = client.request(req).await?;
+        let ready_at = self
+            .pools
+            .connect_times
+            .last(target)
+            .filter(|t| *t > now)
+            .unwrap_or(now);
+        Ok((resp, ready_at))
+    }
+}
+
+/// Why an attempt failed to get a response.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error(transparent)]
+    Pool(#[from] hyper_util::client::legacy::Error),
+    #[error(transparent)]
+    Paired(#[from] PairedError),
+}
+
+impl SendError {
+    /// Whether the app may have seen the request.
+    fn failure(&self) -> retry::Failure {
+        match self {
+            SendError::Pool(e) => retry::classify_error(e),
+            SendError::Paired(e) if e.never_reached() => retry::Failure::NeverReached,
+            SendError::Paired(_) => retry::Failure::MayHaveReached,
+        }
     }
 }
