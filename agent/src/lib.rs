@@ -34,6 +34,7 @@ pub mod local;
 pub mod metrics;
 pub mod notify;
 pub mod outbound;
+pub mod policy;
 pub mod pool;
 pub mod routing;
 pub mod run;

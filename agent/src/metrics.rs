@@ -67,6 +67,7 @@ pub struct ProxyMetrics {
     budget_exhausted: Family<OneService, Counter>,
     ejections: Family<OneService, Counter>,
     endpoints: Family<EndpointStateLabels, Gauge>,
+    policy_denied: Family<ServiceLabels, Counter>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -103,6 +104,7 @@ impl ProxyMetrics {
             budget_exhausted: Family::default(),
             ejections: Family::default(),
             endpoints: Family::default(),
+            policy_denied: Family::default(),
         };
         registry.register(
             "hostmesh_requests",
@@ -149,7 +151,23 @@ impl ProxyMetrics {
             "Instances of each service by state, as this agent sees them",
             m.endpoints.clone(),
         );
+        registry.register(
+            "hostmesh_policy_denied",
+            "Calls refused by the service's access policy. inbound: a peer's call refused here; \
+             outbound: this host's app refused (by the peer, or here for a same-host instance)",
+            m.policy_denied.clone(),
+        );
         m
+    }
+
+    /// Counts one call refused by `service`'s access policy (see `hostmesh_policy_denied`).
+    pub fn policy_denied(&self, service: &str, direction: &'static str) {
+        self.policy_denied
+            .get_or_create(&ServiceLabels {
+                direction,
+                service: service.to_owned(),
+            })
+            .inc();
     }
 
     pub fn retry(&self, service: &str, reason: &'static str) {

@@ -28,6 +28,7 @@ use crate::inbound::Inbound;
 use crate::local::LocalInstances;
 use crate::metrics::Metrics;
 use crate::outbound::{Outbound, Settings};
+use crate::policy::Policies;
 use crate::pool::Pools;
 use crate::signals::{Signal, Signals};
 
@@ -80,7 +81,8 @@ pub async fn run(
         metrics.registry_side.clone(),
     );
     let listeners = Listeners::bind(&config, &metrics).await?;
-    let (outbound, inbound) = data_path(&config, advertise, &local, &metrics)?;
+    let policies = Arc::new(Policies::new(config.policy.default));
+    let (outbound, inbound) = data_path(&config, advertise, &local, &policies, &metrics)?;
     let outbound_limit = Arc::new(Semaphore::new(config.proxy.max_connections));
     let inbound_limit = Arc::new(Semaphore::new(config.proxy.max_connections));
     let handler_ctx = outbound.clone();
@@ -128,6 +130,7 @@ pub async fn run(
     let registrar_task = tokio::spawn(registrar.run(registrar_cancel.clone(), reload_rx));
     tokio::spawn(watcher.run(client, cancel.clone()));
     tokio::spawn(outbound.clone().follow(catalog.snapshots(), cancel.clone()));
+    tokio::spawn(policies.follow(catalog.snapshots(), cancel.clone()));
     tokio::spawn(listeners.dns.run(catalog.snapshots(), cancel.clone()));
     tokio::spawn(inbound.serve(listeners.inbound, inbound_limit, cancel.clone()));
     admin_state.listeners_up.store(true, Ordering::Release);
@@ -250,6 +253,7 @@ fn data_path(
     config: &AgentConfig,
     advertise: IpAddr,
     local: &Arc<LocalInstances>,
+    policies: &Arc<Policies>,
     metrics: &Metrics,
 ) -> Result<(Arc<Outbound>, Arc<Inbound>), RunError> {
     let settings = Settings {
@@ -274,12 +278,14 @@ fn data_path(
         pools: pools.clone(),
         settings: settings.clone(),
         metrics: metrics.proxy.clone(),
+        policies: policies.clone(),
     });
     let inbound = Arc::new(Inbound {
         local: local.clone(),
         pools,
         settings,
         metrics: metrics.proxy.clone(),
+        policies: policies.clone(),
     });
     Ok((outbound, inbound))
 }

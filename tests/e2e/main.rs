@@ -6,6 +6,7 @@ mod dns;
 mod fault_smoke;
 mod harness_smoke;
 mod lifecycle;
+mod policy;
 mod proxy;
 mod registry;
 mod resilience;

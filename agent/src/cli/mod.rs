@@ -6,8 +6,10 @@
 mod check_config;
 mod client;
 mod dev;
+mod document;
 mod endpoints;
 mod maint;
+mod policy;
 mod route;
 mod services;
 mod table;
@@ -57,6 +59,8 @@ enum Command {
     Route(route::RouteArgs),
     /// Take this host's instances of a service (or SERVICE/ID) out of rotation and back: on|off
     Maint(maint::MaintArgs),
+    /// Manage who may call a service (in etcd): set SERVICE FILE, get SERVICE, delete SERVICE
+    Policy(policy::PolicyArgs),
 }
 
 /// How a command failed, and so which exit code it gets.
@@ -93,6 +97,7 @@ pub fn main() -> ExitCode {
         Command::Endpoints { service, client } => block_on(endpoints::run(service, client)),
         Command::Route(args) => route::run(args),
         Command::Maint(args) => block_on(maint::run(args)),
+        Command::Policy(args) => policy::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use hostmesh_registrar::spec::Protocol;
 
-use super::{Inbound, Prefixed};
+use super::{Inbound, Prefixed, caller};
 use crate::body::{self, ProxyBody};
 use crate::headers;
 use crate::http_errors::{self, Reason};
@@ -68,7 +68,17 @@ async fn handle(
         .as_deref()
         .and_then(wire::parse_timeout)
         .unwrap_or(ctx.settings.request_timeout);
-    let caller = header(wire::SRC).unwrap_or_else(|| peer.ip().to_string());
+    let caller = caller::of_request(req.headers());
+    if !ctx
+        .policies
+        .allows(&spec.service, caller.as_deref().unwrap_or(""))
+    {
+        ctx.metrics.policy_denied(&spec.service, "inbound");
+        ctx.metrics
+            .request(&spec.service, "inbound", 403, started.elapsed());
+        return http_errors::response(Reason::Forbidden, grpc);
+    }
+    let caller = caller.unwrap_or_else(|| peer.ip().to_string());
 
     let (mut parts, incoming) = req.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);

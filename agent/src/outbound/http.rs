@@ -293,6 +293,11 @@ async fn forward(
             break;
         };
         let ep = &route.endpoints[idx];
+        if ep.local && !ctx.policies.allows(&route.service, &ctx.self_host) {
+            // The caller is this host, which every other instance would refuse as well.
+            ctx.metrics.policy_denied(&route.service, "outbound");
+            return http_errors::response(Reason::Forbidden, grpc);
+        }
         let now = Instant::now();
         if now >= deadline {
             last = Last::Reason(Reason::DeadlineExceeded);
@@ -349,6 +354,15 @@ async fn forward(
                     .get(wire::ERROR)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
+                if agent_error.as_deref() == Some(Reason::Forbidden.as_str()) {
+                    // The peer's policy refuses this host: nothing about the instance's health
+                    // (no breaker report, no latency sample), and every other instance would
+                    // refuse too. The client gets the 403 as it is.
+                    drop((admission, inflight));
+                    ctx.metrics.policy_denied(&route.service, "outbound");
+                    last = Last::Response(resp);
+                    break;
+                }
                 match retry::classify_status(resp.status(), agent_error.as_deref()) {
                     None => {
                         inflight.finish(ready_at.elapsed());

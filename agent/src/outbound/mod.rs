@@ -73,6 +73,8 @@ pub struct Outbound {
     pub pools: Pools,
     pub settings: Settings,
     pub metrics: ProxyMetrics,
+    /// Access policy, checked here only for same-host instances (the peer checks the rest).
+    pub policies: Arc<crate::policy::Policies>,
 }
 
 impl Outbound {
