@@ -10,7 +10,8 @@
 //! - [`pool`]: connections to peers and local apps; [`local`]: this host's instances.
 //! - [`headers`], [`http_errors`], [`body`]: header hygiene, the agent's own answers, bodies.
 //! - [`breaker`]: per-instance ejection after consecutive failures; [`routing`]: route policy.
-//! - [`run`]: `hostmesh agent`: wiring, start-up order, shutdown order.
+//! - [`run`]: `hostmesh agent`: wiring, start-up order, shutdown order; [`shutdown`]: draining
+//!   served connections.
 //! - [`admin`]: `/live`, `/ready`, `/status`, `/metrics`.
 //! - [`metrics`]: the one Prometheus registry and its handles.
 //! - [`cli`]: the command-line commands (`services`, `endpoints`, `check-config`, `dev`).
@@ -38,6 +39,7 @@ pub mod policy;
 pub mod pool;
 pub mod routing;
 pub mod run;
+pub mod shutdown;
 pub mod signals;
 pub mod telemetry;
 pub mod wire;

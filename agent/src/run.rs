@@ -82,7 +82,9 @@ pub async fn run(
     );
     let listeners = Listeners::bind(&config, &metrics).await?;
     let policies = Arc::new(Policies::new(config.policy.default));
-    let (outbound, inbound) = data_path(&config, advertise, &local, &policies, &metrics)?;
+    let draining = CancellationToken::new();
+    let (outbound, inbound) =
+        data_path(&config, advertise, &local, &policies, &metrics, &draining)?;
     let outbound_limit = Arc::new(Semaphore::new(config.proxy.max_connections));
     let inbound_limit = Arc::new(Semaphore::new(config.proxy.max_connections));
     let handler_ctx = outbound.clone();
@@ -154,6 +156,9 @@ pub async fn run(
     registrar_cancel.cancel();
     // The registrar bounds its own wait for etcd; this only guards against a bug there.
     let _ = tokio::time::timeout(Duration::from_secs(3), registrar_task).await;
+    // Peers stop routing here once they see the deregistration; until then (and for whatever
+    // is in flight) the agent keeps serving, with every connection told to wind down.
+    draining.cancel();
     if !config.agent.drain.is_zero() {
         tracing::info!(drain = ?config.agent.drain, "draining");
         tokio::select! {
@@ -255,6 +260,7 @@ fn data_path(
     local: &Arc<LocalInstances>,
     policies: &Arc<Policies>,
     metrics: &Metrics,
+    draining: &CancellationToken,
 ) -> Result<(Arc<Outbound>, Arc<Inbound>), RunError> {
     let settings = Settings {
         connect_timeout: config.proxy.connect_timeout,
@@ -279,6 +285,7 @@ fn data_path(
         settings: settings.clone(),
         metrics: metrics.proxy.clone(),
         policies: policies.clone(),
+        draining: draining.clone(),
     });
     let inbound = Arc::new(Inbound {
         local: local.clone(),
@@ -286,6 +293,7 @@ fn data_path(
         settings,
         metrics: metrics.proxy.clone(),
         policies: policies.clone(),
+        draining: draining.clone(),
     });
     Ok((outbound, inbound))
 }

@@ -160,3 +160,57 @@ fn maint_takes_an_instance_out_of_rotation_everywhere_and_back() {
     let bad = agent_b.run_cli(&["maint", "Orders", "on"]);
     assert_eq!(bad.status.code(), Some(2), "{bad:?}");
 }
+
+#[test]
+fn sigterm_under_load_of_slow_requests_fails_none_and_exits_within_drain() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = net.host("a");
+    let b = net.host("b");
+    let c = net.host("c");
+    let app_b = hostmesh_tests::Backend::http(&b, 18080, "b\n");
+    let app_c = hostmesh_tests::Backend::http(&c, 18080, "c\n");
+    let mut agent_a = Agent::start(&a, &etcd, AgentOpts::new());
+    let mut agent_b = Agent::start(
+        &b,
+        &etcd,
+        AgentOpts::new()
+            .drain("5s")
+            .service("orders-1", &orders_at(18080)),
+    );
+    let mut agent_c = Agent::start(
+        &c,
+        &etcd,
+        AgentOpts::new().service("orders-2", &orders_at(18080)),
+    );
+    for agent in [&mut agent_a, &mut agent_b, &mut agent_c] {
+        agent.wait_ready(Duration::from_secs(15));
+    }
+    let url = "http://orders.mesh:8080/";
+    hostmesh_tests::wait_until(Duration::from_secs(10), "both instances serve", || {
+        let seen = bodies(&a, url, 20);
+        seen.iter().any(|s| s == "b") && seen.iter().any(|s| s == "c")
+    });
+    app_b.set_delay(Duration::from_millis(1500));
+    app_c.set_delay(Duration::from_millis(1500));
+
+    // 8 connections, 48 requests of 1.5 s each: about 9 s of steady load.
+    let a2 = a.clone();
+    let load = std::thread::spawn(move || crate::resilience::statuses(&a2, &[], url, 48, 8));
+    hostmesh_tests::wait_until(Duration::from_secs(5), "b busy", || {
+        app_b.request_count() >= 2
+    });
+    let stopped = std::time::Instant::now();
+    agent_b.signal(Signal::Term);
+    let status = agent_b
+        .wait_exit(Duration::from_secs(9))
+        .expect("b exits within its drain and a margin");
+    let took = stopped.elapsed();
+    assert_eq!(status.code(), Some(0), "{}", agent_b.log_tail(20));
+    assert!(took < Duration::from_secs(7), "exit took {took:?}");
+
+    let results = load.join().expect("load");
+    assert_eq!(results.len(), 48, "{results:?}");
+    let failed: Vec<_> = results.iter().filter(|(code, _)| *code != 200).collect();
+    assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
+}

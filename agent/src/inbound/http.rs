@@ -27,11 +27,15 @@ pub async fn serve(ctx: Arc<Inbound>, stream: Prefixed<TcpStream>, peer: SocketA
     builder
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(ctx.settings.max_header_bytes).unwrap_or(u32::MAX));
+    let draining = ctx.draining.clone();
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(handle(ctx, peer, req).await) }
     });
-    if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    // A GOAWAY once draining starts: the peer finishes what it sent and reconnects for more.
+    let conn = crate::shutdown::Graceful::new(conn, &draining, |c| c.graceful_shutdown());
+    if let Err(e) = conn.await {
         tracing::debug!(%peer, "inbound connection ended: {e}");
     }
 }

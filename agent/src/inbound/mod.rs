@@ -37,6 +37,8 @@ pub struct Inbound {
     pub settings: Settings,
     pub metrics: ProxyMetrics,
     pub policies: Arc<Policies>,
+    /// Fired when the agent starts draining (see `shutdown`).
+    pub draining: CancellationToken,
 }
 
 impl Inbound {

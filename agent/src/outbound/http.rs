@@ -37,6 +37,7 @@ use crate::body::{self, ProxyBody};
 use crate::headers;
 use crate::http_errors::{self, Reason};
 use crate::inbound::Prefixed;
+use crate::shutdown::Graceful;
 use crate::wire;
 
 /// Serves one captured app connection until it closes.
@@ -48,6 +49,7 @@ pub async fn serve(ctx: Arc<Outbound>, mut stream: TcpStream, dst: SocketAddrV4)
     };
     let io = TokioIo::new(Prefixed::new(head, stream));
     let ctx_settings = ctx.settings.clone();
+    let draining = ctx.draining.clone();
     let ended = match version {
         Version::Http1 => {
             // Same-host upstream connections belong to this connection and run on its task.
@@ -60,14 +62,23 @@ pub async fn serve(ctx: Arc<Outbound>, mut stream: TcpStream, dst: SocketAddrV4)
                     async move { Ok::<_, Infallible>(handle(ctx, dst, req, Some(paired)).await) }
                 })
             };
+            let late = draining.is_cancelled();
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
                 .max_headers(ctx_settings.max_headers)
                 .max_buf_size(ctx_settings.max_header_bytes.max(8192))
                 // A client that trickles its request head is cut off (slowloris).
-                .header_read_timeout(Some(ctx_settings.header_read_timeout));
-            paired.drive(builder.serve_connection(io, svc)).await
+                .header_read_timeout(Some(ctx_settings.header_read_timeout))
+                // Arrived while the agent drains: one request, then close.
+                .keep_alive(!late);
+            let conn = builder.serve_connection(io, svc);
+            if late {
+                paired.drive(conn).await
+            } else {
+                let conn = Graceful::new(conn, &draining, |c| c.graceful_shutdown());
+                paired.drive(conn).await
+            }
         }
         Version::Http2 => {
             let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -78,7 +89,8 @@ pub async fn serve(ctx: Arc<Outbound>, mut stream: TcpStream, dst: SocketAddrV4)
                 let ctx = ctx.clone();
                 async move { Ok::<_, Infallible>(handle(ctx, dst, req, None).await) }
             });
-            builder.serve_connection(io, svc).await
+            let conn = builder.serve_connection(io, svc);
+            Graceful::new(conn, &draining, |c| c.graceful_shutdown()).await
         }
     };
     if let Err(e) = ended {

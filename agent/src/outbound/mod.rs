@@ -75,6 +75,8 @@ pub struct Outbound {
     pub metrics: ProxyMetrics,
     /// Access policy, checked here only for same-host instances (the peer checks the rest).
     pub policies: Arc<crate::policy::Policies>,
+    /// Fired when the agent starts draining (see `shutdown`).
+    pub draining: CancellationToken,
 }
 
 impl Outbound {
