@@ -47,10 +47,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
         let mut this = self.project();
-        if this.shutdown.is_some() && this.drain.poll(cx).is_ready() {
-            if let Some(shutdown) = this.shutdown.take() {
-                shutdown(this.conn.as_mut());
-            }
+        if this.shutdown.is_some()
+            && this.drain.poll(cx).is_ready()
+            && let Some(shutdown) = this.shutdown.take()
+        {
+            shutdown(this.conn.as_mut());
         }
         this.conn.poll(cx)
     }
