@@ -445,7 +445,7 @@ fn a_running_agent_refuses_a_vip_changed_in_etcd() {
         "{status}"
     );
     assert_eq!(status["services"]["orders"]["vip"], vip.as_str());
-    assert_eq!(dig_a(&a_host, "orders.mesh"), [vip.clone()]);
+    assert_eq!(dig_a(&a_host, "orders.mesh"), std::slice::from_ref(&vip));
     assert!(
         a.metrics().contains("hostmesh_vip_conflicts 1"),
         "{}",

@@ -23,6 +23,12 @@ pub struct TestCa {
     dir: TempDir,
 }
 
+impl Default for TestCa {
+    fn default() -> Self {
+        TestCa::new()
+    }
+}
+
 impl TestCa {
     /// Makes a CA (EC P-256, valid for two days). Panics naming `openssl` when it is missing.
     #[track_caller]

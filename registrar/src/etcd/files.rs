@@ -132,7 +132,7 @@ mod tests {
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
+        std::fs::write(&p, text).expect("write");
         p
     }
 
@@ -149,24 +149,27 @@ mod tests {
     }
 
     fn error(o: &EtcdOptions) -> String {
-        tls(o).err().expect("an error").to_string()
+        match tls(o) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        }
     }
 
     #[test]
     fn plain_http_without_files_is_no_tls() {
         let o = EtcdOptions::with_endpoints(vec!["http://a:2379".into()]);
-        assert!(tls(&o).unwrap().is_none());
+        assert!(tls(&o).expect("no error").is_none());
     }
 
     #[test]
     fn good_files_give_tls() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(tls(&https(dir.path())).unwrap().is_some());
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(tls(&https(dir.path())).expect("no error").is_some());
     }
 
     #[test]
     fn a_missing_file_is_named_by_its_setting() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("tempdir");
         let mut o = https(dir.path());
         o.ca_file = Some(dir.path().join("nope.pem"));
         let e = error(&o);
@@ -176,7 +179,7 @@ mod tests {
 
     #[test]
     fn a_key_in_place_of_a_cert_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("tempdir");
         let mut o = https(dir.path());
         o.cert_file = o.key_file.clone();
         let e = error(&o);
@@ -186,7 +189,7 @@ mod tests {
 
     #[test]
     fn a_cert_without_key_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("tempdir");
         let mut o = https(dir.path());
         o.key_file = None;
         assert!(error(&o).contains("etcd.cert_file is set without etcd.key_file"));
@@ -194,7 +197,7 @@ mod tests {
 
     #[test]
     fn tls_files_need_https_endpoints() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("tempdir");
         let mut o = https(dir.path());
         o.endpoints = vec!["http://etcd:2379".into()];
         let e = error(&o);
@@ -203,19 +206,19 @@ mod tests {
 
     #[test]
     fn passwords_lose_trailing_whitespace_and_must_not_be_empty() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("tempdir");
         let mut o = EtcdOptions::with_endpoints(vec!["http://a:2379".into()]);
         o.username = Some("web-01".into());
         o.password_file = Some(write(dir.path(), "pw", "s3cret\n"));
-        assert_eq!(password(&o).unwrap(), "s3cret");
+        assert_eq!(password(&o).expect("a password"), "s3cret");
         o.password_file = Some(write(dir.path(), "empty", "\n"));
-        let e = password(&o).unwrap_err().to_string();
+        let e = password(&o).expect_err("an error").to_string();
         assert!(
             e.starts_with("etcd.password_file ") && e.contains("empty"),
             "{e}"
         );
         o.password_file = None;
-        let e = password(&o).unwrap_err().to_string();
+        let e = password(&o).expect_err("an error").to_string();
         assert!(
             e.contains("etcd.username is set without etcd.password_file"),
             "{e}"
