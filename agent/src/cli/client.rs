@@ -253,3 +253,63 @@ impl Target {
             .flatten()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        client: ClientArgs,
+    }
+
+    fn resolve(args: &[&str]) -> Target {
+        let cli = Cli::try_parse_from([&["hostmesh"][..], args].concat()).expect("parses");
+        cli.client.resolve().expect("resolves")
+    }
+
+    #[test]
+    fn etcd_security_defaults_come_from_the_config_and_flags_override_each_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("agent.toml");
+        std::fs::write(
+            &config,
+            "[etcd]\nendpoints = [\"https://e:2379\"]\nca_file = \"/c/ca.pem\"\n\
+             cert_file = \"/c/host.pem\"\nkey_file = \"/c/host.key\"\n\
+             username = \"hostmesh-host-a\"\npassword_file = \"/c/pw\"\n",
+        )
+        .expect("write");
+        let config = config.to_string_lossy().into_owned();
+        let t = resolve(&["--config", &config]);
+        assert_eq!(t.etcd.ca_file.as_deref(), Some(Path::new("/c/ca.pem")));
+        assert_eq!(t.etcd.key_file.as_deref(), Some(Path::new("/c/host.key")));
+        assert_eq!(t.etcd.username.as_deref(), Some("hostmesh-host-a"));
+        assert_eq!(t.etcd.names.password_file, "etcd.password_file");
+
+        let t = resolve(&[
+            "--config",
+            &config,
+            "--etcd-user",
+            "ops",
+            "--etcd-password-file",
+            "/o/pw",
+        ]);
+        assert_eq!(t.etcd.username.as_deref(), Some("ops"));
+        assert_eq!(t.etcd.password_file.as_deref(), Some(Path::new("/o/pw")));
+        assert_eq!(t.etcd.names.password_file, "--etcd-password-file");
+        // The TLS keys it did not override still come from the file.
+        assert_eq!(t.etcd.cert_file.as_deref(), Some(Path::new("/c/host.pem")));
+        assert_eq!(t.etcd.names.cert_file, "etcd.cert_file");
+    }
+
+    #[test]
+    fn empty_strings_in_the_config_mean_unset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("agent.toml");
+        std::fs::write(&config, "[etcd]\nca_file = \"\"\nusername = \"\"\n").expect("write");
+        let t = resolve(&["--config", &config.to_string_lossy()]);
+        assert!(t.etcd.ca_file.is_none() && t.etcd.username.is_none());
+    }
+}
