@@ -13,7 +13,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use hostmesh_registrar::catalog::{Catalog, CatalogConfig};
-use hostmesh_registrar::etcd::EtcdOptions;
+use hostmesh_registrar::etcd::{AuthError, EtcdOptions, SettingNames};
 use hostmesh_registrar::keys::Layout;
 use hostmesh_registrar::record::HostInfo;
 use hostmesh_registrar::register::{ClaimError, Registrar, RegistrarConfig};
@@ -68,10 +68,7 @@ pub async fn run(
         cancel.clone(),
     );
 
-    let client = etcd_options(&config)
-        .connect()
-        .await
-        .map_err(|e| RunError::Runtime(e.to_string()))?;
+    let client = connect_etcd(&config, &cancel).await?;
 
     let local = Arc::new(LocalInstances::new(&specs));
     let mut registrar = Registrar::new(
@@ -217,6 +214,36 @@ impl Listeners {
     }
 }
 
+/// Builds the etcd client and logs in when `etcd.username` is set. Credentials etcd refuses stop
+/// the start (naming the settings); an etcd that does not answer within [`CLAIM_WAIT`] does not:
+/// the login carries on in the background while the agent serves its saved catalog.
+async fn connect_etcd(
+    config: &AgentConfig,
+    cancel: &CancellationToken,
+) -> Result<etcd_client::Client, RunError> {
+    let (mut client, login) = etcd_options(config)
+        .open()
+        .await
+        .map_err(|e| RunError::Runtime(e.to_string()))?;
+    let Some(login) = login else {
+        return Ok(client);
+    };
+    match tokio::time::timeout(CLAIM_WAIT, login.attempt(&mut client)).await {
+        Ok(Ok(())) => {
+            tracing::info!(user = login.user(), "authenticated to etcd");
+            return Ok(client);
+        }
+        Ok(Err(e @ AuthError::Refused { .. })) => return Err(RunError::Runtime(e.to_string())),
+        Ok(Err(e)) => tracing::warn!("{e}; retrying in the background"),
+        Err(_) => tracing::warn!(
+            user = login.user(),
+            "etcd did not answer the login within {CLAIM_WAIT:?}; retrying in the background"
+        ),
+    }
+    tokio::spawn(login.retry(client.clone(), cancel.clone()));
+    Ok(client)
+}
+
 /// Refuses to start when another live agent holds this host's name; with etcd unreachable, starts
 /// anyway (the registrar checks again before every registration).
 async fn claim_host_name(registrar: &mut Registrar) -> Result<(), RunError> {
@@ -327,6 +354,7 @@ pub fn etcd_options(config: &AgentConfig) -> EtcdOptions {
         username: config.etcd.username.clone(),
         password_file: config.etcd.password_file.clone(),
         timeout: Duration::from_secs(5),
+        names: SettingNames::CONFIG,
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod cli;
 mod dns;
+mod etcd_security;
 mod fault_smoke;
 mod harness_smoke;
 mod lifecycle;
