@@ -10,7 +10,7 @@
 //! - [`pool`]: connections to peers and local apps; [`local`]: this host's instances.
 //! - [`headers`], [`http_errors`], [`body`]: header hygiene, the agent's own answers, bodies.
 //! - [`breaker`]: per-instance ejection after consecutive failures; [`routing`]: route policy.
-//! - [`run`]: `hostmesh agent`: wiring, start-up order, shutdown order; [`shutdown`]: draining
+//! - [`run`]: `hostmesh agent`: wiring, start-up order, shutdown order; [`reload`]: SIGHUP; [`shutdown`]: draining
 //!   served connections.
 //! - [`admin`]: `/live`, `/ready`, `/status`, `/metrics`.
 //! - [`metrics`]: the one Prometheus registry and its handles.
@@ -37,6 +37,7 @@ pub mod notify;
 pub mod outbound;
 pub mod policy;
 pub mod pool;
+pub mod reload;
 pub mod routing;
 pub mod run;
 pub mod shutdown;

@@ -20,6 +20,12 @@ pub struct Metrics {
     pub proxy: ProxyMetrics,
     pub dns: crate::dns::DnsMetrics,
     pub capture: crate::capture::CaptureMetrics,
+    reloads: Family<ResultLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -316,13 +322,29 @@ impl Metrics {
         let proxy = ProxyMetrics::register(&mut registry);
         let dns = crate::dns::DnsMetrics::register(&mut registry);
         let capture = crate::capture::CaptureMetrics::register(&mut registry);
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "hostmesh_config_reloads",
+            "SIGHUP reloads by result: ok, or rejected (the running configuration was kept)",
+            reloads.clone(),
+        );
+        // Both series exist from the start, so a first rejection is a change a rule can see.
+        for result in ["ok", "rejected"] {
+            let _ = reloads.get_or_create(&ResultLabels { result });
+        }
         Metrics {
             registry,
             registry_side,
             proxy,
             dns,
             capture,
+            reloads,
         }
+    }
+
+    /// Counts one reload attempt: `ok` or `rejected`.
+    pub fn config_reload(&self, result: &'static str) {
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -22,7 +22,7 @@ use hostmesh_registrar::spec::InstanceSpec;
 use crate::admin::{self, AdminState};
 use crate::balance::EndpointTable;
 use crate::capture::{Capture, Handoff};
-use crate::config::{self, AgentConfig};
+use crate::config::AgentConfig;
 use crate::dns::DnsServer;
 use crate::inbound::Inbound;
 use crate::local::LocalInstances;
@@ -30,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::outbound::{Outbound, Settings};
 use crate::policy::Policies;
 use crate::pool::Pools;
+use crate::reload::Reloader;
 use crate::signals::{Signal, Signals};
 
 /// How long the start-up host-name check waits for etcd before carrying on without it (the
@@ -142,9 +143,16 @@ pub async fn run(
         "agent started"
     );
 
+    let reloader = Reloader {
+        config_path,
+        running: config.clone(),
+        registrar: reload_tx,
+        local: local.clone(),
+        metrics: metrics.clone(),
+    };
     while signals.next().await == Signal::Reload {
         crate::notify::reloading();
-        reload(&config_path, &reload_tx, &local).await;
+        reloader.reload().await;
         crate::notify::ready();
     }
 
@@ -323,26 +331,6 @@ fn data_path(
         draining: draining.clone(),
     });
     Ok((outbound, inbound))
-}
-
-/// SIGHUP: all or nothing. A bad file is rejected with every problem logged; the old state stays.
-async fn reload(
-    config_path: &std::path::Path,
-    tx: &mpsc::Sender<Vec<InstanceSpec>>,
-    local: &LocalInstances,
-) {
-    match config::load_all(config_path, config::process_env()) {
-        Ok((_, specs)) => {
-            tracing::info!(instances = specs.len(), "reloaded service definitions");
-            local.replace(&specs);
-            let _ = tx.send(specs).await;
-        }
-        Err(problems) => {
-            for p in &problems.0 {
-                tracing::error!("reload rejected: {p}");
-            }
-        }
-    }
 }
 
 pub fn etcd_options(config: &AgentConfig) -> EtcdOptions {

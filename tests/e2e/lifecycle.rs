@@ -214,3 +214,79 @@ fn sigterm_under_load_of_slow_requests_fails_none_and_exits_within_drain() {
     let failed: Vec<_> = results.iter().filter(|(code, _)| *code != 200).collect();
     assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
 }
+
+/// The value of the series `name{labels}` in a Prometheus text exposition, if present.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[test]
+fn ten_sighups_under_load_one_broken_fail_no_request_and_keep_the_old_definitions() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = net.host("a");
+    let b = net.host("b");
+    let _app = hostmesh_tests::Backend::http(&b, 18080, "b\n");
+    let mut agent_a = Agent::start(&a, &etcd, AgentOpts::new());
+    let mut agent_b = Agent::start(
+        &b,
+        &etcd,
+        AgentOpts::new().service("orders-1", &orders_at(18080)),
+    );
+    agent_a.wait_ready(Duration::from_secs(15));
+    agent_b.wait_ready(Duration::from_secs(15));
+    let url = "http://orders.mesh:8080/";
+    hostmesh_tests::wait_until(Duration::from_secs(10), "orders serves", || {
+        bodies(&a, url, 1) == ["b"]
+    });
+
+    let a2 = a.clone();
+    let load = std::thread::spawn(move || crate::resilience::statuses(&a2, &[], url, 1500, 4));
+    let reloads = |result: &str| {
+        metric(
+            &agent_b.metrics(),
+            &format!("hostmesh_config_reloads_total{{result=\"{result}\"}}"),
+        )
+        .unwrap_or(-1.0)
+    };
+    for i in 1..=10u32 {
+        if i == 5 {
+            agent_b.write_service("broken", "name = \"Not A Name\"\nport = \"x\"\n");
+        } else {
+            // A real change each time: the weight of the one instance.
+            agent_b.write_service(
+                "orders-1",
+                &format!("{}weight = {}\n", orders_at(18080), 100 + i),
+            );
+        }
+        agent_b.signal(Signal::Hup);
+        let (ok, rejected) = if i < 5 { (i, 0) } else { (i - 1, 1) };
+        hostmesh_tests::wait_until(
+            Duration::from_secs(5),
+            &format!("reload {i} counted"),
+            || reloads("ok") == f64::from(ok) && reloads("rejected") == f64::from(rejected),
+        );
+        if i == 5 {
+            assert!(
+                agent_b.log().contains("reload rejected"),
+                "the problems are logged"
+            );
+            // The old definitions are still served and registered.
+            assert_eq!(bodies(&a, url, 3), ["b", "b", "b"]);
+            agent_b.remove_service("broken");
+        }
+    }
+    let results = load.join().expect("load");
+    assert_eq!(results.len(), 1500);
+    let failed: Vec<_> = results.iter().filter(|(code, _)| *code != 200).collect();
+    assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
+    // The last good definition is what etcd has.
+    let stored = etcd.get("/hostmesh/v1/hosts/b/instances/orders/orders-1");
+    assert!(
+        stored
+            .as_deref()
+            .is_some_and(|v| v.contains("\"weight\":110")),
+        "{stored:?}"
+    );
+}
