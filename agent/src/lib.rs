@@ -38,6 +38,7 @@ pub mod routing;
 pub mod run;
 pub mod signals;
 pub mod telemetry;
+pub mod tls;
 pub mod wire;
 
 /// This build's version, as `hostmesh --version` prints it and `hostmesh_build_info` labels it.

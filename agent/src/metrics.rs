@@ -20,6 +20,7 @@ pub struct Metrics {
     pub proxy: ProxyMetrics,
     pub dns: crate::dns::DnsMetrics,
     pub capture: crate::capture::CaptureMetrics,
+    pub tls: crate::tls::CertMetrics,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -298,17 +299,20 @@ impl Metrics {
         let proxy = ProxyMetrics::register(&mut registry);
         let dns = crate::dns::DnsMetrics::register(&mut registry);
         let capture = crate::capture::CaptureMetrics::register(&mut registry);
+        let tls = crate::tls::CertMetrics::register(&mut registry);
         Metrics {
             registry,
             registry_side,
             proxy,
             dns,
             capture,
+            tls,
         }
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
+        self.tls.refresh();
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);

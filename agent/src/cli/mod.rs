@@ -3,6 +3,7 @@
 //! Exit codes (SPEC): 0 success, 1 runtime failure (etcd unreachable, not found), 2 usage or
 //! invalid input. Errors go to stderr.
 
+mod ca;
 mod check_config;
 mod client;
 mod dev;
@@ -54,6 +55,8 @@ enum Command {
     },
     /// Manage a service's route policy in etcd: set SERVICE FILE, get SERVICE, delete SERVICE
     Route(route::RouteArgs),
+    /// Mesh CA and host certificates: init --dir DIR, issue --dir DIR --host NAME --out OUT
+    Ca(ca::CaArgs),
 }
 
 /// How a command failed, and so which exit code it gets.
@@ -89,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::Services(args) => block_on(services::run(args)),
         Command::Endpoints { service, client } => block_on(endpoints::run(service, client)),
         Command::Route(args) => route::run(args),
+        Command::Ca(args) => ca::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
