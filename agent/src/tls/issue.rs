@@ -37,9 +37,13 @@ pub fn new_ca(trust_domain: &str) -> Result<Issued, String> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, format!("hostmesh CA {trust_domain}"));
+    let now = OffsetDateTime::now_utc();
+    // The creation time tells two CAs of one trust domain apart (old and new during a CA
+    // rotation), in the name operators see and in the issuer that verifiers match on.
+    params.distinguished_name.push(
+        DnType::CommonName,
+        format!("hostmesh CA {trust_domain} {}", now.unix_timestamp()),
+    );
     params.subject_alt_names = vec![uri_san(&HostIdentity::trust_domain_uri(trust_domain))?];
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
@@ -47,7 +51,6 @@ pub fn new_ca(trust_domain: &str) -> Result<Issued, String> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let now = OffsetDateTime::now_utc();
     params.not_before = now - CLOCK_SKEW;
     params.not_after = now + CA_VALIDITY;
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;

@@ -266,7 +266,11 @@ fn describe(e: &rustls::Error, files: &TlsFiles) -> String {
     let cert = files.cert_file.display();
     let ca = files.ca_file.display();
     match e {
-        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+        // BadSignature: an anchor with the issuer's name exists but did not sign it (another CA
+        // of the same trust domain).
+        rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+        ) => {
             format!("{cert} is not issued by a CA in {ca}")
         }
         rustls::Error::InvalidCertificate(
