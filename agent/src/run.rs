@@ -30,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::outbound::{Outbound, Settings};
 use crate::pool::Pools;
 use crate::signals::{Signal, Signals};
+use crate::tls::{PeerTls, TlsStore};
 
 /// How long the start-up host-name check waits for etcd before carrying on without it (the
 /// check runs again on every registration attempt).
@@ -46,11 +47,13 @@ pub enum RunError {
     Runtime(String),
 }
 
-/// Runs the agent until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP.
+/// Runs the agent until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP. `tls` is the
+/// checked TLS material when `tls.mode = "mtls"` (re-read on change and on SIGHUP).
 pub async fn run(
     config_path: PathBuf,
     config: AgentConfig,
     specs: Vec<InstanceSpec>,
+    tls: Option<Arc<TlsStore>>,
 ) -> Result<(), RunError> {
     let cancel = CancellationToken::new();
     let mut signals = Signals::install().map_err(|e| RunError::Runtime(format!("signals: {e}")))?;
@@ -80,7 +83,11 @@ pub async fn run(
         metrics.registry_side.clone(),
     );
     let listeners = Listeners::bind(&config, &metrics).await?;
-    let (outbound, inbound) = data_path(&config, advertise, &local, &metrics)?;
+    if let Some(store) = &tls {
+        metrics.tls.follow(store.clone());
+        tokio::spawn(store.clone().watch(cancel.clone()));
+    }
+    let (outbound, inbound) = data_path(&config, advertise, &local, &metrics, tls.clone())?;
     let outbound_limit = Arc::new(Semaphore::new(config.proxy.max_connections));
     let inbound_limit = Arc::new(Semaphore::new(config.proxy.max_connections));
     let handler_ctx = outbound.clone();
@@ -138,6 +145,9 @@ pub async fn run(
 
     while signals.next().await == Signal::Reload {
         reload(&config_path, &reload_tx, &local).await;
+        if let Some(store) = &tls {
+            store.reload("SIGHUP");
+        }
     }
 
     tracing::info!("stopping: deregistering first");
@@ -233,6 +243,7 @@ fn data_path(
     advertise: IpAddr,
     local: &Arc<LocalInstances>,
     metrics: &Metrics,
+    tls: Option<Arc<TlsStore>>,
 ) -> Result<(Arc<Outbound>, Arc<Inbound>), RunError> {
     let settings = Settings {
         connect_timeout: config.proxy.connect_timeout,
@@ -242,7 +253,13 @@ fn data_path(
         max_headers: config.proxy.max_headers,
         max_header_bytes: config.proxy.max_header_bytes,
     };
-    let pools = Pools::new(config.proxy.connect_timeout, config.proxy.idle_timeout);
+    // The handshake gets the connect timeout again: together they bound a connection's setup.
+    let peer_tls = PeerTls::new(tls.clone(), config.proxy.connect_timeout);
+    let pools = Pools::new(
+        config.proxy.connect_timeout,
+        config.proxy.idle_timeout,
+        peer_tls,
+    );
     let outbound = Arc::new(Outbound {
         self_host: config.agent.host.clone(),
         // The host name and address were validated by the config: always valid header values.
@@ -258,6 +275,7 @@ fn data_path(
         metrics: metrics.proxy.clone(),
     });
     let inbound = Arc::new(Inbound {
+        tls,
         local: local.clone(),
         pools,
         settings,

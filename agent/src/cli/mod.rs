@@ -104,11 +104,12 @@ pub fn main() -> ExitCode {
 }
 
 fn agent(config_path: PathBuf) -> Result<(), CliError> {
-    let (config, specs) = config::load_all(&config_path, config::process_env())
-        .map_err(|problems| CliError::Usage(format!("invalid configuration:\n{problems}")))?;
+    let invalid = |problems| CliError::Usage(format!("invalid configuration:\n{problems}"));
+    let (config, specs) = config::load_all(&config_path, config::process_env()).map_err(invalid)?;
+    let tls = crate::tls::TlsStore::for_config(&config_path, &config).map_err(invalid)?;
     crate::telemetry::init(config.log.format, &config.log.level);
     block_on(async move {
-        crate::run::run(config_path, config, specs)
+        crate::run::run(config_path, config, specs, tls.map(std::sync::Arc::new))
             .await
             .map_err(|e| CliError::Runtime(e.to_string()))
     })

@@ -11,25 +11,32 @@ use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use hostmesh_registrar::spec::Protocol;
 
-use super::{Inbound, Prefixed};
+use super::{Inbound, PeerIo};
 use crate::body::{self, ProxyBody};
 use crate::headers;
 use crate::http_errors::{self, Reason};
 use crate::wire;
 
-pub async fn serve(ctx: Arc<Inbound>, stream: Prefixed<TcpStream>, peer: SocketAddr) {
+/// Serves one peer connection. `caller` is the host proven by the peer's certificate (mTLS);
+/// `None` only with TLS disabled, where the peer's `x-hostmesh-src` claim is taken instead.
+pub async fn serve(
+    ctx: Arc<Inbound>,
+    stream: impl PeerIo,
+    peer: SocketAddr,
+    caller: Option<Arc<str>>,
+) {
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(ctx.settings.max_header_bytes).unwrap_or(u32::MAX));
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(handle(ctx, peer, req).await) }
+        let caller = caller.clone();
+        async move { Ok::<_, Infallible>(handle(ctx, peer, caller, req).await) }
     });
     if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
         tracing::debug!(%peer, "inbound connection ended: {e}");
@@ -39,6 +46,7 @@ pub async fn serve(ctx: Arc<Inbound>, stream: Prefixed<TcpStream>, peer: SocketA
 async fn handle(
     ctx: Arc<Inbound>,
     peer: SocketAddr,
+    caller: Option<Arc<str>>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
@@ -68,7 +76,10 @@ async fn handle(
         .as_deref()
         .and_then(wire::parse_timeout)
         .unwrap_or(ctx.settings.request_timeout);
-    let caller = header(wire::SRC).unwrap_or_else(|| peer.ip().to_string());
+    let caller = match caller {
+        Some(host) => host.to_string(),
+        None => header(wire::SRC).unwrap_or_else(|| peer.ip().to_string()),
+    };
 
     let (mut parts, incoming) = req.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);

@@ -429,7 +429,15 @@ fn build(
             wire::VERSION_HEADER,
             HeaderValue::from_static(wire::VERSION),
         );
-        ep.peer
+        // The peer host rides in the user info: the pool keys connections by it and the TLS
+        // connector demands that identity (`tls::connector`).
+        *req.uri_mut() = Uri::builder()
+            .scheme("http")
+            .authority(format!("{}@{}", ep.host, ep.peer))
+            .path_and_query(path)
+            .build()
+            .ok()?;
+        return Some(req);
     };
     *req.uri_mut() = Uri::builder()
         .scheme("http")

@@ -134,10 +134,12 @@ impl Outbound {
         ep: &Endpoint,
         req: hyper::Request<Lent>,
     ) -> Result<hyper::Response<Incoming>, hyper_util::client::legacy::Error> {
-        let client = match (ep.local, route.protocol) {
-            (false, _) => &self.pools.peers,
-            (true, Protocol::Grpc) => &self.pools.local_h2c,
-            (true, _) => &self.pools.local_http1,
+        if !ep.local {
+            return self.pools.peers.request(req).await;
+        }
+        let client = match route.protocol {
+            Protocol::Grpc => &self.pools.local_h2c,
+            _ => &self.pools.local_http1,
         };
         client.request(req).await
     }

@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use super::material::{FileProblem, Material, TlsFiles};
+use crate::config::{AgentConfig, Problem, Problems, TlsMode};
 
 /// How often the files are checked for changes.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(3);
@@ -36,6 +37,28 @@ impl TlsStore {
             current: ArcSwap::from_pointee(material),
             stamps: Mutex::new(stamps),
         })
+    }
+
+    /// The store an agent config asks for: `None` with `tls.mode = "disabled"`, else the
+    /// material from the `[tls]` files, whose problems are reported as config problems of
+    /// `config_path` at the key naming the file (exit 2, like every invalid config).
+    pub fn for_config(
+        config_path: &Path,
+        config: &AgentConfig,
+    ) -> Result<Option<TlsStore>, Problems> {
+        if config.tls.mode == TlsMode::Disabled {
+            return Ok(None);
+        }
+        TlsStore::load(TlsFiles::new(&config.tls, &config.agent.host))
+            .map(Some)
+            .map_err(|found| {
+                Problems(
+                    found
+                        .into_iter()
+                        .map(|p| Problem::new(config_path, p.key, p.message))
+                        .collect(),
+                )
+            })
     }
 
     /// The material for a new handshake.
