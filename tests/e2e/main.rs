@@ -8,3 +8,4 @@ mod harness_smoke;
 mod proxy;
 mod registry;
 mod resilience;
+mod tls;

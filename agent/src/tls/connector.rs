@@ -75,15 +75,25 @@ impl PeerTls {
             material.client_tcp()
         };
         let handshake = TlsConnector::from(config).connect(name, stream);
-        let tls = tokio::time::timeout(self.handshake_timeout, handshake)
-            .await
-            .map_err(|_| {
-                io::Error::new(
+        let tls = match tokio::time::timeout(self.handshake_timeout, handshake).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                // Said here, where the reason is known: hyper reports only "Connect". A refused
+                // identity (an impostor, a wrong CA) is worth an operator's attention.
+                tracing::warn!(peer = host, "TLS handshake with the peer agent failed: {e}");
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("TLS handshake with {host}: {e}"),
+                ));
+            }
+            Err(_) => {
+                tracing::warn!(peer = host, "TLS handshake with the peer agent timed out");
+                return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("TLS handshake with {host}: timed out"),
-                )
-            })?
-            .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake with {host}: {e}")))?;
+                ));
+            }
+        };
         Ok(PeerStream::Tls(Box::new(tls)))
     }
 }
