@@ -16,6 +16,9 @@ use hostmesh_tests::{
 
 const INBOUND_PORT: u16 = 4143;
 
+/// Writes one (bad) host certificate's files into a directory.
+type MakeCert<'a> = Box<dyn Fn(&Path) + 'a>;
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -236,7 +239,7 @@ fn two_hosts_talk_over_mtls_and_bad_peers_are_refused() {
     assert!(!good.contains("alert"), "{good}");
     let other_ca = MeshCa::new();
     let bad = tempfile::tempdir().expect("tmp");
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+    let cases: Vec<(&str, MakeCert)> = vec![
         ("another CA", Box::new(|d: &Path| other_ca.issue("a", d))),
         (
             "expired",

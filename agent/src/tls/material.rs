@@ -138,16 +138,18 @@ impl Material {
                 )
             })
             .map_err(at("tls.key_file"))?;
-        if let Err(e) = CertifiedKey::new(chain.clone(), signing_key).keys_match() {
-            if !matches!(
+        // A key whose public half rustls cannot derive (`Unknown`) is checked by the first
+        // handshake instead.
+        if let Err(e) = CertifiedKey::new(chain.clone(), signing_key).keys_match()
+            && !matches!(
                 e,
                 rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)
-            ) {
-                return Err(at("tls.key_file")(format!(
-                    "{} is not the key of {cert_path} ({e})",
-                    files.key_file.display()
-                )));
-            }
+            )
+        {
+            return Err(at("tls.key_file")(format!(
+                "{} is not the key of {cert_path} ({e})",
+                files.key_file.display()
+            )));
         }
         let server_verifier =
             PeerServerVerifier::new(roots.clone(), &files.trust_domain, provider.clone())

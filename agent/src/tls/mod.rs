@@ -9,7 +9,7 @@
 //! - [`material`]: the `[tls]` files, checked, as rustls configs.
 //! - [`reload`]: the material in use, re-read on change and on SIGHUP.
 //! - [`connector`], [`acceptor`]: the outbound and inbound handshakes.
-//! - [`metrics`]: `hostmesh_cert_expiry_seconds`.
+//! - [`metrics`]: the `hostmesh_cert_expiry_seconds` gauge.
 
 pub mod acceptor;
 pub mod connector;

@@ -1,6 +1,7 @@
 //! Real rustls handshakes (over in-memory pipes) between our configs and certificates made with
 //! rcgen: the good pair is accepted; every certificate the identity rules forbid is refused, by
 //! the side that verifies it.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::sync::Arc;
