@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, DEFAULT_CONFIG_PATH};
+use crate::config::DEFAULT_CONFIG_PATH;
 
 pub use client::ClientArgs;
 
@@ -105,8 +105,7 @@ pub fn main() -> ExitCode {
 
 fn agent(config_path: PathBuf) -> Result<(), CliError> {
     let invalid = |problems| CliError::Usage(format!("invalid configuration:\n{problems}"));
-    let (config, specs) = config::load_all(&config_path, config::process_env()).map_err(invalid)?;
-    let tls = crate::tls::TlsStore::for_config(&config_path, &config).map_err(invalid)?;
+    let (config, specs, tls) = crate::tls::TlsStore::load_config(&config_path).map_err(invalid)?;
     crate::telemetry::init(config.log.format, &config.log.level);
     block_on(async move {
         crate::run::run(config_path, config, specs, tls.map(std::sync::Arc::new))

@@ -11,6 +11,8 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use super::material::{FileProblem, Material, TlsFiles};
+use hostmesh_registrar::spec::InstanceSpec;
+
 use crate::config::{AgentConfig, Problem, Problems, TlsMode};
 
 /// How often the files are checked for changes.
@@ -59,6 +61,30 @@ impl TlsStore {
                         .collect(),
                 )
             })
+    }
+
+    /// [`crate::config::load_all`] plus, with mTLS, the TLS files: what the agent's start and
+    /// `check-config --config` use. TLS problems are listed even when services have problems
+    /// (as long as the agent config itself parses), so one run shows everything to fix.
+    pub fn load_config(
+        path: &Path,
+    ) -> Result<(AgentConfig, Vec<InstanceSpec>, Option<TlsStore>), Problems> {
+        let loaded = crate::config::load_all(path, crate::config::process_env());
+        let config = match &loaded {
+            Ok((config, _)) => Some(config.clone()),
+            Err(_) => AgentConfig::load(path, crate::config::process_env()).ok(),
+        };
+        let tls = config.map(|c| TlsStore::for_config(path, &c));
+        match (loaded, tls) {
+            (Ok((config, specs)), Some(Ok(tls))) => Ok((config, specs, tls)),
+            (loaded, tls) => {
+                let mut problems = loaded.err().map(|p| p.0).unwrap_or_default();
+                if let Some(Err(found)) = tls {
+                    problems.extend(found.0);
+                }
+                Err(Problems(problems))
+            }
+        }
     }
 
     /// The material for a new handshake.
