@@ -32,6 +32,7 @@ use crate::policy::Policies;
 use crate::pool::Pools;
 use crate::reload::Reloader;
 use crate::signals::{Signal, Signals};
+use crate::tls::{PeerTls, TlsStore};
 
 /// How long the start-up host-name check waits for etcd before carrying on without it (the
 /// check runs again on every registration attempt).
@@ -48,11 +49,13 @@ pub enum RunError {
     Runtime(String),
 }
 
-/// Runs the agent until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP.
+/// Runs the agent until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP. `tls` is the
+/// checked TLS material when `tls.mode = "mtls"` (re-read on change and on SIGHUP).
 pub async fn run(
     config_path: PathBuf,
     config: AgentConfig,
     specs: Vec<InstanceSpec>,
+    tls: Option<Arc<TlsStore>>,
 ) -> Result<(), RunError> {
     let cancel = CancellationToken::new();
     let mut signals = Signals::install().map_err(|e| RunError::Runtime(format!("signals: {e}")))?;
@@ -79,10 +82,21 @@ pub async fn run(
         metrics.registry_side.clone(),
     );
     let listeners = Listeners::bind(&config, &metrics).await?;
+    if let Some(store) = &tls {
+        metrics.tls.follow(store.clone());
+        tokio::spawn(store.clone().watch(cancel.clone()));
+    }
     let policies = Arc::new(Policies::new(config.policy.default));
     let draining = CancellationToken::new();
-    let (outbound, inbound) =
-        data_path(&config, advertise, &local, &policies, &metrics, &draining)?;
+    let (outbound, inbound) = data_path(
+        &config,
+        advertise,
+        &local,
+        &policies,
+        &metrics,
+        &draining,
+        tls.clone(),
+    )?;
     let outbound_limit = Arc::new(Semaphore::new(config.proxy.max_connections));
     let inbound_limit = Arc::new(Semaphore::new(config.proxy.max_connections));
     let handler_ctx = outbound.clone();
@@ -149,6 +163,7 @@ pub async fn run(
         registrar: reload_tx,
         local: local.clone(),
         metrics: metrics.clone(),
+        tls: tls.clone(),
     };
     while signals.next().await == Signal::Reload {
         crate::notify::reloading();
@@ -296,6 +311,7 @@ fn data_path(
     policies: &Arc<Policies>,
     metrics: &Metrics,
     draining: &CancellationToken,
+    tls: Option<Arc<TlsStore>>,
 ) -> Result<(Arc<Outbound>, Arc<Inbound>), RunError> {
     let settings = Settings {
         connect_timeout: config.proxy.connect_timeout,
@@ -305,7 +321,13 @@ fn data_path(
         max_headers: config.proxy.max_headers,
         max_header_bytes: config.proxy.max_header_bytes,
     };
-    let pools = Pools::new(config.proxy.connect_timeout, config.proxy.idle_timeout);
+    // The handshake gets the connect timeout again: together they bound a connection's setup.
+    let peer_tls = PeerTls::new(tls.clone(), config.proxy.connect_timeout);
+    let pools = Pools::new(
+        config.proxy.connect_timeout,
+        config.proxy.idle_timeout,
+        peer_tls,
+    );
     let outbound = Arc::new(Outbound {
         self_host: config.agent.host.clone(),
         // The host name and address were validated by the config: always valid header values.
@@ -323,6 +345,7 @@ fn data_path(
         draining: draining.clone(),
     });
     let inbound = Arc::new(Inbound {
+        tls,
         local: local.clone(),
         pools,
         settings,

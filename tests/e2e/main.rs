@@ -11,3 +11,4 @@ mod policy;
 mod proxy;
 mod registry;
 mod resilience;
+mod tls;

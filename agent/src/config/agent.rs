@@ -60,10 +60,6 @@ pub(crate) const SCHEMA: &[Key] = &[
     ("tracing.sample_ratio", Kind::Float),
 ];
 
-/// Refused until host-to-host mTLS lands; saying so beats an agent that silently talks plain TCP.
-pub(crate) const MTLS_NOT_YET: &str = "mutual TLS between hosts is not implemented in this version yet; \
-     set tls.mode = \"disabled\" (plain TCP, for tests and dev only)";
-
 const DEFAULT_SERVICES_DIR: &str = "/etc/hostmesh/services.d";
 const HOSTNAME_FILE: &str = "/proc/sys/kernel/hostname";
 
@@ -570,10 +566,8 @@ fn tls(r: &mut Reader) -> TlsSection {
         TlsMode::Mtls,
         &[("mtls", TlsMode::Mtls), ("disabled", TlsMode::Disabled)],
     );
-    if mode == TlsMode::Mtls && r.ok(&["tls.mode"]) {
-        r.report("tls.mode", MTLS_NOT_YET);
-    }
-    // Only the paths are checked here: the files are read only in mTLS mode, by the TLS code.
+    // Only the paths are checked here: the files are read in mTLS mode by the TLS code
+    // (`tls::TlsStore::for_config`), at start and by check-config.
     TlsSection {
         mode,
         ca_file: r.path("tls.ca_file", "/etc/hostmesh/tls/ca.pem"),

@@ -489,9 +489,16 @@ fn build(
     *req.uri_mut() = if origin_form {
         Uri::from(path)
     } else {
+        // To a peer, its host rides in the user info: the pool keys connections by it and the
+        // TLS connector demands that identity (`tls::connector`).
+        let authority = if ep.local {
+            target.to_string()
+        } else {
+            format!("{}@{}", ep.host, ep.peer)
+        };
         Uri::builder()
             .scheme("http")
-            .authority(target.to_string())
+            .authority(authority)
             .path_and_query(path)
             .build()
             .ok()?

@@ -154,12 +154,12 @@ impl Outbound {
                 .await?;
             return Ok((resp, fresh.unwrap_or(now)));
         }
-        let client = match (ep.local, route.protocol) {
-            (false, _) => &self.pools.peers,
-            (true, Protocol::Grpc) => &self.pools.local_h2c,
-            (true, _) => &self.pools.local_http1,
+        // The peers' client has a TLS-capable connector: a type of its own.
+        let resp = match (ep.local, route.protocol) {
+            (false, _) => self.pools.peers.request(req).await?,
+            (true, Protocol::Grpc) => self.pools.local_h2c.request(req).await?,
+            (true, _) => self.pools.local_http1.request(req).await?,
         };
-        let resp = client.request(req).await?;
         let ready_at = self
             .pools
             .connect_times
