@@ -33,6 +33,7 @@ use crate::pool::Pools;
 use crate::reload::Reloader;
 use crate::signals::{Signal, Signals};
 use crate::tls::{PeerTls, TlsStore};
+use crate::trace::Tracer;
 
 /// How long the start-up host-name check waits for etcd before carrying on without it (the
 /// check runs again on every registration attempt).
@@ -88,15 +89,14 @@ pub async fn run(
     }
     let policies = Arc::new(Policies::new(config.policy.default));
     let draining = CancellationToken::new();
-    let (outbound, inbound) = data_path(
-        &config,
-        advertise,
-        &local,
-        &policies,
-        &metrics,
-        &draining,
-        tls.clone(),
-    )?;
+    let shared = Shared {
+        local: local.clone(),
+        policies: policies.clone(),
+        draining: draining.clone(),
+        tls: tls.clone(),
+        tracer: Tracer::start(&config.tracing, &config.agent.host, cancel.clone()),
+    };
+    let (outbound, inbound) = data_path(&config, advertise, shared, &metrics)?;
     let outbound_limit = Arc::new(Semaphore::new(config.proxy.max_connections));
     let inbound_limit = Arc::new(Semaphore::new(config.proxy.max_connections));
     let handler_ctx = outbound.clone();
@@ -303,16 +303,29 @@ fn registrar_config(config: &AgentConfig, advertise: IpAddr, layout: Layout) -> 
     }
 }
 
+/// What the outbound and inbound proxies share besides the config and the pools.
+struct Shared {
+    local: Arc<LocalInstances>,
+    policies: Arc<Policies>,
+    draining: CancellationToken,
+    tls: Option<Arc<TlsStore>>,
+    tracer: Tracer,
+}
+
 /// The outbound and inbound proxies, sharing the connection pools and this host's instances.
 fn data_path(
     config: &AgentConfig,
     advertise: IpAddr,
-    local: &Arc<LocalInstances>,
-    policies: &Arc<Policies>,
+    shared: Shared,
     metrics: &Metrics,
-    draining: &CancellationToken,
-    tls: Option<Arc<TlsStore>>,
 ) -> Result<(Arc<Outbound>, Arc<Inbound>), RunError> {
+    let Shared {
+        local,
+        policies,
+        draining,
+        tls,
+        tracer,
+    } = shared;
     let settings = Settings {
         connect_timeout: config.proxy.connect_timeout,
         request_timeout: config.proxy.request_timeout,
@@ -343,15 +356,17 @@ fn data_path(
         metrics: metrics.proxy.clone(),
         policies: policies.clone(),
         draining: draining.clone(),
+        tracer: tracer.clone(),
     });
     let inbound = Arc::new(Inbound {
         tls,
-        local: local.clone(),
+        local,
         pools,
         settings,
         metrics: metrics.proxy.clone(),
-        policies: policies.clone(),
-        draining: draining.clone(),
+        policies,
+        draining,
+        tracer,
     });
     Ok((outbound, inbound))
 }

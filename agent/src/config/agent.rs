@@ -393,7 +393,7 @@ fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>) -> AgentC
     let tracing = TracingSection {
         otlp_endpoint: r.optional(
             "tracing.otlp_endpoint",
-            "a URL such as \"http://127.0.0.1:4317\"",
+            "a URL such as \"http://127.0.0.1:4318\"",
             otlp_endpoint,
         ),
         sample_ratio: r.float("tracing.sample_ratio", 0.01, 0.0..=1.0),
@@ -602,11 +602,17 @@ fn log_level(s: &str) -> Result<String, String> {
 }
 
 fn otlp_endpoint(s: &str) -> Result<String, String> {
-    if s.starts_with("http://") || s.starts_with("https://") {
+    // OTLP over HTTP, to a collector next to the agent (its port 4318): TLS to the collector is
+    // not supported, and a gRPC port would take the JSON requests for garbage.
+    if s.starts_with("https://") {
+        Err(format!(
+            "{s:?}: https is not supported for trace export; point it at a local collector's OTLP/HTTP port (http://127.0.0.1:4318)"
+        ))
+    } else if s.starts_with("http://") {
         Ok(s.to_owned())
     } else {
         Err(format!(
-            "{s:?} must be an http:// or https:// URL, or \"\" for no export"
+            "{s:?} must be an http:// URL (an OTLP/HTTP collector), or \"\" for no export"
         ))
     }
 }

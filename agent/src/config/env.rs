@@ -193,7 +193,7 @@ password_file = "/base/password"
             ("HOSTMESH_ADMIN__LISTEN", "127.0.0.1:9999", |c| c.admin.listen == addr("127.0.0.1:9999")),
             ("HOSTMESH_LOG__FORMAT", "json", |c| c.log.format == LogFormat::Json),
             ("HOSTMESH_LOG__LEVEL", "info,hostmesh=debug", |c| c.log.level == "info,hostmesh=debug"),
-            ("HOSTMESH_TRACING__OTLP_ENDPOINT", "http://127.0.0.1:4317", |c| c.tracing.otlp_endpoint.as_deref() == Some("http://127.0.0.1:4317")),
+            ("HOSTMESH_TRACING__OTLP_ENDPOINT", "http://127.0.0.1:4318", |c| c.tracing.otlp_endpoint.as_deref() == Some("http://127.0.0.1:4318")),
             ("HOSTMESH_TRACING__SAMPLE_RATIO", "0.5", |c| c.tracing.sample_ratio == 0.5),
         ];
 

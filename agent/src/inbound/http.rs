@@ -19,6 +19,7 @@ use super::{Inbound, PeerIo, caller};
 use crate::body::{self, ProxyBody};
 use crate::headers;
 use crate::http_errors::{self, Reason};
+use crate::trace::Kind;
 use crate::wire;
 
 /// Serves one peer connection. `caller` is the host proven by the peer's certificate (mTLS);
@@ -105,6 +106,9 @@ async fn handle(
     if grpc {
         h.remove(http::header::HOST);
     }
+    let hop = ctx
+        .tracer
+        .hop(&mut parts.headers, Kind::Server, &service, &parts.method);
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let Ok(uri) = Uri::builder()
         .scheme("http")
@@ -138,6 +142,9 @@ async fn handle(
             Response::from_parts(rparts, body::boxed(rbody))
         }
     };
+    if let Some(hop) = hop {
+        hop.finish(resp.status().as_u16());
+    }
     ctx.metrics.request(
         &service,
         "inbound",

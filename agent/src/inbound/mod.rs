@@ -50,6 +50,8 @@ pub struct Inbound {
     pub policies: Arc<Policies>,
     /// Fired when the agent starts draining (see `shutdown`).
     pub draining: CancellationToken,
+    /// Spans per hop (off without an OTLP endpoint).
+    pub tracer: crate::trace::Tracer,
 }
 
 impl Inbound {

@@ -38,6 +38,7 @@ use crate::headers;
 use crate::http_errors::{self, Reason};
 use crate::inbound::Prefixed;
 use crate::shutdown::Graceful;
+use crate::trace::Kind;
 use crate::wire;
 
 /// Serves one captured app connection until it closes.
@@ -101,7 +102,7 @@ pub async fn serve(ctx: Arc<Outbound>, mut stream: TcpStream, dst: SocketAddrV4)
 async fn handle(
     ctx: Arc<Outbound>,
     dst: SocketAddrV4,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     paired: Option<Arc<Paired>>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
@@ -114,7 +115,14 @@ async fn handle(
     let Some(route) = route else {
         return http_errors::response(Reason::NoEndpoints, grpc_client);
     };
+    let method = req.method().clone();
+    let hop = ctx
+        .tracer
+        .hop(req.headers_mut(), Kind::Client, &route.service, &method);
     let resp = forward(&ctx, &route, req, started, paired.as_deref()).await;
+    if let Some(hop) = hop {
+        hop.finish(resp.status().as_u16());
+    }
     ctx.metrics.request_via(
         &route.metrics,
         &route.service,

@@ -77,6 +77,8 @@ pub struct Outbound {
     pub policies: Arc<crate::policy::Policies>,
     /// Fired when the agent starts draining (see `shutdown`).
     pub draining: CancellationToken,
+    /// Spans per hop (off without an OTLP endpoint).
+    pub tracer: crate::trace::Tracer,
 }
 
 impl Outbound {
