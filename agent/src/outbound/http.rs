@@ -28,11 +28,12 @@ use tokio::time::Instant;
 
 use hostmesh_registrar::spec::Protocol;
 
-use super::Outbound;
 use super::detect::{self, Version};
 use super::paired::Paired;
 use super::retry::{self, Failure};
 use super::route::{Endpoint, Route};
+use super::strict_h1::StrictH1;
+use super::{Outbound, Settings};
 use crate::body::{self, ProxyBody};
 use crate::headers;
 use crate::http_errors::{self, Reason};
@@ -46,7 +47,7 @@ pub async fn serve(ctx: Arc<Outbound>, mut stream: TcpStream, dst: SocketAddrV4)
     else {
         return;
     };
-    let io = TokioIo::new(Prefixed::new(head, stream));
+    let io = Prefixed::new(head, stream);
     let ctx_settings = ctx.settings.clone();
     let ended = match version {
         Version::Http1 => {
@@ -60,14 +61,11 @@ pub async fn serve(ctx: Arc<Outbound>, mut stream: TcpStream, dst: SocketAddrV4)
                     async move { Ok::<_, Infallible>(handle(ctx, dst, req, Some(paired)).await) }
                 })
             };
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .max_headers(ctx_settings.max_headers)
-                .max_buf_size(ctx_settings.max_header_bytes.max(8192))
-                // A client that trickles its request head is cut off (slowloris).
-                .header_read_timeout(Some(ctx_settings.header_read_timeout));
-            paired.drive(builder.serve_connection(io, svc)).await
+            // Request heads pass the strict framing guard before hyper parses them.
+            let io = TokioIo::new(StrictH1::new(io, ctx_settings.max_header_bytes));
+            paired
+                .drive(http1_server(&ctx_settings).serve_connection(io, svc))
+                .await
         }
         Version::Http2 => {
             let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -78,12 +76,26 @@ pub async fn serve(ctx: Arc<Outbound>, mut stream: TcpStream, dst: SocketAddrV4)
                 let ctx = ctx.clone();
                 async move { Ok::<_, Infallible>(handle(ctx, dst, req, None).await) }
             });
-            builder.serve_connection(io, svc).await
+            builder.serve_connection(TokioIo::new(io), svc).await
         }
     };
     if let Err(e) = ended {
         tracing::debug!(%dst, "outbound connection ended: {e}");
     }
+}
+
+/// hyper's HTTP/1 server as app connections get it.
+pub(super) fn http1_server(settings: &Settings) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .max_headers(settings.max_headers)
+        // The same limit as the strict guard's, which passes longer heads on for hyper's 431.
+        .max_header_size(settings.max_header_bytes)
+        .max_buf_size(settings.max_header_bytes.max(8192))
+        // A client that trickles its request head is cut off (slowloris).
+        .header_read_timeout(Some(settings.header_read_timeout));
+    builder
 }
 
 async fn handle(
