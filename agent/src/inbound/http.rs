@@ -18,15 +18,15 @@ use hostmesh_registrar::spec::Protocol;
 
 use super::{Inbound, Prefixed};
 use crate::body::{self, ProxyBody};
+use crate::h2_limits;
 use crate::headers;
 use crate::http_errors::{self, Reason};
 use crate::wire;
 
 pub async fn serve(ctx: Arc<Inbound>, stream: Prefixed<TcpStream>, peer: SocketAddr) {
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(ctx.settings.max_header_bytes).unwrap_or(u32::MAX));
+    builder.timer(TokioTimer::new());
+    h2_limits::peer_server(&mut builder, &ctx.settings);
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(handle(ctx, peer, req).await) }

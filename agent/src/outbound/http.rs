@@ -35,6 +35,7 @@ use super::route::{Endpoint, Route};
 use super::strict_h1::StrictH1;
 use super::{Outbound, Settings};
 use crate::body::{self, ProxyBody};
+use crate::h2_limits;
 use crate::headers;
 use crate::http_errors::{self, Reason};
 use crate::inbound::Prefixed;
@@ -69,9 +70,8 @@ pub async fn serve(ctx: Arc<Outbound>, mut stream: TcpStream, dst: SocketAddrV4)
         }
         Version::Http2 => {
             let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-            builder.timer(TokioTimer::new()).max_header_list_size(
-                u32::try_from(ctx_settings.max_header_bytes).unwrap_or(u32::MAX),
-            );
+            builder.timer(TokioTimer::new());
+            h2_limits::app_server(&mut builder, &ctx_settings);
             let svc = service_fn(move |req| {
                 let ctx = ctx.clone();
                 async move { Ok::<_, Infallible>(handle(ctx, dst, req, None).await) }
