@@ -4,6 +4,7 @@
 mod cli;
 mod dns;
 mod fault_smoke;
+mod hardening;
 mod harness_smoke;
 mod proxy;
 mod registry;
