@@ -224,3 +224,137 @@ fn a_client_that_trickles_its_head_is_cut_off() {
         "cut off after {elapsed:?}, header_read_timeout is 1s"
     );
 }
+
+/// The `SETTINGS_MAX_CONCURRENT_STREAMS` the agent announces to apps (`h2_limits`).
+const APP_MAX_STREAMS: u32 = 250;
+
+#[test]
+fn http2_clients_meet_the_stream_and_header_limits() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = net.host("a");
+    let _app = Backend::http(&a, 18080, "ok\n");
+    // An app that takes connections and never answers: streams to it stay open.
+    let silent = "name = \"silent\"\nport = 8081\ntarget = \"127.0.0.1:18081\"\n";
+    let agent_a = agent(
+        &a,
+        &etcd,
+        client_opts()
+            .service("orders-1", &orders())
+            .service("silent-1", silent),
+    );
+    vip(&agent_a, "orders", 8080);
+
+    // A header list over max_header_bytes: h2 answers 431 itself.
+    let big = format!("x-big: {}", "a".repeat(MAX_HEADER_BYTES));
+    let out = a.run_ok(
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--http2-prior-knowledge",
+            "-H",
+            &big,
+            "http://orders.mesh:8080/",
+        ],
+    );
+    assert_eq!(out.trim(), "431");
+
+    let silent_vip = agent_a.status()["services"]["silent"]["vip"]
+        .as_str()
+        .expect("the silent service's VIP")
+        .to_owned();
+    let addr = SocketAddr::new(silent_vip.parse().expect("an IP"), 8081);
+    let (max_streams, refused) = a.in_ns(|| h2_one_stream_too_many(addr));
+    assert_eq!(max_streams, Some(APP_MAX_STREAMS));
+    // Exactly the stream past the limit is refused (REFUSED_STREAM: the client may retry it).
+    assert_eq!(refused, [2 * APP_MAX_STREAMS + 1]);
+}
+
+/// Opens `APP_MAX_STREAMS + 1` request streams at once (all in one write, none finished) to
+/// `addr`; returns the server's announced stream limit and the streams it refused.
+fn h2_one_stream_too_many(addr: SocketAddr) -> (Option<u32>, Vec<u32>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:18081")
+            .await
+            .expect("bind the silent app");
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        out.extend_from_slice(&frame(0x4, 0, 0, &[]));
+        // HPACK: :method POST, :scheme http, :path / (static table), :authority "x" (literal).
+        let block = [0x83, 0x86, 0x84, 0x01, 0x01, b'x'];
+        for i in 0..=APP_MAX_STREAMS {
+            // END_HEADERS but not END_STREAM: the request body stays open.
+            out.extend_from_slice(&frame(0x1, 0x4, 2 * i + 1, &block));
+        }
+        s.write_all(&out).await.expect("write the streams");
+
+        let mut max_streams = None;
+        let mut refused = Vec::new();
+        let last = 2 * APP_MAX_STREAMS + 1;
+        let read = async {
+            loop {
+                let mut head = [0u8; 9];
+                if s.read_exact(&mut head).await.is_err() {
+                    return;
+                }
+                let len =
+                    usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+                let (kind, flags) = (head[3], head[4]);
+                let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+                let mut payload = vec![0u8; len];
+                if s.read_exact(&mut payload).await.is_err() {
+                    return;
+                }
+                match kind {
+                    // SETTINGS (not an ACK): 6-byte entries; 0x3 is MAX_CONCURRENT_STREAMS.
+                    0x4 if flags & 0x1 == 0 => {
+                        for e in payload.chunks_exact(6) {
+                            if u16::from_be_bytes([e[0], e[1]]) == 0x3 {
+                                max_streams = Some(u32::from_be_bytes([e[2], e[3], e[4], e[5]]));
+                            }
+                        }
+                    }
+                    // RST_STREAM with REFUSED_STREAM (0x7).
+                    0x3 if payload == [0, 0, 0, 7] => {
+                        refused.push(stream);
+                        if stream == last {
+                            return;
+                        }
+                    }
+                    // GOAWAY: nothing more will come.
+                    0x7 => return,
+                    _ => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+        (max_streams, refused)
+    })
+}
+
+/// One HTTP/2 frame.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len())
+        .expect("a small frame")
+        .to_be_bytes();
+    let mut f = vec![len[1], len[2], len[3], kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
