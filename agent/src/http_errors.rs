@@ -24,6 +24,8 @@ pub enum Reason {
     NoLocalInstance,
     /// A request the agent cannot route (malformed, unknown VIP, bad protocol header).
     BadRequest,
+    /// The service's access policy does not allow the calling host.
+    Forbidden,
 }
 
 impl Reason {
@@ -35,6 +37,7 @@ impl Reason {
             Reason::UpstreamReset => "upstream-reset",
             Reason::NoLocalInstance => "no-local-instance",
             Reason::BadRequest => "bad-request",
+            Reason::Forbidden => "forbidden",
         }
     }
 
@@ -44,6 +47,7 @@ impl Reason {
             Reason::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             Reason::UpstreamUnreachable | Reason::UpstreamReset => StatusCode::BAD_GATEWAY,
             Reason::BadRequest => StatusCode::BAD_REQUEST,
+            Reason::Forbidden => StatusCode::FORBIDDEN,
         }
     }
 
@@ -52,6 +56,8 @@ impl Reason {
         match self {
             Reason::DeadlineExceeded => 4,
             Reason::BadRequest => 3,
+            // PERMISSION_DENIED: retrying elsewhere will not help.
+            Reason::Forbidden => 7,
             _ => 14,
         }
     }
@@ -64,6 +70,7 @@ impl Reason {
             Reason::UpstreamReset,
             Reason::NoLocalInstance,
             Reason::BadRequest,
+            Reason::Forbidden,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)
@@ -99,4 +106,21 @@ fn empty() -> ProxyBody {
     http_body_util::Empty::new()
         .map_err(|never| match never {})
         .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forbidden_is_403_and_grpc_permission_denied() {
+        let r = response(Reason::Forbidden, false);
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(r.headers()[wire::ERROR], "forbidden");
+        let r = response(Reason::Forbidden, true);
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["grpc-status"], "7");
+        assert_eq!(r.headers()[wire::ERROR], "forbidden");
+        assert_eq!(Reason::parse("forbidden"), Some(Reason::Forbidden));
+    }
 }

@@ -10,11 +10,13 @@
 //! - [`pool`]: connections to peers and local apps; [`local`]: this host's instances.
 //! - [`headers`], [`http_errors`], [`body`]: header hygiene, the agent's own answers, bodies.
 //! - [`breaker`]: per-instance ejection after consecutive failures; [`routing`]: route policy.
-//! - [`run`]: `hostmesh agent`: wiring, start-up order, shutdown order.
+//! - [`run`]: `hostmesh agent`: wiring, start-up order, shutdown order; [`reload`]: SIGHUP; [`shutdown`]: draining
+//!   served connections.
 //! - [`admin`]: `/live`, `/ready`, `/status`, `/metrics`.
 //! - [`metrics`]: the one Prometheus registry and its handles.
 //! - [`cli`]: the command-line commands (`services`, `endpoints`, `check-config`, `dev`).
-//! - [`signals`], [`telemetry`]: signals and logging.
+//! - [`signals`], [`telemetry`], [`notify`]: signals, logging, systemd's notify protocol.
+//! - [`trace`]: W3C trace context across hops, spans exported over OTLP/HTTP.
 //!
 //! The etcd side (registration, health checks, VIPs, the catalog) is the `hostmesh-registrar`
 //! crate.
@@ -33,12 +35,17 @@ pub mod http_errors;
 pub mod inbound;
 pub mod local;
 pub mod metrics;
+pub mod notify;
 pub mod outbound;
+pub mod policy;
 pub mod pool;
+pub mod reload;
 pub mod routing;
 pub mod run;
+pub mod shutdown;
 pub mod signals;
 pub mod telemetry;
+pub mod trace;
 pub mod wire;
 
 /// This build's version, as `hostmesh --version` prints it and `hostmesh_build_info` labels it.

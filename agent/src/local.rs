@@ -37,4 +37,16 @@ impl LocalInstances {
     pub fn get(&self, service: &str, id: &str) -> Option<Arc<InstanceSpec>> {
         self.by_id.load().get(service)?.get(id).cloned()
     }
+
+    /// The ids of this host's instances of `service`, sorted.
+    pub fn ids(&self, service: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .by_id
+            .load()
+            .get(service)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
 }

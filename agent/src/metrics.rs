@@ -20,6 +20,12 @@ pub struct Metrics {
     pub proxy: ProxyMetrics,
     pub dns: crate::dns::DnsMetrics,
     pub capture: crate::capture::CaptureMetrics,
+    reloads: Family<ResultLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -67,6 +73,7 @@ pub struct ProxyMetrics {
     budget_exhausted: Family<OneService, Counter>,
     ejections: Family<OneService, Counter>,
     endpoints: Family<EndpointStateLabels, Gauge>,
+    policy_denied: Family<ServiceLabels, Counter>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -103,6 +110,7 @@ impl ProxyMetrics {
             budget_exhausted: Family::default(),
             ejections: Family::default(),
             endpoints: Family::default(),
+            policy_denied: Family::default(),
         };
         registry.register(
             "hostmesh_requests",
@@ -149,7 +157,23 @@ impl ProxyMetrics {
             "Instances of each service by state, as this agent sees them",
             m.endpoints.clone(),
         );
+        registry.register(
+            "hostmesh_policy_denied",
+            "Calls refused by the service's access policy. inbound: a peer's call refused here; \
+             outbound: this host's app refused (by the peer, or here for a same-host instance)",
+            m.policy_denied.clone(),
+        );
         m
+    }
+
+    /// Counts one call refused by `service`'s access policy (see `hostmesh_policy_denied`).
+    pub fn policy_denied(&self, service: &str, direction: &'static str) {
+        self.policy_denied
+            .get_or_create(&ServiceLabels {
+                direction,
+                service: service.to_owned(),
+            })
+            .inc();
     }
 
     pub fn retry(&self, service: &str, reason: &'static str) {
@@ -298,13 +322,29 @@ impl Metrics {
         let proxy = ProxyMetrics::register(&mut registry);
         let dns = crate::dns::DnsMetrics::register(&mut registry);
         let capture = crate::capture::CaptureMetrics::register(&mut registry);
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "hostmesh_config_reloads",
+            "SIGHUP reloads by result: ok, or rejected (the running configuration was kept)",
+            reloads.clone(),
+        );
+        // Both series exist from the start, so a first rejection is a change a rule can see.
+        for result in ["ok", "rejected"] {
+            let _ = reloads.get_or_create(&ResultLabels { result });
+        }
         Metrics {
             registry,
             registry_side,
             proxy,
             dns,
             capture,
+            reloads,
         }
+    }
+
+    /// Counts one reload attempt: `ok` or `rejected`.
+    pub fn config_reload(&self, result: &'static str) {
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -13,7 +13,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use hostmesh_registrar::catalog::{Catalog, CatalogConfig};
-use hostmesh_registrar::etcd::EtcdOptions;
+use hostmesh_registrar::etcd::{AuthError, EtcdOptions, SettingNames};
 use hostmesh_registrar::keys::Layout;
 use hostmesh_registrar::record::HostInfo;
 use hostmesh_registrar::register::{ClaimError, Registrar, RegistrarConfig};
@@ -22,13 +22,15 @@ use hostmesh_registrar::spec::InstanceSpec;
 use crate::admin::{self, AdminState};
 use crate::balance::EndpointTable;
 use crate::capture::{Capture, Handoff};
-use crate::config::{self, AgentConfig};
+use crate::config::AgentConfig;
 use crate::dns::DnsServer;
 use crate::inbound::Inbound;
 use crate::local::LocalInstances;
 use crate::metrics::Metrics;
 use crate::outbound::{Outbound, Settings};
+use crate::policy::Policies;
 use crate::pool::Pools;
+use crate::reload::Reloader;
 use crate::signals::{Signal, Signals};
 
 /// How long the start-up host-name check waits for etcd before carrying on without it (the
@@ -63,10 +65,7 @@ pub async fn run(
         cancel.clone(),
     );
 
-    let client = etcd_options(&config)
-        .connect()
-        .await
-        .map_err(|e| RunError::Runtime(e.to_string()))?;
+    let client = connect_etcd(&config, &cancel).await?;
 
     let local = Arc::new(LocalInstances::new(&specs));
     let mut registrar = Registrar::new(
@@ -76,7 +75,10 @@ pub async fn run(
         metrics.registry_side.clone(),
     );
     let listeners = Listeners::bind(&config, &metrics).await?;
-    let (outbound, inbound) = data_path(&config, advertise, &local, &metrics)?;
+    let policies = Arc::new(Policies::new(config.policy.default));
+    let draining = CancellationToken::new();
+    let (outbound, inbound) =
+        data_path(&config, advertise, &local, &policies, &metrics, &draining)?;
     let outbound_limit = Arc::new(Semaphore::new(config.proxy.max_connections));
     let inbound_limit = Arc::new(Semaphore::new(config.proxy.max_connections));
     let handler_ctx = outbound.clone();
@@ -101,6 +103,8 @@ pub async fn run(
         etcd_endpoints: config.etcd.endpoints.clone(),
         catalog: catalog.clone(),
         registrar: registrar.status(),
+        maintenance: registrar.maintenance(),
+        local: local.clone(),
         metrics: metrics.clone(),
         capture: capture.status(),
         stats: outbound.clone(),
@@ -122,9 +126,12 @@ pub async fn run(
     let registrar_task = tokio::spawn(registrar.run(registrar_cancel.clone(), reload_rx));
     tokio::spawn(watcher.run(client, cancel.clone()));
     tokio::spawn(outbound.clone().follow(catalog.snapshots(), cancel.clone()));
+    tokio::spawn(policies.follow(catalog.snapshots(), cancel.clone()));
     tokio::spawn(listeners.dns.run(catalog.snapshots(), cancel.clone()));
     tokio::spawn(inbound.serve(listeners.inbound, inbound_limit, cancel.clone()));
     admin_state.listeners_up.store(true, Ordering::Release);
+    notify_ready_once_loaded(catalog.snapshots());
+    crate::notify::spawn_watchdog(cancel.clone());
     tracing::info!(
         host = config.agent.host,
         advertise = %advertise,
@@ -132,14 +139,27 @@ pub async fn run(
         "agent started"
     );
 
+    let reloader = Reloader {
+        config_path,
+        running: config.clone(),
+        registrar: reload_tx,
+        local: local.clone(),
+        metrics: metrics.clone(),
+    };
     while signals.next().await == Signal::Reload {
-        reload(&config_path, &reload_tx, &local).await;
+        crate::notify::reloading();
+        reloader.reload().await;
+        crate::notify::ready();
     }
 
+    crate::notify::stopping();
     tracing::info!("stopping: deregistering first");
     registrar_cancel.cancel();
     // The registrar bounds its own wait for etcd; this only guards against a bug there.
     let _ = tokio::time::timeout(Duration::from_secs(3), registrar_task).await;
+    // Peers stop routing here once they see the deregistration; until then (and for whatever
+    // is in flight) the agent keeps serving, with every connection told to wind down.
+    draining.cancel();
     if !config.agent.drain.is_zero() {
         tracing::info!(drain = ?config.agent.drain, "draining");
         tokio::select! {
@@ -155,6 +175,17 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Tells systemd the agent is ready when `/ready` would say so: listeners are up (the caller
+/// made sure) and a catalog is loaded, from etcd or from `data_dir`.
+fn notify_ready_once_loaded(mut snapshots: hostmesh_registrar::catalog::Snapshots) {
+    tokio::spawn(async move {
+        if snapshots.wait_for(Option::is_some).await.is_ok() {
+            tracing::info!("ready");
+            crate::notify::ready();
+        }
+    });
 }
 
 /// The agent's own listeners, all bound before anything is announced, so a port conflict stops
@@ -185,6 +216,36 @@ impl Listeners {
             inbound,
         })
     }
+}
+
+/// Builds the etcd client and logs in when `etcd.username` is set. Credentials etcd refuses stop
+/// the start (naming the settings); an etcd that does not answer within [`CLAIM_WAIT`] does not:
+/// the login carries on in the background while the agent serves its saved catalog.
+async fn connect_etcd(
+    config: &AgentConfig,
+    cancel: &CancellationToken,
+) -> Result<etcd_client::Client, RunError> {
+    let (mut client, login) = etcd_options(config)
+        .open()
+        .await
+        .map_err(|e| RunError::Runtime(e.to_string()))?;
+    let Some(login) = login else {
+        return Ok(client);
+    };
+    match tokio::time::timeout(CLAIM_WAIT, login.attempt(&mut client)).await {
+        Ok(Ok(())) => {
+            tracing::info!(user = login.user(), "authenticated to etcd");
+            return Ok(client);
+        }
+        Ok(Err(e @ AuthError::Refused { .. })) => return Err(RunError::Runtime(e.to_string())),
+        Ok(Err(e)) => tracing::warn!("{e}; retrying in the background"),
+        Err(_) => tracing::warn!(
+            user = login.user(),
+            "etcd did not answer the login within {CLAIM_WAIT:?}; retrying in the background"
+        ),
+    }
+    tokio::spawn(login.retry(client.clone(), cancel.clone()));
+    Ok(client)
 }
 
 /// Refuses to start when another live agent holds this host's name; with etcd unreachable, starts
@@ -228,7 +289,9 @@ fn data_path(
     config: &AgentConfig,
     advertise: IpAddr,
     local: &Arc<LocalInstances>,
+    policies: &Arc<Policies>,
     metrics: &Metrics,
+    draining: &CancellationToken,
 ) -> Result<(Arc<Outbound>, Arc<Inbound>), RunError> {
     let settings = Settings {
         connect_timeout: config.proxy.connect_timeout,
@@ -252,34 +315,18 @@ fn data_path(
         pools: pools.clone(),
         settings: settings.clone(),
         metrics: metrics.proxy.clone(),
+        policies: policies.clone(),
+        draining: draining.clone(),
     });
     let inbound = Arc::new(Inbound {
         local: local.clone(),
         pools,
         settings,
         metrics: metrics.proxy.clone(),
+        policies: policies.clone(),
+        draining: draining.clone(),
     });
     Ok((outbound, inbound))
-}
-
-/// SIGHUP: all or nothing. A bad file is rejected with every problem logged; the old state stays.
-async fn reload(
-    config_path: &std::path::Path,
-    tx: &mpsc::Sender<Vec<InstanceSpec>>,
-    local: &LocalInstances,
-) {
-    match config::load_all(config_path, config::process_env()) {
-        Ok((_, specs)) => {
-            tracing::info!(instances = specs.len(), "reloaded service definitions");
-            local.replace(&specs);
-            let _ = tx.send(specs).await;
-        }
-        Err(problems) => {
-            for p in &problems.0 {
-                tracing::error!("reload rejected: {p}");
-            }
-        }
-    }
 }
 
 pub fn etcd_options(config: &AgentConfig) -> EtcdOptions {
@@ -291,6 +338,7 @@ pub fn etcd_options(config: &AgentConfig) -> EtcdOptions {
         username: config.etcd.username.clone(),
         password_file: config.etcd.password_file.clone(),
         timeout: Duration::from_secs(5),
+        names: SettingNames::CONFIG,
     }
 }
 

@@ -4,8 +4,11 @@
 //!   <service>/<instance-id>`, the remaining deadline in `x-hostmesh-timeout`, and (until mTLS
 //!   identifies the caller) the calling host in `x-hostmesh-src`. The peer resolves the instance
 //!   only from its own definitions and never from an address on the wire.
-//! - TCP: one line `HOSTMESH-TCP/1 <service> <instance-id> <deadline-ms>\n`, answered `OK\n` or
-//!   `ERR <reason>\n` before any byte is relayed, so the caller can fail over or close at once.
+//! - TCP: one line `HOSTMESH-TCP/1 <service> <instance-id> <deadline-ms> [<caller-host>]\n`,
+//!   answered `OK\n` or `ERR <reason>\n` before any byte is relayed, so the caller can fail over
+//!   or close at once. The calling host is optional on the wire (agents before access policy did
+//!   not send it; the receiver then knows no caller) and, like `x-hostmesh-src`, stands in for
+//!   the certificate's identity until mTLS.
 //!
 //! Versioned: a peer that does not know a version answers `ERR unsupported-version` (TCP) or 400
 //! (HTTP), and old and new agents run side by side during a rollout.
@@ -39,12 +42,18 @@ pub struct TcpPreface {
     pub service: String,
     pub id: String,
     pub deadline: Duration,
+    /// The calling host, as the caller claims it.
+    pub caller: Option<String>,
 }
 
 impl TcpPreface {
     pub fn encode(&self) -> String {
+        let caller = self
+            .caller
+            .as_deref()
+            .map_or(String::new(), |c| format!(" {c}"));
         format!(
-            "HOSTMESH-TCP/1 {} {} {}\n",
+            "HOSTMESH-TCP/1 {} {} {}{caller}\n",
             self.service,
             self.id,
             self.deadline.as_millis()
@@ -60,11 +69,18 @@ impl TcpPreface {
             Some(v) if v.starts_with("HOSTMESH-TCP/") => return Err("unsupported-version"),
             _ => return Err("bad-preface"),
         }
-        let (Some(service), Some(id), Some(ms), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(service), Some(id), Some(ms), caller, None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err("bad-preface");
         };
+        if caller.is_some_and(str::is_empty) {
+            return Err("bad-preface");
+        }
         let ms: u64 = ms.parse().map_err(|_| "bad-preface")?;
         if service.is_empty() || id.is_empty() {
             return Err("bad-preface");
@@ -73,6 +89,7 @@ impl TcpPreface {
             service: service.to_owned(),
             id: id.to_owned(),
             deadline: Duration::from_millis(ms),
+            caller: caller.map(str::to_owned),
         })
     }
 }
@@ -101,9 +118,17 @@ mod tests {
             service: "redis".into(),
             id: "redis-1".into(),
             deadline: Duration::from_millis(1500),
+            caller: None,
         };
         let line = p.encode();
         assert_eq!(line, "HOSTMESH-TCP/1 redis redis-1 1500\n");
+        assert_eq!(TcpPreface::parse(line.trim_end().as_bytes()), Ok(p.clone()));
+        let p = TcpPreface {
+            caller: Some("web-01".into()),
+            ..p
+        };
+        let line = p.encode();
+        assert_eq!(line, "HOSTMESH-TCP/1 redis redis-1 1500 web-01\n");
         assert_eq!(TcpPreface::parse(line.trim_end().as_bytes()), Ok(p));
         assert_eq!(
             TcpPreface::parse(b"HOSTMESH-TCP/2 a b 1"),
@@ -113,7 +138,8 @@ mod tests {
             &b"GET / HTTP/1.1"[..],
             b"HOSTMESH-TCP/1 a b",
             b"HOSTMESH-TCP/1 a b x",
-            b"HOSTMESH-TCP/1 a b 1 extra",
+            b"HOSTMESH-TCP/1 a b 1 host extra",
+            b"HOSTMESH-TCP/1 a b 1 ",
             b"\xff",
         ] {
             assert_eq!(TcpPreface::parse(bad), Err("bad-preface"), "{bad:?}");

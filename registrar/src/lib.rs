@@ -9,6 +9,7 @@
 //! - [`vip`]: VIP allocation in one transaction.
 //! - [`catalog`]: list + watch that turns etcd into immutable [`catalog::Snapshot`]s, fail-static.
 
+mod atomic_file;
 pub mod catalog;
 pub mod etcd;
 pub mod health;

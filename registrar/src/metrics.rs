@@ -15,6 +15,8 @@ pub struct RegistryMetrics {
     /// The etcd revision the catalog has applied; set at scrape time. Comparing it across
     /// agents shows one that lags.
     pub catalog_revision: Gauge,
+    /// Names whose VIP in etcd differs from the one this agent keeps; set at scrape time.
+    pub vip_conflicts: Gauge,
     pub lease_keepalive_failures: Counter,
     pub watch_restarts: Counter,
 }
@@ -36,6 +38,11 @@ impl RegistryMetrics {
             "hostmesh_catalog_revision",
             "The etcd revision the catalog has applied",
             m.catalog_revision.clone(),
+        );
+        registry.register(
+            "hostmesh_vip_conflicts",
+            "Names whose VIP changed in etcd after this agent handed it out (the old one is kept)",
+            m.vip_conflicts.clone(),
         );
         registry.register(
             "hostmesh_lease_keepalive_failures",

@@ -8,6 +8,7 @@
 //! is unknown) runs periodically and whenever etcd becomes reachable again.
 
 mod lease;
+mod maintenance;
 mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,6 +28,7 @@ use crate::record::{Health, HostInfo, InstanceRecord};
 use crate::spec::InstanceSpec;
 
 use lease::{KeepAlive, LeaseFile};
+pub use maintenance::Maintenance;
 pub use status::{LocalInstance, RegistrarStatus, StatusReport};
 
 /// etcd refuses transactions with more than 128 operations by default.
@@ -75,6 +77,7 @@ pub struct Registrar {
     config: RegistrarConfig,
     locals: Vec<Local>,
     changed: Arc<Notify>,
+    maintenance: Arc<Maintenance>,
     status: Arc<RegistrarStatus>,
     metrics: RegistryMetrics,
     lease_file: LeaseFile,
@@ -107,11 +110,14 @@ impl Registrar {
         metrics: RegistryMetrics,
     ) -> Self {
         let lease_file = LeaseFile::new(&config.data_dir);
+        let changed = Arc::new(Notify::new());
+        let maintenance = Arc::new(Maintenance::load(&config.data_dir, changed.clone()));
         let mut registrar = Registrar {
             client,
             config,
             locals: Vec::new(),
-            changed: Arc::new(Notify::new()),
+            changed,
+            maintenance,
             status: Arc::new(RegistrarStatus::default()),
             metrics,
             lease_file,
@@ -124,6 +130,21 @@ impl Registrar {
 
     pub fn status(&self) -> Arc<RegistrarStatus> {
         self.status.clone()
+    }
+
+    /// The operator's maintenance switch for local instances.
+    pub fn maintenance(&self) -> Arc<Maintenance> {
+        self.maintenance.clone()
+    }
+
+    /// What a local instance's record says: its check's verdict, unless the operator put it in
+    /// maintenance.
+    fn health(&self, l: &Local) -> Health {
+        if self.maintenance.contains(&l.spec.service, &l.spec.id) {
+            Health::Maintenance
+        } else {
+            *l.health.borrow()
+        }
     }
 
     /// Refuses when another live lease holds this host's `info`. A lease this agent recorded in
@@ -301,16 +322,7 @@ impl Registrar {
         for (_, gone) in old {
             gone.check.cancel();
         }
-        self.status.set_locals(
-            self.locals
-                .iter()
-                .map(|l| LocalInstance {
-                    service: l.spec.service.clone(),
-                    id: l.spec.id.clone(),
-                    health: *l.health.borrow(),
-                })
-                .collect(),
-        );
+        self.refresh_local_status();
         self.changed.notify_one();
     }
 
@@ -388,7 +400,7 @@ impl Registrar {
                 protocol: l.spec.protocol,
                 tags: l.spec.tags.clone(),
                 weight: l.spec.weight,
-                health: *l.health.borrow(),
+                health: self.health(l),
             };
             desired.insert(
                 self.config
@@ -494,7 +506,7 @@ impl Registrar {
                 .map(|l| LocalInstance {
                     service: l.spec.service.clone(),
                     id: l.spec.id.clone(),
-                    health: *l.health.borrow(),
+                    health: self.health(l),
                 })
                 .collect(),
         );

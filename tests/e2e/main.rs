@@ -3,9 +3,12 @@
 
 mod cli;
 mod dns;
+mod etcd_security;
 mod fault_smoke;
 mod hardening;
 mod harness_smoke;
+mod lifecycle;
+mod policy;
 mod proxy;
 mod registry;
 mod resilience;

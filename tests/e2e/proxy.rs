@@ -9,7 +9,7 @@ use hostmesh_tests::{
     wait_until,
 };
 
-fn agent(host: &Host, etcd: &Etcd, opts: AgentOpts) -> Agent {
+pub(crate) fn agent(host: &Host, etcd: &Etcd, opts: AgentOpts) -> Agent {
     let mut a = Agent::start(host, etcd, opts);
     a.wait_ready(Duration::from_secs(15));
     a
@@ -232,7 +232,7 @@ fn no_instances_is_503_at_once_and_all_refusing_is_502() {
 }
 
 /// redis-cli against redis.mesh:6379 from a host.
-fn redis_mesh(host: &Host, args: &[&str]) -> String {
+pub(crate) fn redis_mesh(host: &Host, args: &[&str]) -> String {
     let mut all = vec!["-h", "redis.mesh", "-p", "6379"];
     all.extend_from_slice(args);
     String::from_utf8_lossy(&host.run("redis-cli", &all).stdout).into_owned()

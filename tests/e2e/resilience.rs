@@ -19,7 +19,7 @@ fn orders_tagged(tag: &str) -> String {
 }
 
 /// Status codes (and x-backend) of `n` requests from one curl process with `parallel` in flight.
-fn statuses(
+pub(crate) fn statuses(
     host: &Host,
     args: &[&str],
     url: &str,

@@ -1,5 +1,6 @@
 //! A real, single-member etcd (Debian's 3.4) in a host of its own, that tests can query, kill,
-//! restart, and compact.
+//! restart, and compact; optionally serving TLS with client certificates ([`Etcd::start_tls`])
+//! and with auth enabled ([`Etcd::enable_auth`]).
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use tempfile::TempDir;
 
+use crate::certs::{CertFiles, TestCa};
 use crate::net::{Host, Net};
 use crate::process::{Proc, run};
 use crate::wait::try_wait_for;
@@ -24,6 +26,9 @@ pub const PEER_PORT: u16 = 2380;
 /// machine elects itself in about a second.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The root user's password once [`Etcd::enable_auth`] ran.
+pub const ROOT_PASSWORD: &str = "hmt-root-secret";
+
 /// A running (or deliberately killed) etcd. Killed on drop; its log is shown if the test panicked.
 #[derive(Debug)]
 pub struct Etcd {
@@ -31,6 +36,18 @@ pub struct Etcd {
     dir: TempDir,
     log: PathBuf,
     proc: Option<Proc>,
+    tls: Option<EtcdTls>,
+    /// The password the harness's etcdctl logs in as root with, once auth is on.
+    root_password: Option<String>,
+}
+
+/// An etcd's TLS material: its CA (to issue client certificates from), its server certificate
+/// and the client certificate the harness's own etcdctl uses.
+#[derive(Debug)]
+pub struct EtcdTls {
+    pub ca: TestCa,
+    server: CertFiles,
+    harness: CertFiles,
 }
 
 impl Etcd {
@@ -38,23 +55,89 @@ impl Etcd {
     /// loopback, with a fresh data directory, and waits until it is healthy.
     #[track_caller]
     pub fn start(net: &Net) -> Etcd {
+        Etcd::start_with(net, false)
+    }
+
+    /// Like [`Etcd::start`], but clients must speak TLS and present a certificate from
+    /// [`EtcdTls::ca`] (`--client-cert-auth`); [`Etcd::endpoint`] is then `https://`.
+    #[track_caller]
+    pub fn start_tls(net: &Net) -> Etcd {
+        Etcd::start_with(net, true)
+    }
+
+    #[track_caller]
+    fn start_with(net: &Net, tls: bool) -> Etcd {
         let host = net.host(ETCD_HOST);
         let dir = crate::tmp::tempdir("etcd");
         let log = dir.path().join("etcd.log");
+        let tls = tls.then(|| {
+            let ca = TestCa::new();
+            EtcdTls {
+                server: ca.server("etcd-server", &[host.addr(), Ipv4Addr::LOCALHOST]),
+                harness: ca.client("hmt-harness"),
+                ca,
+            }
+        });
         let mut etcd = Etcd {
             host,
             dir,
             log,
             proc: None,
+            tls,
+            root_password: None,
         };
         etcd.spawn();
         etcd
     }
 
+    /// The TLS material when started with [`Etcd::start_tls`].
+    #[track_caller]
+    pub fn tls(&self) -> &EtcdTls {
+        self.tls
+            .as_ref()
+            .expect("this etcd was not started with Etcd::start_tls")
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// Creates the root user (password [`ROOT_PASSWORD`]) and enables auth; the harness's own
+    /// etcdctl calls log in as root from then on.
+    #[track_caller]
+    pub fn enable_auth(&mut self) {
+        self.ctl(&[
+            "user",
+            "add",
+            "root",
+            &format!("--new-user-password={ROOT_PASSWORD}"),
+        ]);
+        // etcdctl 3.4 creates and grants the root role itself when it is missing.
+        self.ctl(&["auth", "enable"]);
+        self.root_password = Some(ROOT_PASSWORD.to_owned());
+    }
+
+    /// Tells the harness root's password after something else (a script) enabled auth.
+    pub fn set_root_password(&mut self, password: &str) {
+        self.root_password = Some(password.to_owned());
+    }
+
+    /// Runs `etcdctl ARGS` inside the etcd host as `user` with `password` (not as root): stdout,
+    /// or stderr as the error.
+    pub fn try_ctl_as(&self, user: &str, password: &str, args: &[&str]) -> Result<String, String> {
+        let out = self.etcdctl_as(Some((user, password)), args, "2s", "5s");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
     #[track_caller]
     fn spawn(&mut self) {
         let addr = self.host.addr();
-        let client = format!("http://{addr}:{CLIENT_PORT}");
+        let scheme = self.scheme();
+        let client = format!("{scheme}://{addr}:{CLIENT_PORT}");
         let peer = format!("http://{addr}:{PEER_PORT}");
         let data = self.dir.path().join("data");
         let mut cmd = self.host.cmd("etcd");
@@ -65,7 +148,7 @@ impl Etcd {
             &data.to_string_lossy(),
             // Loopback too, so etcdctl inside the etcd host needs no address.
             "--listen-client-urls",
-            &format!("{client},http://127.0.0.1:{CLIENT_PORT}"),
+            &format!("{client},{scheme}://127.0.0.1:{CLIENT_PORT}"),
             "--advertise-client-urls",
             &client,
             "--listen-peer-urls",
@@ -85,6 +168,15 @@ impl Etcd {
             "--log-outputs",
             "stderr",
         ]);
+        if let Some(tls) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&tls.server.cert)
+                .arg("--key-file")
+                .arg(&tls.server.key)
+                .arg("--client-cert-auth")
+                .arg("--trusted-ca-file")
+                .arg(tls.ca.cert());
+        }
         self.proc = Some(Proc::spawn(cmd, "etcd", &self.log));
         self.wait_healthy();
     }
@@ -120,9 +212,9 @@ impl Etcd {
         self.host.addr()
     }
 
-    /// The client URL other hosts use, `http://198.18.0.x:2379`.
+    /// The client URL other hosts use, `http://198.18.0.x:2379` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://{}:{CLIENT_PORT}", self.host.addr())
+        format!("{}://{}:{CLIENT_PORT}", self.scheme(), self.host.addr())
     }
 
     /// etcd's whole log so far.
@@ -143,15 +235,39 @@ impl Etcd {
     }
 
     fn etcdctl(&self, args: &[&str], dial: &str, command: &str) -> Output {
+        let root = self.root_password.as_deref().map(|p| ("root", p));
+        self.etcdctl_as(root, args, dial, command)
+    }
+
+    fn etcdctl_as(
+        &self,
+        user: Option<(&str, &str)>,
+        args: &[&str],
+        dial: &str,
+        command: &str,
+    ) -> Output {
         let mut cmd = self.host.cmd("etcdctl");
         cmd.env("ETCDCTL_API", "3").args([
             "--endpoints",
-            &format!("http://127.0.0.1:{CLIENT_PORT}"),
+            &format!("{}://127.0.0.1:{CLIENT_PORT}", self.scheme()),
             "--dial-timeout",
             dial,
             "--command-timeout",
             command,
         ]);
+        if let Some(tls) = &self.tls {
+            cmd.arg("--cacert")
+                .arg(tls.ca.cert())
+                .arg("--cert")
+                .arg(&tls.harness.cert)
+                .arg("--key")
+                .arg(&tls.harness.key);
+        }
+        // From the environment, not the command line, like an operator should (ps shows
+        // arguments to everyone).
+        if let Some((name, password)) = user {
+            cmd.env("ETCDCTL_USER", format!("{name}:{password}"));
+        }
         cmd.args(args);
         run(cmd, Duration::from_secs(60))
     }

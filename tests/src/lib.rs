@@ -10,6 +10,7 @@
 mod agent;
 mod backend;
 mod binary;
+mod certs;
 pub mod curl;
 mod dns;
 mod etcd;
@@ -27,15 +28,16 @@ mod wait;
 pub use agent::{ADMIN_LISTEN, Agent, AgentOpts, toml_str};
 pub use backend::Backend;
 pub use binary::{BIN_ENV, hostmesh_bin};
+pub use certs::{CertFiles, TestCa};
 pub use curl::CurlError;
 pub use dns::{DigAnswer, Dnsmasq, Record, parse_dig};
-pub use etcd::{CLIENT_PORT, ETCD_HOST, Etcd, PEER_PORT};
+pub use etcd::{CLIENT_PORT, ETCD_HOST, Etcd, EtcdTls, PEER_PORT};
 pub use fault::{FaultProxy, Mode};
 pub use grpc::{GrpcApp, grpc_call};
 pub use logs::tail as log_tail;
 pub use net::{Host, Net};
 pub use process::{Proc, Signal, run};
-pub use require::{TOOLS, require_root, require_tools, which};
+pub use require::{TOOLS, require_root, require_tool, require_tools, which};
 pub use servers::{
     BIG_FILE_LEN, ECHO_MAX_BODY, Nginx, RedisServer, curl_sha256, pseudo_random, redis_cli,
     sha256_hex, try_redis_cli,

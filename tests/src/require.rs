@@ -32,6 +32,18 @@ pub fn require_tools() {
     }
 }
 
+/// Panics unless `tool` (from the Debian package `package`) is on PATH: for tools only some
+/// tests need, so the others don't require them.
+#[track_caller]
+pub fn require_tool(tool: &str, package: &str) {
+    if which(tool).is_none() {
+        panic!(
+            "this test needs `{tool}` on PATH: install the Debian package `{package}` \
+             (apt-get install {package}); it never skips"
+        );
+    }
+}
+
 fn missing_tool() -> Option<String> {
     TOOLS
         .iter()

@@ -1,8 +1,10 @@
-//! The admin endpoint: `/live`, `/ready`, `/status`, `/metrics` (SPEC "Admin endpoint").
-//! No GET changes state.
+//! The admin endpoint: `/live`, `/ready`, `/status`, `/metrics` (SPEC "Admin endpoint"), and
+//! the loopback-only `POST /maint/...`. No GET changes state.
 
+mod maint;
 mod status;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -10,12 +12,12 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use hostmesh_registrar::catalog::Catalog;
-use hostmesh_registrar::register::RegistrarStatus;
+use hostmesh_registrar::register::{Maintenance, RegistrarStatus};
 
 use crate::metrics::Metrics;
 
@@ -26,6 +28,10 @@ pub struct AdminState {
     pub etcd_endpoints: Vec<String>,
     pub catalog: Catalog,
     pub registrar: Arc<RegistrarStatus>,
+    /// The operator's maintenance switch (`POST /maint`).
+    pub maintenance: Arc<Maintenance>,
+    /// This host's instances, to resolve `maint SERVICE` to instance ids.
+    pub local: Arc<crate::local::LocalInstances>,
     pub metrics: Arc<Metrics>,
     pub capture: crate::capture::CaptureStatus,
     /// Live balancer state per endpoint (EWMA, in flight) for `/status`.
@@ -41,7 +47,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, cancel: Cancel
         .route("/ready", get(ready))
         .route("/status", get(status::status))
         .route("/metrics", get(metrics))
+        .route("/maint/{service}/{switch}", post(maint::service))
+        .route("/maint/{service}/{id}/{switch}", post(maint::instance))
         .with_state(state);
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await

@@ -72,6 +72,12 @@ pub fn build(state: &AdminState) -> Status {
     if catalog.refused_empty_listing {
         problems.push("etcd listed no keys; keeping the last good catalog".into());
     }
+    problems.extend(catalog.refused_vip_changes.iter().map(|(name, c)| {
+        format!(
+            "VIP of {name} changed in etcd to {}; keeping {} (apps use it)",
+            c.etcd, c.kept
+        )
+    }));
     let services = state
         .catalog
         .current()

@@ -6,7 +6,10 @@
 mod check_config;
 mod client;
 mod dev;
+mod document;
 mod endpoints;
+mod maint;
+mod policy;
 mod route;
 mod services;
 mod table;
@@ -54,6 +57,10 @@ enum Command {
     },
     /// Manage a service's route policy in etcd: set SERVICE FILE, get SERVICE, delete SERVICE
     Route(route::RouteArgs),
+    /// Take this host's instances of a service (or SERVICE/ID) out of rotation and back: on|off
+    Maint(maint::MaintArgs),
+    /// Manage who may call a service (in etcd): set SERVICE FILE, get SERVICE, delete SERVICE
+    Policy(policy::PolicyArgs),
 }
 
 /// How a command failed, and so which exit code it gets.
@@ -89,6 +96,8 @@ pub fn main() -> ExitCode {
         Command::Services(args) => block_on(services::run(args)),
         Command::Endpoints { service, client } => block_on(endpoints::run(service, client)),
         Command::Route(args) => route::run(args),
+        Command::Maint(args) => block_on(maint::run(args)),
+        Command::Policy(args) => policy::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

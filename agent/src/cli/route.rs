@@ -1,168 +1,41 @@
 //! `hostmesh route set|get|delete SERVICE`: a service's route policy in etcd
-//! (`<prefix>/v1/routes/<service>`). `set` validates the TOML file first and writes nothing when
-//! it has a problem; `get` prints TOML that `set` accepts; deleting an absent route succeeds.
+//! (`<prefix>/v1/routes/<service>`), through the commands every per-service document shares
+//! (`document`).
 
-use std::path::PathBuf;
+use std::path::Path;
 
-use clap::{Args, Subcommand};
+use hostmesh_registrar::keys::Layout;
 
-use super::{CliError, ClientArgs};
+use super::CliError;
+use super::document::{self, Document, DocumentArgs};
+use crate::config::Problems;
 use crate::routing::RoutePolicy;
 
-#[derive(Debug, Args)]
-pub struct RouteArgs {
-    #[command(subcommand)]
-    command: RouteCommand,
-}
-
-#[derive(Debug, Subcommand)]
-enum RouteCommand {
-    /// Validate a route policy file (TOML) and store it for SERVICE
-    Set {
-        /// The service name
-        service: String,
-        /// The route policy file (TOML)
-        file: PathBuf,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
-    /// Print SERVICE's route policy as TOML (with --json: the stored JSON)
-    Get {
-        /// The service name
-        service: String,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
-    /// Remove SERVICE's route policy (succeeds when there is none)
-    Delete {
-        /// The service name
-        service: String,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
-}
+pub type RouteArgs = DocumentArgs;
 
 pub fn run(args: RouteArgs) -> Result<(), CliError> {
-    match args.command {
-        RouteCommand::Set {
-            service,
-            file,
-            client,
-        } => {
-            check_service(&service)?;
-            // Everything is checked before the runtime starts or etcd is asked anything.
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
-            let policy = RoutePolicy::parse_toml(&text, &file).map_err(|problems| {
-                CliError::Usage(format!(
-                    "invalid route policy, nothing written:\n{problems}"
-                ))
-            })?;
-            super::block_on(set(service, policy, client))
-        }
-        RouteCommand::Get { service, client } => {
-            check_service(&service)?;
-            super::block_on(get(service, client))
-        }
-        RouteCommand::Delete { service, client } => {
-            check_service(&service)?;
-            super::block_on(delete(service, client))
-        }
-    }
+    document::run::<RoutePolicy>(args)
 }
 
-async fn set(service: String, policy: RoutePolicy, args: ClientArgs) -> Result<(), CliError> {
-    let target = args.resolve()?;
-    let key = target.layout.route(&service);
-    let json = policy.to_json();
-    let value = serde_json::to_string(&json)
-        .map_err(|e| CliError::Runtime(format!("cannot encode the policy: {e}")))?;
-    let put_key = key.clone();
-    target
-        .with_etcd(
-            |client| async move { client.kv_client().put(put_key, value, None).await.map(drop) },
-        )
-        .await?;
-    if args.json {
-        super::print(&serde_json::to_string_pretty(&json).unwrap_or_default());
-    } else {
-        super::print(&format!("route for {service} written to {key}"));
-    }
-    Ok(())
-}
+impl Document for RoutePolicy {
+    const NAME: &'static str = "route";
+    const WHAT: &'static str = "route policy";
+    const WHILE_INVALID: &'static str = "agents use the defaults";
 
-async fn get(service: String, args: ClientArgs) -> Result<(), CliError> {
-    let target = args.resolve()?;
-    let key = target.layout.route(&service);
-    let stored = target
-        .with_etcd(|client| async move {
-            let resp = client.kv_client().get(key, None).await?;
-            Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
-        })
-        .await?;
-    let Some(bytes) = stored else {
-        return Err(CliError::Runtime(format!("no route for {service}")));
-    };
-    let parsed = serde_json::from_slice::<serde_json::Value>(&bytes);
-    if args.json {
-        // The stored JSON, pretty when it is JSON at all; as stored otherwise.
-        let text = match &parsed {
-            Ok(v) => serde_json::to_string_pretty(v).unwrap_or_default(),
-            Err(_) => String::from_utf8_lossy(&bytes).into_owned(),
-        };
-        super::print(&text);
-        return Ok(());
+    fn key(layout: &Layout, service: &str) -> String {
+        layout.route(service)
     }
-    let policy = parsed
-        .map_err(|e| e.to_string())
-        .and_then(|v| RoutePolicy::from_json(&v))
-        .map_err(|e| {
-            CliError::Runtime(format!(
-                "the route for {service} in etcd is invalid ({e}); agents use the defaults \
-                 until it is replaced (`hostmesh route get {service} --json` shows it)"
-            ))
-        })?;
-    super::print(policy.to_toml().trim_end());
-    Ok(())
-}
-
-async fn delete(service: String, args: ClientArgs) -> Result<(), CliError> {
-    let target = args.resolve()?;
-    let key = target.layout.route(&service);
-    let deleted = target
-        .with_etcd(|client| async move {
-            let resp = client.kv_client().delete(key, None).await?;
-            Ok(resp.deleted())
-        })
-        .await?;
-    if !args.json {
-        super::print(&if deleted > 0 {
-            format!("route for {service} deleted")
-        } else {
-            format!("no route for {service}; nothing to delete")
-        });
-    } else {
-        super::print(&serde_json::json!({ "deleted": deleted > 0 }).to_string());
+    fn parse_toml(text: &str, file: &Path) -> Result<Self, Problems> {
+        RoutePolicy::parse_toml(text, file)
     }
-    Ok(())
-}
-
-/// A service name is a DNS label: `[a-z0-9-]`, 1..=63 characters, no '-' at either end.
-fn check_service(name: &str) -> Result<(), CliError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(CliError::Usage(format!(
-            "invalid service name {name:?}: 1 to 63 lowercase letters, digits and '-', \
-             not starting or ending with '-'"
-        )))
+    fn to_toml(&self) -> String {
+        RoutePolicy::to_toml(self)
+    }
+    fn to_json(&self) -> serde_json::Value {
+        RoutePolicy::to_json(self)
+    }
+    fn from_json(v: &serde_json::Value) -> Result<Self, String> {
+        RoutePolicy::from_json(v)
     }
 }
 
@@ -170,17 +43,7 @@ fn check_service(name: &str) -> Result<(), CliError> {
 mod tests {
     use clap::Parser;
 
-    use super::*;
     use crate::cli::Cli;
-
-    #[test]
-    fn service_names() {
-        assert!(check_service("orders-v2").is_ok());
-        assert!(check_service("a").is_ok());
-        for bad in ["", "Orders", "-a", "a-", "a_b", "a.b", &"a".repeat(64)] {
-            assert!(check_service(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn parses_the_commands() {

@@ -9,7 +9,7 @@
 mod agent;
 mod duration;
 mod env;
-mod names;
+pub(crate) mod names;
 mod net;
 mod problem;
 mod raw;

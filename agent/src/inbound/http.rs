@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use hostmesh_registrar::spec::Protocol;
 
-use super::{Inbound, Prefixed};
+use super::{Inbound, Prefixed, caller};
 use crate::body::{self, ProxyBody};
 use crate::h2_limits;
 use crate::headers;
@@ -27,11 +27,15 @@ pub async fn serve(ctx: Arc<Inbound>, stream: Prefixed<TcpStream>, peer: SocketA
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new());
     h2_limits::peer_server(&mut builder, &ctx.settings);
+    let draining = ctx.draining.clone();
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(handle(ctx, peer, req).await) }
     });
-    if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    // A GOAWAY once draining starts: the peer finishes what it sent and reconnects for more.
+    let conn = crate::shutdown::Graceful::new(conn, &draining, |c| c.graceful_shutdown());
+    if let Err(e) = conn.await {
         tracing::debug!(%peer, "inbound connection ended: {e}");
     }
 }
@@ -68,7 +72,17 @@ async fn handle(
         .as_deref()
         .and_then(wire::parse_timeout)
         .unwrap_or(ctx.settings.request_timeout);
-    let caller = header(wire::SRC).unwrap_or_else(|| peer.ip().to_string());
+    let caller = caller::of_request(req.headers());
+    if !ctx
+        .policies
+        .allows(&spec.service, caller.as_deref().unwrap_or(""))
+    {
+        ctx.metrics.policy_denied(&spec.service, "inbound");
+        ctx.metrics
+            .request(&spec.service, "inbound", 403, started.elapsed());
+        return http_errors::response(Reason::Forbidden, grpc);
+    }
+    let caller = caller.unwrap_or_else(|| peer.ip().to_string());
 
     let (mut parts, incoming) = req.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);

@@ -3,6 +3,7 @@
 //! `grpc` apps) or `HOSTMESH-TCP/` (one opaque TCP stream). The instance is always looked up in
 //! this host's own definitions; an address from the wire is never dialed.
 
+mod caller;
 mod http;
 mod prefixed;
 mod tcp;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::local::LocalInstances;
 use crate::metrics::ProxyMetrics;
 use crate::outbound::Settings;
+use crate::policy::Policies;
 use crate::pool::Pools;
 use crate::wire;
 pub(crate) use prefixed::Prefixed;
@@ -34,6 +36,9 @@ pub struct Inbound {
     pub pools: Pools,
     pub settings: Settings,
     pub metrics: ProxyMetrics,
+    pub policies: Arc<Policies>,
+    /// Fired when the agent starts draining (see `shutdown`).
+    pub draining: CancellationToken,
 }
 
 impl Inbound {

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 
 use hostmesh_registrar::spec::Protocol;
 
-use super::{Inbound, Prefixed};
+use super::{Inbound, Prefixed, caller};
 use crate::wire::{self, TcpPreface};
 
 const PREFACE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,6 +40,15 @@ pub async fn serve(ctx: Arc<Inbound>, mut peer_stream: Prefixed<TcpStream>, peer
         let _ = peer_stream.write_all(b"ERR no-local-instance\n").await;
         return;
     };
+    let caller = caller::of_preface(&preface);
+    if !ctx
+        .policies
+        .allows(&spec.service, caller.as_deref().unwrap_or(""))
+    {
+        ctx.metrics.policy_denied(&spec.service, "inbound");
+        let _ = peer_stream.write_all(b"ERR forbidden\n").await;
+        return;
+    }
     let timeout = ctx
         .settings
         .connect_timeout

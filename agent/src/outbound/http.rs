@@ -39,6 +39,7 @@ use crate::h2_limits;
 use crate::headers;
 use crate::http_errors::{self, Reason};
 use crate::inbound::Prefixed;
+use crate::shutdown::Graceful;
 use crate::wire;
 
 /// Serves one captured app connection until it closes.
@@ -50,6 +51,7 @@ pub async fn serve(ctx: Arc<Outbound>, mut stream: TcpStream, dst: SocketAddrV4)
     };
     let io = Prefixed::new(head, stream);
     let ctx_settings = ctx.settings.clone();
+    let draining = ctx.draining.clone();
     let ended = match version {
         Version::Http1 => {
             // Same-host upstream connections belong to this connection and run on its task.
@@ -62,11 +64,19 @@ pub async fn serve(ctx: Arc<Outbound>, mut stream: TcpStream, dst: SocketAddrV4)
                     async move { Ok::<_, Infallible>(handle(ctx, dst, req, Some(paired)).await) }
                 })
             };
+            let late = draining.is_cancelled();
+            let mut builder = http1_server(&ctx_settings);
+            // Arrived while the agent drains: one request, then close.
+            builder.keep_alive(!late);
             // Request heads pass the strict framing guard before hyper parses them.
             let io = TokioIo::new(StrictH1::new(io, ctx_settings.max_header_bytes));
-            paired
-                .drive(http1_server(&ctx_settings).serve_connection(io, svc))
-                .await
+            let conn = builder.serve_connection(io, svc);
+            if late {
+                paired.drive(conn).await
+            } else {
+                let conn = Graceful::new(conn, &draining, |c| c.graceful_shutdown());
+                paired.drive(conn).await
+            }
         }
         Version::Http2 => {
             let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -76,7 +86,8 @@ pub async fn serve(ctx: Arc<Outbound>, mut stream: TcpStream, dst: SocketAddrV4)
                 let ctx = ctx.clone();
                 async move { Ok::<_, Infallible>(handle(ctx, dst, req, None).await) }
             });
-            builder.serve_connection(TokioIo::new(io), svc).await
+            let conn = builder.serve_connection(TokioIo::new(io), svc);
+            Graceful::new(conn, &draining, |c| c.graceful_shutdown()).await
         }
     };
     if let Err(e) = ended {
@@ -305,6 +316,11 @@ async fn forward(
             break;
         };
         let ep = &route.endpoints[idx];
+        if ep.local && !ctx.policies.allows(&route.service, &ctx.self_host) {
+            // The caller is this host, which every other instance would refuse as well.
+            ctx.metrics.policy_denied(&route.service, "outbound");
+            return http_errors::response(Reason::Forbidden, grpc);
+        }
         let now = Instant::now();
         if now >= deadline {
             last = Last::Reason(Reason::DeadlineExceeded);
@@ -361,6 +377,15 @@ async fn forward(
                     .get(wire::ERROR)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
+                if agent_error.as_deref() == Some(Reason::Forbidden.as_str()) {
+                    // The peer's policy refuses this host: nothing about the instance's health
+                    // (no breaker report, no latency sample), and every other instance would
+                    // refuse too. The client gets the 403 as it is.
+                    drop((admission, inflight));
+                    ctx.metrics.policy_denied(&route.service, "outbound");
+                    last = Last::Response(resp);
+                    break;
+                }
                 match retry::classify_status(resp.status(), agent_error.as_deref()) {
                     None => {
                         inflight.finish(ready_at.elapsed());

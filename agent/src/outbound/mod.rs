@@ -74,6 +74,10 @@ pub struct Outbound {
     pub pools: Pools,
     pub settings: Settings,
     pub metrics: ProxyMetrics,
+    /// Access policy, checked here only for same-host instances (the peer checks the rest).
+    pub policies: Arc<crate::policy::Policies>,
+    /// Fired when the agent starts draining (see `shutdown`).
+    pub draining: CancellationToken,
 }
 
 impl Outbound {

@@ -30,6 +30,11 @@ pub async fn serve(ctx: Arc<Outbound>, mut app: TcpStream, dst: SocketAddrV4) {
             break;
         };
         let ep = &route.endpoints[idx];
+        if ep.local && !ctx.policies.allows(&route.service, &ctx.self_host) {
+            // The caller is this host, which every other instance would refuse as well.
+            ctx.metrics.policy_denied(&route.service, "outbound");
+            return;
+        }
         let Some(admission) = route.group.admit(&ep.breaker, Instant::now()) else {
             // Another connection took this instance's half-open probe.
             tried.push(idx);
@@ -48,7 +53,14 @@ pub async fn serve(ctx: Arc<Outbound>, mut app: TcpStream, dst: SocketAddrV4) {
                 ctx.metrics.tcp_closed(&route.service, "outbound", up, down);
                 return;
             }
-            Err(e) => {
+            Err(Refused::Forbidden) => {
+                // The peer's policy refuses this host: not the instance's doing, and every other
+                // instance would refuse too. Closing `app` is the answer.
+                drop((admission, inflight));
+                ctx.metrics.policy_denied(&route.service, "outbound");
+                return;
+            }
+            Err(Refused::Failed(e)) => {
                 inflight.failed();
                 ctx.report(&route, admission, false);
                 tracing::debug!(
@@ -64,12 +76,32 @@ pub async fn serve(ctx: Arc<Outbound>, mut app: TcpStream, dst: SocketAddrV4) {
     // Dropping `app` closes it now.
 }
 
+/// Why an attempt did not connect.
+enum Refused {
+    /// Unreachable, or the peer could not reach its app: another instance may do.
+    Failed(String),
+    /// The peer's access policy refuses this host.
+    Forbidden,
+}
+
+impl From<String> for Refused {
+    fn from(why: String) -> Self {
+        Refused::Failed(why)
+    }
+}
+
+impl From<&str> for Refused {
+    fn from(why: &str) -> Self {
+        Refused::Failed(why.to_owned())
+    }
+}
+
 async fn connect(
     ctx: &Outbound,
     route: &Route,
     ep: &Endpoint,
     started: Instant,
-) -> Result<TcpStream, String> {
+) -> Result<TcpStream, Refused> {
     let timeout = ctx.settings.connect_timeout;
     if ep.local {
         let spec = ctx
@@ -96,6 +128,7 @@ async fn connect(
         service: route.service.clone(),
         id: ep.id.clone(),
         deadline: remaining,
+        caller: Some(ctx.self_host.clone()),
     };
     s.write_all(preface.encode().as_bytes())
         .await
@@ -106,7 +139,8 @@ async fn connect(
         .map_err(|_| format!("{}: no answer to the preface", ep.peer))??;
     match line.as_slice() {
         b"OK" => Ok(s),
-        other => Err(format!("{}: {}", ep.peer, String::from_utf8_lossy(other))),
+        b"ERR forbidden" => Err(Refused::Forbidden),
+        other => Err(format!("{}: {}", ep.peer, String::from_utf8_lossy(other)).into()),
     }
 }
 

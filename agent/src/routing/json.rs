@@ -108,7 +108,7 @@ fn rule_json(rule: &Rule) -> Json {
 
 /// JSON to the TOML value model the checks work on; `None` for `null`, which object members
 /// treat as absent.
-fn to_toml_value(v: &Json) -> Result<Option<toml::Value>, String> {
+pub(crate) fn to_toml_value(v: &Json) -> Result<Option<toml::Value>, String> {
     Ok(Some(match v {
         Json::Null => return Ok(None),
         Json::Bool(b) => toml::Value::Boolean(*b),

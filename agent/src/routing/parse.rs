@@ -37,7 +37,7 @@ pub(crate) enum Unknown {
 }
 
 /// A syntax error is one whole-file problem with its line and column: nothing after it can be read.
-fn syntax(text: &str, file: &Path) -> Result<Table, Problem> {
+pub(crate) fn syntax(text: &str, file: &Path) -> Result<Table, Problem> {
     text.parse::<Table>().map_err(|e| {
         let message = e.message().trim_end();
         let message = match e.span() {

@@ -26,7 +26,7 @@ pub(super) fn join(prefix: &str, name: &str) -> String {
 }
 
 /// "expected a string, found integer 5": what a wrong-typed value was instead.
-pub(super) fn mismatch(expected: &str, found: &Value) -> String {
+pub(crate) fn mismatch(expected: &str, found: &Value) -> String {
     match found {
         Value::Array(_) => format!("expected {expected}, found an array"),
         Value::Table(_) => format!("expected {expected}, found a table"),

@@ -15,6 +15,7 @@ mod persist;
 mod snapshot;
 mod state;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,7 +30,7 @@ use crate::metrics::RegistryMetrics;
 
 pub use persist::{Persisted, load as load_persisted, save as save_persisted};
 pub use snapshot::{Instance, Service, Snapshot};
-pub use state::{Applied, State, parse_vip};
+pub use state::{Applied, State, VipConflict, parse_vip};
 
 /// Keys per list page: far below the client's 4 MiB message limit even with large values.
 const PAGE: i64 = 1000;
@@ -74,6 +75,7 @@ struct StatusInner {
     revision: i64,
     last_error: Option<String>,
     refused_empty: bool,
+    vip_conflicts: BTreeMap<String, VipConflict>,
 }
 
 /// A point-in-time copy of [`CatalogStatus`] for `/status`.
@@ -90,6 +92,8 @@ pub struct StatusReport {
     pub last_error: Option<String>,
     /// True when etcd listed no keys at all and the last good snapshot was kept instead.
     pub refused_empty_listing: bool,
+    /// Names whose VIP in etcd changed after this agent handed it out: the old one is kept.
+    pub refused_vip_changes: BTreeMap<String, VipConflict>,
 }
 
 impl CatalogStatus {
@@ -139,6 +143,7 @@ impl CatalogStatus {
                 },
                 last_error: s.last_error.clone(),
                 refused_empty_listing: s.refused_empty,
+                refused_vip_changes: s.vip_conflicts.clone(),
             }
         })
     }
@@ -151,6 +156,17 @@ impl CatalogStatus {
         metrics
             .staleness_seconds
             .set(r.staleness_seconds.unwrap_or(0.0));
+        metrics
+            .vip_conflicts
+            .set(i64::try_from(r.refused_vip_changes.len()).unwrap_or(i64::MAX));
+    }
+
+    fn set_vip_conflicts(&self, conflicts: &BTreeMap<String, VipConflict>) {
+        self.with(|s| {
+            if s.vip_conflicts != *conflicts {
+                s.vip_conflicts = conflicts.clone();
+            }
+        });
     }
 }
 
@@ -315,6 +331,7 @@ impl Watcher {
                 self.publish();
             }
         }
+        self.status.set_vip_conflicts(self.state.vip_conflicts());
         self.status.synced(revision);
         self.watch(client, cancel).await
     }
@@ -380,6 +397,7 @@ impl Watcher {
                     if changed {
                         self.publish();
                     }
+                    self.status.set_vip_conflicts(self.state.vip_conflicts());
                     self.status.synced(self.state.revision());
                 }
             }

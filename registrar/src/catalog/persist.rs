@@ -2,7 +2,6 @@
 //! rename, fsync of the directory) so a crash never leaves a torn file, and read at start when
 //! etcd is unreachable.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -38,7 +37,6 @@ pub fn path(dir: &Path) -> PathBuf {
 
 /// Writes the snapshot atomically.
 pub fn save(dir: &Path, snapshot: &Snapshot) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
     let saved_at_unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -48,15 +46,7 @@ pub fn save(dir: &Path, snapshot: &Snapshot) -> std::io::Result<()> {
         saved_at_unix_ms,
         snapshot,
     };
-    let tmp = dir.join(format!(".{FILE}.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        serde_json::to_writer(&mut f, &persisted)?;
-        f.flush()?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path(dir))?;
-    std::fs::File::open(dir)?.sync_all()
+    crate::atomic_file::replace(&path(dir), |w| Ok(serde_json::to_writer(w, &persisted)?))
 }
 
 /// Reads the saved snapshot; `Ok(None)` when there is none yet.

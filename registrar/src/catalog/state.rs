@@ -2,7 +2,8 @@
 //! `mod_revision`. Pure logic (no I/O), so the rules below are unit-tested directly:
 //! - an event older than what is held for its key is ignored;
 //! - a value that fails to parse is skipped with one warning and never replaces a good one;
-//! - a VIP, once seen, never changes (a different value in etcd is refused and logged).
+//! - a VIP, once seen, never changes (a different value in etcd is refused, logged once, and
+//!   listed in [`State::vip_conflicts`] while etcd disagrees).
 //!
 //! The snapshot is maintained incrementally: a change marks the services it touches, and
 //! [`State::snapshot`] rebuilds only those (a health flap among 10,000 services costs one service,
@@ -39,6 +40,13 @@ pub enum Applied {
     Unchanged,
 }
 
+/// A name whose VIP in etcd is not the one this agent already handed out (and keeps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct VipConflict {
+    pub kept: Ipv4Addr,
+    pub etcd: Ipv4Addr,
+}
+
 #[derive(Debug)]
 pub struct State {
     layout: Layout,
@@ -46,6 +54,8 @@ pub struct State {
     revision: i64,
     /// VIPs this agent has handed out to apps: never changed afterwards, even if etcd says so.
     seen_vips: HashMap<String, Ipv4Addr>,
+    /// Names whose VIP in etcd differs from the one kept, as of the current view of etcd.
+    vip_conflicts: BTreeMap<String, VipConflict>,
     /// (key, mod_revision) of bad values already warned about, so a re-list does not repeat it.
     warned: HashSet<(String, i64)>,
     /// Instance keys by service name.
@@ -65,6 +75,7 @@ impl State {
             entries: BTreeMap::new(),
             revision: 0,
             seen_vips: HashMap::new(),
+            vip_conflicts: BTreeMap::new(),
             warned: HashSet::new(),
             by_service: HashMap::new(),
             by_host: HashMap::new(),
@@ -123,7 +134,7 @@ impl State {
             }
         };
         let parsed = match parsed {
-            Value::Vip(ip) => Value::Vip(self.sticky_vip(key, ip)),
+            Value::Vip(ip) => Value::Vip(self.sticky_vip(key, ip, mod_revision)),
             other => other,
         };
         let changed = self.entries.get(key).is_none_or(|e| e.value != parsed);
@@ -151,6 +162,10 @@ impl State {
                 self.entries.remove(key);
                 self.touch(key, None);
                 self.warned.retain(|(k, _)| k != key);
+                if let Key::Vip { name } = self.layout.parse(key) {
+                    // Nothing in etcd contradicts the kept VIP any more.
+                    self.vip_conflicts.remove(name);
+                }
                 Applied::Changed
             }
             _ => Applied::Unchanged,
@@ -176,6 +191,7 @@ impl State {
             entries,
             revision,
             seen_vips,
+            vip_conflicts,
             warned,
             by_service,
             by_host,
@@ -186,6 +202,7 @@ impl State {
         self.entries = entries;
         self.revision = revision;
         self.seen_vips.extend(seen_vips);
+        self.vip_conflicts = vip_conflicts;
         self.warned.extend(warned);
         self.by_service = by_service;
         self.by_host = by_host;
@@ -273,21 +290,39 @@ impl State {
         }
     }
 
-    fn sticky_vip(&mut self, key: &str, ip: Ipv4Addr) -> Ipv4Addr {
+    /// Names whose VIP in etcd differs from the one kept (for `/status` and a metric).
+    pub fn vip_conflicts(&self) -> &BTreeMap<String, VipConflict> {
+        &self.vip_conflicts
+    }
+
+    fn sticky_vip(&mut self, key: &str, ip: Ipv4Addr, mod_revision: i64) -> Ipv4Addr {
         let Key::Vip { name } = self.layout.parse(key) else {
             return ip;
         };
-        match self.seen_vips.get(name) {
-            Some(seen) if *seen != ip => {
-                tracing::error!(
-                    name,
-                    seen = %seen,
-                    etcd = %ip,
-                    "the VIP of a name changed in etcd; keeping the one apps already use"
+        match self.seen_vips.get(name).copied() {
+            Some(seen) if seen != ip => {
+                // Once per value in etcd, not again at every re-list.
+                if self.warned.insert((key.to_owned(), mod_revision)) {
+                    tracing::error!(
+                        name,
+                        kept = %seen,
+                        etcd = %ip,
+                        "refusing a changed VIP in etcd; keeping the one apps already use"
+                    );
+                }
+                self.vip_conflicts.insert(
+                    name.to_owned(),
+                    VipConflict {
+                        kept: seen,
+                        etcd: ip,
+                    },
                 );
-                *seen
+                seen
             }
-            Some(seen) => *seen,
+            Some(seen) => {
+                self.vip_conflicts.remove(name);
+                seen
+            }
             None => {
                 self.seen_vips.insert(name.to_owned(), ip);
                 ip
@@ -483,9 +518,24 @@ mod tests {
         s.put(&l.vip("orders"), br#""127.77.0.5""#, 3);
         s.put(&l.vip("orders"), br#""127.77.0.9""#, 4);
         assert_eq!(s.snapshot().vips["orders"], Ipv4Addr::new(127, 77, 0, 5));
-        // Deleted in etcd: the name keeps its VIP.
+        let conflict = VipConflict {
+            kept: Ipv4Addr::new(127, 77, 0, 5),
+            etcd: Ipv4Addr::new(127, 77, 0, 9),
+        };
+        assert_eq!(s.vip_conflicts()["orders"], conflict);
+        // A re-list still sees the conflict.
+        let mut listed = s.empty_like();
+        listed.put(&l.vip("orders"), br#""127.77.0.9""#, 4);
+        s.replace_with(listed);
+        assert_eq!(s.vip_conflicts()["orders"], conflict);
+        // Deleted in etcd: the name keeps its VIP, and nothing contradicts it any more.
         s.delete(&l.vip("orders"), 5);
         assert_eq!(s.snapshot().vips["orders"], Ipv4Addr::new(127, 77, 0, 5));
+        assert!(s.vip_conflicts().is_empty());
+        // Put back as it was: no conflict.
+        s.put(&l.vip("orders"), br#""127.77.0.9""#, 6);
+        s.put(&l.vip("orders"), br#""127.77.0.5""#, 7);
+        assert!(s.vip_conflicts().is_empty());
     }
 
     #[test]
