@@ -29,6 +29,7 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod h2_limits;
 pub mod headers;
 pub mod http_errors;
 pub mod inbound;

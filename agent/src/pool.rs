@@ -126,6 +126,7 @@ impl Pools {
                     .http2_keep_alive_interval(Some(Duration::from_secs(10)))
                     .http2_keep_alive_timeout(Duration::from_secs(5))
                     .http2_keep_alive_while_idle(false);
+                crate::h2_limits::client(&mut b);
             }
             b
         };

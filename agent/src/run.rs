@@ -39,10 +39,6 @@ use crate::trace::Tracer;
 /// check runs again on every registration attempt).
 const CLAIM_WAIT: Duration = Duration::from_secs(3);
 
-/// How long a client may take to send a request head (slowloris protection); also closes app
-/// connections idle between requests for that long.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// A failure that stops the agent, with the exit code SPEC gives it.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -330,7 +326,7 @@ fn data_path(
         connect_timeout: config.proxy.connect_timeout,
         request_timeout: config.proxy.request_timeout,
         idle_timeout: config.proxy.idle_timeout,
-        header_read_timeout: HEADER_READ_TIMEOUT,
+        header_read_timeout: config.proxy.header_read_timeout,
         max_headers: config.proxy.max_headers,
         max_header_bytes: config.proxy.max_header_bytes,
     };

@@ -5,6 +5,7 @@ mod cli;
 mod dns;
 mod etcd_security;
 mod fault_smoke;
+mod hardening;
 mod harness_smoke;
 mod lifecycle;
 mod policy;

@@ -44,6 +44,7 @@ pub(crate) const SCHEMA: &[Key] = &[
     ("proxy.connect_timeout", Kind::Str),
     ("proxy.request_timeout", Kind::Str),
     ("proxy.idle_timeout", Kind::Str),
+    ("proxy.header_read_timeout", Kind::Str),
     ("proxy.max_connections", Kind::Int),
     ("proxy.max_headers", Kind::Int),
     ("proxy.max_header_bytes", Kind::Int),
@@ -132,6 +133,9 @@ pub struct ProxySection {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub idle_timeout: Duration,
+    /// How long a client may take to send a whole HTTP/1 request head (slowloris); an app
+    /// connection idle between requests is closed after as long.
+    pub header_read_timeout: Duration,
     pub max_connections: usize,
     pub max_headers: usize,
     pub max_header_bytes: usize,
@@ -354,6 +358,7 @@ fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>) -> AgentC
         connect_timeout: r.duration("proxy.connect_timeout", secs(1)),
         request_timeout: r.duration("proxy.request_timeout", secs(10)),
         idle_timeout: r.duration("proxy.idle_timeout", secs(60)),
+        header_read_timeout: r.duration("proxy.header_read_timeout", secs(30)),
         max_connections: r.integer("proxy.max_connections", 10_000, 1..=i64::MAX),
         max_headers: r.integer("proxy.max_headers", 100, 1..=i64::MAX),
         max_header_bytes: r.integer("proxy.max_header_bytes", 65_536, 1..=i64::MAX),

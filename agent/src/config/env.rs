@@ -181,6 +181,7 @@ password_file = "/base/password"
             ("HOSTMESH_PROXY__CONNECT_TIMEOUT", "250ms", |c| c.proxy.connect_timeout == Duration::from_millis(250)),
             ("HOSTMESH_PROXY__REQUEST_TIMEOUT", "20s", |c| c.proxy.request_timeout == Duration::from_secs(20)),
             ("HOSTMESH_PROXY__IDLE_TIMEOUT", "90s", |c| c.proxy.idle_timeout == Duration::from_secs(90)),
+            ("HOSTMESH_PROXY__HEADER_READ_TIMEOUT", "2s", |c| c.proxy.header_read_timeout == Duration::from_secs(2)),
             ("HOSTMESH_PROXY__MAX_CONNECTIONS", "5", |c| c.proxy.max_connections == 5),
             ("HOSTMESH_PROXY__MAX_HEADERS", " 50 ", |c| c.proxy.max_headers == 50),
             ("HOSTMESH_PROXY__MAX_HEADER_BYTES", "1024", |c| c.proxy.max_header_bytes == 1024),

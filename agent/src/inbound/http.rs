@@ -17,6 +17,7 @@ use hostmesh_registrar::spec::Protocol;
 
 use super::{Inbound, PeerIo, caller};
 use crate::body::{self, ProxyBody};
+use crate::h2_limits;
 use crate::headers;
 use crate::http_errors::{self, Reason};
 use crate::trace::Kind;
@@ -31,9 +32,8 @@ pub async fn serve(
     caller: Option<Arc<str>>,
 ) {
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(ctx.settings.max_header_bytes).unwrap_or(u32::MAX));
+    builder.timer(TokioTimer::new());
+    h2_limits::peer_server(&mut builder, &ctx.settings);
     let draining = ctx.draining.clone();
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();

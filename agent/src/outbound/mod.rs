@@ -7,6 +7,7 @@ mod http;
 mod paired;
 pub mod retry;
 pub mod route;
+mod strict_h1;
 mod tcp;
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
