@@ -290,3 +290,164 @@ fn ten_sighups_under_load_one_broken_fail_no_request_and_keep_the_old_definition
         "{stored:?}"
     );
 }
+
+/// The spans in the OTLP/HTTP requests a collector stand-in received.
+fn exported_spans(collector: &hostmesh_tests::Backend) -> Vec<serde_json::Value> {
+    collector
+        .requests()
+        .iter()
+        .filter(|r| r["path"] == "/v1/traces")
+        .flat_map(|r| {
+            r["json"]["resourceSpans"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .flat_map(|rs| {
+            rs["scopeSpans"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(|ss| ss["spans"].as_array().cloned().unwrap_or_default())
+        })
+        .collect()
+}
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+
+#[test]
+fn traceparent_gets_a_span_per_hop_and_spans_reach_the_collector() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = net.host("a");
+    let b = net.host("b");
+    let app = hostmesh_tests::Backend::http(&b, 18080, "b\n");
+    // A stand-in OTLP/HTTP collector next to each agent.
+    let collector_a = hostmesh_tests::Backend::http_on(&a, [127, 0, 0, 1].into(), 4318, "");
+    let collector_b = hostmesh_tests::Backend::http_on(&b, [127, 0, 0, 1].into(), 4318, "");
+    let tracing = |opts: AgentOpts| {
+        opts.set_str("tracing", "otlp_endpoint", "http://127.0.0.1:4318")
+            .set("tracing", "sample_ratio", "0")
+    };
+    let mut agent_a = Agent::start(&a, &etcd, tracing(AgentOpts::new()));
+    let mut agent_b = Agent::start(
+        &b,
+        &etcd,
+        tracing(AgentOpts::new().service("orders-1", &orders_at(18080))),
+    );
+    agent_a.wait_ready(Duration::from_secs(15));
+    agent_b.wait_ready(Duration::from_secs(15));
+    let url = "http://orders.mesh:8080/traced";
+    hostmesh_tests::wait_until(Duration::from_secs(10), "orders serves", || {
+        bodies(&a, url, 1) == ["b"]
+    });
+
+    let parent = format!("traceparent: 00-{TRACE_ID}-{CLIENT_SPAN}-01");
+    let (code, _) = a
+        .curl_args(&["-H", &parent, "-H", "tracestate: vendor=1", url])
+        .expect("curl");
+    assert_eq!(code, 200);
+    let seen = app
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| {
+            r["headers"]["traceparent"]
+                .as_str()
+                .is_some_and(|t| t.contains(TRACE_ID))
+        })
+        .expect("the app got the trace");
+    let at_app = seen["headers"]["traceparent"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let parts: Vec<&str> = at_app.split('-').collect();
+    assert_eq!(parts.len(), 4, "{at_app}");
+    assert_eq!(parts[1], TRACE_ID, "same trace");
+    assert_ne!(parts[2], CLIENT_SPAN, "a new parent span");
+    assert_eq!(parts[3], "01", "still sampled");
+    assert_eq!(seen["headers"]["tracestate"], "vendor=1");
+
+    // One client span on a (child of curl's), one server span on b (child of a's), the app's
+    // parent being b's span.
+    let spans = hostmesh_tests::wait_for(Duration::from_secs(5), "spans exported", || {
+        let on_a = exported_spans(&collector_a);
+        let on_b = exported_spans(&collector_b);
+        let find =
+            |spans: &[serde_json::Value]| spans.iter().find(|s| s["traceId"] == TRACE_ID).cloned();
+        Some((find(&on_a)?, find(&on_b)?))
+    });
+    let (client, server) = spans;
+    assert_eq!(client["kind"], 3);
+    assert_eq!(client["parentSpanId"], CLIENT_SPAN);
+    assert_eq!(server["kind"], 2);
+    assert_eq!(server["parentSpanId"], client["spanId"]);
+    assert_eq!(server["spanId"], parts[2]);
+
+    // Not sampled (flag 00, ratio 0): propagated with a new parent, nothing exported.
+    let unsampled = "00-11111111111111111111111111111111-2222222222222222-00";
+    let (code, _) = a
+        .curl_args(&["-H", &format!("traceparent: {unsampled}"), url])
+        .expect("curl");
+    assert_eq!(code, 200);
+    let seen = app.requests().pop().expect("a request");
+    let at_app = seen["headers"]["traceparent"].as_str().unwrap_or_default();
+    assert!(
+        at_app.starts_with("00-11111111111111111111111111111111-"),
+        "{at_app}"
+    );
+    assert!(at_app.ends_with("-00"), "{at_app}");
+    // A sampled request after it: once that one is exported, the unsampled one would have been
+    // too (one queue per agent, exported in order).
+    let marker = "33333333333333333333333333333333";
+    let (code, _) = a
+        .curl_args(&[
+            "-H",
+            &format!("traceparent: 00-{marker}-4444444444444444-01"),
+            url,
+        ])
+        .expect("curl");
+    assert_eq!(code, 200);
+    hostmesh_tests::wait_until(Duration::from_secs(5), "the marker trace exported", || {
+        [&collector_a, &collector_b]
+            .iter()
+            .all(|c| exported_spans(c).iter().any(|s| s["traceId"] == marker))
+    });
+    assert!(
+        !exported_spans(&collector_a)
+            .iter()
+            .chain(exported_spans(&collector_b).iter())
+            .any(|s| s["traceId"] == "11111111111111111111111111111111"),
+        "an unsampled trace was exported"
+    );
+}
+
+#[test]
+fn without_an_otlp_endpoint_traceparent_passes_untouched() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = net.host("a");
+    let b = net.host("b");
+    let app = hostmesh_tests::Backend::http(&b, 18080, "b\n");
+    let mut agent_a = Agent::start(&a, &etcd, AgentOpts::new());
+    let mut agent_b = Agent::start(
+        &b,
+        &etcd,
+        AgentOpts::new().service("orders-1", &orders_at(18080)),
+    );
+    agent_a.wait_ready(Duration::from_secs(15));
+    agent_b.wait_ready(Duration::from_secs(15));
+    let url = "http://orders.mesh:8080/";
+    hostmesh_tests::wait_until(Duration::from_secs(10), "orders serves", || {
+        bodies(&a, url, 1) == ["b"]
+    });
+    let value = format!("00-{TRACE_ID}-{CLIENT_SPAN}-01");
+    let (code, _) = a
+        .curl_args(&["-H", &format!("traceparent: {value}"), url])
+        .expect("curl");
+    assert_eq!(code, 200);
+    let seen = app.requests().pop().expect("a request");
+    assert_eq!(seen["headers"]["traceparent"], value.as_str());
+}

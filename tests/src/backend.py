@@ -3,7 +3,8 @@
 #   status       (optional) the status of every other request, default 200
 #   delay_ms     (optional) milliseconds to wait before answering other requests
 #   hangup       exists -> read the request (and its body), record it, then close without answering
-# Every request except /healthz is appended to requests.jsonl (method, path, headers, body length).
+# Every request except /healthz is appended to requests.jsonl (method, path, headers, body length,
+# and the body itself when it is JSON: how a test reads what an OTLP/HTTP exporter sent).
 # POST /echo answers with the request body; GET /bytes?n=N answers N bytes of a fixed pattern.
 # Request bodies may be sent with content-length or chunked.
 # `ready` is created once the socket is listening.
@@ -78,6 +79,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 k = k.lower()
                 headers[k] = headers[k] + ", " + v if k in headers else v
             rec = {"method": self.command, "path": self.path, "headers": headers, "body_len": len(body)}
+            if headers.get("content-type", "").startswith("application/json"):
+                rec["json"] = json.loads(body or b"null")
             with LOCK, open(os.path.join(d, "requests.jsonl"), "a") as f:
                 f.write(json.dumps(rec) + "\n")
             if os.path.exists(os.path.join(d, "hangup")):

@@ -150,7 +150,8 @@ impl Backend {
     }
 
     /// The requests received so far (except `/healthz`), oldest first, each
-    /// `{"method", "path", "headers": {lowercase name: value}, "body_len"}`.
+    /// `{"method", "path", "headers": {lowercase name: value}, "body_len"}`, plus `"json"` (the
+    /// parsed body) for `content-type: application/json`.
     pub fn requests(&self) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(self.requests_path()).unwrap_or_default();
         text.lines()
