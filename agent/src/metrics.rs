@@ -215,6 +215,21 @@ impl ProxyMetrics {
     /// Handles for one service's most common samples, made once per route table so a request
     /// that succeeds allocates nothing for its metrics.
     pub fn service_handles(&self, service: &str, direction: &'static str) -> ServiceHandles {
+        if direction == "outbound" {
+            // The failure counters exist at 0 from the moment a service is routable, so that
+            // `rate()` and alerts see their first increment (Prometheus' advice on label sets).
+            let one = OneService {
+                service: service.to_owned(),
+            };
+            let _ = self.ejections.get_or_create(&one);
+            let _ = self.budget_exhausted.get_or_create(&one);
+            for reason in ["never-reached", "failed"] {
+                let _ = self.retries.get_or_create(&RetryLabels {
+                    service: service.to_owned(),
+                    reason,
+                });
+            }
+        }
         ServiceHandles {
             ok: self
                 .requests

@@ -8,6 +8,7 @@ mod fault_smoke;
 mod hardening;
 mod harness_smoke;
 mod lifecycle;
+mod metrics;
 mod policy;
 mod proxy;
 mod registry;
