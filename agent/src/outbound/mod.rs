@@ -33,6 +33,8 @@ use crate::pool::Pools;
 use paired::{Paired, PairedError};
 use route::{Endpoint, Route, RouteTable};
 
+pub use tcp::MAX_ATTEMPTS as TCP_MAX_ATTEMPTS;
+
 /// The `[proxy]` settings the data path uses.
 #[derive(Debug, Clone)]
 pub struct Settings {
