@@ -8,6 +8,7 @@ mod client;
 mod dev;
 mod document;
 mod endpoints;
+mod explain;
 mod maint;
 mod policy;
 mod route;
@@ -55,6 +56,8 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Ask the local agent how it would route a request now: rule, deadline, budget, candidates, pick
+    Explain(explain::ExplainArgs),
     /// Manage a service's route policy in etcd: set SERVICE FILE, get SERVICE, delete SERVICE
     Route(route::RouteArgs),
     /// Take this host's instances of a service (or SERVICE/ID) out of rotation and back: on|off
@@ -95,6 +98,7 @@ pub fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config::run(args),
         Command::Services(args) => block_on(services::run(args)),
         Command::Endpoints { service, client } => block_on(endpoints::run(service, client)),
+        Command::Explain(args) => block_on(explain::run(args)),
         Command::Route(args) => route::run(args),
         Command::Maint(args) => block_on(maint::run(args)),
         Command::Policy(args) => policy::run(args),
