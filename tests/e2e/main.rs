@@ -4,6 +4,7 @@
 mod cli;
 mod dns;
 mod etcd_security;
+mod explain;
 mod fault_smoke;
 mod harness_smoke;
 mod lifecycle;

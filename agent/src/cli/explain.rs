@@ -187,7 +187,7 @@ fn row(c: &Candidate) -> Vec<String> {
 }
 
 fn millis(ms: u64) -> String {
-    if ms >= 1000 && ms % 100 == 0 {
+    if ms >= 1000 && ms.is_multiple_of(100) {
         seconds(ms)
     } else {
         format!("{ms}ms")
@@ -219,7 +219,7 @@ mod tests {
             tags: vec!["v2".into()],
             weight: 100,
             local: false,
-            ewma_ms: Some(3.14),
+            ewma_ms: Some(3.2),
             inflight: Some(0),
             cost: ejected_for_ms.is_none().then_some(0.031),
             breaker: Some(breaker.into()),
