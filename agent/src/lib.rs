@@ -16,6 +16,7 @@
 //! - [`metrics`]: the one Prometheus registry and its handles.
 //! - [`cli`]: the command-line commands (`services`, `endpoints`, `check-config`, `dev`).
 //! - [`signals`], [`telemetry`], [`notify`]: signals, logging, systemd's notify protocol.
+//! - [`trace`]: W3C trace context across hops, spans exported over OTLP/HTTP.
 //!
 //! The etcd side (registration, health checks, VIPs, the catalog) is the `hostmesh-registrar`
 //! crate.
@@ -28,6 +29,7 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod h2_limits;
 pub mod headers;
 pub mod http_errors;
 pub mod inbound;
@@ -43,6 +45,8 @@ pub mod run;
 pub mod shutdown;
 pub mod signals;
 pub mod telemetry;
+pub mod tls;
+pub mod trace;
 pub mod wire;
 
 /// This build's version, as `hostmesh --version` prints it and `hostmesh_build_info` labels it.

@@ -20,6 +20,7 @@ pub struct Metrics {
     pub proxy: ProxyMetrics,
     pub dns: crate::dns::DnsMetrics,
     pub capture: crate::capture::CaptureMetrics,
+    pub tls: crate::tls::CertMetrics,
     reloads: Family<ResultLabels, Counter>,
 }
 
@@ -322,6 +323,7 @@ impl Metrics {
         let proxy = ProxyMetrics::register(&mut registry);
         let dns = crate::dns::DnsMetrics::register(&mut registry);
         let capture = crate::capture::CaptureMetrics::register(&mut registry);
+        let tls = crate::tls::CertMetrics::register(&mut registry);
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "hostmesh_config_reloads",
@@ -338,6 +340,7 @@ impl Metrics {
             proxy,
             dns,
             capture,
+            tls,
             reloads,
         }
     }
@@ -349,6 +352,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
+        self.tls.refresh();
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);

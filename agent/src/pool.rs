@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::{Lent, ProxyBody};
+use crate::tls::{PeerConnector, PeerTls};
 
 /// When each address last got a new connection.
 #[derive(Debug, Clone, Default)]
@@ -68,10 +69,11 @@ impl tower_service::Service<Uri> for TimedConnector {
     }
 
     fn call(&mut self, dst: Uri) -> Self::Future {
-        // Every URI the agent sends has an `ip:port` authority.
+        // Peer URIs name the host in their user info (see `tls::connector`); the time is kept
+        // by address, as the balancer looks it up.
         let addr = dst
             .authority()
-            .and_then(|a| a.as_str().parse::<SocketAddr>().ok());
+            .and_then(|a| a.as_str().rsplit('@').next()?.parse::<SocketAddr>().ok());
         let times = self.times.clone();
         let connecting = tower_service::Service::<Uri>::call(&mut self.inner, dst);
         Box::pin(async move {
@@ -87,8 +89,10 @@ impl tower_service::Service<Uri> for TimedConnector {
 /// The clients, built once at start and shared by every request.
 #[derive(Debug, Clone)]
 pub struct Pools {
-    /// Peer agents' inbound ports, HTTP/2 only.
-    pub peers: Client<TimedConnector, Lent>,
+    /// Peer agents' inbound ports, HTTP/2 only (over mTLS unless `tls.mode = "disabled"`).
+    pub peers: Client<PeerConnector<TimedConnector>, Lent>,
+    /// Dials peers for opaque TCP the same way.
+    pub peer_tls: PeerTls,
     /// This host's `http` apps.
     pub local_http1: Client<TimedConnector, Lent>,
     /// This host's `grpc` apps (h2c).
@@ -101,7 +105,7 @@ pub struct Pools {
 }
 
 impl Pools {
-    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration, peer_tls: PeerTls) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
@@ -122,11 +126,13 @@ impl Pools {
                     .http2_keep_alive_interval(Some(Duration::from_secs(10)))
                     .http2_keep_alive_timeout(Duration::from_secs(5))
                     .http2_keep_alive_while_idle(false);
+                crate::h2_limits::client(&mut b);
             }
             b
         };
         Pools {
-            peers: builder(true).build(connector.clone()),
+            peers: builder(true).build(PeerConnector::new(connector.clone(), peer_tls.clone())),
+            peer_tls,
             local_http1: builder(false).build(connector.clone()),
             local_h2c: builder(true).build(connector.clone()),
             local_http1_direct: builder(false).build(connector.clone()),

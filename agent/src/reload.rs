@@ -17,6 +17,7 @@ use hostmesh_registrar::spec::InstanceSpec;
 use crate::config::{self, AgentConfig};
 use crate::local::LocalInstances;
 use crate::metrics::Metrics;
+use crate::tls::TlsStore;
 
 #[derive(Debug)]
 pub struct Reloader {
@@ -27,11 +28,17 @@ pub struct Reloader {
     pub registrar: mpsc::Sender<Vec<InstanceSpec>>,
     pub local: Arc<LocalInstances>,
     pub metrics: Arc<Metrics>,
+    /// The TLS files (mTLS): re-read on every reload, on their own (material that fails its
+    /// checks is logged and the old kept, whatever happens to the config).
+    pub tls: Option<Arc<TlsStore>>,
 }
 
 impl Reloader {
     /// One reload; true when it was applied.
     pub async fn reload(&self) -> bool {
+        if let Some(store) = &self.tls {
+            store.reload("SIGHUP");
+        }
         let (config, specs) = match config::load_all(&self.config_path, config::process_env()) {
             Ok(loaded) => loaded,
             Err(problems) => {

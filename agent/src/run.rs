@@ -32,14 +32,12 @@ use crate::policy::Policies;
 use crate::pool::Pools;
 use crate::reload::Reloader;
 use crate::signals::{Signal, Signals};
+use crate::tls::{PeerTls, TlsStore};
+use crate::trace::Tracer;
 
 /// How long the start-up host-name check waits for etcd before carrying on without it (the
 /// check runs again on every registration attempt).
 const CLAIM_WAIT: Duration = Duration::from_secs(3);
-
-/// How long a client may take to send a request head (slowloris protection); also closes app
-/// connections idle between requests for that long.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A failure that stops the agent, with the exit code SPEC gives it.
 #[derive(Debug, thiserror::Error)]
@@ -48,11 +46,13 @@ pub enum RunError {
     Runtime(String),
 }
 
-/// Runs the agent until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP.
+/// Runs the agent until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP. `tls` is the
+/// checked TLS material when `tls.mode = "mtls"` (re-read on change and on SIGHUP).
 pub async fn run(
     config_path: PathBuf,
     config: AgentConfig,
     specs: Vec<InstanceSpec>,
+    tls: Option<Arc<TlsStore>>,
 ) -> Result<(), RunError> {
     let cancel = CancellationToken::new();
     let mut signals = Signals::install().map_err(|e| RunError::Runtime(format!("signals: {e}")))?;
@@ -79,10 +79,20 @@ pub async fn run(
         metrics.registry_side.clone(),
     );
     let listeners = Listeners::bind(&config, &metrics).await?;
+    if let Some(store) = &tls {
+        metrics.tls.follow(store.clone());
+        tokio::spawn(store.clone().watch(cancel.clone()));
+    }
     let policies = Arc::new(Policies::new(config.policy.default));
     let draining = CancellationToken::new();
-    let (outbound, inbound) =
-        data_path(&config, advertise, &local, &policies, &metrics, &draining)?;
+    let shared = Shared {
+        local: local.clone(),
+        policies: policies.clone(),
+        draining: draining.clone(),
+        tls: tls.clone(),
+        tracer: Tracer::start(&config.tracing, &config.agent.host, cancel.clone()),
+    };
+    let (outbound, inbound) = data_path(&config, advertise, shared, &metrics)?;
     let outbound_limit = Arc::new(Semaphore::new(config.proxy.max_connections));
     let inbound_limit = Arc::new(Semaphore::new(config.proxy.max_connections));
     let handler_ctx = outbound.clone();
@@ -150,6 +160,7 @@ pub async fn run(
         registrar: reload_tx,
         local: local.clone(),
         metrics: metrics.clone(),
+        tls: tls.clone(),
     };
     while signals.next().await == Signal::Reload {
         crate::notify::reloading();
@@ -289,24 +300,44 @@ fn registrar_config(config: &AgentConfig, advertise: IpAddr, layout: Layout) -> 
     }
 }
 
+/// What the outbound and inbound proxies share besides the config and the pools.
+struct Shared {
+    local: Arc<LocalInstances>,
+    policies: Arc<Policies>,
+    draining: CancellationToken,
+    tls: Option<Arc<TlsStore>>,
+    tracer: Tracer,
+}
+
 /// The outbound and inbound proxies, sharing the connection pools and this host's instances.
 fn data_path(
     config: &AgentConfig,
     advertise: IpAddr,
-    local: &Arc<LocalInstances>,
-    policies: &Arc<Policies>,
+    shared: Shared,
     metrics: &Metrics,
-    draining: &CancellationToken,
 ) -> Result<(Arc<Outbound>, Arc<Inbound>), RunError> {
+    let Shared {
+        local,
+        policies,
+        draining,
+        tls,
+        tracer,
+    } = shared;
     let settings = Settings {
         connect_timeout: config.proxy.connect_timeout,
         request_timeout: config.proxy.request_timeout,
         idle_timeout: config.proxy.idle_timeout,
-        header_read_timeout: HEADER_READ_TIMEOUT,
+        header_read_timeout: config.proxy.header_read_timeout,
         max_headers: config.proxy.max_headers,
         max_header_bytes: config.proxy.max_header_bytes,
     };
-    let pools = Pools::new(config.proxy.connect_timeout, config.proxy.idle_timeout);
+    // The handshake gets the connect timeout again: together they bound a connection's setup.
+    let peer_tls = PeerTls::new(tls.clone(), config.proxy.connect_timeout);
+    let pools = Pools::new(
+        config.proxy.connect_timeout,
+        config.proxy.idle_timeout,
+        peer_tls,
+    );
     let outbound = Arc::new(Outbound {
         self_host: config.agent.host.clone(),
         // The host name and address were validated by the config: always valid header values.
@@ -322,14 +353,17 @@ fn data_path(
         metrics: metrics.proxy.clone(),
         policies: policies.clone(),
         draining: draining.clone(),
+        tracer: tracer.clone(),
     });
     let inbound = Arc::new(Inbound {
-        local: local.clone(),
+        tls,
+        local,
         pools,
         settings,
         metrics: metrics.proxy.clone(),
-        policies: policies.clone(),
-        draining: draining.clone(),
+        policies,
+        draining,
+        tracer,
     });
     Ok((outbound, inbound))
 }

@@ -1,8 +1,9 @@
 //! The agent-to-agent protocol (DESIGN "Between agents"), in one place for both ends.
 //!
 //! - HTTP: HTTP/2 to the peer's inbound port. The exact instance travels in `x-hostmesh-dst:
-//!   <service>/<instance-id>`, the remaining deadline in `x-hostmesh-timeout`, and (until mTLS
-//!   identifies the caller) the calling host in `x-hostmesh-src`. The peer resolves the instance
+//!   <service>/<instance-id>`, the remaining deadline in `x-hostmesh-timeout`, and the calling
+//!   host in `x-hostmesh-src`, which the peer reads only with TLS disabled (with mTLS the
+//!   certificate says who calls). The peer resolves the instance
 //!   only from its own definitions and never from an address on the wire.
 //! - TCP: one line `HOSTMESH-TCP/1 <service> <instance-id> <deadline-ms> [<caller-host>]\n`,
 //!   answered `OK\n` or `ERR <reason>\n` before any byte is relayed, so the caller can fail over
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 /// Names the instance a request is for: `<service>/<instance-id>`.
 pub const DST: &str = "x-hostmesh-dst";
-/// The calling host (TLS disabled; with mTLS the certificate says it).
+/// The calling host as the caller claims it: read only with `tls.mode = "disabled"`.
 pub const SRC: &str = "x-hostmesh-src";
 /// The wire protocol version of a forwarded HTTP request.
 pub const VERSION_HEADER: &str = "x-hostmesh-v";

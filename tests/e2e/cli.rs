@@ -174,7 +174,8 @@ fn check_config_reports_every_problem_with_file_and_key() {
         bad_service.to_str().expect("utf-8"),
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    // mTLS is not implemented yet: refused, never a plaintext fallback.
+    // mTLS (the default) without its files: refused with each file named, never a plaintext
+    // fallback.
     std::fs::write(
         &config,
         "[agent]\nhost = \"web-01\"\n[tls]\nmode = \"mtls\"\n",
@@ -182,11 +183,10 @@ fn check_config_reports_every_problem_with_file_and_key() {
     .expect("config");
     let out = hostmesh(&["check-config", "--config", config.to_str().expect("utf-8")]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("tls.mode"),
-        "{}",
-        text(&out.stderr)
-    );
+    let stderr = text(&out.stderr);
+    for key in ["tls.ca_file", "tls.cert_file", "tls.key_file"] {
+        assert!(stderr.contains(key), "{stderr}");
+    }
 }
 
 #[test]

@@ -38,7 +38,7 @@ pub const ADMIN_LISTEN: &str = "127.0.0.1:9190";
 /// [proxy]
 /// capture = "listen"
 /// [tls]
-/// mode = "disabled"
+/// mode = "disabled"                    # AgentOpts::mtls(dir) switches mTLS on
 /// [admin]
 /// listen = "127.0.0.1:9190"
 /// [log]
@@ -110,6 +110,16 @@ impl AgentOpts {
             .or_default()
             .insert(key.to_string(), None);
         self
+    }
+
+    /// `tls.mode = "mtls"` with the files `hostmesh ca issue --out DIR` writes (the default is
+    /// `"disabled"`, so most tests need no certificates).
+    pub fn mtls(self, dir: &Path) -> AgentOpts {
+        let file = |name: &str| dir.join(name).to_str().expect("utf-8 path").to_owned();
+        self.set_str("tls", "mode", "mtls")
+            .set_str("tls", "ca_file", &file("ca.pem"))
+            .set_str("tls", "cert_file", &file("host.pem"))
+            .set_str("tls", "key_file", &file("host.key"))
     }
 
     /// `[etcd] lease_ttl`, e.g. `"2s"`.

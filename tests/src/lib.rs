@@ -22,6 +22,7 @@ mod netns;
 mod process;
 mod require;
 mod servers;
+mod tls;
 mod tmp;
 mod wait;
 
@@ -42,4 +43,5 @@ pub use servers::{
     BIG_FILE_LEN, ECHO_MAX_BODY, Nginx, RedisServer, curl_sha256, pseudo_random, redis_cli,
     sha256_hex, try_redis_cli,
 };
+pub use tls::{MeshCa, TRUST_DOMAIN, hostmesh_cmd, tls_files};
 pub use wait::{POLL_INTERVAL, try_wait_for, wait_for, wait_until};

@@ -183,6 +183,12 @@ impl Host {
         netns::exec(&self.ns, program)
     }
 
+    /// Runs `f` inside this host on a thread of its own: sockets it opens (std or a tokio
+    /// runtime it builds) belong to this host, e.g. a raw `TcpStream` to a VIP.
+    pub fn in_ns<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        netns::run_in(&self.ns, f)
+    }
+
     /// Runs `program args…` inside this host to completion (killed and panicking after 60 s) and
     /// returns its output, whatever the exit status.
     #[track_caller]

@@ -34,6 +34,27 @@ pub(crate) fn process_prefix() -> String {
     format!("{PREFIX}{}", std::process::id())
 }
 
+/// Runs `f` on a thread of its own that has entered network namespace `ns` (setns moves only
+/// the calling thread), so the sockets it opens belong to that host. Its panic is re-raised.
+pub(crate) fn run_in<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    use std::os::fd::AsFd;
+
+    use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
+
+    std::thread::scope(|scope| {
+        let thread = scope.spawn(|| {
+            let path = format!("/run/netns/{ns}");
+            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+            move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network))
+                .unwrap_or_else(|e| panic!("entering network namespace {ns}: {e}"));
+            f()
+        });
+        thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
 /// Runs `ip ARGS`, returning stdout or the trimmed stderr on failure.
 pub(crate) fn try_ip(args: &[&str]) -> Result<String, String> {
     let mut cmd = Command::new("ip");

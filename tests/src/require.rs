@@ -19,6 +19,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("redis-server", "redis-server"),
     ("redis-cli", "redis-tools"),
     ("wrk", "wrk"),
+    ("openssl", "openssl"),
 ];
 
 const NEED_ROOT: &str =

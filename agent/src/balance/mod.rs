@@ -32,6 +32,16 @@ thread_local! {
     static RNG: Cell<Rng> = Cell::new(Rng::new());
 }
 
+/// 64 random bits from this thread's RNG (trace and span ids: unique enough, not secret).
+pub fn random_u64() -> u64 {
+    RNG.with(|cell| {
+        let mut rng = cell.get();
+        let r = rng.next_u64();
+        cell.set(rng);
+        r
+    })
+}
+
 /// A uniform draw in `0..n` (`n > 0`) from this thread's RNG (traffic splits).
 pub fn roll(n: u32) -> u32 {
     RNG.with(|cell| {

@@ -21,7 +21,8 @@ pub struct CheckConfigArgs {
 pub fn run(args: CheckConfigArgs) -> Result<(), CliError> {
     let invalid = |p: config::Problems| CliError::Usage(format!("invalid configuration:\n{p}"));
     if let Some(path) = args.config {
-        let (_, specs) = config::load_all(&path, config::process_env()).map_err(invalid)?;
+        // The TLS files are checked as the agent's start checks them.
+        let (_, specs, _) = crate::tls::TlsStore::load_config(&path).map_err(invalid)?;
         super::print(&format!(
             "{}: ok ({} service definition{})",
             path.display(),

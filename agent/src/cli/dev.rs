@@ -168,7 +168,7 @@ listen = "{admin}"
 
     let dns_listen = config.dns.listen;
     let prefix = config.etcd.prefix.clone();
-    let agent = tokio::spawn(crate::run::run(config_path, config, specs));
+    let agent = tokio::spawn(crate::run::run(config_path, config, specs, None));
     // The agent allocates the demo services' VIPs as it registers them: show real addresses.
     let vips = wait_for_vips(&endpoint, &prefix, &agent).await?;
     let demos: String = demo_targets

@@ -3,6 +3,7 @@
 //! Exit codes (SPEC): 0 success, 1 runtime failure (etcd unreachable, not found), 2 usage or
 //! invalid input. Errors go to stderr.
 
+mod ca;
 mod check_config;
 mod client;
 mod dev;
@@ -20,7 +21,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, DEFAULT_CONFIG_PATH};
+use crate::config::DEFAULT_CONFIG_PATH;
 
 pub use client::ClientArgs;
 
@@ -60,6 +61,8 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Manage a service's route policy in etcd: set SERVICE FILE, get SERVICE, delete SERVICE
     Route(route::RouteArgs),
+    /// Mesh CA and host certificates: init --dir DIR, issue --dir DIR --host NAME --out OUT
+    Ca(ca::CaArgs),
     /// Take this host's instances of a service (or SERVICE/ID) out of rotation and back: on|off
     Maint(maint::MaintArgs),
     /// Manage who may call a service (in etcd): set SERVICE FILE, get SERVICE, delete SERVICE
@@ -100,6 +103,7 @@ pub fn main() -> ExitCode {
         Command::Endpoints { service, client } => block_on(endpoints::run(service, client)),
         Command::Explain(args) => block_on(explain::run(args)),
         Command::Route(args) => route::run(args),
+        Command::Ca(args) => ca::run(args),
         Command::Maint(args) => block_on(maint::run(args)),
         Command::Policy(args) => policy::run(args),
     };
@@ -113,11 +117,11 @@ pub fn main() -> ExitCode {
 }
 
 fn agent(config_path: PathBuf) -> Result<(), CliError> {
-    let (config, specs) = config::load_all(&config_path, config::process_env())
-        .map_err(|problems| CliError::Usage(format!("invalid configuration:\n{problems}")))?;
+    let invalid = |problems| CliError::Usage(format!("invalid configuration:\n{problems}"));
+    let (config, specs, tls) = crate::tls::TlsStore::load_config(&config_path).map_err(invalid)?;
     crate::telemetry::init(config.log.format, &config.log.level);
     block_on(async move {
-        crate::run::run(config_path, config, specs)
+        crate::run::run(config_path, config, specs, tls.map(std::sync::Arc::new))
             .await
             .map_err(|e| CliError::Runtime(e.to_string()))
     })

@@ -44,6 +44,7 @@ pub(crate) const SCHEMA: &[Key] = &[
     ("proxy.connect_timeout", Kind::Str),
     ("proxy.request_timeout", Kind::Str),
     ("proxy.idle_timeout", Kind::Str),
+    ("proxy.header_read_timeout", Kind::Str),
     ("proxy.max_connections", Kind::Int),
     ("proxy.max_headers", Kind::Int),
     ("proxy.max_header_bytes", Kind::Int),
@@ -59,10 +60,6 @@ pub(crate) const SCHEMA: &[Key] = &[
     ("tracing.otlp_endpoint", Kind::Str),
     ("tracing.sample_ratio", Kind::Float),
 ];
-
-/// Refused until host-to-host mTLS lands; saying so beats an agent that silently talks plain TCP.
-pub(crate) const MTLS_NOT_YET: &str = "mutual TLS between hosts is not implemented in this version yet; \
-     set tls.mode = \"disabled\" (plain TCP, for tests and dev only)";
 
 const DEFAULT_SERVICES_DIR: &str = "/etc/hostmesh/services.d";
 const HOSTNAME_FILE: &str = "/proc/sys/kernel/hostname";
@@ -136,6 +133,9 @@ pub struct ProxySection {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub idle_timeout: Duration,
+    /// How long a client may take to send a whole HTTP/1 request head (slowloris); an app
+    /// connection idle between requests is closed after as long.
+    pub header_read_timeout: Duration,
     pub max_connections: usize,
     pub max_headers: usize,
     pub max_header_bytes: usize,
@@ -358,6 +358,7 @@ fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>) -> AgentC
         connect_timeout: r.duration("proxy.connect_timeout", secs(1)),
         request_timeout: r.duration("proxy.request_timeout", secs(10)),
         idle_timeout: r.duration("proxy.idle_timeout", secs(60)),
+        header_read_timeout: r.duration("proxy.header_read_timeout", secs(30)),
         max_connections: r.integer("proxy.max_connections", 10_000, 1..=i64::MAX),
         max_headers: r.integer("proxy.max_headers", 100, 1..=i64::MAX),
         max_header_bytes: r.integer("proxy.max_header_bytes", 65_536, 1..=i64::MAX),
@@ -397,7 +398,7 @@ fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>) -> AgentC
     let tracing = TracingSection {
         otlp_endpoint: r.optional(
             "tracing.otlp_endpoint",
-            "a URL such as \"http://127.0.0.1:4317\"",
+            "a URL such as \"http://127.0.0.1:4318\"",
             otlp_endpoint,
         ),
         sample_ratio: r.float("tracing.sample_ratio", 0.01, 0.0..=1.0),
@@ -570,10 +571,8 @@ fn tls(r: &mut Reader) -> TlsSection {
         TlsMode::Mtls,
         &[("mtls", TlsMode::Mtls), ("disabled", TlsMode::Disabled)],
     );
-    if mode == TlsMode::Mtls && r.ok(&["tls.mode"]) {
-        r.report("tls.mode", MTLS_NOT_YET);
-    }
-    // Only the paths are checked here: the files are read only in mTLS mode, by the TLS code.
+    // Only the paths are checked here: the files are read in mTLS mode by the TLS code
+    // (`tls::TlsStore::for_config`), at start and by check-config.
     TlsSection {
         mode,
         ca_file: r.path("tls.ca_file", "/etc/hostmesh/tls/ca.pem"),
@@ -608,11 +607,17 @@ fn log_level(s: &str) -> Result<String, String> {
 }
 
 fn otlp_endpoint(s: &str) -> Result<String, String> {
-    if s.starts_with("http://") || s.starts_with("https://") {
+    // OTLP over HTTP, to a collector next to the agent (its port 4318): TLS to the collector is
+    // not supported, and a gRPC port would take the JSON requests for garbage.
+    if s.starts_with("https://") {
+        Err(format!(
+            "{s:?}: https is not supported for trace export; point it at a local collector's OTLP/HTTP port (http://127.0.0.1:4318)"
+        ))
+    } else if s.starts_with("http://") {
         Ok(s.to_owned())
     } else {
         Err(format!(
-            "{s:?} must be an http:// or https:// URL, or \"\" for no export"
+            "{s:?} must be an http:// URL (an OTLP/HTTP collector), or \"\" for no export"
         ))
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hostmesh_registrar::spec::{CheckKind, CheckSpec, InstanceSpec, Protocol};
 
-use super::agent::{MTLS_NOT_YET, parse_inner};
+use super::agent::parse_inner;
 use super::*;
 
 const CONFIG: &str = "/etc/hostmesh/agent.toml";
@@ -91,9 +91,6 @@ fn malformed_configs() {
         ("wildcard clash", "[proxy]\ninbound_listen = \"0.0.0.0:9190\"\n", TLS_OFF, &[(CONFIG, "admin.listen")]),
         ("listen inside vip range", "[dns]\nlisten = \"127.77.0.1:53\"\n", TLS_OFF, &[(CONFIG, "dns.listen")]),
         ("bad capture", "[proxy]\ncapture = \"iptables\"\n", TLS_OFF, &[(CONFIG, "proxy.capture")]),
-        ("mtls by default", "[agent]\nhost = \"web-01\"\n", &[], &[(CONFIG, "tls.mode")]),
-        ("mtls explicit", "[tls]\nmode = \"mtls\"\n", &[], &[(CONFIG, "tls.mode")]),
-        ("mtls from env", "[tls]\nmode = \"disabled\"\n", &[("HOSTMESH_TLS__MODE", "mtls")], &[(ENV, "HOSTMESH_TLS__MODE")]),
         ("unknown tls mode", "[tls]\nmode = \"tls13\"\n", &[], &[(CONFIG, "tls.mode")]),
         ("empty tls path", "[tls]\nmode = \"disabled\"\nca_file = \"\"\n", &[], &[(CONFIG, "tls.ca_file")]),
         ("bad trust domain", "[tls]\nmode = \"disabled\"\ntrust_domain = \"Mesh Local\"\n", &[], &[(CONFIG, "tls.trust_domain")]),
@@ -174,17 +171,26 @@ sample_ratio = "high"
         (CONFIG, "dns.vip_range"),
         (CONFIG, "dns.upstream"),
         (CONFIG, "proxy.max_connections"),
-        (CONFIG, "tls.mode"),
         (ENV, "HOSTMESH_LOG__LEVEL"),
         (CONFIG, "tracing.sample_ratio"),
     ];
     assert_eq!(places(&problems), owned(&expected), "{problems}");
     let text = problems.to_string();
     assert_eq!(text.lines().count(), expected.len());
-    assert!(
-        text.contains(&format!("{CONFIG}: tls.mode: {MTLS_NOT_YET}")),
-        "{text}"
-    );
+}
+
+/// mTLS is the default and parses without reading any file: the files are checked by the TLS
+/// code at start and by check-config.
+#[test]
+fn mtls_is_the_default() {
+    let config = parse_config("[agent]\nhost = \"web-01\"\n", &[]).unwrap();
+    assert_eq!(config.tls.mode, TlsMode::Mtls);
+    let config = parse_config(
+        "[tls]\nmode = \"disabled\"\n",
+        &[("HOSTMESH_TLS__MODE", "mtls")],
+    )
+    .unwrap();
+    assert_eq!(config.tls.mode, TlsMode::Mtls);
 }
 
 #[test]
@@ -245,6 +251,7 @@ fn defaults_are_the_documented_values() {
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             max_headers: 100,
             max_header_bytes: 65_536,
@@ -274,7 +281,7 @@ fn defaults_are_the_documented_values() {
     assert_eq!(config, expected);
 }
 
-/// The SPEC's example, with the one change this version needs (tls.mode), parses as written.
+/// The SPEC's example parses as written.
 #[test]
 fn spec_example_parses() {
     let text = r#"
@@ -306,7 +313,7 @@ max_connections = 10000
 max_headers = 100
 max_header_bytes = 65536
 [tls]
-mode = "disabled"
+mode = "mtls"
 ca_file = "/etc/hostmesh/tls/ca.pem"
 cert_file = "/etc/hostmesh/tls/host.pem"
 key_file = "/etc/hostmesh/tls/host.key"
@@ -328,7 +335,14 @@ sample_ratio = 0.01
         Some("10.0.0.5".parse().unwrap())
     );
     assert_eq!(config.agent.zone.as_deref(), Some("eu-1a"));
-    assert_eq!(config, parse_config("[tls]\nmode = \"disabled\"\n[agent]\nadvertise_address = \"10.0.0.5\"\nzone = \"eu-1a\"\n", &[]).unwrap());
+    assert_eq!(
+        config,
+        parse_config(
+            "[agent]\nadvertise_address = \"10.0.0.5\"\nzone = \"eu-1a\"\n",
+            &[]
+        )
+        .unwrap()
+    );
 }
 
 #[test]

@@ -5,19 +5,29 @@
 //! TCP preface's last field): anyone who can reach the inbound port can claim any host, so policy
 //! means little there. With mTLS the host named in the client certificate replaces the claim.
 
+use std::sync::Arc;
+
 use http::HeaderMap;
 
 use crate::config::names;
 use crate::wire::{self, TcpPreface};
 
-/// The calling host of an HTTP request from a peer agent; `None` when unknown.
-pub(super) fn of_request(headers: &HeaderMap) -> Option<String> {
-    valid(headers.get(wire::SRC)?.to_str().ok()?)
+/// The calling host of an HTTP request from a peer agent: the certificate's host (`proven`),
+/// else (TLS disabled) the claimed `x-hostmesh-src`; `None` when unknown.
+pub(super) fn of_request(proven: Option<&Arc<str>>, headers: &HeaderMap) -> Option<String> {
+    match proven {
+        Some(host) => Some(host.to_string()),
+        None => valid(headers.get(wire::SRC)?.to_str().ok()?),
+    }
 }
 
-/// The calling host of a TCP connection from a peer agent; `None` when unknown.
-pub(super) fn of_preface(preface: &TcpPreface) -> Option<String> {
-    valid(preface.caller.as_deref()?)
+/// The calling host of a TCP connection from a peer agent, likewise from the certificate or
+/// (TLS disabled) the preface; `None` when unknown.
+pub(super) fn of_preface(proven: Option<&Arc<str>>, preface: &TcpPreface) -> Option<String> {
+    match proven {
+        Some(host) => Some(host.to_string()),
+        None => valid(preface.caller.as_deref()?),
+    }
 }
 
 /// A claimed name that is not a valid host name is no identity at all.
@@ -32,10 +42,18 @@ mod tests {
     #[test]
     fn only_valid_host_names_identify_a_caller() {
         let mut h = HeaderMap::new();
-        assert_eq!(of_request(&h), None);
+        assert_eq!(of_request(None, &h), None);
         h.insert(wire::SRC, "web-01.eu".parse().expect("value"));
-        assert_eq!(of_request(&h).as_deref(), Some("web-01.eu"));
+        assert_eq!(of_request(None, &h).as_deref(), Some("web-01.eu"));
         h.insert(wire::SRC, "Web 01".parse().expect("value"));
-        assert_eq!(of_request(&h), None);
+        assert_eq!(of_request(None, &h), None);
+    }
+
+    #[test]
+    fn a_certificate_overrides_what_the_peer_claims() {
+        let mut h = HeaderMap::new();
+        h.insert(wire::SRC, "admin".parse().expect("value"));
+        let proven: Arc<str> = Arc::from("web-01");
+        assert_eq!(of_request(Some(&proven), &h).as_deref(), Some("web-01"));
     }
 }

@@ -11,26 +11,34 @@ use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use hostmesh_registrar::spec::Protocol;
 
-use super::{Inbound, Prefixed, caller};
+use super::{Inbound, PeerIo, caller};
 use crate::body::{self, ProxyBody};
+use crate::h2_limits;
 use crate::headers;
 use crate::http_errors::{self, Reason};
+use crate::trace::Kind;
 use crate::wire;
 
-pub async fn serve(ctx: Arc<Inbound>, stream: Prefixed<TcpStream>, peer: SocketAddr) {
+/// Serves one peer connection. `caller` is the host proven by the peer's certificate (mTLS);
+/// `None` only with TLS disabled, where the peer's `x-hostmesh-src` claim is taken instead.
+pub async fn serve(
+    ctx: Arc<Inbound>,
+    stream: impl PeerIo,
+    peer: SocketAddr,
+    caller: Option<Arc<str>>,
+) {
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(ctx.settings.max_header_bytes).unwrap_or(u32::MAX));
+    builder.timer(TokioTimer::new());
+    h2_limits::peer_server(&mut builder, &ctx.settings);
     let draining = ctx.draining.clone();
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(handle(ctx, peer, req).await) }
+        let caller = caller.clone();
+        async move { Ok::<_, Infallible>(handle(ctx, peer, caller, req).await) }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), svc);
     // A GOAWAY once draining starts: the peer finishes what it sent and reconnects for more.
@@ -43,6 +51,7 @@ pub async fn serve(ctx: Arc<Inbound>, stream: Prefixed<TcpStream>, peer: SocketA
 async fn handle(
     ctx: Arc<Inbound>,
     peer: SocketAddr,
+    caller: Option<Arc<str>>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
@@ -72,7 +81,7 @@ async fn handle(
         .as_deref()
         .and_then(wire::parse_timeout)
         .unwrap_or(ctx.settings.request_timeout);
-    let caller = caller::of_request(req.headers());
+    let caller = caller::of_request(caller.as_ref(), req.headers());
     if !ctx
         .policies
         .allows(&spec.service, caller.as_deref().unwrap_or(""))
@@ -97,6 +106,9 @@ async fn handle(
     if grpc {
         h.remove(http::header::HOST);
     }
+    let hop = ctx
+        .tracer
+        .hop(&mut parts.headers, Kind::Server, &service, &parts.method);
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let Ok(uri) = Uri::builder()
         .scheme("http")
@@ -130,6 +142,9 @@ async fn handle(
             Response::from_parts(rparts, body::boxed(rbody))
         }
     };
+    if let Some(hop) = hop {
+        hop.finish(resp.status().as_u16());
+    }
     ctx.metrics.request(
         &service,
         "inbound",

@@ -1,7 +1,15 @@
-//! The inbound side: peer agents reaching this host's apps through `inbound_listen`. The first
-//! bytes say what a connection carries: the HTTP/2 preface (multiplexed HTTP for `http` and
-//! `grpc` apps) or `HOSTMESH-TCP/` (one opaque TCP stream). The instance is always looked up in
-//! this host's own definitions; an address from the wire is never dialed.
+//! The inbound side: peer agents reaching this host's apps through `inbound_listen`.
+//!
+//! With mTLS (the default) every connection starts with a TLS handshake (bounded in time, under
+//! the listener's connection cap) that requires a client certificate of our mesh; the ALPN
+//! protocol says what it carries (`h2`: multiplexed HTTP for `http` and `grpc` apps;
+//! `hostmesh-tcp/1`: one opaque TCP stream), and the caller is the host its certificate names.
+//! Anything else, plain TCP included, reaches no app. With `tls.mode = "disabled"` the first
+//! bytes tell the HTTP/2 preface from `HOSTMESH-TCP/`, and the caller is what the peer claims
+//! (`x-hostmesh-src`): tests and dev only.
+//!
+//! The instance is always looked up in this host's own definitions; an address from the wire is
+//! never dialed.
 
 mod caller;
 mod http;
@@ -12,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -22,16 +30,19 @@ use crate::metrics::ProxyMetrics;
 use crate::outbound::Settings;
 use crate::policy::Policies;
 use crate::pool::Pools;
+use crate::tls::{Alpn, TlsStore};
 use crate::wire;
 pub(crate) use prefixed::Prefixed;
 
-/// How long a new connection may take to say what it is.
+/// How long a new connection may take to say what it is (or to finish its TLS handshake).
 const SNIFF_TIMEOUT: Duration = Duration::from_secs(5);
 /// Enough bytes to tell the HTTP/2 preface ("PRI * HTTP/2.") from `HOSTMESH-TCP/`.
 const SNIFF_LEN: usize = 13;
 
 #[derive(Debug)]
 pub struct Inbound {
+    /// The TLS material with mTLS; `None` with `tls.mode = "disabled"`.
+    pub tls: Option<Arc<TlsStore>>,
     pub local: Arc<LocalInstances>,
     pub pools: Pools,
     pub settings: Settings,
@@ -39,6 +50,8 @@ pub struct Inbound {
     pub policies: Arc<Policies>,
     /// Fired when the agent starts draining (see `shutdown`).
     pub draining: CancellationToken,
+    /// Spans per hop (off without an OTLP endpoint).
+    pub tracer: crate::trace::Tracer,
 }
 
 impl Inbound {
@@ -79,6 +92,31 @@ impl Inbound {
 
     async fn connection(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
+        if let Some(tls) = &self.tls {
+            let accepted = tokio::time::timeout(
+                SNIFF_TIMEOUT,
+                crate::tls::acceptor::accept(tls, stream, peer),
+            )
+            .await;
+            let accepted = match accepted {
+                Ok(Ok(a)) => a,
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, "inbound connection refused: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(%peer, "inbound connection refused: TLS handshake timed out");
+                    return;
+                }
+            };
+            let caller: Arc<str> = accepted.peer.host().into();
+            tracing::trace!(%peer, caller = &*caller, alpn = ?accepted.alpn, "inbound mTLS connection");
+            match accepted.alpn {
+                Alpn::H2 => http::serve(self, accepted.stream, peer, Some(caller)).await,
+                Alpn::Tcp => tcp::serve(self, accepted.stream, peer, Some(caller)).await,
+            }
+            return;
+        }
         let mut head = [0u8; SNIFF_LEN];
         match tokio::time::timeout(SNIFF_TIMEOUT, stream.read_exact(&mut head)).await {
             Ok(Ok(_)) => {}
@@ -86,11 +124,16 @@ impl Inbound {
         }
         let stream = Prefixed::new(head.to_vec(), stream);
         if head.starts_with(wire::TCP_MAGIC) {
-            tcp::serve(self, stream, peer).await;
+            tcp::serve(self, stream, peer, None).await;
         } else if head.starts_with(b"PRI * HTTP/2.") {
-            http::serve(self, stream, peer).await;
+            http::serve(self, stream, peer, None).await;
         } else {
             tracing::debug!(%peer, "inbound: neither HTTP/2 nor HOSTMESH-TCP; closing");
         }
     }
 }
+
+/// What the inbound protocols run on: a TLS stream, or (TLS disabled) the sniffed TCP stream.
+pub trait PeerIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> PeerIo for T {}

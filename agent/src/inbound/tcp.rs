@@ -10,12 +10,19 @@ use tokio::net::TcpStream;
 
 use hostmesh_registrar::spec::Protocol;
 
-use super::{Inbound, Prefixed, caller};
+use super::{Inbound, PeerIo, caller};
 use crate::wire::{self, TcpPreface};
 
 const PREFACE_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub async fn serve(ctx: Arc<Inbound>, mut peer_stream: Prefixed<TcpStream>, peer: SocketAddr) {
+/// Serves one peer's TCP stream. `caller` is the host proven by its certificate (`None` with TLS
+/// disabled).
+pub async fn serve(
+    ctx: Arc<Inbound>,
+    mut peer_stream: impl PeerIo,
+    peer: SocketAddr,
+    caller: Option<Arc<str>>,
+) {
     let line = match tokio::time::timeout(PREFACE_TIMEOUT, read_line(&mut peer_stream)).await {
         Ok(Some(line)) => line,
         _ => {
@@ -40,7 +47,7 @@ pub async fn serve(ctx: Arc<Inbound>, mut peer_stream: Prefixed<TcpStream>, peer
         let _ = peer_stream.write_all(b"ERR no-local-instance\n").await;
         return;
     };
-    let caller = caller::of_preface(&preface);
+    let caller = caller::of_preface(caller.as_ref(), &preface);
     if !ctx
         .policies
         .allows(&spec.service, caller.as_deref().unwrap_or(""))
@@ -71,14 +78,14 @@ pub async fn serve(ctx: Arc<Inbound>, mut peer_stream: Prefixed<TcpStream>, peer
     }
     let mut app = app;
     ctx.metrics.tcp_opened(&spec.service, "inbound");
-    tracing::trace!(%peer, service = spec.service, "inbound tcp relaying");
+    tracing::trace!(%peer, caller = caller.as_deref(), service = spec.service, "inbound tcp relaying");
     let (up, down) = tokio::io::copy_bidirectional(&mut peer_stream, &mut app)
         .await
         .unwrap_or((0, 0));
     ctx.metrics.tcp_closed(&spec.service, "inbound", up, down);
 }
 
-async fn read_line(s: &mut Prefixed<TcpStream>) -> Option<Vec<u8>> {
+async fn read_line(s: &mut impl PeerIo) -> Option<Vec<u8>> {
     let mut line = Vec::with_capacity(64);
     loop {
         let b = s.read_u8().await.ok()?;

@@ -28,17 +28,20 @@ use tokio::time::Instant;
 
 use hostmesh_registrar::spec::Protocol;
 
-use super::Outbound;
 use super::decision::Decision;
 use super::detect::{self, Version};
 use super::paired::Paired;
 use super::retry::{self, Failure};
 use super::route::{Endpoint, Route};
+use super::strict_h1::StrictH1;
+use super::{Outbound, Settings};
 use crate::body::{self, ProxyBody};
+use crate::h2_limits;
 use crate::headers;
 use crate::http_errors::{self, Reason};
 use crate::inbound::Prefixed;
 use crate::shutdown::Graceful;
+use crate::trace::Kind;
 use crate::wire;
 
 /// Serves one captured app connection until it closes.
@@ -48,7 +51,7 @@ pub async fn serve(ctx: Arc<Outbound>, mut stream: TcpStream, dst: SocketAddrV4)
     else {
         return;
     };
-    let io = TokioIo::new(Prefixed::new(head, stream));
+    let io = Prefixed::new(head, stream);
     let ctx_settings = ctx.settings.clone();
     let draining = ctx.draining.clone();
     let ended = match version {
@@ -64,15 +67,11 @@ pub async fn serve(ctx: Arc<Outbound>, mut stream: TcpStream, dst: SocketAddrV4)
                 })
             };
             let late = draining.is_cancelled();
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .max_headers(ctx_settings.max_headers)
-                .max_buf_size(ctx_settings.max_header_bytes.max(8192))
-                // A client that trickles its request head is cut off (slowloris).
-                .header_read_timeout(Some(ctx_settings.header_read_timeout))
-                // Arrived while the agent drains: one request, then close.
-                .keep_alive(!late);
+            let mut builder = http1_server(&ctx_settings);
+            // Arrived while the agent drains: one request, then close.
+            builder.keep_alive(!late);
+            // Request heads pass the strict framing guard before hyper parses them.
+            let io = TokioIo::new(StrictH1::new(io, ctx_settings.max_header_bytes));
             let conn = builder.serve_connection(io, svc);
             if late {
                 paired.drive(conn).await
@@ -83,14 +82,13 @@ pub async fn serve(ctx: Arc<Outbound>, mut stream: TcpStream, dst: SocketAddrV4)
         }
         Version::Http2 => {
             let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-            builder.timer(TokioTimer::new()).max_header_list_size(
-                u32::try_from(ctx_settings.max_header_bytes).unwrap_or(u32::MAX),
-            );
+            builder.timer(TokioTimer::new());
+            h2_limits::app_server(&mut builder, &ctx_settings);
             let svc = service_fn(move |req| {
                 let ctx = ctx.clone();
                 async move { Ok::<_, Infallible>(handle(ctx, dst, req, None).await) }
             });
-            let conn = builder.serve_connection(io, svc);
+            let conn = builder.serve_connection(TokioIo::new(io), svc);
             Graceful::new(conn, &draining, |c| c.graceful_shutdown()).await
         }
     };
@@ -99,10 +97,24 @@ pub async fn serve(ctx: Arc<Outbound>, mut stream: TcpStream, dst: SocketAddrV4)
     }
 }
 
+/// hyper's HTTP/1 server as app connections get it.
+pub(super) fn http1_server(settings: &Settings) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .max_headers(settings.max_headers)
+        // The same limit as the strict guard's, which passes longer heads on for hyper's 431.
+        .max_header_size(settings.max_header_bytes)
+        .max_buf_size(settings.max_header_bytes.max(8192))
+        // A client that trickles its request head is cut off (slowloris).
+        .header_read_timeout(Some(settings.header_read_timeout));
+    builder
+}
+
 async fn handle(
     ctx: Arc<Outbound>,
     dst: SocketAddrV4,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     paired: Option<Arc<Paired>>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
@@ -115,7 +127,14 @@ async fn handle(
     let Some(route) = route else {
         return http_errors::response(Reason::NoEndpoints, grpc_client);
     };
+    let method = req.method().clone();
+    let hop = ctx
+        .tracer
+        .hop(req.headers_mut(), Kind::Client, &route.service, &method);
     let resp = forward(&ctx, &route, req, started, paired.as_deref()).await;
+    if let Some(hop) = hop {
+        hop.finish(resp.status().as_u16());
+    }
     ctx.metrics.request_via(
         &route.metrics,
         &route.service,
@@ -437,9 +456,16 @@ fn build(
     *req.uri_mut() = if origin_form {
         Uri::from(path)
     } else {
+        // To a peer, its host rides in the user info: the pool keys connections by it and the
+        // TLS connector demands that identity (`tls::connector`).
+        let authority = if ep.local {
+            target.to_string()
+        } else {
+            format!("{}@{}", ep.host, ep.peer)
+        };
         Uri::builder()
             .scheme("http")
-            .authority(target.to_string())
+            .authority(authority)
             .path_and_query(path)
             .build()
             .ok()?

@@ -8,6 +8,7 @@ mod http;
 mod paired;
 pub mod retry;
 pub mod route;
+mod strict_h1;
 mod tcp;
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
@@ -80,6 +81,8 @@ pub struct Outbound {
     pub policies: Arc<crate::policy::Policies>,
     /// Fired when the agent starts draining (see `shutdown`).
     pub draining: CancellationToken,
+    /// Spans per hop (off without an OTLP endpoint).
+    pub tracer: crate::trace::Tracer,
 }
 
 impl Outbound {
@@ -157,12 +160,12 @@ impl Outbound {
                 .await?;
             return Ok((resp, fresh.unwrap_or(now)));
         }
-        let client = match (ep.local, route.protocol) {
-            (false, _) => &self.pools.peers,
-            (true, Protocol::Grpc) => &self.pools.local_h2c,
-            (true, _) => &self.pools.local_http1,
+        // The peers' client has a TLS-capable connector: a type of its own.
+        let resp = match (ep.local, route.protocol) {
+            (false, _) => self.pools.peers.request(req).await?,
+            (true, Protocol::Grpc) => self.pools.local_h2c.request(req).await?,
+            (true, _) => self.pools.local_http1.request(req).await?,
         };
-        let resp = client.request(req).await?;
         let ready_at = self
             .pools
             .connect_times

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::Outbound;
 use super::route::{Endpoint, Route};
+use crate::tls::PeerStream;
 use crate::wire::{self, TcpPreface};
 
 /// Instances tried per connection before giving up (breakers count connect failures).
@@ -101,7 +102,7 @@ async fn connect(
     route: &Route,
     ep: &Endpoint,
     started: Instant,
-) -> Result<TcpStream, Refused> {
+) -> Result<PeerStream, Refused> {
     let timeout = ctx.settings.connect_timeout;
     if ep.local {
         let spec = ctx
@@ -113,13 +114,19 @@ async fn connect(
             .map_err(|_| format!("connect {}: timed out", spec.target))?
             .map_err(|e| format!("connect {}: {e}", spec.target))?;
         let _ = s.set_nodelay(true);
-        return Ok(s);
+        return Ok(PeerStream::Plain(s));
     }
-    let mut s = tokio::time::timeout(timeout, TcpStream::connect(ep.peer))
+    let s = tokio::time::timeout(timeout, TcpStream::connect(ep.peer))
         .await
         .map_err(|_| format!("connect {}: timed out", ep.peer))?
         .map_err(|e| format!("connect {}: {e}", ep.peer))?;
     let _ = s.set_nodelay(true);
+    let mut s = ctx
+        .pools
+        .peer_tls
+        .tcp(s, &ep.host)
+        .await
+        .map_err(|e| format!("{}: {e}", ep.peer))?;
     let remaining = ctx
         .settings
         .request_timeout
@@ -146,7 +153,7 @@ async fn connect(
 
 /// Reads one short line byte by byte: the app's first bytes may follow `OK` in the same segment
 /// and must not be swallowed by a read-ahead buffer.
-async fn read_line(s: &mut TcpStream) -> Result<Vec<u8>, String> {
+async fn read_line(s: &mut PeerStream) -> Result<Vec<u8>, String> {
     let mut line = Vec::with_capacity(8);
     loop {
         let b = s
