@@ -114,6 +114,7 @@ pub async fn run(
 
     let admin_state = Arc::new(AdminState {
         host: config.agent.host.clone(),
+        domain: config.dns.domain.clone(),
         etcd_endpoints: config.etcd.endpoints.clone(),
         catalog: catalog.clone(),
         registrar: registrar.status(),

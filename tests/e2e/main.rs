@@ -4,6 +4,7 @@
 mod cli;
 mod dns;
 mod etcd_security;
+mod explain;
 mod fault_smoke;
 mod hardening;
 mod harness_smoke;

@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 
 use hostmesh_tests::{Agent, AgentOpts, Backend, Etcd, GrpcApp, Host, Net, grpc_call, wait_until};
 
-fn agent(host: &Host, etcd: &Etcd, opts: AgentOpts) -> Agent {
+pub(crate) fn agent(host: &Host, etcd: &Etcd, opts: AgentOpts) -> Agent {
     let mut a = Agent::start(host, etcd, opts);
     a.wait_ready(Duration::from_secs(15));
     a
 }
 
-const ORDERS: &str = "name = \"orders\"\nport = 8080\ntarget = \"127.0.0.1:18080\"\n";
+pub(crate) const ORDERS: &str = "name = \"orders\"\nport = 8080\ntarget = \"127.0.0.1:18080\"\n";
 
 fn orders_tagged(tag: &str) -> String {
     format!("{ORDERS}tags = [\"{tag}\"]\n")
@@ -57,7 +57,12 @@ pub(crate) fn statuses(
 }
 
 /// `hostmesh route set` with a policy file, from a host.
-fn route_set(agent: &Agent, etcd: &Etcd, service: &str, policy: &str) -> std::process::Output {
+pub(crate) fn route_set(
+    agent: &Agent,
+    etcd: &Etcd,
+    service: &str,
+    policy: &str,
+) -> std::process::Output {
     let file = agent.dir().join(format!("route-{service}.toml"));
     std::fs::write(&file, policy).expect("route file");
     let file = file.to_string_lossy().into_owned();
@@ -66,17 +71,17 @@ fn route_set(agent: &Agent, etcd: &Etcd, service: &str, policy: &str) -> std::pr
 
 /// Host `a` (an agent, no services) calling `orders` on `b` and `c` (an app and an agent each),
 /// both serving. Fields drop in order: apps and agents, then etcd, then the network.
-struct TwoInstances {
-    a: Host,
-    app_b: Backend,
-    app_c: Backend,
-    agent_a: Agent,
+pub(crate) struct TwoInstances {
+    pub(crate) a: Host,
+    pub(crate) app_b: Backend,
+    pub(crate) app_c: Backend,
+    pub(crate) agent_a: Agent,
     _agents: [Agent; 2],
-    _etcd: Etcd,
+    pub(crate) etcd: Etcd,
     _net: Net,
 }
 
-fn two_instances() -> TwoInstances {
+pub(crate) fn two_instances() -> TwoInstances {
     let net = Net::new();
     let etcd = Etcd::start(&net);
     let a = net.host("a");
@@ -97,7 +102,7 @@ fn two_instances() -> TwoInstances {
         app_c,
         agent_a,
         _agents: [agent_b, agent_c],
-        _etcd: etcd,
+        etcd,
         _net: net,
     }
 }

@@ -1,8 +1,9 @@
-//! The admin endpoint: `/live`, `/ready`, `/status`, `/metrics` (SPEC "Admin endpoint"), and
-//! the loopback-only `POST /maint/...`. No GET changes state.
+//! The admin endpoint: `/live`, `/ready`, `/status`, `/explain`, `/metrics` (SPEC "Admin
+//! endpoint"), and the loopback-only `POST /maint/...`. No GET changes state.
 
+pub mod explain;
 mod maint;
-mod status;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +26,8 @@ use crate::metrics::Metrics;
 #[derive(Debug)]
 pub struct AdminState {
     pub host: String,
+    /// `[dns] domain`, to read names such as `orders.mesh` (`/explain`).
+    pub domain: String,
     pub etcd_endpoints: Vec<String>,
     pub catalog: Catalog,
     pub registrar: Arc<RegistrarStatus>,
@@ -46,6 +49,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, cancel: Cancel
         .route("/live", get(|| async { "live\n" }))
         .route("/ready", get(ready))
         .route("/status", get(status::status))
+        .route("/explain", get(explain::explain))
         .route("/metrics", get(metrics))
         .route("/maint/{service}/{switch}", post(maint::service))
         .route("/maint/{service}/{id}/{switch}", post(maint::instance))

@@ -53,7 +53,10 @@ pub struct EndpointStatus {
     /// Filled by the balancer once the data path exists; `null` until then.
     pub ewma_ms: Option<f64>,
     pub inflight: Option<u64>,
+    /// `closed`, `ejected` or `half-open`; `null` until this agent has routed to the instance.
     pub breaker: Option<String>,
+    /// Milliseconds left of the ejection; `null` unless ejected.
+    pub ejected_for_ms: Option<u64>,
 }
 
 pub async fn status(State(state): State<Arc<AdminState>>) -> Json<Status> {
@@ -91,7 +94,8 @@ pub fn build(state: &AdminState) -> Status {
                         .map(|i| {
                             let key = EndpointKey::new(&svc.name, &i.host, &i.id);
                             let live = state.stats.stats.get(&key);
-                            let breaker = state.stats.breakers.get(&key);
+                            let now = tokio::time::Instant::now();
+                            let breaker = state.stats.breakers.get(&key).map(|b| b.state(now));
                             EndpointStatus {
                                 host: i.host.clone(),
                                 id: i.id.clone(),
@@ -102,9 +106,10 @@ pub fn build(state: &AdminState) -> Status {
                                 weight: i.weight,
                                 ewma_ms: live.as_ref().map(|s| s.ewma_ms()),
                                 inflight: live.as_ref().map(|s| s.in_flight()),
-                                breaker: breaker.map(|b| {
-                                    b.state(tokio::time::Instant::now()).as_str().to_owned()
-                                }),
+                                breaker: breaker.map(|b| b.as_str().to_owned()),
+                                ejected_for_ms: breaker
+                                    .and_then(|b| b.ejected_for(now))
+                                    .map(millis),
                             }
                         })
                         .collect();
@@ -133,4 +138,9 @@ pub fn build(state: &AdminState) -> Status {
         services,
         problems,
     }
+}
+
+/// Whole milliseconds, saturating (for JSON).
+pub fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

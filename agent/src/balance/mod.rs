@@ -74,6 +74,31 @@ pub fn pick<T>(
     })
 }
 
+/// The same draw as [`pick`], comparing costs with [`EndpointStats::peek_cost_at`]: the
+/// estimates' timestamps stay as they were, so looking (`hostmesh explain`) does not change how
+/// the next real request is balanced.
+pub fn peek<T>(
+    candidates: &[T],
+    stats: impl Fn(&T) -> (&EndpointStats, u32),
+    exclude: impl Fn(&T) -> bool,
+) -> Option<&T> {
+    RNG.with(|cell| {
+        let mut rng = cell.get();
+        let picked = draw(&mut rng, candidates, &stats, exclude, Read::Peek);
+        cell.set(rng);
+        picked
+    })
+}
+
+/// How [`draw`] reads the two costs it compares.
+#[derive(Clone, Copy)]
+enum Read {
+    /// As a pick: the read counts as an observation (decays the estimate's timestamp).
+    Pick,
+    /// Without recording anything.
+    Peek,
+}
+
 /// Picks one of `candidates` not excluded: with none, `None`; with one, that one whatever its
 /// cost; otherwise two distinct ones uniformly at random, and the cheaper (see
 /// [`EndpointStats::cost_at`]; a tie goes to the first drawn, itself random).
@@ -92,6 +117,16 @@ pub fn pick_with<'a, T>(
     stats: impl Fn(&T) -> (&EndpointStats, u32),
     exclude: impl Fn(&T) -> bool,
 ) -> Option<&'a T> {
+    draw(rng, candidates, &stats, exclude, Read::Pick)
+}
+
+fn draw<'a, T>(
+    rng: &mut Rng,
+    candidates: &'a [T],
+    stats: &impl Fn(&T) -> (&EndpointStats, u32),
+    exclude: impl Fn(&T) -> bool,
+    read: Read,
+) -> Option<&'a T> {
     let n = candidates.len();
     match candidates {
         [] => return None,
@@ -103,7 +138,7 @@ pub fn pick_with<'a, T>(
     let (a, b) = rng.two_distinct(n);
     let (first, second) = (&candidates[a], &candidates[b]);
     if !exclude(first) && !exclude(second) {
-        return Some(cheaper(first, second, &stats));
+        return Some(cheaper(first, second, stats, read));
     }
     let eligible = candidates.iter().filter(|c| !exclude(c)).count();
     match eligible {
@@ -117,7 +152,7 @@ pub fn pick_with<'a, T>(
             let y = rest.nth(hi - lo - 1)?;
             // Keep the draw order so ties do not favour the earlier slot.
             let (first, second) = if i < j { (x, y) } else { (y, x) };
-            Some(cheaper(first, second, &stats))
+            Some(cheaper(first, second, stats, read))
         }
     }
 }
@@ -126,11 +161,17 @@ fn cheaper<'a, T>(
     first: &'a T,
     second: &'a T,
     stats: &impl Fn(&T) -> (&EndpointStats, u32),
+    read: Read,
 ) -> &'a T {
     let now = Instant::now();
-    let (s1, w1) = stats(first);
-    let (s2, w2) = stats(second);
-    if s1.cost_at(now, w1) <= s2.cost_at(now, w2) {
+    let cost = |c: &T| {
+        let (s, w) = stats(c);
+        match read {
+            Read::Pick => s.cost_at(now, w),
+            Read::Peek => s.peek_cost_at(now, w),
+        }
+    };
+    if cost(first) <= cost(second) {
         first
     } else {
         second

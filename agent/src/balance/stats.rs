@@ -63,11 +63,21 @@ impl EndpointStats {
     /// is in flight it costs the seed × 2, so a new instance gets one request at a time until
     /// something is known about it, never a burst.
     pub fn cost_at(&self, now: Instant, weight: u32) -> f64 {
+        self.cost_with(weight, || self.ewma.get_at(now))
+    }
+
+    /// [`Self::cost_at`] without recording the read (see [`PeakEwma::peek_at`]): what a pick at
+    /// `now` would compare, for `explain`, which must leave the balancer as it found it.
+    pub fn peek_cost_at(&self, now: Instant, weight: u32) -> f64 {
+        self.cost_with(weight, || self.ewma.peek_at(now))
+    }
+
+    fn cost_with(&self, weight: u32, estimate: impl FnOnce() -> f64) -> f64 {
         let in_flight = self.in_flight();
         if in_flight == 0 && !self.ewma.is_observed() {
             return MIN_ESTIMATE_NS / f64::from(weight.max(1));
         }
-        let estimate = self.ewma.get_at(now).max(MIN_ESTIMATE_NS);
+        let estimate = estimate().max(MIN_ESTIMATE_NS);
         // u64 → f64 is exact up to 2⁵³ requests in flight.
         #[allow(clippy::cast_precision_loss)]
         let load = (in_flight + 1) as f64;
@@ -216,6 +226,32 @@ mod tests {
         assert!((s.cost_at(now, 100) - 3.0 * 30e6 / 100.0).abs() < 1e-6);
         // Weight 0 counts as 1.
         assert!((s.cost_at(now, 0) - 3.0 * 30e6).abs() < 1e-6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn peeking_at_the_cost_matches_a_pick_and_records_nothing() {
+        let s = Arc::new(EndpointStats::new());
+        s.start().finish(Duration::from_millis(40));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let now = Instant::now();
+        let peeked = s.peek_cost_at(now, 100);
+        assert!((peeked - s.cost_at(now, 100)).abs() < 1e-6);
+        // A peek leaves the cell's timestamp alone: a sample after it blends exactly as if no
+        // one had looked (a read would have moved the stamp and changed the blend).
+        let (looked, untouched) = (
+            Arc::new(EndpointStats::new()),
+            Arc::new(EndpointStats::new()),
+        );
+        for c in [&looked, &untouched] {
+            c.start().finish(Duration::from_millis(40));
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        looked.peek_cost_at(Instant::now(), 100);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for c in [&looked, &untouched] {
+            c.start().finish(Duration::from_millis(1));
+        }
+        assert!((looked.ewma_ms() - untouched.ewma_ms()).abs() < 1e-9);
     }
 
     #[tokio::test(start_paused = true)]

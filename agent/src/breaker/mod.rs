@@ -131,6 +131,14 @@ impl State {
             State::HalfOpen { .. } => "half-open",
         }
     }
+
+    /// What is left of the ejection at `now`; `None` unless ejected.
+    pub fn ejected_for(&self, now: Instant) -> Option<Duration> {
+        match self {
+            State::Ejected { until } => Some(until.saturating_duration_since(now)),
+            State::Closed | State::HalfOpen { .. } => None,
+        }
+    }
 }
 
 impl fmt::Display for State {

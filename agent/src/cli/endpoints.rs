@@ -1,5 +1,6 @@
 //! `hostmesh endpoints SERVICE`: HOST ADDRESS PORT HEALTH TAGS EWMA INFLIGHT BREAKER. The first
-//! columns come from etcd; the last three from the local agent's `/status` when one answers.
+//! columns come from etcd; the last three from the local agent's `/status` when one answers
+//! (`-` otherwise). BREAKER reads `closed`, `half-open` or `ejected 4.2s` (the time left).
 
 use serde::Serialize;
 
@@ -18,6 +19,7 @@ struct Row {
     ewma_ms: Option<f64>,
     inflight: Option<u64>,
     breaker: Option<String>,
+    ejected_for_ms: Option<u64>,
 }
 
 pub async fn run(service: String, args: ClientArgs) -> Result<(), CliError> {
@@ -55,6 +57,7 @@ pub async fn run(service: String, args: ClientArgs) -> Result<(), CliError> {
                 ewma_ms: field("ewma_ms").and_then(|v| v.as_f64()),
                 inflight: field("inflight").and_then(|v| v.as_u64()),
                 breaker: field("breaker").and_then(|v| v.as_str().map(str::to_owned)),
+                ejected_for_ms: field("ejected_for_ms").and_then(|v| v.as_u64()),
             }
         })
         .collect();
@@ -78,7 +81,7 @@ pub async fn run(service: String, args: ClientArgs) -> Result<(), CliError> {
                 },
                 r.ewma_ms.map_or_else(dash, |v| format!("{v:.1}ms")),
                 r.inflight.map_or_else(dash, |v| v.to_string()),
-                r.breaker.clone().unwrap_or_else(dash),
+                breaker_cell(r.breaker.as_deref(), r.ejected_for_ms),
             ]
         })
         .collect();
@@ -92,4 +95,35 @@ pub async fn run(service: String, args: ClientArgs) -> Result<(), CliError> {
         .trim_end(),
     );
     Ok(())
+}
+
+/// The BREAKER cell: `ejected 4.2s` (time left), `half-open`, `closed`; `-` when no agent
+/// answered or it has no breaker for the instance (one it cannot route to, e.g. not passing).
+fn breaker_cell(state: Option<&str>, ejected_for_ms: Option<u64>) -> String {
+    match (state, ejected_for_ms) {
+        (Some("ejected"), Some(ms)) => format!("ejected {}", seconds(ms)),
+        (Some(s), _) => s.to_owned(),
+        (None, _) => "-".to_owned(),
+    }
+}
+
+/// `4.2s` (one decimal), for times left.
+pub(super) fn seconds(ms: u64) -> String {
+    // Precision loss only past 2⁵³ ms.
+    #[allow(clippy::cast_precision_loss)]
+    let secs = ms as f64 / 1000.0;
+    format!("{secs:.1}s")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_cell_shows_the_ejection_time_left() {
+        assert_eq!(breaker_cell(Some("ejected"), Some(4213)), "ejected 4.2s");
+        assert_eq!(breaker_cell(Some("half-open"), None), "half-open");
+        assert_eq!(breaker_cell(Some("closed"), None), "closed");
+        assert_eq!(breaker_cell(None, None), "-");
+    }
 }

@@ -9,6 +9,7 @@ mod client;
 mod dev;
 mod document;
 mod endpoints;
+mod explain;
 mod maint;
 mod policy;
 mod route;
@@ -56,6 +57,8 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Ask the local agent how it would route a request now: rule, deadline, budget, candidates, pick
+    Explain(explain::ExplainArgs),
     /// Manage a service's route policy in etcd: set SERVICE FILE, get SERVICE, delete SERVICE
     Route(route::RouteArgs),
     /// Mesh CA and host certificates: init --dir DIR, issue --dir DIR --host NAME --out OUT
@@ -98,6 +101,7 @@ pub fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config::run(args),
         Command::Services(args) => block_on(services::run(args)),
         Command::Endpoints { service, client } => block_on(endpoints::run(service, client)),
+        Command::Explain(args) => block_on(explain::run(args)),
         Command::Route(args) => route::run(args),
         Command::Ca(args) => ca::run(args),
         Command::Maint(args) => block_on(maint::run(args)),

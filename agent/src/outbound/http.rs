@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use hostmesh_registrar::spec::Protocol;
 
+use super::decision::Decision;
 use super::detect::{self, Version};
 use super::paired::Paired;
 use super::retry::{self, Failure};
@@ -144,54 +145,6 @@ async fn handle(
     resp
 }
 
-/// The deadline for a request: the shortest of the route's timeout, the client's
-/// `x-hostmesh-timeout` and (gRPC) `grpc-timeout`; when none is set, `request_timeout`.
-fn deadline_for(
-    parts: &Parts,
-    route_timeout: Option<Duration>,
-    default: Duration,
-    grpc: bool,
-) -> Duration {
-    let header = |name: &str| {
-        parts
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let client = header(wire::TIMEOUT)
-        .as_deref()
-        .and_then(wire::parse_timeout);
-    let grpc_timeout = grpc
-        .then(|| header("grpc-timeout"))
-        .flatten()
-        .as_deref()
-        .and_then(parse_grpc_timeout);
-    [route_timeout, client, grpc_timeout]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(default)
-}
-
-/// gRPC's `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
-fn parse_grpc_timeout(v: &str) -> Option<Duration> {
-    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
 /// The request body across attempts: small bodies are buffered so a safe request can be
 /// replayed; larger ones stream, and come back only if an attempt never read them.
 enum ReqBody {
@@ -276,14 +229,13 @@ async fn forward(
     let grpc = route.protocol == Protocol::Grpc;
     let (mut parts, incoming) = req.into_parts();
     let policy = &route.policy;
-    let rule = policy.matching_rule(parts.uri.path(), &parts.headers);
-    let route_timeout = rule.and_then(|r| r.timeout).or(policy.timeout);
-    let deadline =
-        started + deadline_for(&parts, route_timeout, ctx.settings.request_timeout, grpc);
-    let split_tags: Option<Vec<String>> = rule
-        .filter(|r| r.total_weight() > 0)
-        .and_then(|r| r.choose_split(crate::balance::roll(r.total_weight())))
-        .map(|s| s.tags.clone());
+    let decision = Decision::new(
+        route,
+        parts.uri.path(),
+        &parts.headers,
+        ctx.settings.request_timeout,
+    );
+    let deadline = started + decision.deadline.after;
     headers::strip_hop_by_hop(&mut parts.headers);
     let safe = retry::is_safe(&parts.method, &parts.headers);
     headers::strip_client_internal(&mut parts.headers);
@@ -314,11 +266,7 @@ async fn forward(
     let mut tried: Vec<usize> = Vec::new();
     let mut last = Last::Reason(Reason::NoEndpoints);
     let mut attempt = 0;
-    let eligible = |ep: &Endpoint| {
-        split_tags
-            .as_ref()
-            .is_none_or(|tags| tags.iter().all(|t| ep.tags.contains(t)))
-    };
+    let eligible = |ep: &Endpoint| decision.admits(ep);
     while attempt < max_attempts {
         let Some(idx) = route.pick(&tried, eligible) else {
             break;
@@ -523,18 +471,4 @@ fn build(
             .ok()?
     };
     Some((req, target))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_timeouts_parse() {
-        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_grpc_timeout("1S"), Some(Duration::from_secs(1)));
-        assert_eq!(parse_grpc_timeout("123456789S"), None);
-        assert_eq!(parse_grpc_timeout("S"), None);
-        assert_eq!(parse_grpc_timeout(""), None);
-    }
 }

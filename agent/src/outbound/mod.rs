@@ -2,6 +2,7 @@
 //! with the VIP:port it was dialed at; the route table (rebuilt per catalog snapshot) says which
 //! service that is and which instances may take it.
 
+pub mod decision;
 mod detect;
 mod http;
 mod paired;
@@ -32,6 +33,8 @@ use crate::metrics::ProxyMetrics;
 use crate::pool::Pools;
 use paired::{Paired, PairedError};
 use route::{Endpoint, Route, RouteTable};
+
+pub use tcp::MAX_ATTEMPTS as TCP_MAX_ATTEMPTS;
 
 /// The `[proxy]` settings the data path uses.
 #[derive(Debug, Clone)]

@@ -133,6 +133,31 @@ impl Spend {
     }
 }
 
+/// How many retries `budget` would allow now (for `hostmesh explain`); `None` if that cannot be
+/// read.
+///
+/// tower's `TpsBudget` has no accessor for its balance, only a `Debug` impl that prints it
+/// (`Budget { deposit: 1, withdraw: 5, balance: 500 }`, in tokens: a retry costs `withdraw`).
+/// This parses that output; it is the one place that does, and
+/// `tests::the_budget_left_is_read_from_towers_debug_output` fails if tower changes the format.
+/// Reading it has no side effect (tower's `Debug` sums the slots without rotating them, so it
+/// may count a few deposits that a withdrawal would already have expired).
+pub fn retries_left(budget: &TpsBudget) -> Option<u64> {
+    let text = format!("{budget:?}");
+    let field = |name: &str| -> Option<i64> {
+        let start = text.find(&format!("{name}: "))? + name.len() + 2;
+        let rest = &text[start..];
+        let end = rest.find([',', ' ', '}']).unwrap_or(rest.len());
+        rest[..end].parse().ok()
+    };
+    let withdraw = field("withdraw")?;
+    let balance = field("balance")?;
+    if withdraw <= 0 {
+        return None;
+    }
+    u64::try_from(balance.max(0) / withdraw).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +217,23 @@ mod tests {
         assert_eq!(backoff(9, 1.0), Duration::from_millis(250));
         assert_eq!(backoff(3, 0.5), Duration::from_millis(50));
         assert_eq!(backoff(3, 0.0), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_left_is_read_from_towers_debug_output() {
+        // 10 per second over 10 s: 100 retries in reserve; 20 % of 50 requests adds 10.
+        let budget = TpsBudget::new(Duration::from_secs(10), 10, 0.2);
+        assert_eq!(retries_left(&budget), Some(100), "{budget:?}");
+        for _ in 0..50 {
+            budget.deposit();
+        }
+        assert_eq!(retries_left(&budget), Some(110), "{budget:?}");
+        assert!(budget.withdraw());
+        assert_eq!(retries_left(&budget), Some(109), "{budget:?}");
+        // Reading it spends nothing.
+        assert_eq!(retries_left(&budget), Some(109), "{budget:?}");
+        let empty = TpsBudget::new(Duration::from_secs(1), 0, 0.0);
+        assert_eq!(retries_left(&empty), Some(0), "{empty:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -191,6 +191,23 @@ impl Route {
     /// its ejection ends rather than when its latency estimate has decayed; otherwise power of
     /// two choices. Returns the index in `endpoints`.
     pub fn pick(&self, tried: &[usize], eligible: impl Fn(&Endpoint) -> bool) -> Option<usize> {
+        self.choose(tried, eligible, false)
+    }
+
+    /// The first pick a request would make now ([`Self::pick`] with nothing tried), changing
+    /// nothing: no latency estimate records the read, and no breaker probe is claimed (a real
+    /// request claims it afterwards, in `BreakerGroup::admit`). For `hostmesh explain`.
+    pub fn preview(&self, eligible: impl Fn(&Endpoint) -> bool) -> Option<usize> {
+        self.choose(&[], eligible, true)
+    }
+
+    /// [`Self::pick`] and [`Self::preview`], which differ only in how P2C reads the costs.
+    fn choose(
+        &self,
+        tried: &[usize],
+        eligible: impl Fn(&Endpoint) -> bool,
+        peek: bool,
+    ) -> Option<usize> {
         let now = Instant::now();
         let ok = |e: &Endpoint| !tried.contains(&self.index_of(e)) && eligible(e);
         if let Some(probe) = self
@@ -200,11 +217,15 @@ impl Route {
         {
             return Some(self.index_of(probe));
         }
-        let picked = crate::balance::pick(
-            &self.endpoints,
-            |e| (e.stats.as_ref(), e.weight),
-            |e| !ok(e) || !e.breaker.available(now),
-        )?;
+        fn stats(e: &Endpoint) -> (&EndpointStats, u32) {
+            (e.stats.as_ref(), e.weight)
+        }
+        let exclude = |e: &Endpoint| !ok(e) || !e.breaker.available(now);
+        let picked = if peek {
+            crate::balance::peek(&self.endpoints, stats, exclude)
+        } else {
+            crate::balance::pick(&self.endpoints, stats, exclude)
+        }?;
         Some(self.index_of(picked))
     }
 

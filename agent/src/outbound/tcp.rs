@@ -16,7 +16,7 @@ use crate::tls::PeerStream;
 use crate::wire::{self, TcpPreface};
 
 /// Instances tried per connection before giving up (breakers count connect failures).
-const MAX_ATTEMPTS: usize = 3;
+pub const MAX_ATTEMPTS: u32 = 3;
 
 pub async fn serve(ctx: Arc<Outbound>, mut app: TcpStream, dst: SocketAddrV4) {
     let Some(route) = ctx.routes.load().get(dst) else {
@@ -25,7 +25,7 @@ pub async fn serve(ctx: Arc<Outbound>, mut app: TcpStream, dst: SocketAddrV4) {
     let _ = app.set_nodelay(true);
     let started = Instant::now();
     let mut tried = Vec::new();
-    let mut attempts = 0;
+    let mut attempts = 0u32;
     while attempts < MAX_ATTEMPTS {
         let Some(idx) = route.pick(&tried, |_| true) else {
             break;
