@@ -107,6 +107,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: a burst of new connections (load moving here
+    # when another instance drains) would overflow it, and a dropped SYN costs a whole
+    # connect_timeout. Real apps listen with a larger backlog.
+    request_queue_size = 128
 
 
 srv = Server((bind, port), Handler)
