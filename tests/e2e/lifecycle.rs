@@ -99,6 +99,49 @@ fn bodies(host: &hostmesh_tests::Host, url: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// Host `a` (an agent, no services) calling `orders` on host `b` (the app and an agent), both
+/// agents built from `opts`, ready and serving. Fields drop in order: apps and agents, then etcd,
+/// then the network.
+struct CallerAndOrders {
+    app: hostmesh_tests::Backend,
+    _agent_a: Agent,
+    agent_b: Agent,
+    a: hostmesh_tests::Host,
+    b: hostmesh_tests::Host,
+    etcd: Etcd,
+    _net: Net,
+}
+
+const ORDERS_URL: &str = "http://orders.mesh:8080/";
+
+fn caller_and_orders(opts: impl Fn(AgentOpts) -> AgentOpts) -> CallerAndOrders {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = net.host("a");
+    let b = net.host("b");
+    let app = hostmesh_tests::Backend::http(&b, 18080, "b\n");
+    let mut agent_a = Agent::start(&a, &etcd, opts(AgentOpts::new()));
+    let mut agent_b = Agent::start(
+        &b,
+        &etcd,
+        opts(AgentOpts::new().service("orders-1", &orders_at(18080))),
+    );
+    agent_a.wait_ready(Duration::from_secs(15));
+    agent_b.wait_ready(Duration::from_secs(15));
+    hostmesh_tests::wait_until(Duration::from_secs(10), "orders serves", || {
+        bodies(&a, ORDERS_URL, 1) == ["b"]
+    });
+    CallerAndOrders {
+        app,
+        _agent_a: agent_a,
+        agent_b,
+        a,
+        b,
+        etcd,
+        _net: net,
+    }
+}
+
 #[test]
 fn maint_takes_an_instance_out_of_rotation_everywhere_and_back() {
     let net = Net::new();
@@ -223,24 +266,8 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 
 #[test]
 fn ten_sighups_under_load_one_broken_fail_no_request_and_keep_the_old_definitions() {
-    let net = Net::new();
-    let etcd = Etcd::start(&net);
-    let a = net.host("a");
-    let b = net.host("b");
-    let _app = hostmesh_tests::Backend::http(&b, 18080, "b\n");
-    let mut agent_a = Agent::start(&a, &etcd, AgentOpts::new());
-    let mut agent_b = Agent::start(
-        &b,
-        &etcd,
-        AgentOpts::new().service("orders-1", &orders_at(18080)),
-    );
-    agent_a.wait_ready(Duration::from_secs(15));
-    agent_b.wait_ready(Duration::from_secs(15));
-    let url = "http://orders.mesh:8080/";
-    hostmesh_tests::wait_until(Duration::from_secs(10), "orders serves", || {
-        bodies(&a, url, 1) == ["b"]
-    });
-
+    let m = caller_and_orders(|o| o);
+    let (a, agent_b, etcd, url) = (&m.a, &m.agent_b, &m.etcd, ORDERS_URL);
     let a2 = a.clone();
     let load = std::thread::spawn(move || crate::resilience::statuses(&a2, &[], url, 1500, 4));
     let reloads = |result: &str| {
@@ -273,7 +300,7 @@ fn ten_sighups_under_load_one_broken_fail_no_request_and_keep_the_old_definition
                 "the problems are logged"
             );
             // The old definitions are still served and registered.
-            assert_eq!(bodies(&a, url, 3), ["b", "b", "b"]);
+            assert_eq!(bodies(a, url, 3), ["b", "b", "b"]);
             agent_b.remove_service("broken");
         }
     }
@@ -319,30 +346,15 @@ const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
 #[test]
 fn traceparent_gets_a_span_per_hop_and_spans_reach_the_collector() {
-    let net = Net::new();
-    let etcd = Etcd::start(&net);
-    let a = net.host("a");
-    let b = net.host("b");
-    let app = hostmesh_tests::Backend::http(&b, 18080, "b\n");
-    // A stand-in OTLP/HTTP collector next to each agent.
-    let collector_a = hostmesh_tests::Backend::http_on(&a, [127, 0, 0, 1].into(), 4318, "");
-    let collector_b = hostmesh_tests::Backend::http_on(&b, [127, 0, 0, 1].into(), 4318, "");
-    let tracing = |opts: AgentOpts| {
+    let m = caller_and_orders(|opts| {
         opts.set_str("tracing", "otlp_endpoint", "http://127.0.0.1:4318")
             .set("tracing", "sample_ratio", "0")
-    };
-    let mut agent_a = Agent::start(&a, &etcd, tracing(AgentOpts::new()));
-    let mut agent_b = Agent::start(
-        &b,
-        &etcd,
-        tracing(AgentOpts::new().service("orders-1", &orders_at(18080))),
-    );
-    agent_a.wait_ready(Duration::from_secs(15));
-    agent_b.wait_ready(Duration::from_secs(15));
-    let url = "http://orders.mesh:8080/traced";
-    hostmesh_tests::wait_until(Duration::from_secs(10), "orders serves", || {
-        bodies(&a, url, 1) == ["b"]
     });
+    let (a, app) = (&m.a, &m.app);
+    // A stand-in OTLP/HTTP collector next to each agent.
+    let collector_a = hostmesh_tests::Backend::http_on(a, [127, 0, 0, 1].into(), 4318, "");
+    let collector_b = hostmesh_tests::Backend::http_on(&m.b, [127, 0, 0, 1].into(), 4318, "");
+    let url = "http://orders.mesh:8080/traced";
 
     let parent = format!("traceparent: 00-{TRACE_ID}-{CLIENT_SPAN}-01");
     let (code, _) = a
@@ -426,23 +438,8 @@ fn traceparent_gets_a_span_per_hop_and_spans_reach_the_collector() {
 
 #[test]
 fn without_an_otlp_endpoint_traceparent_passes_untouched() {
-    let net = Net::new();
-    let etcd = Etcd::start(&net);
-    let a = net.host("a");
-    let b = net.host("b");
-    let app = hostmesh_tests::Backend::http(&b, 18080, "b\n");
-    let mut agent_a = Agent::start(&a, &etcd, AgentOpts::new());
-    let mut agent_b = Agent::start(
-        &b,
-        &etcd,
-        AgentOpts::new().service("orders-1", &orders_at(18080)),
-    );
-    agent_a.wait_ready(Duration::from_secs(15));
-    agent_b.wait_ready(Duration::from_secs(15));
-    let url = "http://orders.mesh:8080/";
-    hostmesh_tests::wait_until(Duration::from_secs(10), "orders serves", || {
-        bodies(&a, url, 1) == ["b"]
-    });
+    let m = caller_and_orders(|o| o);
+    let (a, app, url) = (&m.a, &m.app, ORDERS_URL);
     let value = format!("00-{TRACE_ID}-{CLIENT_SPAN}-01");
     let (code, _) = a
         .curl_args(&["-H", &format!("traceparent: {value}"), url])
