@@ -1,0 +1,88 @@
+//! The outbound and inbound proxies, built from the config and what they share.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+
+use crate::balance::EndpointTable;
+use crate::config::AgentConfig;
+use crate::inbound::Inbound;
+use crate::local::LocalInstances;
+use crate::metrics::Metrics;
+use crate::outbound::{Outbound, Settings};
+use crate::policy::Policies;
+use crate::pool::Pools;
+use crate::tls::{PeerTls, TlsStore};
+use crate::trace::Tracer;
+
+use super::RunError;
+
+/// What the outbound and inbound proxies share besides the config and the pools.
+pub(super) struct Shared {
+    pub(super) local: Arc<LocalInstances>,
+    pub(super) policies: Arc<Policies>,
+    pub(super) draining: CancellationToken,
+    pub(super) tls: Option<Arc<TlsStore>>,
+    pub(super) tracer: Tracer,
+}
+
+/// The outbound and inbound proxies, sharing the connection pools and this host's instances.
+pub(super) fn data_path(
+    config: &AgentConfig,
+    advertise: IpAddr,
+    shared: Shared,
+    metrics: &Metrics,
+) -> Result<(Arc<Outbound>, Arc<Inbound>), RunError> {
+    let Shared {
+        local,
+        policies,
+        draining,
+        tls,
+        tracer,
+    } = shared;
+    let settings = Settings {
+        connect_timeout: config.proxy.connect_timeout,
+        request_timeout: config.proxy.request_timeout,
+        idle_timeout: config.proxy.idle_timeout,
+        header_read_timeout: config.proxy.header_read_timeout,
+        max_headers: config.proxy.max_headers,
+        max_header_bytes: config.proxy.max_header_bytes,
+    };
+    // The handshake gets the connect timeout again: together they bound a connection's setup.
+    let peer_tls = PeerTls::new(tls.clone(), config.proxy.connect_timeout);
+    let pools = Pools::new(
+        config.proxy.connect_timeout,
+        config.proxy.idle_timeout,
+        peer_tls,
+    );
+    let outbound = Arc::new(Outbound {
+        self_host: config.agent.host.clone(),
+        // The host name and address were validated by the config: always valid header values.
+        wire_headers: crate::outbound::WireHeaders::new(&config.agent.host, advertise)
+            .ok_or_else(|| RunError::Runtime("agent.host is not a valid header value".into()))?,
+        routes: ArcSwap::default(),
+        stats: EndpointTable::new(),
+        breakers: crate::breaker::BreakerTable::new(),
+        budgets: crate::outbound::retry::Budgets::default(),
+        local: local.clone(),
+        pools: pools.clone(),
+        settings: settings.clone(),
+        metrics: metrics.proxy.clone(),
+        policies: policies.clone(),
+        draining: draining.clone(),
+        tracer: tracer.clone(),
+    });
+    let inbound = Arc::new(Inbound {
+        tls,
+        local,
+        pools,
+        settings,
+        metrics: metrics.proxy.clone(),
+        policies,
+        draining,
+        tracer,
+    });
+    Ok((outbound, inbound))
+}

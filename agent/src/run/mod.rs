@@ -1,0 +1,206 @@
+//! `hostmesh agent`: builds every component from a validated config, runs them, and shuts down
+//! in order on a signal: deregister first, then drain, then stop.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use hostmesh_registrar::catalog::{Catalog, CatalogConfig};
+use hostmesh_registrar::keys::Layout;
+use hostmesh_registrar::register::Registrar;
+use hostmesh_registrar::spec::InstanceSpec;
+
+use crate::admin::{self, AdminState};
+use crate::capture::{Capture, Handoff};
+use crate::config::AgentConfig;
+use crate::local::LocalInstances;
+use crate::metrics::Metrics;
+use crate::policy::Policies;
+use crate::reload::Reloader;
+use crate::signals::{Signal, Signals};
+use crate::tls::TlsStore;
+use crate::trace::Tracer;
+
+mod advertise;
+mod data_path;
+mod etcd;
+mod listeners;
+
+use advertise::pick_advertise_address;
+use data_path::{Shared, data_path};
+pub use etcd::etcd_options;
+use etcd::{claim_host_name, connect_etcd, registrar_config};
+use listeners::Listeners;
+
+/// How long the start-up host-name check waits for etcd before carrying on without it (the
+/// check runs again on every registration attempt).
+const CLAIM_WAIT: Duration = Duration::from_secs(3);
+
+/// A failure that stops the agent, with the exit code SPEC gives it.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// Runs the agent until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP. `tls` is the
+/// checked TLS material when `tls.mode = "mtls"` (re-read on change and on SIGHUP).
+pub async fn run(
+    config_path: PathBuf,
+    config: AgentConfig,
+    specs: Vec<InstanceSpec>,
+    tls: Option<Arc<TlsStore>>,
+) -> Result<(), RunError> {
+    let cancel = CancellationToken::new();
+    let mut signals = Signals::install().map_err(|e| RunError::Runtime(format!("signals: {e}")))?;
+    let metrics = Arc::new(Metrics::new());
+    let layout = Layout::new(&config.etcd.prefix);
+    let advertise = config
+        .agent
+        .advertise_address
+        .unwrap_or_else(|| pick_advertise_address(&config.etcd.endpoints));
+
+    let (catalog, watcher) = Catalog::open(
+        CatalogConfig::new(layout.clone(), config.agent.data_dir.clone()),
+        metrics.registry_side.clone(),
+        cancel.clone(),
+    );
+
+    let client = connect_etcd(&config, &cancel).await?;
+
+    let local = Arc::new(LocalInstances::new(&specs));
+    let mut registrar = Registrar::new(
+        client.clone(),
+        registrar_config(&config, advertise, layout),
+        specs,
+        metrics.registry_side.clone(),
+    );
+    let listeners = Listeners::bind(&config, &metrics).await?;
+    if let Some(store) = &tls {
+        metrics.tls.follow(store.clone());
+        tokio::spawn(store.clone().watch(cancel.clone()));
+    }
+    let policies = Arc::new(Policies::new(config.policy.default));
+    let draining = CancellationToken::new();
+    let shared = Shared {
+        local: local.clone(),
+        policies: policies.clone(),
+        draining: draining.clone(),
+        tls: tls.clone(),
+        tracer: Tracer::start(&config.tracing, &config.agent.host, cancel.clone()),
+    };
+    let (outbound, inbound) = data_path(&config, advertise, shared, &metrics)?;
+    let outbound_limit = Arc::new(Semaphore::new(config.proxy.max_connections));
+    let inbound_limit = Arc::new(Semaphore::new(config.proxy.max_connections));
+    let handler_ctx = outbound.clone();
+    let handoff = Handoff::new(
+        Arc::new(move |stream, dst, permit| handler_ctx.accept(stream, dst, permit)),
+        outbound_limit,
+        metrics.capture.clone(),
+    );
+    let capture = Capture::start(
+        config.proxy.capture,
+        config.dns.vip_range,
+        config.proxy.outbound_listen,
+        catalog.snapshots(),
+        handoff,
+        &cancel,
+    )
+    .await
+    .map_err(|e| RunError::Runtime(format!("capture: {e}")))?;
+
+    let admin_state = Arc::new(AdminState {
+        host: config.agent.host.clone(),
+        domain: config.dns.domain.clone(),
+        etcd_endpoints: config.etcd.endpoints.clone(),
+        catalog: catalog.clone(),
+        registrar: registrar.status(),
+        maintenance: registrar.maintenance(),
+        local: local.clone(),
+        metrics: metrics.clone(),
+        capture: capture.status(),
+        stats: outbound.clone(),
+        listeners_up: Default::default(),
+    });
+
+    let admin_task = tokio::spawn(admin::serve(
+        listeners.admin,
+        admin_state.clone(),
+        cancel.clone(),
+    ));
+    if let Err(e) = claim_host_name(&mut registrar).await {
+        cancel.cancel();
+        return Err(e);
+    }
+
+    let registrar_cancel = CancellationToken::new();
+    let (reload_tx, reload_rx) = mpsc::channel(1);
+    let registrar_task = tokio::spawn(registrar.run(registrar_cancel.clone(), reload_rx));
+    tokio::spawn(watcher.run(client, cancel.clone()));
+    tokio::spawn(outbound.clone().follow(catalog.snapshots(), cancel.clone()));
+    tokio::spawn(policies.follow(catalog.snapshots(), cancel.clone()));
+    tokio::spawn(listeners.dns.run(catalog.snapshots(), cancel.clone()));
+    tokio::spawn(inbound.serve(listeners.inbound, inbound_limit, cancel.clone()));
+    admin_state.listeners_up.store(true, Ordering::Release);
+    notify_ready_once_loaded(catalog.snapshots());
+    crate::notify::spawn_watchdog(cancel.clone());
+    tracing::info!(
+        host = config.agent.host,
+        advertise = %advertise,
+        admin = %config.admin.listen,
+        "agent started"
+    );
+
+    let reloader = Reloader {
+        config_path,
+        running: config.clone(),
+        registrar: reload_tx,
+        local: local.clone(),
+        metrics: metrics.clone(),
+        tls: tls.clone(),
+    };
+    while signals.next().await == Signal::Reload {
+        crate::notify::reloading();
+        reloader.reload().await;
+        crate::notify::ready();
+    }
+
+    crate::notify::stopping();
+    tracing::info!("stopping: deregistering first");
+    registrar_cancel.cancel();
+    // The registrar bounds its own wait for etcd; this only guards against a bug there.
+    let _ = tokio::time::timeout(Duration::from_secs(3), registrar_task).await;
+    // Peers stop routing here once they see the deregistration; until then (and for whatever
+    // is in flight) the agent keeps serving, with every connection told to wind down.
+    draining.cancel();
+    if !config.agent.drain.is_zero() {
+        tracing::info!(drain = ?config.agent.drain, "draining");
+        tokio::select! {
+            () = tokio::time::sleep(config.agent.drain) => {}
+            Signal::Stop = signals.next_stop() => tracing::info!("second stop signal: not waiting for the drain"),
+        }
+    }
+    cancel.cancel();
+    // The nftables table goes with the agent: apps must not be redirected to a closed port.
+    if let Err(e) = capture.shutdown().await {
+        tracing::warn!("capture shutdown: {e}");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Tells systemd the agent is ready when `/ready` would say so: listeners are up (the caller
+/// made sure) and a catalog is loaded, from etcd or from `data_dir`.
+fn notify_ready_once_loaded(mut snapshots: hostmesh_registrar::catalog::Snapshots) {
+    tokio::spawn(async move {
+        if snapshots.wait_for(Option::is_some).await.is_ok() {
+            tracing::info!("ready");
+            crate::notify::ready();
+        }
+    });
+}
