@@ -7,6 +7,7 @@ mod ca;
 mod check_config;
 mod client;
 mod dev;
+mod dns;
 mod document;
 mod endpoints;
 mod maint;
@@ -64,6 +65,8 @@ enum Command {
     Maint(maint::MaintArgs),
     /// Manage who may call a service (in etcd): set SERVICE FILE, get SERVICE, delete SERVICE
     Policy(policy::PolicyArgs),
+    /// Forward the mesh domain from the host resolver (resolved, dnsmasq, unbound) to the shim: enable|disable
+    Dns(dns::DnsArgs),
 }
 
 /// How a command failed, and so which exit code it gets.
@@ -102,6 +105,7 @@ pub fn main() -> ExitCode {
         Command::Ca(args) => ca::run(args),
         Command::Maint(args) => block_on(maint::run(args)),
         Command::Policy(args) => policy::run(args),
+        Command::Dns(args) => dns::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
