@@ -325,9 +325,13 @@ pub fn choose(installed: &[Resolver], running: Option<&[Resolver]>) -> Result<Re
 }
 
 pub fn run(args: DnsArgs) -> Result<(), CliError> {
-    // In a chroot (an image build, ansible's chroot connection) there is no resolver to reload,
-    // as systemctl itself decides.
-    let live = args.root.is_none() && !in_chroot();
+    // Without --root this is the live system, unless it is a chroot (an image build, ansible's
+    // chroot connection) or runs without systemd: then nothing is running to ask or reload,
+    // and the resolver is chosen from what is installed, as in a tree.
+    let live = args.root.is_none() && !in_chroot() && Path::new("/run/systemd/system").is_dir();
+    if args.root.is_none() && !live {
+        eprintln!("hostmesh: no running systemd here (a chroot?): no resolver will be reloaded");
+    }
     let root = args.root.unwrap_or_else(|| PathBuf::from("/"));
     if !root.is_dir() {
         return Err(CliError::Usage(format!(
@@ -429,12 +433,13 @@ fn disable(root: &Path, live: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Whether `/` is not the root of PID 1 (systemd's `running_in_chroot`). Unknown counts as
-/// live: the reload then runs, and fails visibly if it cannot.
+/// Whether `/` is not the root of PID 1 (systemd's `running_in_chroot`). A chroot often has no
+/// /proc at all, which counts as one too.
 fn in_chroot() -> bool {
     use std::os::unix::fs::MetadataExt;
     match (std::fs::metadata("/"), std::fs::metadata("/proc/1/root")) {
         (Ok(ours), Ok(init)) => (ours.dev(), ours.ino()) != (init.dev(), init.ino()),
+        (_, Err(e)) => e.kind() == std::io::ErrorKind::NotFound,
         _ => false,
     }
 }
