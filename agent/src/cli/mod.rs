@@ -7,6 +7,7 @@ mod ca;
 mod check_config;
 mod client;
 mod dev;
+mod dns;
 mod document;
 mod endpoints;
 mod explain;
@@ -67,6 +68,8 @@ enum Command {
     Maint(maint::MaintArgs),
     /// Manage who may call a service (in etcd): set SERVICE FILE, get SERVICE, delete SERVICE
     Policy(policy::PolicyArgs),
+    /// Forward the mesh domain from the host resolver (resolved, dnsmasq, unbound) to the shim: enable|disable
+    Dns(dns::DnsArgs),
 }
 
 /// How a command failed, and so which exit code it gets.
@@ -106,6 +109,7 @@ pub fn main() -> ExitCode {
         Command::Ca(args) => ca::run(args),
         Command::Maint(args) => block_on(maint::run(args)),
         Command::Policy(args) => policy::run(args),
+        Command::Dns(args) => dns::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
