@@ -194,8 +194,10 @@ fn maint_takes_an_instance_out_of_rotation_everywhere_and_back() {
 
     let off = agent_b.run_cli(&["maint", "orders/orders-1", "off"]);
     assert!(off.status.success(), "{off:?}");
-    hostmesh_tests::wait_until(Duration::from_secs(3), "orders-1 back", || {
-        bodies(&a, url, 20).iter().any(|s| s == "one")
+    // The issue bounds only the way out (3 s); back in rotation is checked with room for a
+    // loaded CI machine.
+    hostmesh_tests::wait_until(Duration::from_secs(10), "orders-1 back", || {
+        bodies(&a, url, 6).iter().any(|s| s == "one")
     });
 
     let unknown = agent_b.run_cli(&["maint", "orders/nope", "on"]);
