@@ -2,56 +2,80 @@
 //! `x-hostmesh-*` headers are ours: a client may only set the ones SPEC lets it set.
 
 use http::HeaderMap;
-use http::header::{CONNECTION, HeaderName, HeaderValue, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{
+    CONNECTION, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
 
 use crate::wire;
 
-/// Headers that describe one connection, not the message.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
+/// Headers that describe one connection, not the message, as names made at compile time (a
+/// `&str` key is parsed again on every map operation).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
 ];
 
 /// Removes hop-by-hop headers, including those the `Connection` header names. `te: trailers` is
 /// kept: gRPC needs it end to end.
 ///
-/// Called twice per proxied request; most messages carry none of these, so one pass over the
-/// (few) names present decides, instead of a hashed removal per hop-by-hop name.
+/// Called twice per proxied request; most messages carry none of these and most of the rest only
+/// `connection: keep-alive`, so one pass over the (few) names present decides, and only names
+/// that are there are removed.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let present = headers
-        .keys()
-        .any(|k| HOP_BY_HOP.contains(&k.as_str()) || *k == UPGRADE);
-    if !present {
+    let mut present = 0u16;
+    for k in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
+    let has = |name: &HeaderName| {
+        HOP_BY_HOP
+            .iter()
+            .position(|h| h == name)
+            .is_some_and(|i| present & (1 << i) != 0)
+    };
+    // `close` and `keep-alive` are connection options; any other token names a header that is
+    // hop-by-hop for this message.
+    let named: Vec<HeaderName> = if has(&CONNECTION) {
+        headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let keep_te = has(&TE)
+        && headers
+            .get(TE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            });
     for name in named {
         headers.remove(name);
     }
-    let keep_te = headers
-        .get(TE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        });
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
-    headers.remove(UPGRADE);
-    headers.remove(TRANSFER_ENCODING);
     if keep_te {
         headers.insert(TE, HeaderValue::from_static("trailers"));
     }
@@ -80,7 +104,12 @@ pub fn strip_client_internal(headers: &mut HeaderMap) {
 
 /// Removes the agent-to-agent headers before a request reaches the app.
 pub fn strip_wire(headers: &mut HeaderMap) {
-    for name in [wire::DST, wire::SRC, wire::VERSION_HEADER, wire::RETRYABLE] {
+    for name in [
+        wire::names::DST,
+        wire::names::SRC,
+        wire::names::VERSION_HEADER,
+        wire::names::RETRYABLE,
+    ] {
         headers.remove(name);
     }
 }
@@ -114,6 +143,20 @@ mod tests {
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["accept", "te"]);
         assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn a_plain_keep_alive_response_loses_only_its_connection_headers() {
+        let mut h = map(&[
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("content-length", "3"),
+            ("server", "nginx"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["content-length", "server"]);
     }
 
     #[test]

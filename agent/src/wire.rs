@@ -32,6 +32,19 @@ pub const ERROR: &str = "x-hostmesh-error";
 /// The calling host, for the app.
 pub const CALLER: &str = "x-hostmesh-caller";
 
+/// The same names as [`http::HeaderName`]s, made at compile time: a `&str` key is parsed again
+/// on every header map operation, and these are used on every proxied request.
+pub mod names {
+    use http::HeaderName;
+
+    pub const DST: HeaderName = HeaderName::from_static(super::DST);
+    pub const SRC: HeaderName = HeaderName::from_static(super::SRC);
+    pub const VERSION_HEADER: HeaderName = HeaderName::from_static(super::VERSION_HEADER);
+    pub const TIMEOUT: HeaderName = HeaderName::from_static(super::TIMEOUT);
+    pub const RETRYABLE: HeaderName = HeaderName::from_static(super::RETRYABLE);
+    pub const CALLER: HeaderName = HeaderName::from_static(super::CALLER);
+}
+
 /// The first bytes of an agent-to-agent TCP stream.
 pub const TCP_MAGIC: &[u8] = b"HOSTMESH-TCP/";
 /// The longest preface line accepted (service 63 + id 128 + numbers, with room).

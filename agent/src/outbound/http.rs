@@ -239,7 +239,7 @@ async fn forward(
     headers::strip_hop_by_hop(&mut parts.headers);
     let safe = retry::is_safe(&parts.method, &parts.headers);
     headers::strip_client_internal(&mut parts.headers);
-    parts.headers.remove(wire::RETRYABLE);
+    parts.headers.remove(wire::names::RETRYABLE);
     let authority = parts
         .uri
         .authority()
@@ -424,26 +424,27 @@ fn build(
     *req.headers_mut() = parts.headers.clone();
     let h = req.headers_mut();
     h.insert(
-        wire::TIMEOUT,
+        wire::names::TIMEOUT,
         HeaderValue::from_str(&wire::format_timeout(remaining)).ok()?,
     );
     let target = if ep.local {
         let spec = ctx.local.get(&route.service, &ep.id)?;
-        h.insert(wire::CALLER, ctx.wire_headers.caller.clone());
-        h.insert("forwarded", ctx.wire_headers.forwarded.clone());
-        headers::strip_wire(h);
+        h.insert(wire::names::CALLER, ctx.wire_headers.caller.clone());
+        h.insert(http::header::FORWARDED, ctx.wire_headers.forwarded.clone());
+        // No agent-to-agent header can be here: `forward` kept only the two a client may send
+        // (`x-hostmesh-timeout`, set above, and `x-hostmesh-retryable`, removed).
         if route.protocol == Protocol::Grpc {
             h.remove(HOST);
         }
         spec.target
     } else {
         h.insert(
-            wire::DST,
+            wire::names::DST,
             HeaderValue::from_str(&format!("{}/{}", route.service, ep.id)).ok()?,
         );
-        h.insert(wire::SRC, ctx.wire_headers.caller.clone());
+        h.insert(wire::names::SRC, ctx.wire_headers.caller.clone());
         h.insert(
-            wire::VERSION_HEADER,
+            wire::names::VERSION_HEADER,
             HeaderValue::from_static(wire::VERSION),
         );
         ep.peer
