@@ -6,7 +6,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use hostmesh_tests::{
-    Agent, AgentOpts, Backend, Etcd, Host, Net, RedisServer, hostmesh_bin, wait_until,
+    Agent, AgentOpts, Backend, Etcd, Host, MeshCa, Net, RedisServer, hostmesh_bin, wait_until,
 };
 
 use crate::proxy::{agent, redis_mesh};
@@ -34,11 +34,19 @@ struct Mesh {
     _agent_w: Agent,
     _apps: (Backend, Backend, RedisServer),
     etcd: Etcd,
+    /// The mesh CA and host certificates, when the agents talk over mTLS.
+    _ca: Option<(MeshCa, Vec<tempfile::TempDir>)>,
     _net: Net,
 }
 
-/// Every agent with `[policy] default = default`.
+/// Every agent with `[policy] default = default`, TLS disabled (callers name themselves).
 fn mesh(default: &str) -> Mesh {
+    mesh_with(default, false)
+}
+
+/// Like [`mesh`]; with `mtls`, every host gets a certificate from one CA and the agents talk
+/// over mTLS, so a caller is the host its certificate names.
+fn mesh_with(default: &str, mtls: bool) -> Mesh {
     let net = Net::new();
     let etcd = Etcd::start(&net);
     let [o1, o2, w, b] = ["o1", "o2", "w", "b"].map(|h| net.host(h));
@@ -47,15 +55,30 @@ fn mesh(default: &str) -> Mesh {
         Backend::http(&o2, 18080, "orders\n"),
         RedisServer::start(&o1, 16379),
     );
-    let opts = || AgentOpts::new().set_str("policy", "default", default);
+    let ca = mtls.then(MeshCa::new);
+    let mut cert_dirs = Vec::new();
+    let mut opts = |host: &Host| {
+        let o = AgentOpts::new().set_str("policy", "default", default);
+        match &ca {
+            Some(ca) => {
+                let dir = crate::tls::issued(ca, host.name());
+                let o = o.mtls(dir.path());
+                cert_dirs.push(dir);
+                o
+            }
+            None => o,
+        }
+    };
     let agent_o1 = agent(
         &o1,
         &etcd,
-        opts().service("orders-1", ORDERS).service("redis-1", REDIS),
+        opts(&o1)
+            .service("orders-1", ORDERS)
+            .service("redis-1", REDIS),
     );
-    let agent_o2 = agent(&o2, &etcd, opts().service("orders-2", ORDERS));
-    let agent_w = agent(&w, &etcd, opts().service("web-1", WEB));
-    let agent_b = agent(&b, &etcd, opts().service("batch-1", BATCH));
+    let agent_o2 = agent(&o2, &etcd, opts(&o2).service("orders-2", ORDERS));
+    let agent_w = agent(&w, &etcd, opts(&w).service("web-1", WEB));
+    let agent_b = agent(&b, &etcd, opts(&b).service("batch-1", BATCH));
     wait_until(
         Duration::from_secs(10),
         "every service in b's catalog",
@@ -79,6 +102,7 @@ fn mesh(default: &str) -> Mesh {
         _agent_w: agent_w,
         _apps: apps,
         etcd,
+        _ca: ca.map(|ca| (ca, cert_dirs)),
         _net: net,
     }
 }
@@ -349,4 +373,16 @@ fn the_cli_validates_round_trips_and_deletes() {
     let out = hostmesh(&["policy", "delete", "orders"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(etcd.get("/hostmesh/v1/policies/orders"), None);
+}
+
+/// With mTLS the caller is the host its certificate names: the same policy holds, decided on
+/// identities no peer can claim.
+#[test]
+fn with_mtls_the_certificate_decides_who_calls() {
+    let m = mesh_with("allow", true);
+    m.set("orders", "allow = [\"web\"]\n");
+    wait_status(&m.b, 403, APPLIES_WITHIN);
+    assert_eq!(get(&m.w, URL).0, 200);
+    let (code, _) = get(&m.b, URL);
+    assert_eq!(code, 403);
 }

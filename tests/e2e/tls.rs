@@ -116,7 +116,7 @@ fn agent(host: &Host, etcd: &Etcd, opts: AgentOpts) -> Agent {
 }
 
 /// A host's TLS files, issued by `ca` with the real command.
-fn issued(ca: &MeshCa, host: &str) -> tempfile::TempDir {
+pub(crate) fn issued(ca: &MeshCa, host: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tmp");
     ca.issue(host, dir.path());
     dir
