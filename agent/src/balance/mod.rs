@@ -32,27 +32,28 @@ thread_local! {
     static RNG: Cell<Rng> = Cell::new(Rng::new());
 }
 
-/// 64 random bits from this thread's RNG (trace and span ids: unique enough, not secret).
-pub fn random_u64() -> u64 {
+/// Runs `f` with this thread's RNG and keeps the state it leaves.
+fn with_rng<R>(f: impl FnOnce(&mut Rng) -> R) -> R {
     RNG.with(|cell| {
         let mut rng = cell.get();
-        let r = rng.next_u64();
+        let r = f(&mut rng);
         cell.set(rng);
         r
     })
 }
 
+/// 64 random bits from this thread's RNG (trace and span ids: unique enough, not secret).
+pub fn random_u64() -> u64 {
+    with_rng(Rng::next_u64)
+}
+
 /// A uniform draw in `0..n` (`n > 0`) from this thread's RNG (traffic splits).
 pub fn roll(n: u32) -> u32 {
-    RNG.with(|cell| {
-        let mut rng = cell.get();
-        let r = rng.below(n.max(1) as usize);
-        cell.set(rng);
-        // Below n, which is a u32.
-        #[allow(clippy::cast_possible_truncation)]
-        let r = r as u32;
-        r
-    })
+    let r = with_rng(|rng| rng.below(n.max(1) as usize));
+    // Below n, which is a u32.
+    #[allow(clippy::cast_possible_truncation)]
+    let r = r as u32;
+    r
 }
 
 /// A uniform draw in `[0, 1)` from this thread's RNG (backoff jitter).
@@ -66,12 +67,7 @@ pub fn pick<T>(
     stats: impl Fn(&T) -> (&EndpointStats, u32),
     exclude: impl Fn(&T) -> bool,
 ) -> Option<&T> {
-    RNG.with(|cell| {
-        let mut rng = cell.get();
-        let picked = pick_with(&mut rng, candidates, stats, exclude);
-        cell.set(rng);
-        picked
-    })
+    with_rng(|rng| pick_with(rng, candidates, stats, exclude))
 }
 
 /// The same draw as [`pick`], comparing costs with [`EndpointStats::peek_cost_at`]: the
@@ -82,12 +78,7 @@ pub fn peek<T>(
     stats: impl Fn(&T) -> (&EndpointStats, u32),
     exclude: impl Fn(&T) -> bool,
 ) -> Option<&T> {
-    RNG.with(|cell| {
-        let mut rng = cell.get();
-        let picked = draw(&mut rng, candidates, &stats, exclude, Read::Peek);
-        cell.set(rng);
-        picked
-    })
+    with_rng(|rng| draw(rng, candidates, &stats, exclude, Read::Peek))
 }
 
 /// How [`draw`] reads the two costs it compares.
