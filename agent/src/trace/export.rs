@@ -91,8 +91,12 @@ pub async fn run(
             () = cancel.cancelled() => true,
             _ = tick.tick() => false,
         };
-        while spans.recv_many(&mut batch, BATCH).now_or_empty() {
-            flush(&exporter, &mut batch).await;
+        // Whatever is queued now, in requests of at most BATCH spans.
+        while let Ok(span) = spans.try_recv() {
+            batch.push(span);
+            if batch.len() == BATCH {
+                flush(&exporter, &mut batch).await;
+            }
         }
         flush(&exporter, &mut batch).await;
         let dropped = DROPPED.swap(0, Ordering::Relaxed);
@@ -118,20 +122,6 @@ async fn flush(exporter: &Exporter, batch: &mut Vec<SpanRecord>) {
         DROPPED.fetch_add(batch.len() as u64, Ordering::Relaxed);
     }
     batch.clear();
-}
-
-/// `recv_many` without waiting: true when it filled a whole batch (there may be more).
-trait NowOrEmpty {
-    fn now_or_empty(self) -> bool;
-}
-
-impl<F: std::future::Future<Output = usize>> NowOrEmpty for F {
-    fn now_or_empty(self) -> bool {
-        let mut f = std::pin::pin!(self);
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        matches!(f.as_mut().poll(&mut cx), std::task::Poll::Ready(n) if n == BATCH)
-    }
 }
 
 fn unix_nanos(t: SystemTime) -> String {
