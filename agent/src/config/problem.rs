@@ -50,6 +50,24 @@ impl fmt::Display for Problem {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problems(pub Vec<Problem>);
 
+impl Problems {
+    /// `key: message; key: message`, without the file: for a value read from etcd, where the
+    /// "file" is only a placeholder and the problems end up in one log line or error string.
+    pub fn one_line(&self) -> String {
+        self.0
+            .iter()
+            .map(|p| {
+                if p.key.is_empty() {
+                    p.message.clone()
+                } else {
+                    format!("{}: {}", p.key, p.message)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
 impl fmt::Display for Problems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, problem) in self.0.iter().enumerate() {
@@ -102,5 +120,9 @@ mod tests {
         assert_eq!(whole.to_string(), "/etc/a.toml: cannot read");
         let all = Problems(vec![keyed, whole]);
         assert_eq!(all.to_string().lines().count(), 2);
+        assert_eq!(
+            all.one_line(),
+            "etcd.prefix: must start with \"/\"; cannot read"
+        );
     }
 }

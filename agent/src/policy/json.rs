@@ -29,19 +29,6 @@ impl AccessPolicy {
         let Some(toml::Value::Table(table)) = to_toml_value(v)? else {
             return Err("expected a JSON object".to_owned());
         };
-        check(&table, Path::new("etcd"), Unknown::Ignore).map_err(|problems| {
-            problems
-                .0
-                .iter()
-                .map(|p| {
-                    if p.key.is_empty() {
-                        p.message.clone()
-                    } else {
-                        format!("{}: {}", p.key, p.message)
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
+        check(&table, Path::new("etcd"), Unknown::Ignore).map_err(|problems| problems.one_line())
     }
 }

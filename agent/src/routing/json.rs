@@ -58,20 +58,9 @@ impl RoutePolicy {
         };
         let mut checker = Checker::new(Path::new("etcd"), Unknown::Ignore);
         let policy = checker.policy_of(&table);
-        checker.finish(policy).map_err(|problems| {
-            problems
-                .0
-                .iter()
-                .map(|p| {
-                    if p.key.is_empty() {
-                        p.message.clone()
-                    } else {
-                        format!("{}: {}", p.key, p.message)
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
+        checker
+            .finish(policy)
+            .map_err(|problems| problems.one_line())
     }
 }
 
