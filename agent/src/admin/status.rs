@@ -7,13 +7,16 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
+use tokio::time::Instant;
 
 use hostmesh_registrar::catalog::StatusReport as CatalogReport;
 use hostmesh_registrar::record::Health;
 use hostmesh_registrar::register::StatusReport as RegistrarReport;
 
 use super::AdminState;
-use crate::balance::EndpointKey;
+use crate::balance::{EndpointKey, EndpointStats};
+use crate::breaker::{Breaker, State as BreakerState};
+use crate::outbound::Outbound;
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -93,9 +96,7 @@ pub fn build(state: &AdminState) -> Status {
                         .iter()
                         .map(|i| {
                             let key = EndpointKey::new(&svc.name, &i.host, &i.id);
-                            let live = state.stats.stats.get(&key);
-                            let now = tokio::time::Instant::now();
-                            let breaker = state.stats.breakers.get(&key).map(|b| b.state(now));
+                            let live = Readings::of(&state.stats, &key, Instant::now());
                             EndpointStatus {
                                 host: i.host.clone(),
                                 id: i.id.clone(),
@@ -104,12 +105,10 @@ pub fn build(state: &AdminState) -> Status {
                                 health: i.health,
                                 tags: i.tags.clone(),
                                 weight: i.weight,
-                                ewma_ms: live.as_ref().map(|s| s.ewma_ms()),
-                                inflight: live.as_ref().map(|s| s.in_flight()),
-                                breaker: breaker.map(|b| b.as_str().to_owned()),
-                                ejected_for_ms: breaker
-                                    .and_then(|b| b.ejected_for(now))
-                                    .map(millis),
+                                ewma_ms: live.ewma_ms,
+                                inflight: live.inflight,
+                                breaker: live.breaker_name(),
+                                ejected_for_ms: live.ejected_for_ms,
                             }
                         })
                         .collect();
@@ -140,7 +139,79 @@ pub fn build(state: &AdminState) -> Status {
     }
 }
 
+/// What the balancer and the breaker know of one endpoint at one instant. `/status` and
+/// `/explain` both report it, and an operator comparing the two must see the same numbers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Readings {
+    /// Each `None` when this agent keeps no such state for the endpoint (it has no route to it).
+    pub ewma_ms: Option<f64>,
+    pub inflight: Option<u64>,
+    pub breaker: Option<BreakerState>,
+    pub ejected_for_ms: Option<u64>,
+}
+
+impl Readings {
+    /// From the handles the caller found: a route's own, or the shared tables'.
+    pub fn new(stats: Option<&EndpointStats>, breaker: Option<&Breaker>, now: Instant) -> Self {
+        let breaker = breaker.map(|b| b.state(now));
+        Readings {
+            ewma_ms: stats.map(EndpointStats::ewma_ms),
+            inflight: stats.map(EndpointStats::in_flight),
+            breaker,
+            ejected_for_ms: breaker.and_then(|b| b.ejected_for(now)).map(millis),
+        }
+    }
+
+    /// From the shared tables, which outlive route tables (see [`crate::balance::EndpointMap`]).
+    pub fn of(outbound: &Outbound, key: &EndpointKey, now: Instant) -> Self {
+        let stats = outbound.stats.get(key);
+        let breaker = outbound.breakers.get(key);
+        Readings::new(stats.as_deref(), breaker.as_deref(), now)
+    }
+
+    /// `closed`, `ejected` or `half-open`, as the JSON spells it.
+    pub fn breaker_name(&self) -> Option<String> {
+        self.breaker.map(|b| b.as_str().to_owned())
+    }
+}
+
 /// Whole milliseconds, saturating (for JSON).
 pub fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::breaker::{BreakerConfig, BreakerGroup};
+
+    #[tokio::test(start_paused = true)]
+    async fn readings_show_the_ejection_and_its_time_left() {
+        let none = Readings::new(None, None, Instant::now());
+        assert_eq!(
+            (none.ewma_ms, none.inflight, none.breaker),
+            (None, None, None)
+        );
+        assert_eq!((none.breaker_name(), none.ejected_for_ms), (None, None));
+
+        let members: Vec<Arc<Breaker>> = ["a", "b"]
+            .iter()
+            .map(|h| Arc::new(Breaker::new(EndpointKey::new("orders", h, "1"))))
+            .collect();
+        let group = Arc::new(BreakerGroup::new(BreakerConfig::default(), members.clone()));
+        for _ in 0..BreakerConfig::default().consecutive_failures {
+            group.admit(&members[0], Instant::now()).unwrap().failure();
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let stats = EndpointStats::new();
+        let live = Readings::new(Some(&stats), Some(&members[0]), Instant::now());
+        assert_eq!(live.inflight, Some(0));
+        assert!(live.ewma_ms.is_some());
+        assert_eq!(live.breaker_name().as_deref(), Some("ejected"));
+        assert_eq!(live.ejected_for_ms, Some(4000));
+    }
 }

@@ -25,7 +25,7 @@ use hostmesh_registrar::record::Health;
 use hostmesh_registrar::spec::Protocol;
 
 use super::AdminState;
-use super::status::millis;
+use super::status::{Readings, millis};
 use crate::balance::EndpointKey;
 use crate::breaker::State as BreakerState;
 use crate::outbound::decision::{Deadline, DeadlineSource, Decision};
@@ -292,20 +292,21 @@ fn candidate(
         .iter()
         .find(|e| e.host == i.host && e.id == i.id);
     let key = EndpointKey::new(&route.service, &i.host, &i.id);
+    // The route's own handles first: they are the ones the pick reads.
     let stats = in_route
         .map(|e| e.stats.clone())
         .or_else(|| state.stats.stats.get(&key));
     let breaker = in_route
         .map(|e| e.breaker.clone())
-        .or_else(|| state.stats.breakers.get(&key))
-        .map(|b| b.state(now));
+        .or_else(|| state.stats.breakers.get(&key));
+    let live = Readings::new(stats.as_deref(), breaker.as_deref(), now);
     let excluded = why_excluded(
         i,
         port,
         name.tag.as_deref(),
         in_route.is_some(),
         decision.split,
-        breaker,
+        live.breaker,
     );
     let weight = i.weight.max(1);
     Candidate {
@@ -317,14 +318,14 @@ fn candidate(
         tags: i.tags.clone(),
         weight: i.weight,
         local: i.host == state.host,
-        ewma_ms: stats.as_ref().map(|s| s.ewma_ms()),
-        inflight: stats.as_ref().map(|s| s.in_flight()),
+        ewma_ms: live.ewma_ms,
+        inflight: live.inflight,
         cost: stats
             .as_ref()
             .filter(|_| excluded.is_none())
             .map(|s| s.peek_cost_at(now, weight) / 1e6),
-        breaker: breaker.map(|b| b.as_str().to_owned()),
-        ejected_for_ms: breaker.and_then(|b| b.ejected_for(now)).map(millis),
+        breaker: live.breaker_name(),
+        ejected_for_ms: live.ejected_for_ms,
         excluded,
     }
 }
