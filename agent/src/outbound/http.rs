@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::header::{HOST, HeaderValue};
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{Request, Response, Uri};
+use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
 use hyper::body::Incoming;
@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use hostmesh_registrar::spec::Protocol;
 
+use super::attempts::{self, Exchange, Last, Refused};
 use super::decision::Decision;
 use super::detect::{self, Version};
 use super::paired::Paired;
@@ -213,12 +214,6 @@ impl ReqBody {
     }
 }
 
-/// What a request ends with when no attempt succeeded.
-enum Last {
-    Reason(Reason),
-    Response(Response<Incoming>),
-}
-
 async fn forward(
     ctx: &Outbound,
     route: &Route,
@@ -228,7 +223,6 @@ async fn forward(
 ) -> Response<ProxyBody> {
     let grpc = route.protocol == Protocol::Grpc;
     let (mut parts, incoming) = req.into_parts();
-    let policy = &route.policy;
     let decision = Decision::new(
         route,
         parts.uri.path(),
@@ -257,153 +251,77 @@ async fn forward(
         // The app sees the name its client used, whichever HTTP version carried it.
         parts.headers.insert(HOST, v);
     }
-    let mut body = match ReqBody::new(incoming, deadline).await {
+    let body = match ReqBody::new(incoming, deadline).await {
         Ok(b) => b,
         Err(reason) => return http_errors::response(reason, grpc),
     };
-    let spend = retry::Spend::new(route.budget.clone());
-    let max_attempts = policy.retry.max_attempts.max(1) as usize;
-    let mut tried: Vec<usize> = Vec::new();
-    let mut last = Last::Reason(Reason::NoEndpoints);
-    let mut attempt = 0;
-    let eligible = |ep: &Endpoint| decision.admits(ep);
-    while attempt < max_attempts {
-        let Some(idx) = route.pick(&tried, eligible) else {
-            break;
-        };
-        let ep = &route.endpoints[idx];
-        if ep.local && !ctx.policies.allows(&route.service, &ctx.self_host) {
-            // The caller is this host, which every other instance would refuse as well.
-            ctx.metrics.policy_denied(&route.service, "outbound");
-            return http_errors::response(Reason::Forbidden, grpc);
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            last = Last::Reason(Reason::DeadlineExceeded);
-            break;
-        }
-        let Some(admission) = route.group.admit(&ep.breaker, now) else {
-            // Another request took this instance's half-open probe: not an attempt.
-            tried.push(idx);
-            continue;
-        };
-        attempt += 1;
-        let try_deadline = policy
-            .retry
-            .per_try_timeout
-            .map_or(deadline, |t| deadline.min(now + t));
-        let (lent, reclaim) = body.lend();
-        let paired = paired.filter(|_| ep.local && route.protocol == Protocol::Http);
-        let Some((req, target)) = build(
+    let mut exchange = HyperExchange {
+        parts,
+        body,
+        reclaim: None,
+        paired,
+    };
+    let resp = match attempts::run(ctx, route, &decision, deadline, safe, &mut exchange).await {
+        Ok(resp) | Err(Last::Response(resp)) => resp,
+        Err(Last::Reason(r)) => return http_errors::response(r, grpc),
+    };
+    let (mut rparts, rbody) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut rparts.headers);
+    Response::from_parts(rparts, body::boxed(rbody))
+}
+
+/// A request as hyper carries it: to any instance, the body lent to each attempt.
+struct HyperExchange<'a> {
+    parts: Parts,
+    body: ReqBody,
+    /// The way back to the body lent to the last attempt, when it streams.
+    reclaim: Option<body::Reclaim>,
+    paired: Option<&'a Paired>,
+}
+
+impl Exchange for HyperExchange<'_> {
+    type Response = Response<Incoming>;
+
+    async fn send(
+        &mut self,
+        ctx: &Outbound,
+        route: &Route,
+        ep: &Endpoint,
+        remaining: Duration,
+    ) -> Result<(Response<Incoming>, Instant), Refused> {
+        let (lent, reclaim) = self.body.lend();
+        self.reclaim = reclaim;
+        let paired = self
+            .paired
+            .filter(|_| ep.local && route.protocol == Protocol::Http);
+        // A same-host instance that is no longer defined here never saw the request.
+        let (req, target) = build(
             ctx,
             route,
             ep,
-            &parts,
-            deadline - now,
+            &self.parts,
+            remaining,
             lent,
             paired.is_some(),
-        ) else {
-            // A same-host instance that is no longer defined here: it never saw the request.
-            tried.push(idx);
-            last = Last::Reason(Reason::NoLocalInstance);
-            if body.ready_again(Failure::NeverReached, safe, reclaim) {
-                continue;
-            }
-            break;
-        };
-        let inflight = ep.stats.start();
-        let sent =
-            tokio::time::timeout_at(try_deadline, ctx.send(route, ep, target, req, paired)).await;
-        let failure = match sent {
-            Err(_) => {
-                inflight.failed();
-                if Instant::now() >= deadline {
-                    // The request's own deadline ran out: that says nothing certain about the
-                    // instance (a client may ask for 1 ms), so the breaker is not told.
-                    drop(admission);
-                    return http_errors::response(Reason::DeadlineExceeded, grpc);
-                }
-                ctx.report(route, admission, false);
-                last = Last::Reason(Reason::DeadlineExceeded);
-                Failure::MayHaveReached
-            }
-            Ok(Ok((resp, ready_at))) => {
-                let agent_error = resp
-                    .headers()
-                    .get(wire::ERROR)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                if agent_error.as_deref() == Some(Reason::Forbidden.as_str()) {
-                    // The peer's policy refuses this host: nothing about the instance's health
-                    // (no breaker report, no latency sample), and every other instance would
-                    // refuse too. The client gets the 403 as it is.
-                    drop((admission, inflight));
-                    ctx.metrics.policy_denied(&route.service, "outbound");
-                    last = Last::Response(resp);
-                    break;
-                }
-                match retry::classify_status(resp.status(), agent_error.as_deref()) {
-                    None => {
-                        inflight.finish(ready_at.elapsed());
-                        ctx.report(route, admission, true);
-                        let (mut rparts, rbody) = resp.into_parts();
-                        headers::strip_hop_by_hop(&mut rparts.headers);
-                        return Response::from_parts(rparts, body::boxed(rbody));
-                    }
-                    Some(f) => {
-                        inflight.failed();
-                        ctx.report(route, admission, false);
-                        last = Last::Response(resp);
-                        f
-                    }
-                }
-            }
-            Ok(Err(e)) => {
-                inflight.failed();
-                ctx.report(route, admission, false);
-                let f = e.failure();
-                tracing::debug!(
-                    service = route.service,
-                    host = ep.host,
-                    ?f,
-                    "attempt failed: {e}"
-                );
-                last = Last::Reason(match f {
-                    Failure::NeverReached => Reason::UpstreamUnreachable,
-                    Failure::MayHaveReached => Reason::UpstreamReset,
-                });
-                f
-            }
-        };
-        tried.push(idx);
-        if attempt == max_attempts || !body.ready_again(failure, safe, reclaim) {
-            break;
-        }
-        if !spend.withdraw() {
-            ctx.metrics.retry_budget_exhausted(&route.service);
-            break;
-        }
-        let wait = retry::backoff(attempt as u32, crate::balance::unit_roll());
-        if Instant::now() + wait >= deadline {
-            last = Last::Reason(Reason::DeadlineExceeded);
-            break;
-        }
-        tokio::time::sleep(wait).await;
-        ctx.metrics.retry(
-            &route.service,
-            match failure {
-                Failure::NeverReached => "never-reached",
-                Failure::MayHaveReached => "failed",
-            },
-        );
+        )
+        .ok_or(Refused::Undefined)?;
+        ctx.send(route, ep, target, req, paired)
+            .await
+            .map_err(|e| Refused::Failed(e.failure(), e.to_string()))
     }
-    match last {
-        Last::Reason(r) => http_errors::response(r, grpc),
-        Last::Response(resp) => {
-            let (mut rparts, rbody) = resp.into_parts();
-            headers::strip_hop_by_hop(&mut rparts.headers);
-            Response::from_parts(rparts, body::boxed(rbody))
-        }
+
+    fn status(resp: &Response<Incoming>) -> StatusCode {
+        resp.status()
+    }
+
+    fn agent_error(resp: &Response<Incoming>) -> Option<&str> {
+        resp.headers()
+            .get(wire::ERROR)
+            .and_then(|v| v.to_str().ok())
+    }
+
+    fn ready_again(&mut self, failure: Failure, safe: bool) -> bool {
+        self.body.ready_again(failure, safe, self.reclaim.take())
     }
 }
 

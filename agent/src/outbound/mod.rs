@@ -2,6 +2,7 @@
 //! with the VIP:port it was dialed at; the route table (rebuilt per catalog snapshot) says which
 //! service that is and which instances may take it.
 
+mod attempts;
 pub mod decision;
 mod detect;
 mod http;
