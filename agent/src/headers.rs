@@ -23,6 +23,40 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     UPGRADE,
 ];
 
+/// Whether `name` (any case) is hop-by-hop by itself, whatever `Connection` says.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// The header names a `Connection` value makes hop-by-hop: its tokens other than the
+/// connection options `close` and `keep-alive`.
+pub fn connection_named(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|t| {
+        !t.is_empty() && !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive")
+    })
+}
+
+/// Whether a `TE` value asks for trailers: then `te: trailers` is passed on (gRPC needs it end
+/// to end) while the rest of `TE` is hop-by-hop.
+pub fn te_wants_trailers(value: &str) -> bool {
+    value
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+}
+
+/// Whether a client-sent header is one of ours that clients may not set (SPEC: only
+/// `x-hostmesh-timeout` and `x-hostmesh-retryable` may come from a client).
+pub fn is_client_internal(name: &[u8]) -> bool {
+    name.len() > PREFIX.len()
+        && name[..PREFIX.len()].eq_ignore_ascii_case(PREFIX.as_bytes())
+        && !name.eq_ignore_ascii_case(wire::TIMEOUT.as_bytes())
+        && !name.eq_ignore_ascii_case(wire::RETRYABLE.as_bytes())
+}
+
+const PREFIX: &str = "x-hostmesh-";
+
 /// Removes hop-by-hop headers, including those the `Connection` header names. `te: trailers` is
 /// kept: gRPC needs it end to end.
 ///
@@ -52,9 +86,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             .get_all(CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+            .flat_map(connection_named)
             .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
             .collect()
     } else {
@@ -64,10 +96,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         && headers
             .get(TE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-            });
+            .is_some_and(te_wants_trailers);
     for name in named {
         headers.remove(name);
     }
@@ -83,18 +112,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Removes every `x-hostmesh-*` header a client sent except the ones clients may set.
 pub fn strip_client_internal(headers: &mut HeaderMap) {
-    if !headers
-        .keys()
-        .any(|k| k.as_str().starts_with("x-hostmesh-"))
-    {
+    if !headers.keys().any(|k| k.as_str().starts_with(PREFIX)) {
         return;
     }
     let internal: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| {
-            let k = k.as_str();
-            k.starts_with("x-hostmesh-") && k != wire::TIMEOUT && k != wire::RETRYABLE
-        })
+        .filter(|k| is_client_internal(k.as_str().as_bytes()))
         .cloned()
         .collect();
     for name in internal {
@@ -112,6 +135,36 @@ pub fn strip_wire(headers: &mut HeaderMap) {
     ] {
         headers.remove(name);
     }
+}
+
+/// Read access to a request's headers, in a `HeaderMap` or still in the bytes of an HTTP/1
+/// head (the lean path, `outbound::h1`), so that route rules and deadlines are decided by one
+/// piece of code for both.
+pub trait HeaderLookup {
+    /// Whether some value of `name` (lowercase) satisfies `test`.
+    fn any_value(&self, name: &str, test: &mut dyn FnMut(&[u8]) -> bool) -> bool;
+
+    /// The first value of `name` (lowercase), if it is visible ASCII.
+    fn first_str(&self, name: &str) -> Option<&str>;
+}
+
+impl HeaderLookup for HeaderMap {
+    fn any_value(&self, name: &str, test: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+        self.get_all(name).iter().any(|v| test(v.as_bytes()))
+    }
+
+    fn first_str(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// What `HeaderValue::to_str` accepts: visible ASCII, spaces and tabs.
+pub fn visible_ascii(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
 }
 
 #[cfg(test)]

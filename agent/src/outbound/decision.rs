@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use http::HeaderMap;
+use crate::headers::HeaderLookup;
 use serde::{Deserialize, Serialize};
 
 use hostmesh_registrar::spec::Protocol;
@@ -68,7 +68,7 @@ impl<'a> Decision<'a> {
     pub fn new(
         route: &'a Route,
         path: &str,
-        headers: &HeaderMap,
+        headers: &(impl HeaderLookup + ?Sized),
         request_timeout: Duration,
     ) -> Decision<'a> {
         let policy = &route.policy;
@@ -108,12 +108,12 @@ impl<'a> Decision<'a> {
 /// `x-hostmesh-timeout` and (gRPC) `grpc-timeout`; when none is set, `request_timeout`. A tie
 /// goes to the route's timeout (the operator's setting), then the client's.
 pub fn deadline_for(
-    headers: &HeaderMap,
+    headers: &(impl HeaderLookup + ?Sized),
     route_timeout: Option<(Duration, DeadlineSource)>,
     default: Duration,
     grpc: bool,
 ) -> Deadline {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let header = |name: &str| headers.first_str(name);
     let client = header(wire::TIMEOUT)
         .and_then(wire::parse_timeout)
         .map(|t| (t, DeadlineSource::HostmeshTimeoutHeader));
@@ -154,6 +154,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use http::HeaderMap;
 
     const MS: Duration = Duration::from_millis(1);
 

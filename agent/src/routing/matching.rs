@@ -1,30 +1,31 @@
 //! Which rule takes a request, and which split of that rule a request goes to.
 
-use http::HeaderMap;
+use crate::headers::HeaderLookup;
 
 use super::policy::{RoutePolicy, Rule, Split};
 
 impl RoutePolicy {
     /// First matching rule for a request (path and headers), if any. `path` is the request
     /// path; a query string (`?…`) is ignored.
-    pub fn matching_rule(&self, path: &str, headers: &HeaderMap) -> Option<&Rule> {
+    pub fn matching_rule(
+        &self,
+        path: &str,
+        headers: &(impl HeaderLookup + ?Sized),
+    ) -> Option<&Rule> {
         self.rules.iter().find(|rule| rule.matches(path, headers))
     }
 }
 
 impl Rule {
     /// Whether the request matches `path_prefix` (if any) and every header of `headers`.
-    pub fn matches(&self, path: &str, headers: &HeaderMap) -> bool {
+    pub fn matches(&self, path: &str, headers: &(impl HeaderLookup + ?Sized)) -> bool {
         let path_ok = self
             .path_prefix
             .as_deref()
             .is_none_or(|prefix| path_has_prefix(path, prefix));
         path_ok
             && self.headers.iter().all(|(name, want)| {
-                headers
-                    .get_all(name)
-                    .iter()
-                    .any(|value| value.as_bytes() == want.as_bytes())
+                headers.any_value(name.as_str(), &mut |value| value == want.as_bytes())
             })
     }
 

@@ -81,18 +81,33 @@ impl Tracer {
         service: &str,
         method: &http::Method,
     ) -> Option<Hop> {
+        let incoming = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok());
+        let hop = self.begin(incoming, kind, service, method.as_str())?;
+        if !hop.continues() {
+            // W3C: tracestate means nothing without a valid traceparent.
+            headers.remove(TRACESTATE);
+        }
+        if let Ok(v) = HeaderValue::from_str(&hop.traceparent()) {
+            headers.insert(TRACEPARENT, v);
+        }
+        Some(hop)
+    }
+
+    /// [`Self::hop`] for a request whose headers are not in a `HeaderMap` (the lean HTTP/1
+    /// path): `incoming` is its `traceparent`. The caller sends [`Hop::traceparent`] on and drops
+    /// `tracestate` unless [`Hop::continues`].
+    pub fn begin(
+        &self,
+        incoming: Option<&str>,
+        kind: Kind,
+        service: &str,
+        method: &str,
+    ) -> Option<Hop> {
         let export = self.export.as_ref()?;
-        let incoming = headers
-            .get(TRACEPARENT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(TraceContext::parse);
-        let (parent, sampled) = match &incoming {
-            Some(ctx) => (Some(*ctx), ctx.sampled()),
-            None => {
-                // W3C: tracestate means nothing without a valid traceparent.
-                headers.remove(TRACESTATE);
-                (None, crate::balance::unit_roll() < export.sample_ratio)
-            }
+        let parent = incoming.and_then(TraceContext::parse);
+        let sampled = match &parent {
+            Some(ctx) => ctx.sampled(),
+            None => crate::balance::unit_roll() < export.sample_ratio,
         };
         let trace_id = match &parent {
             Some(p) => p.trace_id,
@@ -104,15 +119,12 @@ impl Tracer {
             flags: parent.map_or(0, |p| p.flags),
         }
         .with_sampled(sampled);
-        if let Ok(v) = HeaderValue::from_str(&this.header()) {
-            headers.insert(TRACEPARENT, v);
-        }
         Some(Hop {
             this,
             parent: parent.map(|p| p.span_id),
             kind,
             service: service.to_owned(),
-            method: method.as_str().to_owned(),
+            method: method.to_owned(),
             start: SystemTime::now(),
             queue: sampled.then(|| export.queue.clone()),
         })
@@ -133,6 +145,16 @@ pub struct Hop {
 }
 
 impl Hop {
+    /// The `traceparent` the next hop gets: this span as the parent.
+    pub fn traceparent(&self) -> String {
+        self.this.header()
+    }
+
+    /// Whether the request came with a valid `traceparent` (this span continues its trace).
+    pub fn continues(&self) -> bool {
+        self.parent.is_some()
+    }
+
     /// Ends the span when the response head is ready; its status decides the span's status.
     pub fn finish(self, status: u16) {
         let Some(queue) = self.queue else {
