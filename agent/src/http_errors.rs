@@ -88,7 +88,7 @@ pub fn response(reason: Reason, grpc: bool) -> Response<ProxyBody> {
         r
     } else {
         let mut r = Response::new(
-            Full::new(Bytes::from(format!("hostmesh: {}\n", reason.as_str())))
+            Full::new(Bytes::from(body_text(reason)))
                 .map_err(|never| match never {})
                 .boxed(),
         );
@@ -100,6 +100,11 @@ pub fn response(reason: Reason, grpc: bool) -> Response<ProxyBody> {
     resp.headers_mut()
         .insert(wire::ERROR, HeaderValue::from_static(reason.as_str()));
     resp
+}
+
+/// The body of the agent's own (non-gRPC) answer.
+pub fn body_text(reason: Reason) -> String {
+    format!("hostmesh: {}\n", reason.as_str())
 }
 
 fn empty() -> ProxyBody {

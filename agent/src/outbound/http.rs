@@ -31,6 +31,7 @@ use hostmesh_registrar::spec::Protocol;
 use super::attempts::{self, Exchange, Last, Refused};
 use super::decision::Decision;
 use super::detect::{self, Version};
+use super::h1;
 use super::paired::Paired;
 use super::retry::{self, Failure};
 use super::route::{Endpoint, Route};
@@ -48,10 +49,25 @@ use crate::wire;
 /// Serves one captured app connection until it closes.
 pub async fn serve(ctx: Arc<Outbound>, mut stream: TcpStream, dst: SocketAddrV4) {
     let _ = stream.set_nodelay(true);
-    let Some((version, head)) = detect::sniff(&mut stream, ctx.settings.header_read_timeout).await
+    let Some((version, mut head)) =
+        detect::sniff(&mut stream, ctx.settings.header_read_timeout).await
     else {
         return;
     };
+    if version == Version::Http1 {
+        // HTTP/1.1 to same-host instances takes the lean path, which hands the connection back
+        // at the first request it does not take.
+        let http = ctx.routes.load().get(dst).map(|r| r.protocol) == Some(Protocol::Http);
+        if http {
+            match h1::serve(ctx.clone(), stream, &head, dst).await {
+                h1::Ended::Done => return,
+                h1::Ended::Handover(rest, s) => {
+                    head = rest.to_vec();
+                    stream = s;
+                }
+            }
+        }
+    }
     let io = Prefixed::new(head, stream);
     let ctx_settings = ctx.settings.clone();
     let draining = ctx.draining.clone();

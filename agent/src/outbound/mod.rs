@@ -5,6 +5,7 @@
 mod attempts;
 pub mod decision;
 mod detect;
+mod h1;
 mod http;
 mod paired;
 pub mod retry;
@@ -55,13 +56,23 @@ pub struct WireHeaders {
     pub caller: ::http::HeaderValue,
     /// `forwarded: for=<this host's address>` for a same-host app.
     pub forwarded: ::http::HeaderValue,
+    /// Both as header lines, for the lean HTTP/1 path (`h1`).
+    pub h1_lines: Vec<u8>,
 }
 
 impl WireHeaders {
     pub fn new(host: &str, addr: IpAddr) -> Option<Self> {
+        let caller = ::http::HeaderValue::from_str(host).ok()?;
+        let forwarded = ::http::HeaderValue::from_str(&format!("for={addr}")).ok()?;
+        let h1_lines = format!(
+            "{}: {host}\r\nforwarded: for={addr}\r\n",
+            crate::wire::CALLER
+        )
+        .into_bytes();
         Some(WireHeaders {
-            caller: ::http::HeaderValue::from_str(host).ok()?,
-            forwarded: ::http::HeaderValue::from_str(&format!("for={addr}")).ok()?,
+            caller,
+            forwarded,
+            h1_lines,
         })
     }
 }

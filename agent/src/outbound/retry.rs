@@ -33,13 +33,18 @@ pub enum Failure {
 
 /// Whether a request may be repeated once it may have reached the app.
 pub fn is_safe(method: &Method, headers: &HeaderMap) -> bool {
+    is_safe_with(
+        method,
+        headers.get(wire::RETRYABLE).and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// [`is_safe`] given the request's `x-hostmesh-retryable` value.
+pub fn is_safe_with(method: &Method, retryable: Option<&str>) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
-    ) || headers
-        .get(wire::RETRYABLE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    ) || retryable.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
 /// The failure class of a response status, if it is a failure that retries may help with.

@@ -196,6 +196,31 @@ impl Head {
     }
 }
 
+/// Where a chunked body ends, for a body relayed as it is (the lean path's responses): the same
+/// framing rules as for requests.
+#[derive(Debug)]
+pub struct ChunkedBody {
+    chunk: Chunk,
+    size: u64,
+}
+
+impl Default for ChunkedBody {
+    fn default() -> Self {
+        ChunkedBody {
+            chunk: Chunk::Start,
+            size: 0,
+        }
+    }
+}
+
+impl ChunkedBody {
+    /// How many of `data`'s bytes belong to the body and whether it ends there; `None` when
+    /// the framing is broken.
+    pub fn feed(&mut self, data: &[u8]) -> Option<(usize, bool)> {
+        chunked(&mut self.chunk, &mut self.size, data)
+    }
+}
+
 /// Walks chunked framing over `data`: how many bytes belong to the body and whether it ended
 /// there; `None` when the framing is broken.
 fn chunked(chunk: &mut Chunk, size: &mut u64, data: &[u8]) -> Option<(usize, bool)> {

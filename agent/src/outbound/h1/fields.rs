@@ -1,0 +1,123 @@
+//! Header fields kept as offsets into the buffer they were parsed from, so a head is parsed once
+//! and copied once (into the head written on), with no map and no allocation per field.
+
+use std::ops::Range;
+
+use crate::headers;
+
+/// One header field: where its name and value are in the buffer.
+#[derive(Debug, Clone)]
+pub struct Field {
+    name: Range<usize>,
+    value: Range<usize>,
+}
+
+impl Field {
+    /// The field whose name and value are these slices of `buf`.
+    pub fn of(buf: &[u8], name: &str, value: &[u8]) -> Field {
+        Field {
+            name: range_of(buf, name.as_bytes()),
+            value: range_of(buf, value),
+        }
+    }
+
+    pub fn name<'b>(&self, buf: &'b [u8]) -> &'b [u8] {
+        &buf[self.name.clone()]
+    }
+
+    pub fn value<'b>(&self, buf: &'b [u8]) -> &'b [u8] {
+        &buf[self.value.clone()]
+    }
+
+    /// Writes the field as a header line.
+    pub fn write(&self, buf: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(self.name(buf));
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(self.value(buf));
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Where `part`, a slice of `buf`, sits in it.
+pub fn range_of(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let start = (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+    debug_assert!(start + part.len() <= buf.len(), "not a slice of the buffer");
+    start..start + part.len()
+}
+
+/// The values of the fields named `name` (lowercase), in order.
+pub fn values<'b>(
+    buf: &'b [u8],
+    fields: &'b [Field],
+    name: &'b str,
+) -> impl Iterator<Item = &'b [u8]> + 'b {
+    fields
+        .iter()
+        .filter(move |f| f.name(buf).eq_ignore_ascii_case(name.as_bytes()))
+        .map(move |f| f.value(buf))
+}
+
+/// The header names the `Connection` fields make hop-by-hop (see
+/// [`headers::connection_named`]). Empty, and unallocated, for the usual `keep-alive`.
+pub fn connection_named<'b>(buf: &'b [u8], fields: &'b [Field]) -> Vec<&'b str> {
+    let mut named = Vec::new();
+    for v in values(buf, fields, "connection").filter_map(headers::visible_ascii) {
+        named.extend(headers::connection_named(v));
+    }
+    named
+}
+
+/// Whether a comma-separated value has `token` (any case).
+pub fn has_token(value: &[u8], token: &str) -> bool {
+    headers::visible_ascii(value)
+        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+/// A `Content-Length` value: digits only (no sign, no spaces inside), as RFC 9110 §8.6 has it.
+pub fn digits(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    value.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+pub fn starts_with_ignore_case(name: &[u8], prefix: &[u8]) -> bool {
+    name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_are_digits_only() {
+        assert_eq!(digits(b"0"), Some(0));
+        assert_eq!(digits(b"65536"), Some(65536));
+        for bad in [
+            &b""[..],
+            b"+1",
+            b"-1",
+            b"1 ",
+            b"1,1",
+            b"0x10",
+            b"99999999999999999999",
+        ] {
+            assert_eq!(digits(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn connection_tokens() {
+        let buf = b"Connection: keep-alive\r\nconnection: Close, X-Private\r\n";
+        let name = |r: std::ops::Range<usize>| std::str::from_utf8(&buf[r]).expect("ascii");
+        let fields = [
+            Field::of(buf, name(0..10), &buf[12..22]),
+            Field::of(buf, name(24..34), &buf[36..52]),
+        ];
+        assert_eq!(connection_named(buf, &fields), ["X-Private"]);
+        assert!(has_token(fields[1].value(buf), "close"));
+        assert!(!has_token(fields[0].value(buf), "close"));
+    }
+}

@@ -1,0 +1,432 @@
+//! The lean HTTP/1 path: an app's HTTP/1.1 connection to a service whose instances all run on
+//! this host, proxied without hyper. Request and response heads are parsed in place (httparse),
+//! rewritten once into the bytes that go out, and bodies are relayed as they came; the upstream
+//! connections belong to the app connection and run on its task. Which instance, how often, and
+//! within which deadline is decided by the same code as on hyper's path ([`Decision`],
+//! [`attempts::run`]).
+//!
+//! Why a path of its own: the one-hop case (an app calling a service on its own host, or every
+//! hop's last leg on the inbound side's twin) is the mesh's most common request, and with two
+//! full hyper dispatchers per request (server and client) the agent spent about twice HAProxy's
+//! user-space CPU on it. See docs/ARCHITECTURE.md ("The lean HTTP/1 path") for the figures.
+//!
+//! The path takes only requests it can pass on exactly; anything else (another HTTP version, a
+//! chunked, streamed or `Expect` request body, an upgrade, an absolute URI, anything malformed or
+//! over a limit, a service with an instance on another host) is handed, before a byte of it is
+//! consumed, to hyper's path, which serves the connection from then on.
+
+mod fields;
+mod request;
+mod response;
+mod upstream;
+
+use std::io;
+use std::net::SocketAddrV4;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use http::{Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use hostmesh_registrar::spec::Protocol;
+
+use super::attempts::{self, Exchange, Last, Refused};
+use super::decision::Decision;
+use super::retry::Failure;
+use super::route::{Endpoint, Route};
+use super::strict_h1::ChunkedBody;
+use super::{Outbound, Settings};
+use crate::headers::HeaderLookup;
+use crate::http_errors::{self, Reason};
+use crate::trace::Kind;
+use request::{Parsed, Request, TraceHeaders};
+use response::{Framing, Response};
+use upstream::{Idle, Upstream, UpstreamError};
+
+/// How an app connection left the lean path.
+#[derive(Debug)]
+pub enum Ended {
+    /// Served to its end.
+    Done,
+    /// The next request is hyper's: these bytes (that request onwards), then the stream.
+    Handover(BytesMut, TcpStream),
+}
+
+/// Room read at once from an app connection.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Serves an HTTP/1 app connection to `dst` whose first bytes are `first`.
+pub async fn serve(ctx: Arc<Outbound>, app: TcpStream, first: &[u8], dst: SocketAddrV4) -> Ended {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK.max(first.len()));
+    buf.extend_from_slice(first);
+    let mut conn = Conn {
+        late: ctx.draining.is_cancelled(),
+        ctx,
+        dst,
+        app,
+        buf,
+        out: Vec::with_capacity(1024),
+        idle: Idle::default(),
+    };
+    match conn.run().await {
+        Ok(None) => Ended::Done,
+        Ok(Some(())) => Ended::Handover(conn.buf, conn.app),
+        Err(e) => {
+            tracing::debug!(dst = %conn.dst, "outbound connection ended: {e}");
+            Ended::Done
+        }
+    }
+}
+
+struct Conn {
+    ctx: Arc<Outbound>,
+    dst: SocketAddrV4,
+    app: TcpStream,
+    /// The app's bytes not yet consumed: the request being served, then any pipelined after it.
+    buf: BytesMut,
+    /// What is written next (a head with what follows it).
+    out: Vec<u8>,
+    idle: Idle,
+    /// Accepted while the agent drains: one request, then close.
+    late: bool,
+}
+
+impl Conn {
+    /// Serves requests until the connection ends (`None`) or one must go to hyper's path.
+    async fn run(&mut self) -> io::Result<Option<()>> {
+        let settings = self.ctx.settings.clone();
+        let mut draining = pin!(self.ctx.draining.clone().cancelled_owned());
+        // The header read timeout is kept lazily: one timer for the connection, moved on only
+        // when it fires early, rather than one set up and torn down per request.
+        let mut head_deadline = Instant::now() + settings.header_read_timeout;
+        let mut timer = pin!(tokio::time::sleep_until(head_deadline));
+        loop {
+            let req = loop {
+                if !self.buf.is_empty() {
+                    match Request::parse(&self.buf, settings.max_headers, settings.max_header_bytes)
+                    {
+                        Parsed::Lean(r) => break r,
+                        Parsed::Handover => return Ok(Some(())),
+                        Parsed::Partial => {}
+                    }
+                }
+                tokio::select! {
+                    biased;
+                    n = read_more(&mut self.app, &mut self.buf) => {
+                        if n? == 0 {
+                            return Ok(None);
+                        }
+                    }
+                    () = &mut draining, if self.buf.is_empty() && !self.late => return Ok(None),
+                    () = &mut timer => {
+                        if Instant::now() >= head_deadline {
+                            tracing::debug!(dst = %self.dst, "request head timed out");
+                            return Ok(None);
+                        }
+                        timer.as_mut().reset(head_deadline);
+                    }
+                }
+            };
+            let Some(route) = self.ctx.routes.load().get(self.dst) else {
+                // The service went away: as on hyper's path, it has no endpoints.
+                self.answer(Reason::NoEndpoints, true).await?;
+                return Ok(None);
+            };
+            if route.protocol != Protocol::Http || route.endpoints.iter().any(|e| !e.local) {
+                return Ok(Some(()));
+            }
+            let close = self.serve(&route, req, &settings).await?;
+            if close || self.late || self.ctx.draining.is_cancelled() {
+                let _ = self.app.shutdown().await;
+                return Ok(None);
+            }
+            head_deadline = Instant::now() + settings.header_read_timeout;
+        }
+    }
+
+    /// Serves one request to `route`; returns whether the connection must close after it.
+    async fn serve(
+        &mut self,
+        route: &Route,
+        req: Request,
+        settings: &Settings,
+    ) -> io::Result<bool> {
+        let started = Instant::now();
+        let ctx = self.ctx.clone();
+        let decision = Decision::new(
+            route,
+            req.path(&self.buf),
+            &req.lookup(&self.buf),
+            settings.request_timeout,
+        );
+        let deadline = started + decision.deadline.after;
+        if self.buf.len() < req.len() {
+            let body = tokio::time::timeout_at(deadline, async {
+                while self.buf.len() < req.len() {
+                    if read_more(&mut self.app, &mut self.buf).await? == 0 {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    }
+                }
+                Ok::<_, io::Error>(())
+            })
+            .await;
+            match body {
+                Ok(Ok(())) => {}
+                // The client went away mid-body: nobody to answer.
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    self.answer(Reason::DeadlineExceeded, true).await?;
+                    return Ok(true);
+                }
+            }
+        }
+        let hop = ctx.tracer.begin(
+            req.lookup(&self.buf).first_str("traceparent"),
+            Kind::Client,
+            &route.service,
+            req.method.as_str(),
+        );
+        let mut close = req.close || self.late || ctx.draining.is_cancelled();
+        let mut exchange = Lean {
+            req: &req,
+            buf: &self.buf,
+            out: &mut self.out,
+            idle: &mut self.idle,
+            traceparent: hop.as_ref().map(|h| {
+                let mode = if h.continues() {
+                    TraceHeaders::Replace
+                } else {
+                    TraceHeaders::ReplaceBoth
+                };
+                (format!("traceparent: {}\r\n", h.traceparent()), mode)
+            }),
+            max_head: settings.max_header_bytes,
+            connect_timeout: settings.connect_timeout,
+        };
+        let safe = req.is_safe(&self.buf);
+        let outcome = attempts::run(&ctx, route, &decision, deadline, safe, &mut exchange).await;
+        let status = match &outcome {
+            Ok(a) | Err(Last::Response(a)) => a.head.status,
+            Err(Last::Reason(r)) => r.status(),
+        };
+        if let Some(hop) = hop {
+            hop.finish(status.as_u16());
+        }
+        ctx.metrics.request_via(
+            &route.metrics,
+            &route.service,
+            "outbound",
+            status.as_u16(),
+            started.elapsed(),
+        );
+        self.buf.advance(req.len());
+        match outcome {
+            Ok(mut answer) | Err(Last::Response(mut answer)) => {
+                close |= answer.head.framing == Framing::UntilClose;
+                let reusable = relay(&mut self.app, &mut answer, close, &mut self.out).await?;
+                if reusable {
+                    self.idle.put(answer.up);
+                }
+            }
+            Err(Last::Reason(r)) => self.answer(r, close).await?,
+        }
+        Ok(close)
+    }
+
+    /// Writes the agent's own answer for `reason`.
+    async fn answer(&mut self, reason: Reason, close: bool) -> io::Result<()> {
+        self.out.clear();
+        let body = http_errors::body_text(reason);
+        let status = reason.status();
+        self.out.extend_from_slice(
+            format!(
+                "HTTP/1.1 {} {}\r\ncontent-type: text/plain\r\n{}: {}\r\ncontent-length: {}\r\n{}\r\n{body}",
+                status.as_str(),
+                status.canonical_reason().unwrap_or_default(),
+                crate::wire::ERROR,
+                reason.as_str(),
+                body.len(),
+                if close { "connection: close\r\n" } else { "" },
+            )
+            .as_bytes(),
+        );
+        self.app.write_all(&self.out).await
+    }
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    stream.read_buf(buf).await
+}
+
+/// Relays `answer` to the client: its head, then its body as it comes. Returns whether the
+/// upstream connection can be used again. An error leaves the client's response cut short: the
+/// caller closes the connection, which is how HTTP/1 says so.
+async fn relay(
+    app: &mut TcpStream,
+    answer: &mut Answer,
+    close: bool,
+    out: &mut Vec<u8>,
+) -> io::Result<bool> {
+    let Answer { head, up } = answer;
+    out.clear();
+    head.write_to_client(&up.buf, close, out);
+    up.buf.advance(head.head_len);
+    let truncated = || {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the app cut its response short",
+        )
+    };
+    match head.framing {
+        Framing::Empty => app.write_all(out).await?,
+        Framing::Length(n) => {
+            let mut left = n;
+            loop {
+                let take = usize::try_from(left)
+                    .unwrap_or(usize::MAX)
+                    .min(up.buf.len());
+                out.extend_from_slice(&up.buf[..take]);
+                up.buf.advance(take);
+                left -= take as u64;
+                app.write_all(out).await?;
+                out.clear();
+                if left == 0 {
+                    break;
+                }
+                if up.read_more().await? == 0 {
+                    return Err(truncated());
+                }
+            }
+        }
+        Framing::Chunked => {
+            let mut chunks = ChunkedBody::default();
+            loop {
+                let (n, done) = chunks.feed(&up.buf).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "bad chunked framing from the app",
+                    )
+                })?;
+                out.extend_from_slice(&up.buf[..n]);
+                up.buf.advance(n);
+                if !out.is_empty() {
+                    app.write_all(out).await?;
+                    out.clear();
+                }
+                if done {
+                    break;
+                }
+                if up.read_more().await? == 0 {
+                    return Err(truncated());
+                }
+            }
+        }
+        Framing::UntilClose => {
+            out.extend_from_slice(&up.buf);
+            up.buf.clear();
+            app.write_all(out).await?;
+            out.clear();
+            while up.read_more().await? > 0 {
+                app.write_all(&up.buf).await?;
+                up.buf.clear();
+            }
+            return Ok(false);
+        }
+    }
+    // Bytes beyond the response were sent unasked: the connection's framing cannot be trusted.
+    Ok(head.reusable && up.buf.is_empty())
+}
+
+/// An app's answer: its response head, and the connection the rest of it comes on.
+struct Answer {
+    head: Response,
+    up: Upstream,
+}
+
+/// A request as the lean path carries it: to a same-host instance, head and (buffered) body
+/// written in one piece.
+struct Lean<'a> {
+    req: &'a Request,
+    buf: &'a [u8],
+    out: &'a mut Vec<u8>,
+    idle: &'a mut Idle,
+    /// The hop's `traceparent` line, and what it replaces, when tracing is on.
+    traceparent: Option<(String, TraceHeaders)>,
+    max_head: usize,
+    connect_timeout: Duration,
+}
+
+impl Exchange for Lean<'_> {
+    type Response = Answer;
+
+    async fn send(
+        &mut self,
+        ctx: &Outbound,
+        route: &Route,
+        ep: &Endpoint,
+        remaining: Duration,
+    ) -> Result<(Answer, Instant), Refused> {
+        let target = ctx
+            .local
+            .get(&route.service, &ep.id)
+            .ok_or(Refused::Undefined)?
+            .target;
+        let timeout = format!(
+            "{}: {}\r\n",
+            crate::wire::TIMEOUT,
+            crate::wire::format_timeout(remaining)
+        );
+        let (trace_line, trace) = match &self.traceparent {
+            Some((line, mode)) => (line.as_bytes(), *mode),
+            None => (&b""[..], TraceHeaders::Keep),
+        };
+        self.req.write_to_app(
+            self.buf,
+            &[timeout.as_bytes(), &ctx.wire_headers.h1_lines, trace_line],
+            trace,
+            self.out,
+        );
+        let failed = |e: UpstreamError| {
+            let f = if e.never_reached() {
+                Failure::NeverReached
+            } else {
+                Failure::MayHaveReached
+            };
+            Refused::Failed(f, e.to_string())
+        };
+        let (mut up, ready_at) = match self.idle.take(target) {
+            Some(up) => (up, Instant::now()),
+            None => {
+                let up = Upstream::connect(target, self.connect_timeout)
+                    .await
+                    .map_err(failed)?;
+                (up, Instant::now())
+            }
+        };
+        let head = up
+            .exchange(self.out, self.req.method == Method::HEAD, self.max_head)
+            .await
+            .map_err(failed)?;
+        Ok((Answer { head, up }, ready_at))
+    }
+
+    fn status(answer: &Answer) -> StatusCode {
+        answer.head.status
+    }
+
+    fn agent_error(answer: &Answer) -> Option<&str> {
+        answer.head.agent_error(&answer.up.buf)
+    }
+
+    fn ready_again(&mut self, failure: Failure, safe: bool) -> bool {
+        // The body is in the buffer: it can always be sent again; whether it may is the rule.
+        failure == Failure::NeverReached || safe
+    }
+}
