@@ -39,6 +39,29 @@ pub(super) trait Exchange {
     fn ready_again(&mut self, failure: Failure, safe: bool) -> bool;
 }
 
+/// How [`run`] bounds each attempt by its deadline.
+pub(super) trait Timer {
+    fn within<F: Future>(
+        &mut self,
+        at: Instant,
+        f: F,
+    ) -> impl Future<Output = Result<F::Output, Elapsed>>;
+}
+
+/// An attempt ran past its deadline.
+#[derive(Debug)]
+pub(super) struct Elapsed;
+
+/// tokio's timer, an entry per attempt.
+#[derive(Debug)]
+pub(super) struct PerAttempt;
+
+impl Timer for PerAttempt {
+    async fn within<F: Future>(&mut self, at: Instant, f: F) -> Result<F::Output, Elapsed> {
+        tokio::time::timeout_at(at, f).await.map_err(|_| Elapsed)
+    }
+}
+
 /// Why an attempt got no response.
 #[derive(Debug)]
 pub(super) enum Refused {
@@ -63,6 +86,7 @@ pub(super) async fn run<X: Exchange>(
     deadline: Instant,
     safe: bool,
     exchange: &mut X,
+    timer: &mut impl Timer,
 ) -> Result<X::Response, Last<X::Response>> {
     let policy = &route.policy;
     let spend = retry::Spend::new(route.budget.clone());
@@ -97,9 +121,9 @@ pub(super) async fn run<X: Exchange>(
             .per_try_timeout
             .map_or(deadline, |t| deadline.min(now + t));
         let inflight = ep.stats.start();
-        let sent =
-            tokio::time::timeout_at(try_deadline, exchange.send(ctx, route, ep, deadline - now))
-                .await;
+        let sent = timer
+            .within(try_deadline, exchange.send(ctx, route, ep, deadline - now))
+            .await;
         let failure = match sent {
             Err(_) => {
                 inflight.failed();

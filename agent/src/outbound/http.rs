@@ -277,7 +277,17 @@ async fn forward(
         reclaim: None,
         paired,
     };
-    let resp = match attempts::run(ctx, route, &decision, deadline, safe, &mut exchange).await {
+    let resp = match attempts::run(
+        ctx,
+        route,
+        &decision,
+        deadline,
+        safe,
+        &mut exchange,
+        &mut attempts::PerAttempt,
+    )
+    .await
+    {
         Ok(resp) | Err(Last::Response(resp)) => resp,
         Err(Last::Reason(r)) => return http_errors::response(r, grpc),
     };

@@ -18,6 +18,7 @@
 mod fields;
 mod request;
 mod response;
+mod timer;
 mod upstream;
 
 use std::io;
@@ -34,7 +35,7 @@ use tokio::time::Instant;
 
 use hostmesh_registrar::spec::Protocol;
 
-use super::attempts::{self, Exchange, Last, Refused};
+use super::attempts::{self, Exchange, Last, Refused, Timer};
 use super::decision::Decision;
 use super::retry::Failure;
 use super::route::{Endpoint, Route};
@@ -45,6 +46,7 @@ use crate::http_errors::{self, Reason};
 use crate::trace::Kind;
 use request::{Parsed, Request, TraceHeaders};
 use response::{Framing, Response};
+use timer::LazyTimer;
 use upstream::{Idle, Upstream, UpstreamError};
 
 /// How an app connection left the lean path.
@@ -61,6 +63,7 @@ const READ_CHUNK: usize = 8 * 1024;
 
 /// Serves an HTTP/1 app connection to `dst` whose first bytes are `first`.
 pub async fn serve(ctx: Arc<Outbound>, app: TcpStream, first: &[u8], dst: SocketAddrV4) -> Ended {
+    let settings_timeout = ctx.settings.header_read_timeout;
     let mut buf = BytesMut::with_capacity(READ_CHUNK.max(first.len()));
     buf.extend_from_slice(first);
     let mut conn = Conn {
@@ -71,6 +74,7 @@ pub async fn serve(ctx: Arc<Outbound>, app: TcpStream, first: &[u8], dst: Socket
         buf,
         out: Vec::with_capacity(1024),
         idle: Idle::default(),
+        timer: LazyTimer::new(Instant::now() + settings_timeout),
     };
     match conn.run().await {
         Ok(None) => Ended::Done,
@@ -91,6 +95,8 @@ struct Conn {
     /// What is written next (a head with what follows it).
     out: Vec<u8>,
     idle: Idle,
+    /// Every deadline's timer: the request head's, then the attempts'.
+    timer: LazyTimer,
     /// Accepted while the agent drains: one request, then close.
     late: bool,
 }
@@ -100,10 +106,7 @@ impl Conn {
     async fn run(&mut self) -> io::Result<Option<()>> {
         let settings = self.ctx.settings.clone();
         let mut draining = pin!(self.ctx.draining.clone().cancelled_owned());
-        // The header read timeout is kept lazily: one timer for the connection, moved on only
-        // when it fires early, rather than one set up and torn down per request.
         let mut head_deadline = Instant::now() + settings.header_read_timeout;
-        let mut timer = pin!(tokio::time::sleep_until(head_deadline));
         loop {
             let req = loop {
                 if !self.buf.is_empty() {
@@ -122,12 +125,9 @@ impl Conn {
                         }
                     }
                     () = &mut draining, if self.buf.is_empty() && !self.late => return Ok(None),
-                    () = &mut timer => {
-                        if Instant::now() >= head_deadline {
-                            tracing::debug!(dst = %self.dst, "request head timed out");
-                            return Ok(None);
-                        }
-                        timer.as_mut().reset(head_deadline);
+                    () = self.timer.passed(head_deadline) => {
+                        tracing::debug!(dst = %self.dst, "request head timed out");
+                        return Ok(None);
                     }
                 }
             };
@@ -165,15 +165,18 @@ impl Conn {
         );
         let deadline = started + decision.deadline.after;
         if self.buf.len() < req.len() {
-            let body = tokio::time::timeout_at(deadline, async {
-                while self.buf.len() < req.len() {
-                    if read_more(&mut self.app, &mut self.buf).await? == 0 {
-                        return Err(io::ErrorKind::UnexpectedEof.into());
+            let (app, buf) = (&mut self.app, &mut self.buf);
+            let body = self
+                .timer
+                .within(deadline, async {
+                    while buf.len() < req.len() {
+                        if read_more(app, buf).await? == 0 {
+                            return Err(io::ErrorKind::UnexpectedEof.into());
+                        }
                     }
-                }
-                Ok::<_, io::Error>(())
-            })
-            .await;
+                    Ok::<_, io::Error>(())
+                })
+                .await;
             match body {
                 Ok(Ok(())) => {}
                 // The client went away mid-body: nobody to answer.
@@ -208,7 +211,16 @@ impl Conn {
             connect_timeout: settings.connect_timeout,
         };
         let safe = req.is_safe(&self.buf);
-        let outcome = attempts::run(&ctx, route, &decision, deadline, safe, &mut exchange).await;
+        let outcome = attempts::run(
+            &ctx,
+            route,
+            &decision,
+            deadline,
+            safe,
+            &mut exchange,
+            &mut self.timer,
+        )
+        .await;
         let status = match &outcome {
             Ok(a) | Err(Last::Response(a)) => a.head.status,
             Err(Last::Reason(r)) => r.status(),
