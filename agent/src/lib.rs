@@ -48,6 +48,7 @@ pub mod telemetry;
 pub mod tls;
 pub mod trace;
 pub mod wire;
+pub mod workers;
 
 /// This build's version, as `hostmesh --version` prints it and `hostmesh_build_info` labels it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -52,6 +52,8 @@ pub struct Inbound {
     pub draining: CancellationToken,
     /// Spans per hop (off without an OTLP endpoint).
     pub tracer: crate::trace::Tracer,
+    /// The threads connections are served on.
+    pub workers: Arc<crate::workers::Workers>,
 }
 
 impl Inbound {
@@ -83,7 +85,7 @@ impl Inbound {
                 },
             };
             let ctx = self.clone();
-            tokio::spawn(async move {
+            self.workers.run(stream, move |stream| async move {
                 ctx.connection(stream, peer).await;
                 drop(permit);
             });

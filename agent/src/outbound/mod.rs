@@ -95,6 +95,8 @@ pub struct Outbound {
     pub draining: CancellationToken,
     /// Spans per hop (off without an OTLP endpoint).
     pub tracer: crate::trace::Tracer,
+    /// The threads connections are served on.
+    pub workers: Arc<crate::workers::Workers>,
 }
 
 impl Outbound {
@@ -129,7 +131,7 @@ impl Outbound {
         permit: OwnedSemaphorePermit,
     ) {
         let ctx = self.clone();
-        tokio::spawn(async move {
+        self.workers.run(stream, move |stream| async move {
             let route = ctx.routes.load().get(dst);
             match route.map(|r| r.protocol) {
                 Some(Protocol::Tcp) => tcp::serve(ctx, stream, dst).await,

@@ -57,6 +57,10 @@ pub(super) fn data_path(
         config.proxy.idle_timeout,
         peer_tls,
     );
+    let workers = Arc::new(
+        crate::workers::Workers::per_cpu()
+            .map_err(|e| RunError::Runtime(format!("data path threads: {e}")))?,
+    );
     let outbound = Arc::new(Outbound {
         self_host: config.agent.host.clone(),
         // The host name and address were validated by the config: always valid header values.
@@ -73,6 +77,7 @@ pub(super) fn data_path(
         policies: policies.clone(),
         draining: draining.clone(),
         tracer: tracer.clone(),
+        workers: workers.clone(),
     });
     let inbound = Arc::new(Inbound {
         tls,
@@ -83,6 +88,7 @@ pub(super) fn data_path(
         policies,
         draining,
         tracer,
+        workers,
     });
     Ok((outbound, inbound))
 }

@@ -1,0 +1,114 @@
+//! The data path's threads: one single-threaded tokio runtime per CPU, each serving whole
+//! connections, handed to them round-robin as they are accepted.
+//!
+//! Why not the agent's work-stealing runtime: a proxied request is a chain of short steps on
+//! one connection, woken by I/O. On the shared runtime each wake-up may unpark another worker
+//! (a futex call) or move the task to another CPU, and on two cores that cost as much as the
+//! rest of the request's user-space work. A connection that stays on one thread for its life,
+//! as in HAProxy's and nginx's event loops, pays it never; the one hand-off per connection
+//! (moving the socket to the worker's reactor) is all that is left. Everything else (the
+//! catalog, DNS, the admin API, etcd) stays on the main runtime.
+
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::net::TcpStream;
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug)]
+pub struct Workers {
+    handles: Vec<Handle>,
+    next: AtomicUsize,
+    /// Ends the workers' threads (their remaining connections are dropped).
+    stop: CancellationToken,
+}
+
+impl Workers {
+    /// Starts `n` (at least one) worker threads.
+    pub fn start(n: usize) -> io::Result<Workers> {
+        let stop = CancellationToken::new();
+        let mut handles = Vec::with_capacity(n.max(1));
+        for i in 0..n.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            handles.push(runtime.handle().clone());
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(format!("hostmesh-data-{i}"))
+                .spawn(move || runtime.block_on(stop.cancelled()))?;
+        }
+        Ok(Workers {
+            handles,
+            next: AtomicUsize::new(0),
+            stop,
+        })
+    }
+
+    /// One worker per CPU.
+    pub fn per_cpu() -> io::Result<Workers> {
+        Workers::start(std::thread::available_parallelism().map_or(1, usize::from))
+    }
+
+    /// Serves `stream` with `serve` on the next worker, for the rest of its life.
+    pub fn run<F, Fut>(&self, stream: TcpStream, serve: F)
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        // The socket leaves this runtime's reactor and joins the worker's.
+        let std = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!("handing a connection to a worker: {e}");
+                return;
+            }
+        };
+        // Relaxed: only spreads connections; no other memory is ordered by it.
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        self.handles[i].spawn(async move {
+            match TcpStream::from_std(std) {
+                Ok(stream) => serve(stream).await,
+                Err(e) => tracing::debug!("taking a connection on a worker: {e}"),
+            }
+        });
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn connections_are_served_on_the_workers_threads_in_turn() {
+        let workers = Workers::start(2).expect("workers");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut names = Vec::new();
+        for _ in 0..3 {
+            let mut client = TcpStream::connect(addr).await.expect("connect");
+            let (server, _) = listener.accept().await.expect("accept");
+            workers.run(server, |mut s| async move {
+                let name = std::thread::current().name().unwrap_or("").to_owned();
+                let _ = s.write_all(name.as_bytes()).await;
+            });
+            let mut name = String::new();
+            client.read_to_string(&mut name).await.expect("read");
+            names.push(name);
+        }
+        assert_eq!(
+            names,
+            ["hostmesh-data-0", "hostmesh-data-1", "hostmesh-data-0"]
+        );
+    }
+}
