@@ -26,30 +26,40 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `n` (at least one) worker threads.
-    pub fn start(n: usize) -> io::Result<Workers> {
+    /// Starts `n` worker threads, or one per CPU the agent may run on when `n` is 0. With one
+    /// per CPU and `pin`, each stays on its own CPU: measured on two cores, that halved the
+    /// p99 latency of the one-hop path (the scheduler no longer moves a worker, and every
+    /// connection on it, onto the CPU where the app or the client is running).
+    pub fn start(n: usize, pin: bool) -> io::Result<Workers> {
+        let cpus = allowed_cpus();
+        let n = match n {
+            0 => cpus.len().max(1),
+            n => n,
+        };
+        let pin_to = |i: usize| (pin && n == cpus.len()).then(|| cpus[i]);
         let stop = CancellationToken::new();
-        let mut handles = Vec::with_capacity(n.max(1));
-        for i in 0..n.max(1) {
+        let mut handles = Vec::with_capacity(n);
+        for i in 0..n {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             handles.push(runtime.handle().clone());
             let stop = stop.clone();
+            let cpu = pin_to(i);
             std::thread::Builder::new()
                 .name(format!("hostmesh-data-{i}"))
-                .spawn(move || runtime.block_on(stop.cancelled()))?;
+                .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        pin_current_thread(cpu);
+                    }
+                    runtime.block_on(stop.cancelled());
+                })?;
         }
         Ok(Workers {
             handles,
             next: AtomicUsize::new(0),
             stop,
         })
-    }
-
-    /// One worker per CPU.
-    pub fn per_cpu() -> io::Result<Workers> {
-        Workers::start(std::thread::available_parallelism().map_or(1, usize::from))
     }
 
     /// Serves `stream` with `serve` on the next worker, for the rest of its life.
@@ -77,6 +87,31 @@ impl Workers {
     }
 }
 
+/// The CPUs this process may run on (systemd's `CPUAffinity=`, `taskset`), in order.
+fn allowed_cpus() -> Vec<usize> {
+    use nix::sched::{CpuSet, sched_getaffinity};
+    use nix::unistd::Pid;
+    match sched_getaffinity(Pid::from_raw(0)) {
+        Ok(set) => (0..CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect(),
+        Err(_) => (0..std::thread::available_parallelism().map_or(1, usize::from)).collect(),
+    }
+}
+
+fn pin_current_thread(cpu: usize) {
+    use nix::sched::{CpuSet, sched_setaffinity};
+    use nix::unistd::Pid;
+    let mut set = CpuSet::new();
+    // Not fatal: the worker runs unpinned, as with `pin_workers = false`.
+    let pinned = set
+        .set(cpu)
+        .and_then(|()| sched_setaffinity(Pid::from_raw(0), &set));
+    if let Err(e) = pinned {
+        tracing::warn!(cpu, "cannot pin a data path thread: {e}");
+    }
+}
+
 impl Drop for Workers {
     fn drop(&mut self) {
         self.stop.cancel();
@@ -91,7 +126,7 @@ mod tests {
 
     #[tokio::test]
     async fn connections_are_served_on_the_workers_threads_in_turn() {
-        let workers = Workers::start(2).expect("workers");
+        let workers = Workers::start(2, false).expect("workers");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut names = Vec::new();

@@ -48,6 +48,8 @@ pub(crate) const SCHEMA: &[Key] = &[
     ("proxy.max_connections", Kind::Int),
     ("proxy.max_headers", Kind::Int),
     ("proxy.max_header_bytes", Kind::Int),
+    ("proxy.workers", Kind::Int),
+    ("proxy.pin_workers", Kind::Bool),
     ("tls.mode", Kind::Str),
     ("tls.ca_file", Kind::Str),
     ("tls.cert_file", Kind::Str),
@@ -139,6 +141,10 @@ pub struct ProxySection {
     pub max_connections: usize,
     pub max_headers: usize,
     pub max_header_bytes: usize,
+    /// Threads serving proxied connections; 0: one per CPU the agent may run on.
+    pub workers: usize,
+    /// Whether each of those threads stays on one CPU (only when there is one per CPU).
+    pub pin_workers: bool,
 }
 
 /// How connections to VIPs reach the agent.
@@ -362,6 +368,8 @@ fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>) -> AgentC
         max_connections: r.integer("proxy.max_connections", 10_000, 1..=i64::MAX),
         max_headers: r.integer("proxy.max_headers", 100, 1..=i64::MAX),
         max_header_bytes: r.integer("proxy.max_header_bytes", 65_536, 1..=i64::MAX),
+        workers: r.integer("proxy.workers", 0, 0..=1024),
+        pin_workers: r.boolean("proxy.pin_workers", true),
     };
     let tls = tls(r);
     let policy = PolicySection {

@@ -255,6 +255,8 @@ fn defaults_are_the_documented_values() {
             max_connections: 10_000,
             max_headers: 100,
             max_header_bytes: 65_536,
+            workers: 0,
+            pin_workers: true,
         },
         tls: TlsSection {
             mode: TlsMode::Disabled,

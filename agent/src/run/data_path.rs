@@ -58,7 +58,7 @@ pub(super) fn data_path(
         peer_tls,
     );
     let workers = Arc::new(
-        crate::workers::Workers::per_cpu()
+        crate::workers::Workers::start(config.proxy.workers, config.proxy.pin_workers)
             .map_err(|e| RunError::Runtime(format!("data path threads: {e}")))?,
     );
     let outbound = Arc::new(Outbound {
