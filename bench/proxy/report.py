@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Prints bench/proxy/run's tables and ratios from its results directory.
 
-results.tsv lines:  run  KEY  CONNS  WRK_OUTPUT_FILE  CPU_TICKS
+results.tsv lines:  run  KEY  CONNS  WRK_OUTPUT_FILE  CPU_TICKS  ROUND
                     rss  KEY  KIB
                     skip KEY  REASON
-Nothing passes or fails here: the goals are printed next to the numbers.
+Every figure in the tables is the median over the rounds; a ratio is the ratio of the medians,
+followed by its lowest and highest value in any one round. Nothing passes or fails here: the
+goals are printed next to the numbers.
 """
 
 import os
 import re
+import statistics
 import sys
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -76,20 +79,31 @@ def fmt_x(v):
 
 def main():
     d = sys.argv[1]
-    runs, rss, skips, order_conns = {}, {}, {}, []
+    rounds, rss, skips, order_conns = {}, {}, {}, []
     for line in open(os.path.join(d, "results.tsv")):
         f = line.rstrip("\n").split("\t")
         if f[0] == "run":
-            key, conns, path, ticks = f[1], int(f[2]), f[3], int(f[4])
+            key, conns, path, ticks, rnd = f[1], int(f[2]), f[3], int(f[4]), int(f[5])
             r = parse_wrk(path) or {"rps": None, "p50": None, "p99": None, "requests": 0, "errors": 0}
             r["cpu100k"] = (ticks / CLK_TCK) / r["requests"] * 1e5 if r["requests"] else None
-            runs[(key, conns)] = r
+            rounds.setdefault((key, conns), {})[rnd] = r
             if conns not in order_conns:
                 order_conns.append(conns)
         elif f[0] == "rss":
             rss[f[1]] = int(f[2])
         elif f[0] == "skip":
             skips[f[1]] = f[2]
+
+    def median(rs, field):
+        vals = [r[field] for r in rs if r.get(field) is not None]
+        return statistics.median(vals) if vals else None
+
+    runs = {}
+    for k, by_round in rounds.items():
+        rs = list(by_round.values())
+        runs[k] = {f: median(rs, f) for f in ("rps", "p50", "p99", "cpu100k")}
+        runs[k]["errors"] = sum(r["errors"] for r in rs)
+        runs[k]["text"] = "\n".join(r.get("text", "") for r in rs if r["errors"] or not r["rps"])
 
     def get(key, conns, field):
         r = runs.get((key, conns))
@@ -132,32 +146,42 @@ def main():
         x, y = get(a, c, "rps"), get(b, c, "rps")
         return x / y if x and y else None
 
-    def line(text, value, goal):
-        print(f"  {text:58} {value:>16}   goal: {goal}")
+    def spread(a, b, c):
+        ra, rb = rounds.get((a, c), {}), rounds.get((b, c), {})
+        each = [
+            ra[n]["rps"] / rb[n]["rps"]
+            for n in ra
+            if n in rb and ra[n]["rps"] and rb[n]["rps"]
+        ]
+        return f" ({min(each):.2f}-{max(each):.2f})" if len(each) > 1 else ""
 
-    r = ratio("hostmesh", "haproxy", hi)
-    line(f"one hop req/s hostmesh/HAProxy, c={hi}", fmt_x(r), ">= 1.20x")
-    r = ratio("hostmesh", "haproxy", lo)
-    line(f"one hop req/s hostmesh/HAProxy, c={lo}", fmt_x(r), "(none)")
+    def fmt_ratio(a, b, c):
+        return fmt_x(ratio(a, b, c)) + spread(a, b, c)
+
+    def line(text, value, goal):
+        print(f"  {text:52} {value:>22}   goal: {goal}")
+
+    line(f"one hop req/s hostmesh/HAProxy, c={hi}", fmt_ratio("hostmesh", "haproxy", hi), ">= 1.20x")
+    line(f"one hop req/s hostmesh/HAProxy, c={lo}", fmt_ratio("hostmesh", "haproxy", lo), "(none)")
     a, b = get("hostmesh", hi, "p99"), get("haproxy", hi, "p99")
     line(f"one hop p99 c={hi}: hostmesh vs HAProxy", f"{fmt_us(a)} vs {fmt_us(b)}", "hostmesh <= HAProxy")
     a, b = get("hostmesh", lo, "p50"), get("haproxy", lo, "p50")
     diff = f"{a - b:+.0f}us" if a is not None and b is not None else "-"
     line(f"one hop p50 c={lo}: hostmesh - HAProxy", diff, "<= +15us")
-    r = ratio("hostmesh", "nginx-rp", hi)
-    line(f"one hop req/s hostmesh/nginx proxy, c={hi}", fmt_x(r), "(none)")
+    line(f"one hop req/s hostmesh/nginx proxy, c={hi}", fmt_ratio("hostmesh", "nginx-rp", hi), "(none)")
     for c in (hi, lo):
-        r = ratio("hostmesh-2", "haproxy-chain", c)
-        line(f"two hosts req/s hostmesh/HAProxy chain, c={c}", fmt_x(r), "(none)")
+        line(f"two hosts req/s hostmesh/HAProxy chain, c={c}", fmt_ratio("hostmesh-2", "haproxy-chain", c), "(none)")
     a, b = get("hostmesh-2", lo, "p50"), get("haproxy-chain", lo, "p50")
     diff = f"{a - b:+.0f}us" if a is not None and b is not None else "-"
     line(f"two hosts p50 c={lo}: hostmesh - HAProxy chain", diff, "(none)")
     for c in (hi, lo):
-        r = ratio("hostmesh-tcp", "haproxy-tcp", c)
-        line(f"TCP one hop req/s hostmesh/HAProxy tcp, c={c}", fmt_x(r), ">= 1.00x")
+        line(f"TCP one hop req/s hostmesh/HAProxy tcp, c={c}", fmt_ratio("hostmesh-tcp", "haproxy-tcp", c), ">= 1.00x")
     for c in (hi, lo):
-        r = ratio("hostmesh-tcp-2", "haproxy-tcp-chain", c)
-        line(f"TCP two hosts req/s hostmesh/HAProxy tcp chain, c={c}", fmt_x(r), ">= 1.00x")
+        line(
+            f"TCP two hosts req/s hostmesh/HAProxy tcp chain, c={c}",
+            fmt_ratio("hostmesh-tcp-2", "haproxy-tcp-chain", c),
+            ">= 1.00x",
+        )
     a, b = get("hostmesh", hi, "cpu100k"), get("haproxy", hi, "cpu100k")
     line(f"CPU s/100k req one hop c={hi}: hostmesh vs HAProxy", f"{fmt(a, '.2f')} vs {fmt(b, '.2f')}", "(report)")
 
