@@ -47,11 +47,16 @@ impl EndpointStats {
     /// guard (cancelled by the client, or a failure that says nothing about the endpoint) only
     /// ends the in-flight count.
     pub fn start(self: &Arc<Self>) -> InFlight {
+        self.start_at(Instant::now())
+    }
+
+    /// [`Self::start`] with the clock already read.
+    pub fn start_at(self: &Arc<Self>, now: Instant) -> InFlight {
         // Relaxed: a load counter read by pickers, ordering nothing else.
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {
             stats: Arc::clone(self),
-            started: Instant::now(),
+            started: now,
         }
     }
 
@@ -120,6 +125,11 @@ impl InFlight {
     /// peer agent's `OK` — for TCP) into the endpoint's EWMA.
     pub fn finish(self, rtt: Duration) {
         self.stats.ewma.observe(rtt);
+    }
+
+    /// [`Self::finish`] with the clock already read (`now`).
+    pub fn finish_at(self, now: Instant, rtt: Duration) {
+        self.stats.ewma.observe_at(now, rtt);
     }
 
     /// Failure that is the endpoint's doing (connect failure or refusal, reset, 502/503/504,

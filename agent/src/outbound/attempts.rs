@@ -20,15 +20,15 @@ pub(super) trait Exchange {
     type Response;
 
     /// Sends one attempt to `ep`, which has `remaining` of the request's deadline to answer.
-    /// Returns the response head and when the request could first go out (connection setup is
-    /// not the instance's latency, see `pool`).
+    /// Returns the response head and, when it went out later than the attempt started, when the
+    /// request could first go out (connection setup is not the instance's latency, see `pool`).
     fn send(
         &mut self,
         ctx: &Outbound,
         route: &Route,
         ep: &Endpoint,
         remaining: Duration,
-    ) -> impl Future<Output = Result<(Self::Response, Instant), Refused>>;
+    ) -> impl Future<Output = Result<(Self::Response, Option<Instant>), Refused>>;
 
     fn status(resp: &Self::Response) -> StatusCode;
 
@@ -96,7 +96,9 @@ pub(super) async fn run<X: Exchange>(
     let mut attempt = 0;
     let eligible = |ep: &Endpoint| decision.admits(ep);
     while attempt < max_attempts {
-        let Some(idx) = route.pick(&tried, eligible) else {
+        // One clock read serves the pick, the breaker and the latency sample's start.
+        let now = Instant::now();
+        let Some(idx) = route.pick_at(&tried, eligible, now) else {
             break;
         };
         let ep = &route.endpoints[idx];
@@ -105,7 +107,6 @@ pub(super) async fn run<X: Exchange>(
             ctx.metrics.policy_denied(&route.service, "outbound");
             return Err(Last::Reason(Reason::Forbidden));
         }
-        let now = Instant::now();
         if now >= deadline {
             last = Last::Reason(Reason::DeadlineExceeded);
             break;
@@ -120,7 +121,7 @@ pub(super) async fn run<X: Exchange>(
             .retry
             .per_try_timeout
             .map_or(deadline, |t| deadline.min(now + t));
-        let inflight = ep.stats.start();
+        let inflight = ep.stats.start_at(now);
         let sent = timer
             .within(try_deadline, exchange.send(ctx, route, ep, deadline - now))
             .await;
@@ -150,7 +151,9 @@ pub(super) async fn run<X: Exchange>(
                 }
                 match retry::classify_status(X::status(&resp), agent_error) {
                     None => {
-                        inflight.finish(ready_at.elapsed());
+                        let done = Instant::now();
+                        let ready_at = ready_at.unwrap_or(now);
+                        inflight.finish_at(done, done.saturating_duration_since(ready_at));
                         ctx.report(route, admission, true);
                         return Ok(resp);
                     }

@@ -314,7 +314,7 @@ impl Exchange for HyperExchange<'_> {
         route: &Route,
         ep: &Endpoint,
         remaining: Duration,
-    ) -> Result<(Response<Incoming>, Instant), Refused> {
+    ) -> Result<(Response<Incoming>, Option<Instant>), Refused> {
         let (lent, reclaim) = self.body.lend();
         self.reclaim = reclaim;
         let paired = self
@@ -333,6 +333,7 @@ impl Exchange for HyperExchange<'_> {
         .ok_or(Refused::Undefined)?;
         ctx.send(route, ep, target, req, paired)
             .await
+            .map(|(resp, ready_at)| (resp, Some(ready_at)))
             .map_err(|e| Refused::Failed(e.failure(), e.to_string()))
     }
 

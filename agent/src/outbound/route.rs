@@ -191,14 +191,24 @@ impl Route {
     /// its ejection ends rather than when its latency estimate has decayed; otherwise power of
     /// two choices. Returns the index in `endpoints`.
     pub fn pick(&self, tried: &[usize], eligible: impl Fn(&Endpoint) -> bool) -> Option<usize> {
-        self.choose(tried, eligible, false)
+        self.choose(tried, eligible, false, Instant::now())
+    }
+
+    /// [`Self::pick`] with the clock already read.
+    pub fn pick_at(
+        &self,
+        tried: &[usize],
+        eligible: impl Fn(&Endpoint) -> bool,
+        now: Instant,
+    ) -> Option<usize> {
+        self.choose(tried, eligible, false, now)
     }
 
     /// The first pick a request would make now ([`Self::pick`] with nothing tried), changing
     /// nothing: no latency estimate records the read, and no breaker probe is claimed (a real
     /// request claims it afterwards, in `BreakerGroup::admit`). For `hostmesh explain`.
     pub fn preview(&self, eligible: impl Fn(&Endpoint) -> bool) -> Option<usize> {
-        self.choose(&[], eligible, true)
+        self.choose(&[], eligible, true, Instant::now())
     }
 
     /// [`Self::pick`] and [`Self::preview`], which differ only in how P2C reads the costs.
@@ -207,8 +217,8 @@ impl Route {
         tried: &[usize],
         eligible: impl Fn(&Endpoint) -> bool,
         peek: bool,
+        now: Instant,
     ) -> Option<usize> {
-        let now = Instant::now();
         let ok = |e: &Endpoint| !tried.contains(&self.index_of(e)) && eligible(e);
         if let Some(probe) = self
             .endpoints

@@ -384,7 +384,7 @@ impl Exchange for Lean<'_> {
         route: &Route,
         ep: &Endpoint,
         remaining: Duration,
-    ) -> Result<(Answer, Instant), Refused> {
+    ) -> Result<(Answer, Option<Instant>), Refused> {
         let target = ctx
             .local
             .get(&route.service, &ep.id)
@@ -414,12 +414,12 @@ impl Exchange for Lean<'_> {
             Refused::Failed(f, e.to_string())
         };
         let (mut up, ready_at) = match self.idle.take(target) {
-            Some(up) => (up, Instant::now()),
+            Some(up) => (up, None),
             None => {
                 let up = Upstream::connect(target, self.connect_timeout)
                     .await
                     .map_err(failed)?;
-                (up, Instant::now())
+                (up, Some(Instant::now()))
             }
         };
         let head = up
