@@ -119,12 +119,45 @@ pub fn parse_timeout(value: &str) -> Option<Duration> {
 
 /// Formats a deadline for the next hop, in whole milliseconds (at least 1).
 pub fn format_timeout(remaining: Duration) -> String {
-    format!("{}ms", remaining.as_millis().max(1))
+    format!("{}ms", timeout_millis(remaining))
+}
+
+/// The `x-hostmesh-timeout` line (`name: value\r\n`) for `remaining`, in `buf`, without
+/// allocating (the lean HTTP/1 path writes one per request).
+pub fn timeout_line(remaining: Duration, buf: &mut [u8; 64]) -> &[u8] {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    // Fits: the name, 20 digits at most, the unit and CRLF are under 64 bytes.
+    let _ = write!(cursor, "{TIMEOUT}: {}ms\r\n", timeout_millis(remaining));
+    let n = usize::try_from(cursor.position()).unwrap_or(0);
+    &buf[..n]
+}
+
+/// Whole milliseconds, at least 1: a deadline is never sent as already passed.
+fn timeout_millis(remaining: Duration) -> u128 {
+    remaining.as_millis().max(1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_timeout_line_matches_the_header_value() {
+        let mut buf = [0u8; 64];
+        let d = Duration::from_micros(2_500_400);
+        let line = timeout_line(d, &mut buf);
+        assert_eq!(
+            line,
+            format!("{TIMEOUT}: {}\r\n", format_timeout(d)).as_bytes()
+        );
+        assert_eq!(
+            timeout_line(Duration::ZERO, &mut buf),
+            b"x-hostmesh-timeout: 1ms\r\n"
+        );
+        let long = timeout_line(Duration::MAX, &mut buf).to_vec();
+        assert!(long.ends_with(b"ms\r\n"), "{long:?}");
+    }
 
     #[test]
     fn preface_round_trips_and_rejects_junk() {

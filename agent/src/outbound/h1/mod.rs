@@ -390,18 +390,15 @@ impl Exchange for Lean<'_> {
             .get(&route.service, &ep.id)
             .ok_or(Refused::Undefined)?
             .target;
-        let timeout = format!(
-            "{}: {}\r\n",
-            crate::wire::TIMEOUT,
-            crate::wire::format_timeout(remaining)
-        );
+        let mut timeout = [0u8; 64];
+        let timeout = crate::wire::timeout_line(remaining, &mut timeout);
         let (trace_line, trace) = match &self.traceparent {
             Some((line, mode)) => (line.as_bytes(), *mode),
             None => (&b""[..], TraceHeaders::Keep),
         };
         self.req.write_to_app(
             self.buf,
-            &[timeout.as_bytes(), &ctx.wire_headers.h1_lines, trace_line],
+            &[timeout, &ctx.wire_headers.h1_lines, trace_line],
             trace,
             self.out,
         );
