@@ -194,6 +194,7 @@ impl Conn {
             req.method.as_str(),
         );
         let mut close = req.close || self.late || ctx.draining.is_cancelled();
+        let safe = req.is_safe(&self.buf);
         let mut exchange = Lean {
             req: &req,
             buf: &self.buf,
@@ -209,8 +210,8 @@ impl Conn {
             }),
             max_head: settings.max_header_bytes,
             connect_timeout: settings.connect_timeout,
+            safe,
         };
-        let safe = req.is_safe(&self.buf);
         let outcome = attempts::run(
             &ctx,
             route,
@@ -373,6 +374,8 @@ struct Lean<'a> {
     traceparent: Option<(String, TraceHeaders)>,
     max_head: usize,
     connect_timeout: Duration,
+    /// The request may be sent again once it may have reached the app.
+    safe: bool,
 }
 
 impl Exchange for Lean<'_> {
@@ -410,20 +413,28 @@ impl Exchange for Lean<'_> {
             };
             Refused::Failed(f, e.to_string())
         };
-        let (mut up, ready_at) = match self.idle.take(target) {
-            Some(up) => (up, None),
-            None => {
-                let up = Upstream::connect(target, self.connect_timeout)
-                    .await
-                    .map_err(failed)?;
-                (up, Some(Instant::now()))
+        let head_request = self.req.method == Method::HEAD;
+        if let Some(mut up) = self.idle.take(target) {
+            match up.exchange(self.out, head_request, self.max_head).await {
+                Ok(head) => return Ok((Answer { head, up }, None)),
+                // A kept connection the app closed as the request went out: a request that may
+                // be repeated goes again on a new connection to the same instance (as Go's and
+                // hyper's clients do); any other fails as one that may have reached the app.
+                Err(e) if e.before_response() && self.safe => {
+                    tracing::debug!(%target, "kept connection closed under a request: {e}");
+                }
+                Err(e) => return Err(failed(e)),
             }
-        };
-        let head = up
-            .exchange(self.out, self.req.method == Method::HEAD, self.max_head)
+        }
+        let mut up = Upstream::connect(target, self.connect_timeout)
             .await
             .map_err(failed)?;
-        Ok((Answer { head, up }, ready_at))
+        let ready_at = Instant::now();
+        let head = up
+            .exchange(self.out, head_request, self.max_head)
+            .await
+            .map_err(failed)?;
+        Ok((Answer { head, up }, Some(ready_at)))
     }
 
     fn status(answer: &Answer) -> StatusCode {
