@@ -2,21 +2,22 @@
 //! smuggling heads get 400 and a close and never reach the app, oversized heads get 431, a
 //! client that trickles its head is cut off, and HTTP/2 clients meet explicit limits.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use hostmesh_tests::raw_http::{Answer, exchange, read_until_closed};
 use hostmesh_tests::{Agent, AgentOpts, Backend, Etcd, Host, Net, wait_until};
 
-const MAX_HEADERS: usize = 20;
-const MAX_HEADER_BYTES: usize = 4096;
+pub(crate) const MAX_HEADERS: usize = 20;
+pub(crate) const MAX_HEADER_BYTES: usize = 4096;
 
 fn orders() -> String {
     "name = \"orders\"\nport = 8080\ntarget = \"127.0.0.1:18080\"\n".to_owned()
 }
 
 /// Client agent `a` with small, explicit limits; the app on `b` behind its agent.
-fn client_opts() -> AgentOpts {
+pub(crate) fn client_opts() -> AgentOpts {
     AgentOpts::new()
         .set("proxy", "max_headers", &MAX_HEADERS.to_string())
         .set("proxy", "max_header_bytes", &MAX_HEADER_BYTES.to_string())
@@ -30,63 +31,13 @@ fn agent(host: &Host, etcd: &Etcd, opts: AgentOpts) -> Agent {
 }
 
 /// The service's VIP:port as agent `a` sees it, once a request through it succeeds.
-fn vip(a: &Agent, service: &str, port: u16) -> SocketAddr {
+pub(crate) fn vip(a: &Agent, service: &str, port: u16) -> SocketAddr {
     let url = format!("http://{service}.mesh:{port}/");
     wait_until(Duration::from_secs(10), &format!("{url} answers"), || {
         a.host().curl(&url).is_ok_and(|(code, _)| code == 200)
     });
-    let vip = a.status()["services"][service]["vip"]
-        .as_str()
-        .expect("a VIP")
-        .to_owned();
-    SocketAddr::new(vip.parse().expect("an IP"), port)
-}
-
-/// What came back on one connection.
-#[derive(Debug)]
-struct Answer {
-    statuses: Vec<u16>,
-    /// Closed by the agent (EOF or reset) within the deadline.
-    closed: bool,
-}
-
-/// Opens a fresh connection to `addr` inside `host`, writes `bytes` in one go, and reads until
-/// the agent closes the connection (at most 10 s).
-fn exchange(host: &Host, addr: SocketAddr, bytes: &[u8]) -> Answer {
-    host.in_ns(|| {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
-        // The agent may close before taking every byte; what it answered is still read.
-        let _ = s.write_all(bytes);
-        read_until_closed(&mut s, Duration::from_secs(10))
-    })
-}
-
-fn read_until_closed(s: &mut TcpStream, within: Duration) -> Answer {
-    let deadline = Instant::now() + within;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    let closed = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break false;
-        }
-        s.set_read_timeout(Some(left)).expect("set a read timeout");
-        match s.read(&mut buf) {
-            Ok(0) => break true,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => break true,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                break false;
-            }
-            Err(e) => panic!("reading: {e}"),
-        }
-    };
-    let text = String::from_utf8_lossy(&out);
-    let statuses = text
-        .match_indices("HTTP/1.1 ")
-        .filter_map(|(i, m)| text.get(i + m.len()..i + m.len() + 3)?.parse().ok())
-        .collect();
-    Answer { statuses, closed }
+    let vip = a.service_vip(service).expect("a VIP");
+    SocketAddr::new(vip.into(), port)
 }
 
 const SMUGGLING: &[(&str, &str)] = &[

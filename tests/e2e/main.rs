@@ -8,6 +8,7 @@ mod explain;
 mod fault_smoke;
 mod hardening;
 mod harness_smoke;
+mod lean_h1;
 mod lifecycle;
 mod metrics;
 mod policy;

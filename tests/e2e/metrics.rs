@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use hostmesh_tests::{Agent, AgentOpts, Backend, Etcd, Net, wait_for};
 
-type Sample = (String, serde_json::Value, f64);
+pub(crate) type Sample = (String, serde_json::Value, f64);
 
 /// An OpenMetrics exposition parsed by the Prometheus project's own parser (python
 /// `prometheus_client`): the metric family names (counters without `_total`, as OpenMetrics
@@ -31,12 +31,12 @@ fn parse_families(text: &str) -> (Vec<String>, Vec<Sample>) {
     serde_json::from_slice::<(Vec<String>, Vec<Sample>)>(&out.stdout).expect("parser output")
 }
 
-fn parse(text: &str) -> Vec<Sample> {
+pub(crate) fn parse(text: &str) -> Vec<Sample> {
     parse_families(text).1
 }
 
 /// The sum of the samples named `name` whose labels include all of `labels`.
-fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     samples
         .iter()
         .filter(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l[*k] == *v))

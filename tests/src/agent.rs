@@ -468,6 +468,14 @@ impl Agent {
         })
     }
 
+    /// The VIP this agent gives `service` (from `/status`), once it has one.
+    #[track_caller]
+    pub fn service_vip(&self, service: &str) -> Option<std::net::Ipv4Addr> {
+        self.status()["services"][service]["vip"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+    }
+
     /// `GET /metrics` (Prometheus text); panics unless it answers 200.
     #[track_caller]
     pub fn metrics(&self) -> String {

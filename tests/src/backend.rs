@@ -112,8 +112,6 @@ impl Backend {
         r.unwrap_or_else(|e| panic!("flipping {}: {e}", p.display()));
     }
 
-    /// The status of every request other than `/healthz` (default 200).
-    #[track_caller]
     /// SIGKILLs the app (a crash): connections in flight are reset, new ones refused.
     pub fn kill(&mut self) {
         self.proc.kill();
@@ -129,6 +127,8 @@ impl Backend {
         }
     }
 
+    /// The status of every request other than `/healthz` (default 200).
+    #[track_caller]
     pub fn set_status(&self, status: u16) {
         self.write_control("status", &status.to_string());
     }
@@ -137,6 +137,12 @@ impl Backend {
     #[track_caller]
     pub fn set_delay(&self, delay: Duration) {
         self.write_control("delay_ms", &delay.as_millis().to_string());
+    }
+
+    /// Lets a `GET /chunked?hold=1` answer that sent its first chunk send the rest.
+    #[track_caller]
+    pub fn release(&self) {
+        self.write_control("release", "");
     }
 
     #[track_caller]
@@ -149,9 +155,10 @@ impl Backend {
             .unwrap_or_else(|e| panic!("writing {}: {e}", p.display()));
     }
 
-    /// The requests received so far (except `/healthz`), oldest first, each
-    /// `{"method", "path", "headers": {lowercase name: value}, "body_len"}`, plus `"json"` (the
-    /// parsed body) for `content-type: application/json`.
+    /// The requests received so far (except `/healthz`, `/echo` and `/bytes`), oldest first,
+    /// each `{"method", "path", "headers": {lowercase name: value}, "raw": [[name as written,
+    /// value], …] in order, "body_len"}`, plus `"json"` (the parsed body) for
+    /// `content-type: application/json`.
     pub fn requests(&self) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(self.requests_path()).unwrap_or_default();
         text.lines()

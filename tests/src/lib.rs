@@ -20,6 +20,7 @@ mod logs;
 mod net;
 mod netns;
 mod process;
+pub mod raw_http;
 mod require;
 mod servers;
 mod tls;
@@ -38,6 +39,7 @@ pub use grpc::{GrpcApp, grpc_call};
 pub use logs::tail as log_tail;
 pub use net::{Host, Net};
 pub use process::{Proc, Signal, run};
+pub use raw_http::{RawConn, RawResponse};
 pub use require::{TOOLS, require_root, require_tool, require_tools, which};
 pub use servers::{
     BIG_FILE_LEN, ECHO_MAX_BODY, Nginx, RedisServer, curl_sha256, pseudo_random, redis_cli,

@@ -1,0 +1,128 @@
+//! The lean HTTP/1 path (`agent/src/outbound/h1`): an app's HTTP/1.1 connection to a service
+//! whose instances all run on the caller's own host, proxied without hyper. One host, one agent,
+//! the apps beside it, and raw sockets where the bytes on the wire matter.
+//!
+//! Where the app answers, the tests also check which path carried the answer ([`lean`]), so that
+//! a change quietly sending these requests to hyper's path (or keeping on the lean path what it
+//! should hand over) shows.
+
+use std::net::SocketAddr;
+
+use hostmesh_tests::{Agent, AgentOpts, Backend, Etcd, Host, Net, RawConn, RawResponse};
+
+use crate::hardening::vip;
+use crate::proxy::agent;
+use crate::resilience::ORDERS;
+
+mod bodies;
+mod connection;
+mod failures;
+mod handover;
+mod headers;
+mod metrics;
+
+/// Host `a`: the app `orders` (one instance, `127.0.0.1:18080`) and its agent, serving through
+/// the VIP. Fields drop in order: app and agent, then etcd, then the network.
+struct OneHost {
+    a: Host,
+    app: Backend,
+    agent: Agent,
+    vip: SocketAddr,
+    _etcd: Etcd,
+    _net: Net,
+}
+
+fn one_host(opts: AgentOpts) -> OneHost {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = net.host("a");
+    let app = Backend::http(&a, 18080, "ok\n");
+    let agent = agent(&a, &etcd, opts.service("orders-1", ORDERS));
+    let vip = vip(&agent, "orders", 8080);
+    OneHost {
+        a,
+        app,
+        agent,
+        vip,
+        _etcd: etcd,
+        _net: net,
+    }
+}
+
+impl OneHost {
+    /// Runs `f` with a fresh connection to the VIP, from inside the host.
+    fn conn<T: Send>(&self, f: impl FnOnce(&mut RawConn) -> T + Send) -> T {
+        self.a.in_ns(|| f(&mut RawConn::connect(self.vip)))
+    }
+
+    /// `METHOD path` of the requests the app recorded after the first `skip`.
+    fn seen_since(&self, skip: usize) -> Vec<String> {
+        self.app.requests()[skip..]
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    r["method"].as_str().unwrap_or(""),
+                    r["path"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+}
+
+/// Whether the lean path answered. It passes the app's header names on as the app wrote them
+/// (the test backend writes `Server:`); hyper's path writes every name in lowercase.
+fn lean(r: &RawResponse) -> bool {
+    r.names().contains(&"Server")
+}
+
+#[track_caller]
+fn assert_lean(r: &RawResponse, what: &str) {
+    assert!(
+        lean(r),
+        "{what}: not answered by the lean path:\n{}",
+        r.head
+    );
+}
+
+fn get(path: &str, extra: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: orders.mesh:8080\r\n{extra}\r\n").into_bytes()
+}
+
+fn head(path: &str) -> Vec<u8> {
+    format!("HEAD {path} HTTP/1.1\r\nHost: orders.mesh:8080\r\n\r\n").into_bytes()
+}
+
+fn post(path: &str, body: &[u8], extra: &str) -> Vec<u8> {
+    let mut out = format!(
+        "POST {path} HTTP/1.1\r\nHost: orders.mesh:8080\r\nContent-Length: {}\r\n{extra}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// What the test backend's `/bytes?n=N` and `/chunked?n=N` send.
+fn pattern(n: usize) -> Vec<u8> {
+    b"0123456789abcdef"
+        .iter()
+        .copied()
+        .cycle()
+        .take(n)
+        .collect()
+}
+
+/// `/chunked?n=N&size=S` exactly as the app writes it: chunks with extensions, a trailer.
+fn chunked_wire(n: usize, size: usize) -> Vec<u8> {
+    let data = pattern(n);
+    let mut out = Vec::new();
+    for (seq, piece) in data.chunks(size).enumerate() {
+        out.extend_from_slice(format!("{:x};seq={seq}\r\n", piece.len()).as_bytes());
+        out.extend_from_slice(piece);
+        out.extend_from_slice(b"\r\n");
+    }
+    let chunks = data.chunks(size).count();
+    out.extend_from_slice(format!("0\r\nx-done: {chunks}\r\n\r\n").as_bytes());
+    out
+}

@@ -1,0 +1,148 @@
+//! Heads on the lean path: what the app sees of the client's request head, and what the client
+//! sees of the app's response head.
+
+use hostmesh_tests::AgentOpts;
+
+use super::{assert_lean, get, lean, one_host};
+
+#[test]
+fn the_app_sees_the_caller_and_neither_side_sees_the_others_hop_by_hop_headers() {
+    let m = one_host(AgentOpts::new());
+    let req = get(
+        "/who",
+        "Connection: keep-alive, X-Conn-Named\r\nX-Conn-Named: secret\r\nKeep-Alive: timeout=5\r\n\
+         TE: trailers, deflate\r\nProxy-Connection: keep-alive\r\nX-Hostmesh-Dst: evil/1\r\n\
+         X-Hostmesh-Src: evil\r\nX-Hostmesh-Caller: evil\r\nX-Hostmesh-Error: spoofed\r\n\
+         X-Hostmesh-Timeout: 800ms\r\nForwarded: for=203.0.113.9\r\nX-Keep: 1\r\nX-Empty:\r\n",
+    );
+    // A head far over one read, within max_header_bytes (64 KiB by default).
+    let big = "b".repeat(40_000);
+    let (who, hop, large) = m.conn(|c| {
+        c.send(&req);
+        let who = c.response(false);
+        c.send(&get("/hop", ""));
+        let hop = c.response(false);
+        c.send(&get("/large", &format!("X-Big: {big}\r\n")));
+        (who, hop, c.response(false))
+    });
+    assert_eq!((who.status, who.text()), (200, "ok\n".to_owned()));
+    assert_lean(&who, "GET /who");
+
+    let seen = m
+        .app
+        .requests()
+        .into_iter()
+        .find(|r| r["path"] == "/who")
+        .expect("the app got /who");
+    let raw: Vec<(String, String)> =
+        serde_json::from_value(seen["raw"].clone()).expect("raw header fields");
+    let mut names: Vec<String> = raw.iter().map(|(n, _)| n.to_lowercase()).collect();
+    names.sort();
+    // Exactly these, each once: the client's end-to-end fields, `te: trailers`, and the agent's.
+    assert_eq!(
+        names,
+        [
+            "forwarded",
+            "host",
+            "te",
+            "x-empty",
+            "x-hostmesh-caller",
+            "x-hostmesh-timeout",
+            "x-keep"
+        ],
+        "{raw:?}"
+    );
+    let h = &seen["headers"];
+    assert_eq!(h["x-hostmesh-caller"], "a", "{raw:?}");
+    assert_eq!(h["forwarded"], format!("for={}", m.a.addr()), "{raw:?}");
+    assert_eq!(h["te"], "trailers", "{raw:?}");
+    assert_eq!(h["host"], "orders.mesh:8080", "{raw:?}");
+    assert_eq!(h["x-empty"], "", "{raw:?}");
+    // The client's deadline, less what the agent spent.
+    let left = h["x-hostmesh-timeout"].as_str().unwrap_or_default();
+    let ms: u64 = left
+        .strip_suffix("ms")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("x-hostmesh-timeout {left:?}"));
+    assert!((1..=800).contains(&ms), "the app sees {left}");
+    // The lean path passes the client's fields as written.
+    assert!(
+        raw.contains(&("X-Keep".to_owned(), "1".to_owned())),
+        "{raw:?}"
+    );
+
+    // The app's hop-by-hop response fields stay between it and the agent.
+    assert_eq!((hop.status, hop.text()), (200, "ok\n".to_owned()));
+    assert_lean(&hop, "GET /hop");
+    for name in [
+        "connection",
+        "x-app-private",
+        "keep-alive",
+        "proxy-connection",
+    ] {
+        assert!(
+            hop.header(name).is_none(),
+            "{name} reached the client:\n{}",
+            hop.head
+        );
+    }
+    assert_eq!(hop.header("x-app-public"), Some("1"), "{}", hop.head);
+
+    assert_eq!(large.status, 200, "{}", large.head);
+    assert_lean(&large, "a 40 KB head");
+    let seen = m
+        .app
+        .requests()
+        .into_iter()
+        .find(|r| r["path"] == "/large")
+        .expect("the app got /large");
+    assert!(
+        seen["headers"]["x-big"] == big.as_str(),
+        "X-Big arrived altered"
+    );
+}
+
+#[test]
+fn status_lines_without_a_usable_reason_phrase_are_relayed() {
+    let m = one_host(AgentOpts::new());
+    let mut wrong = Vec::new();
+    for (what, line) in [
+        // httparse gives these an empty reason of its own, not a slice of the head.
+        ("no reason phrase", "HTTP%2F1.1%20200"),
+        (
+            "a non-ASCII reason phrase",
+            "HTTP%2F1.1%20200%20%C3%87a%20va",
+        ),
+        // A slice of the head, empty.
+        ("an empty reason phrase", "HTTP%2F1.1%20200%20"),
+    ] {
+        let got = m.conn(|c| {
+            c.send(&get(&format!("/statusline?s={line}"), ""));
+            let r = c.try_response(false)?;
+            c.send(&get("/next", ""));
+            Ok::<_, String>((r, c.try_response(false)?))
+        });
+        match got {
+            Ok((r, next)) if r.status == 200 && r.text() == "ok\n" && lean(&r) => {
+                assert_eq!((next.status, next.text()), (200, "ok\n".to_owned()));
+            }
+            Ok((r, _)) => wrong.push(format!("{what} ({line}): got\n{}{}", r.head, r.text())),
+            Err(e) => wrong.push(format!("{what} ({line}): {e}")),
+        }
+    }
+    // A connection that ended without an answer: what the agent said about it.
+    let log = m.agent.log();
+    let lines: Vec<&str> = log.lines().collect();
+    let panics: Vec<String> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("panicked at"))
+        .map(|(i, l)| format!("{l} {}", lines.get(i + 1).unwrap_or(&"")))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "the app's 200 \"ok\" did not come through:\n{}\nagent panics:\n{}",
+        wrong.join("\n"),
+        panics.join("\n")
+    );
+}
