@@ -38,10 +38,19 @@ impl Field {
     }
 }
 
-/// Where `part`, a slice of `buf`, sits in it.
+/// Where `part`, a slice of `buf`, sits in it. An empty `part` may come from elsewhere (httparse
+/// answers a missing reason phrase with a `""` of its own): any empty range stands for it.
 pub fn range_of(buf: &[u8], part: &[u8]) -> Range<usize> {
+    if part.is_empty() {
+        return 0..0;
+    }
     let start = (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
-    debug_assert!(start + part.len() <= buf.len(), "not a slice of the buffer");
+    assert!(
+        start
+            .checked_add(part.len())
+            .is_some_and(|end| end <= buf.len()),
+        "not a slice of the buffer"
+    );
     start..start + part.len()
 }
 

@@ -40,6 +40,8 @@ pub struct Response {
     reason_at: Range<usize>,
     fields: Vec<Field>,
     pub framing: Framing,
+    /// A `Transfer-Encoding` came with the head: any `Content-Length` beside it is dropped.
+    coded: bool,
     /// The app lets the connection be used again after this response.
     pub reusable: bool,
     /// The `x-hostmesh-error` value, when it is visible ASCII.
@@ -120,6 +122,7 @@ impl Response {
             reason_at: fields::range_of(buf, resp.reason.unwrap_or("").as_bytes()),
             fields,
             framing,
+            coded: chunked.is_some(),
             reusable: !close && framing != Framing::UntilClose,
             error_at,
         })
@@ -131,8 +134,9 @@ impl Response {
     }
 
     /// Writes the head the client gets: the app's status and fields less the hop-by-hop ones
-    /// (the framing fields stay: the body is relayed as it is), and `connection: close` when the
-    /// client's connection ends after this response.
+    /// (the framing fields stay: the body is relayed as it is; but a `Content-Length` beside a
+    /// `Transfer-Encoding` goes, as RFC 9112 §6.3 asks of a proxy), and `connection: close` when
+    /// the client's connection ends after this response.
     pub fn write_to_client(&self, buf: &[u8], close: bool, out: &mut Vec<u8>) {
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(self.status.as_str().as_bytes());
@@ -153,11 +157,12 @@ impl Response {
         for f in &self.fields {
             let name = f.name(buf);
             let framing = name.eq_ignore_ascii_case(b"transfer-encoding");
+            let overridden = self.coded && name.eq_ignore_ascii_case(b"content-length");
             let hop = headers::is_hop_by_hop(name)
                 || connection
                     .iter()
                     .any(|c| c.as_bytes().eq_ignore_ascii_case(name));
-            if framing || !hop {
+            if framing || !(hop || overridden) {
                 f.write(buf, out);
             }
         }
@@ -199,6 +204,23 @@ mod tests {
         assert!(parse(old_ka, false).reusable);
         let closing = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
         assert!(!parse(closing, false).reusable);
+    }
+
+    #[test]
+    fn a_length_beside_a_coding_is_dropped_and_a_missing_reason_is_filled_in() {
+        let both = "HTTP/1.1 200\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n";
+        let r = parse(both, false);
+        let mut out = Vec::new();
+        r.write_to_client(both.as_bytes(), false, &mut out);
+        assert_eq!(
+            String::from_utf8(out).expect("ascii"),
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        let odd = "HTTP/1.1 200 Ça va\r\ncontent-length: 0\r\n\r\n";
+        let r = parse(odd, false);
+        let mut out = Vec::new();
+        r.write_to_client(odd.as_bytes(), false, &mut out);
+        assert!(out.starts_with(b"HTTP/1.1 200 "), "{out:?}");
     }
 
     #[test]
