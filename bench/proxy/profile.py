@@ -8,7 +8,7 @@ import re
 import sys
 
 CATEGORIES = [
-    ("kernel: writev (incl. loopback delivery to the peer)", r"^__GI___writev$"),
+    ("kernel: send/writev (incl. loopback delivery to the peer)", r"^(__GI___writev|__send|__libc_send)$"),
     ("kernel: recv", r"^__libc_recv$"),
     ("threads: futex / park / unpark", r"futex|unpark|Unparker|::park"),
     ("epoll_wait", r"epoll_wait"),
@@ -21,6 +21,8 @@ CATEGORIES = [
     ("hyper client dispatch channel", r"hyper::client::dispatch"),
     ("h2 crate", r"^<?h2::"),
     ("hostmesh::outbound::http::build", r"^hostmesh::outbound::http::build$"),
+    ("lean HTTP/1 path: head parsing (httparse, h1::request/response)", r"^httparse::|hostmesh::outbound::h1::(request|response)::"),
+    ("retry budget (tower TpsBudget)", r"tps_budget"),
     ("hostmesh::headers (strip hop-by-hop / internal)", r"^hostmesh::headers::"),
     ("hostmesh::metrics", r"^hostmesh::metrics::"),
     ("core::fmt (format!)", r"core::fmt::|format_inner"),
