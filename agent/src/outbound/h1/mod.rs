@@ -305,11 +305,9 @@ async fn relay(
                 let take = usize::try_from(left)
                     .unwrap_or(usize::MAX)
                     .min(up.buf.len());
-                out.extend_from_slice(&up.buf[..take]);
+                send_body(app, out, &up.buf[..take]).await?;
                 up.buf.advance(take);
                 left -= take as u64;
-                app.write_all(out).await?;
-                out.clear();
                 if left == 0 {
                     break;
                 }
@@ -327,12 +325,8 @@ async fn relay(
                         "bad chunked framing from the app",
                     )
                 })?;
-                out.extend_from_slice(&up.buf[..n]);
+                send_body(app, out, &up.buf[..n]).await?;
                 up.buf.advance(n);
-                if !out.is_empty() {
-                    app.write_all(out).await?;
-                    out.clear();
-                }
                 if done {
                     break;
                 }
@@ -355,6 +349,19 @@ async fn relay(
     }
     // Bytes beyond the response were sent unasked: the connection's framing cannot be trusted.
     Ok(head.reusable && up.buf.is_empty())
+}
+
+/// Writes `body` bytes to the client: behind the head still waiting in `out` (one write for a
+/// small response), else straight from the app's buffer (no copy for a large one).
+async fn send_body(app: &mut TcpStream, out: &mut Vec<u8>, body: &[u8]) -> io::Result<()> {
+    if !out.is_empty() {
+        out.extend_from_slice(body);
+        app.write_all(out).await?;
+        out.clear();
+    } else if !body.is_empty() {
+        app.write_all(body).await?;
+    }
+    Ok(())
 }
 
 /// An app's answer: its response head, and the connection the rest of it comes on.
