@@ -16,10 +16,14 @@ use crate::resilience::ORDERS;
 
 mod bodies;
 mod connection;
+mod drain;
 mod failures;
+mod forms;
 mod handover;
 mod headers;
 mod metrics;
+mod reload;
+mod trace;
 
 /// Host `a`: the app `orders` (one instance, `127.0.0.1:18080`) and its agent, serving through
 /// the VIP. Fields drop in order: app and agent, then etcd, then the network.

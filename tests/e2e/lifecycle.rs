@@ -261,7 +261,7 @@ fn sigterm_under_load_of_slow_requests_fails_none_and_exits_within_drain() {
 }
 
 /// The value of the series `name{labels}` in a Prometheus text exposition, if present.
-fn metric(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
@@ -321,7 +321,7 @@ fn ten_sighups_under_load_one_broken_fail_no_request_and_keep_the_old_definition
 }
 
 /// The spans in the OTLP/HTTP requests a collector stand-in received.
-fn exported_spans(collector: &hostmesh_tests::Backend) -> Vec<serde_json::Value> {
+pub(crate) fn exported_spans(collector: &hostmesh_tests::Backend) -> Vec<serde_json::Value> {
     collector
         .requests()
         .iter()
@@ -343,8 +343,8 @@ fn exported_spans(collector: &hostmesh_tests::Backend) -> Vec<serde_json::Value>
         .collect()
 }
 
-const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
-const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+pub(crate) const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+pub(crate) const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
 #[test]
 fn traceparent_gets_a_span_per_hop_and_spans_reach_the_collector() {

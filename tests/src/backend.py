@@ -18,7 +18,7 @@
 # GET /statusline?s=S answers "ok\n" under the status line S (percent-encoded, as it is sent:
 # e.g. no reason phrase at all) with a content-length.
 # &cl=N on /chunked adds a (wrong) `content-length: N` beside `transfer-encoding: chunked`.
-# Request bodies may be sent with content-length or chunked.
+# Request bodies may be sent with content-length or chunked. PROPFIND is answered like GET.
 # `ready` is created once the socket is listening.
 import http.server
 import json
@@ -197,6 +197,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = do_PATCH = handle_any
+    # An extension method (WebDAV), answered like any other.
+    do_PROPFIND = handle_any
 
 
 class Server(http.server.ThreadingHTTPServer):
