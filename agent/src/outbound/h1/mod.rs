@@ -237,6 +237,9 @@ impl Conn {
             started.elapsed(),
         );
         self.buf.advance(req.len());
+        // A drain that began while the app worked closes the connection after this response:
+        // its head says so, as hyper's does, so the client sends nothing more on it.
+        close |= ctx.draining.is_cancelled();
         match outcome {
             Ok(mut answer) | Err(Last::Response(mut answer)) => {
                 close |= answer.head.framing == Framing::UntilClose;
