@@ -5,10 +5,10 @@
 //! within which deadline is decided by the same code as on hyper's path ([`Decision`],
 //! [`attempts::run`]).
 //!
-//! Why a path of its own: the one-hop case (an app calling a service on its own host, or every
-//! hop's last leg on the inbound side's twin) is the mesh's most common request, and with two
-//! full hyper dispatchers per request (server and client) the agent spent about twice HAProxy's
-//! user-space CPU on it. See docs/ARCHITECTURE.md ("The lean HTTP/1 path") for the figures.
+//! Why a path of its own: an app calling a service beside it on its host is the cheapest request
+//! the mesh carries, and there the proxy's own cost is all there is. With two full hyper
+//! dispatchers per request (server and client) the agent spent about twice HAProxy's user-space
+//! CPU on it. See docs/ARCHITECTURE.md ("Data path", the lean HTTP/1 path) for the figures.
 //!
 //! The path takes only requests it can pass on exactly; anything else (another HTTP version, a
 //! chunked, streamed or `Expect` request body, an upgrade, an absolute URI, anything malformed or
