@@ -41,16 +41,26 @@ pub fn connection_named(value: &str) -> impl Iterator<Item = &str> {
 /// Whether a `TE` value asks for trailers: then `te: trailers` is passed on (gRPC needs it end
 /// to end) while the rest of `TE` is hop-by-hop.
 pub fn te_wants_trailers(value: &str) -> bool {
+    has_token(value, "trailers")
+}
+
+/// Whether a comma-separated header value has `token` (any case).
+pub fn has_token(value: &str, token: &str) -> bool {
     value
         .split(',')
-        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Whether a header name (any case) starts with `x-hostmesh-`: one of the agent's own.
+pub fn is_ours(name: &[u8]) -> bool {
+    name.len() >= PREFIX.len() && name[..PREFIX.len()].eq_ignore_ascii_case(PREFIX.as_bytes())
 }
 
 /// Whether a client-sent header is one of ours that clients may not set (SPEC: only
 /// `x-hostmesh-timeout` and `x-hostmesh-retryable` may come from a client).
 pub fn is_client_internal(name: &[u8]) -> bool {
     name.len() > PREFIX.len()
-        && name[..PREFIX.len()].eq_ignore_ascii_case(PREFIX.as_bytes())
+        && is_ours(name)
         && !name.eq_ignore_ascii_case(wire::TIMEOUT.as_bytes())
         && !name.eq_ignore_ascii_case(wire::RETRYABLE.as_bytes())
 }

@@ -78,8 +78,7 @@ pub fn connection_named<'b>(buf: &'b [u8], fields: &'b [Field]) -> Vec<&'b str> 
 
 /// Whether a comma-separated value has `token` (any case).
 pub fn has_token(value: &[u8], token: &str) -> bool {
-    headers::visible_ascii(value)
-        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    headers::visible_ascii(value).is_some_and(|v| headers::has_token(v, token))
 }
 
 /// A `Content-Length` value: digits only (no sign, no spaces inside), as RFC 9110 §8.6 has it.
@@ -90,10 +89,6 @@ pub fn digits(value: &[u8]) -> Option<u64> {
     value.iter().try_fold(0u64, |n, d| {
         n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
     })
-}
-
-pub fn starts_with_ignore_case(name: &[u8], prefix: &[u8]) -> bool {
-    name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
 #[cfg(test)]

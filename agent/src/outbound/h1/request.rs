@@ -150,7 +150,7 @@ impl Request {
                 || connection
                     .iter()
                     .any(|c| c.as_bytes().eq_ignore_ascii_case(name))
-                || fields::starts_with_ignore_case(name, b"x-hostmesh-")
+                || headers::is_ours(name)
                 || name.eq_ignore_ascii_case(b"forwarded")
                 || drop_trace.drops(name);
             if !drop {
