@@ -28,6 +28,7 @@ pub mod breaker;
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod dns;
 pub mod h2_limits;
 pub mod headers;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use hostmesh_registrar::spec::Protocol;
 
@@ -60,19 +59,14 @@ pub async fn serve(
         .settings
         .connect_timeout
         .min(preface.deadline.max(Duration::from_millis(1)));
-    let app = match tokio::time::timeout(timeout, TcpStream::connect(spec.target)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!(service = spec.service, target = %spec.target, "inbound tcp connect: {e}");
-            let _ = peer_stream.write_all(b"ERR upstream-unreachable\n").await;
-            return;
-        }
-        Err(_) => {
+    let app = match crate::connect::connect(spec.target, timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(service = spec.service, "inbound tcp: {e}");
             let _ = peer_stream.write_all(b"ERR upstream-unreachable\n").await;
             return;
         }
     };
-    let _ = app.set_nodelay(true);
     if peer_stream.write_all(b"OK\n").await.is_err() {
         return;
     }

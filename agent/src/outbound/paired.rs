@@ -22,10 +22,10 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::Lent;
+use crate::connect::{ConnectError, connect};
 
 /// At most this many upstream connections per app connection (an app connection balanced over
 /// more same-host instances than this reconnects more often; nothing else changes).
@@ -37,10 +37,8 @@ type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
 #[derive(Debug, thiserror::Error)]
 pub enum PairedError {
     /// No connection: the request never left this host.
-    #[error("connect to {0}: {1}")]
-    Connect(SocketAddr, std::io::Error),
-    #[error("connect to {0}: timed out")]
-    ConnectTimeout(SocketAddr),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     /// The connection failed with the request (maybe) on it.
     #[error(transparent)]
     Http(#[from] hyper::Error),
@@ -50,7 +48,7 @@ impl PairedError {
     /// Whether the request provably never reached the app.
     pub fn never_reached(&self) -> bool {
         match self {
-            PairedError::Connect(..) | PairedError::ConnectTimeout(_) => true,
+            PairedError::Connect(_) => true,
             // hyper hands the request back when it could not start writing it; such an error
             // is not surfaced here (the request is resent), so anything else may have reached.
             PairedError::Http(_) => false,
@@ -156,12 +154,7 @@ impl Paired {
         target: SocketAddr,
         timeout: Duration,
     ) -> Result<http1::SendRequest<Lent>, PairedError> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(target)).await {
-            Err(_) => return Err(PairedError::ConnectTimeout(target)),
-            Ok(Err(e)) => return Err(PairedError::Connect(target, e)),
-            Ok(Ok(s)) => s,
-        };
-        let _ = stream.set_nodelay(true);
+        let stream = connect(target, timeout).await?;
         // The handshake only sets up hyper's state; it does no I/O and cannot fail here.
         let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
         self.lock().drivers.push(Box::pin(async move {

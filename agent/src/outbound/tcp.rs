@@ -109,18 +109,14 @@ async fn connect(
             .local
             .get(&route.service, &ep.id)
             .ok_or("no longer defined on this host")?;
-        let s = tokio::time::timeout(timeout, TcpStream::connect(spec.target))
+        let s = crate::connect::connect(spec.target, timeout)
             .await
-            .map_err(|_| format!("connect {}: timed out", spec.target))?
-            .map_err(|e| format!("connect {}: {e}", spec.target))?;
-        let _ = s.set_nodelay(true);
+            .map_err(|e| e.to_string())?;
         return Ok(PeerStream::Plain(s));
     }
-    let s = tokio::time::timeout(timeout, TcpStream::connect(ep.peer))
+    let s = crate::connect::connect(ep.peer, timeout)
         .await
-        .map_err(|_| format!("connect {}: timed out", ep.peer))?
-        .map_err(|e| format!("connect {}: {e}", ep.peer))?;
-    let _ = s.set_nodelay(true);
+        .map_err(|e| e.to_string())?;
     let mut s = ctx
         .pools
         .peer_tls

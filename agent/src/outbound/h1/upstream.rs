@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::response::{Parsed, Response};
+use crate::connect::{ConnectError, connect};
 
 /// Kept idle connections per app connection (an app connection balanced over more same-host
 /// instances than this reconnects more often; nothing else changes).
@@ -31,10 +32,8 @@ pub struct Upstream {
 /// Why an exchange with an app failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("connect to {0}: {1}")]
-    Connect(SocketAddr, io::Error),
-    #[error("connect to {0}: timed out")]
-    ConnectTimeout(SocketAddr),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("{0}")]
     Io(#[from] io::Error),
     /// The connection ended before a byte of the response: on a kept connection, most likely
@@ -60,21 +59,13 @@ impl UpstreamError {
 
     /// Whether the request provably never reached the app.
     pub fn never_reached(&self) -> bool {
-        matches!(
-            self,
-            UpstreamError::Connect(..) | UpstreamError::ConnectTimeout(_)
-        )
+        matches!(self, UpstreamError::Connect(_))
     }
 }
 
 impl Upstream {
     pub async fn connect(target: SocketAddr, timeout: Duration) -> Result<Self, UpstreamError> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(target)).await {
-            Err(_) => return Err(UpstreamError::ConnectTimeout(target)),
-            Ok(Err(e)) => return Err(UpstreamError::Connect(target, e)),
-            Ok(Ok(s)) => s,
-        };
-        let _ = stream.set_nodelay(true);
+        let stream = connect(target, timeout).await?;
         Ok(Upstream {
             target,
             stream,
