@@ -28,8 +28,9 @@ use crate::body::Lent;
 use crate::connect::{ConnectError, connect};
 
 /// At most this many upstream connections per app connection (an app connection balanced over
-/// more same-host instances than this reconnects more often; nothing else changes).
-const MAX_UPSTREAMS: usize = 4;
+/// more same-host instances than this reconnects more often; nothing else changes). The lean
+/// HTTP/1 path (`h1`) keeps as many.
+pub(super) const MAX_UPSTREAMS: usize = 4;
 
 type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
 

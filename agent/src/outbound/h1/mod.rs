@@ -274,11 +274,17 @@ impl Conn {
     }
 }
 
-async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        buf.reserve(READ_CHUNK);
+/// Reads what `stream` has into `buf`, first making room for `chunk` bytes when little is left;
+/// `Ok(0)` when the peer closed.
+async fn read_into(stream: &mut TcpStream, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < chunk / 4 {
+        buf.reserve(chunk);
     }
     stream.read_buf(buf).await
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    read_into(stream, buf, READ_CHUNK).await
 }
 
 /// Relays `answer` to the client: its head, then its body as it comes. Returns whether the

@@ -1,5 +1,6 @@
-//! The lean path's connections to same-host apps: owned by one app connection (like `paired`'s,
-//! at most [`MAX_IDLE`] kept), used by one request at a time, on the app connection's own task.
+//! The lean path's connections to same-host apps: owned by one app connection (at most
+//! [`MAX_UPSTREAMS`] kept idle, as `paired` keeps on hyper's path), used by one request at a
+//! time, on the app connection's own task.
 
 use std::io;
 use std::net::SocketAddr;
@@ -7,15 +8,12 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::response::{Parsed, Response};
 use crate::connect::{ConnectError, connect};
-
-/// Kept idle connections per app connection (an app connection balanced over more same-host
-/// instances than this reconnects more often; nothing else changes).
-pub const MAX_IDLE: usize = 4;
+use crate::outbound::paired::MAX_UPSTREAMS;
 
 /// Room read at once from an app.
 const READ_CHUNK: usize = 16 * 1024;
@@ -93,10 +91,7 @@ impl Upstream {
 
     /// Reads more of what the app sends; `Ok(0)` when it closed.
     pub async fn read_more(&mut self) -> io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        self.stream.read_buf(&mut self.buf).await
+        super::read_into(&mut self.stream, &mut self.buf, READ_CHUNK).await
     }
 
     /// Writes a request and reads the final response head (interim 1xx heads are dropped).
@@ -155,7 +150,7 @@ impl Idle {
     }
 
     pub fn put(&mut self, conn: Upstream) {
-        if self.conns.len() >= MAX_IDLE {
+        if self.conns.len() >= MAX_UPSTREAMS {
             self.conns.remove(0);
         }
         self.conns.push(conn);
@@ -165,6 +160,7 @@ impl Idle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
     /// An app that reads a request head, then does `then` with the connection.
