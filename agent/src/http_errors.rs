@@ -94,7 +94,7 @@ pub fn response(reason: Reason, grpc: bool) -> Response<ProxyBody> {
         );
         *r.status_mut() = reason.status();
         r.headers_mut()
-            .insert("content-type", HeaderValue::from_static("text/plain"));
+            .insert("content-type", HeaderValue::from_static(TEXT));
         r
     };
     resp.headers_mut()
@@ -102,8 +102,29 @@ pub fn response(reason: Reason, grpc: bool) -> Response<ProxyBody> {
     resp
 }
 
+/// [`response`] (non-gRPC) as HTTP/1.1 bytes, for the lean HTTP/1 path, which writes its own
+/// heads; `close` adds `connection: close`.
+pub fn write_http1(reason: Reason, close: bool, out: &mut Vec<u8>) {
+    let body = body_text(reason);
+    let status = reason.status();
+    let head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: {TEXT}\r\n{}: {}\r\ncontent-length: {}\r\n{}\r\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or_default(),
+        wire::ERROR,
+        reason.as_str(),
+        body.len(),
+        if close { "connection: close\r\n" } else { "" },
+    );
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(body.as_bytes());
+}
+
+/// The content type of the agent's own (non-gRPC) answer.
+const TEXT: &str = "text/plain";
+
 /// The body of the agent's own (non-gRPC) answer.
-pub fn body_text(reason: Reason) -> String {
+fn body_text(reason: Reason) -> String {
     format!("hostmesh: {}\n", reason.as_str())
 }
 
@@ -116,6 +137,23 @@ fn empty() -> ProxyBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_http1_answer_says_what_the_response_says() {
+        let r = response(Reason::NoEndpoints, false);
+        let mut out = Vec::new();
+        write_http1(Reason::NoEndpoints, true, &mut out);
+        let text = String::from_utf8(out).expect("ascii");
+        assert_eq!(
+            text,
+            format!(
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: {}\r\nx-hostmesh-error: {}\r\n\
+                 content-length: 23\r\nconnection: close\r\n\r\nhostmesh: no-endpoints\n",
+                r.headers()["content-type"].to_str().expect("ascii"),
+                r.headers()[wire::ERROR].to_str().expect("ascii"),
+            )
+        );
+    }
 
     #[test]
     fn forbidden_is_403_and_grpc_permission_denied() {

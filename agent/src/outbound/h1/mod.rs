@@ -256,20 +256,7 @@ impl Conn {
     /// Writes the agent's own answer for `reason`.
     async fn answer(&mut self, reason: Reason, close: bool) -> io::Result<()> {
         self.out.clear();
-        let body = http_errors::body_text(reason);
-        let status = reason.status();
-        self.out.extend_from_slice(
-            format!(
-                "HTTP/1.1 {} {}\r\ncontent-type: text/plain\r\n{}: {}\r\ncontent-length: {}\r\n{}\r\n{body}",
-                status.as_str(),
-                status.canonical_reason().unwrap_or_default(),
-                crate::wire::ERROR,
-                reason.as_str(),
-                body.len(),
-                if close { "connection: close\r\n" } else { "" },
-            )
-            .as_bytes(),
-        );
+        http_errors::write_http1(reason, close, &mut self.out);
         self.app.write_all(&self.out).await
     }
 }
