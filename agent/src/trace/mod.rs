@@ -26,8 +26,8 @@ use crate::config::TracingSection;
 pub use context::TraceContext;
 use export::SpanRecord;
 
-const TRACEPARENT: &str = "traceparent";
-const TRACESTATE: &str = "tracestate";
+pub const TRACEPARENT: &str = "traceparent";
+pub const TRACESTATE: &str = "tracestate";
 /// Spans waiting for export; beyond this they are dropped (and counted), never waited for.
 const QUEUE: usize = 4096;
 

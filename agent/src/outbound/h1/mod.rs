@@ -43,7 +43,7 @@ use super::strict_h1::ChunkedBody;
 use super::{Outbound, Settings};
 use crate::headers::HeaderLookup;
 use crate::http_errors::{self, Reason};
-use crate::trace::Kind;
+use crate::trace::{Kind, TRACEPARENT};
 use request::{Parsed, Request, TraceHeaders};
 use response::{Framing, Response};
 use timer::LazyTimer;
@@ -188,7 +188,7 @@ impl Conn {
             }
         }
         let hop = ctx.tracer.begin(
-            req.lookup(&self.buf).first_str("traceparent"),
+            req.lookup(&self.buf).first_str(TRACEPARENT),
             Kind::Client,
             &route.service,
             req.method.as_str(),
@@ -206,7 +206,7 @@ impl Conn {
                 } else {
                     TraceHeaders::ReplaceBoth
                 };
-                (format!("traceparent: {}\r\n", h.traceparent()), mode)
+                (format!("{TRACEPARENT}: {}\r\n", h.traceparent()), mode)
             }),
             max_head: settings.max_header_bytes,
             connect_timeout: settings.connect_timeout,

@@ -12,6 +12,7 @@ use memchr::memchr_iter;
 use super::fields::{self, Field};
 use crate::headers::{self, HeaderLookup};
 use crate::outbound::retry;
+use crate::trace::{TRACEPARENT, TRACESTATE};
 
 /// At most this many header fields are parsed in place; more go to hyper (which enforces
 /// `max_headers` and answers 431).
@@ -184,10 +185,10 @@ impl TraceHeaders {
     fn drops(self, name: &[u8]) -> bool {
         match self {
             TraceHeaders::Keep => false,
-            TraceHeaders::Replace => name.eq_ignore_ascii_case(b"traceparent"),
+            TraceHeaders::Replace => name.eq_ignore_ascii_case(TRACEPARENT.as_bytes()),
             TraceHeaders::ReplaceBoth => {
-                name.eq_ignore_ascii_case(b"traceparent")
-                    || name.eq_ignore_ascii_case(b"tracestate")
+                name.eq_ignore_ascii_case(TRACEPARENT.as_bytes())
+                    || name.eq_ignore_ascii_case(TRACESTATE.as_bytes())
             }
         }
     }
