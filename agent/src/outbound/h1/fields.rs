@@ -81,14 +81,13 @@ pub fn has_token(value: &[u8], token: &str) -> bool {
     headers::visible_ascii(value).is_some_and(|v| headers::has_token(v, token))
 }
 
-/// A `Content-Length` value: digits only (no sign, no spaces inside), as RFC 9110 §8.6 has it.
+/// A `Content-Length` value: digits only (no sign, no spaces inside), as the strict guard reads
+/// it, and at most 19 of them.
 pub fn digits(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+    if value.len() > 19 {
         return None;
     }
-    value.iter().try_fold(0u64, |n, d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
+    crate::outbound::strict_h1::digits(value)
 }
 
 #[cfg(test)]

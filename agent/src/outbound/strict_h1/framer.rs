@@ -293,7 +293,7 @@ fn step(state: Chunk, size: &mut u64, b: u8) -> Option<Chunk> {
 }
 
 /// `Content-Length`'s value as hyper reads it: digits only, no sign, no list.
-fn digits(v: &[u8]) -> Option<u64> {
+pub fn digits(v: &[u8]) -> Option<u64> {
     if v.is_empty() {
         return None;
     }

@@ -23,7 +23,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::io::poll_read_buf;
 
-pub use framer::ChunkedBody;
+pub use framer::{ChunkedBody, digits};
 use framer::{Feed, Framer};
 
 /// What hyper gets instead of a bad head: a header line without a colon, which httparse always
