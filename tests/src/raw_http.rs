@@ -162,6 +162,13 @@ impl RawConn {
             .unwrap_or_else(|e| panic!("reading a response: {e}"))
     }
 
+    /// Sends one request (not HEAD) and reads its response.
+    #[track_caller]
+    pub fn request(&mut self, bytes: &[u8]) -> RawResponse {
+        self.send(bytes);
+        self.response(false)
+    }
+
     /// Reads until `done` holds for what arrived and is not yet taken by a response (which it
     /// stays available to); panics naming `what` after 10 s or on a close first.
     #[track_caller]

@@ -13,15 +13,12 @@ fn request_bodies_arrive_intact_and_larger_ones_go_to_hyper() {
     let limit = pseudo_random(64 * 1024, 2);
     let large = pseudo_random(100 * 1024, 3);
     let (r_small, r_limit, r_large, after) = m.conn(|c| {
-        c.send(&post("/echo", &small, ""));
-        let r_small = c.response(false);
+        let r_small = c.request(&post("/echo", &small, ""));
         let req = post("/echo", &limit, "");
         let (first, rest) = req.split_at(req.len() / 2);
         c.send(first);
-        c.send(rest);
-        let r_limit = c.response(false);
-        c.send(&post("/echo", &large, ""));
-        let r_large = c.response(false);
+        let r_limit = c.request(rest);
+        let r_large = c.request(&post("/echo", &large, ""));
         c.send(&get("/after", ""));
         (r_small, r_limit, r_large, c.response(false))
     });
@@ -59,10 +56,8 @@ fn a_10_mib_response_and_a_chunked_one_arrive_intact_and_as_they_come() {
     let m = one_host(AgentOpts::new());
     let n = 10 * 1024 * 1024;
     let (big, chunked, after) = m.conn(|c| {
-        c.send(&get(&format!("/bytes?n={n}"), ""));
-        let big = c.response(false);
-        c.send(&get("/chunked?n=1000000&size=4096", ""));
-        let chunked = c.response(false);
+        let big = c.request(&get(&format!("/bytes?n={n}"), ""));
+        let chunked = c.request(&get("/chunked?n=1000000&size=4096", ""));
         c.send(&get("/after", ""));
         (big, chunked, c.response(false))
     });
@@ -116,8 +111,7 @@ fn a_chunked_response_goes_on_without_the_content_length_beside_it() {
     // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and an intermediary that
     // forwards such a message removes the Content-Length first.
     let (r, next) = m.conn(|c| {
-        c.send(&get("/chunked?n=100&size=10&cl=5", ""));
-        let r = c.response(false);
+        let r = c.request(&get("/chunked?n=100&size=10&cl=5", ""));
         c.send(&get("/next", ""));
         (r, c.response(false))
     });

@@ -59,8 +59,7 @@ fn a_close_ends_the_connection_only_when_the_client_the_framing_or_idleness_need
     let m = one_host(client_opts());
     // The app closes its connection after answering: the client's goes on.
     let (closing, next) = m.conn(|c| {
-        c.send(&get("/closing", ""));
-        let closing = c.response(false);
+        let closing = c.request(&get("/closing", ""));
         c.send(&get("/next", ""));
         (closing, c.response(false))
     });
@@ -75,8 +74,7 @@ fn a_close_ends_the_connection_only_when_the_client_the_framing_or_idleness_need
     // A body framed by the app's close alone: the client's connection closes after it.
     let n = 200_000;
     let (until, closed) = m.conn(|c| {
-        c.send(&get(&format!("/untilclose?n={n}"), ""));
-        let r = c.response(false);
+        let r = c.request(&get(&format!("/untilclose?n={n}"), ""));
         (r, c.closes_within(Duration::from_secs(5)))
     });
     assert_eq!(until.status, 200, "{}", until.head);
@@ -91,8 +89,7 @@ fn a_close_ends_the_connection_only_when_the_client_the_framing_or_idleness_need
 
     // The client says close: the answer says so, and the agent closes.
     let (r, closed) = m.conn(|c| {
-        c.send(&get("/bye", "Connection: close\r\n"));
-        let r = c.response(false);
+        let r = c.request(&get("/bye", "Connection: close\r\n"));
         (r, c.closes_within(Duration::from_secs(5)))
     });
     assert_eq!((r.status, r.text()), (200, "ok\n".to_owned()));
@@ -102,8 +99,7 @@ fn a_close_ends_the_connection_only_when_the_client_the_framing_or_idleness_need
 
     // Idle after a request for header_read_timeout: closed without a word.
     let (r, idle, closed) = m.conn(|c| {
-        c.send(&get("/idle", ""));
-        let r = c.response(false);
+        let r = c.request(&get("/idle", ""));
         let answered = Instant::now();
         let closed = c.closes_within(Duration::from_secs(5));
         (r, answered.elapsed(), closed)

@@ -41,8 +41,7 @@ fn sigterm_finishes_requests_in_flight_closes_idle_connections_and_takes_no_requ
             (0..n)
                 .map(|_| {
                     let mut c = RawConn::connect(vip);
-                    c.send(&get("/prime", ""));
-                    let r = c.response(false);
+                    let r = c.request(&get("/prime", ""));
                     assert_eq!(r.status, 200, "{}", r.head);
                     assert_lean(&r, "GET /prime");
                     c

@@ -126,10 +126,7 @@ fn an_instance_refusing_connections_beside_a_good_one_costs_no_request() {
     let rs = a.in_ns(|| {
         let mut c = RawConn::connect(vip);
         (0..20)
-            .map(|_| {
-                c.send(&get("/", ""));
-                c.response(false)
-            })
+            .map(|_| c.request(&get("/", "")))
             .collect::<Vec<_>>()
     });
     for r in &rs {
@@ -164,8 +161,7 @@ fn a_post_the_app_dropped_is_502_upstream_reset_and_never_sent_twice() {
     let send = |req: Vec<u8>| {
         a.in_ns(|| {
             let mut c = RawConn::connect(vip);
-            c.send(&req);
-            c.response(false)
+            c.request(&req)
         })
     };
     let r = send(post("/pay", b"order=1", ""));

@@ -10,16 +10,14 @@ fn expect_100_continue_gets_100_then_the_answer_and_the_body_arrives() {
     let m = one_host(AgentOpts::new());
     let before = m.app.request_count();
     let (first, interim, last, next) = m.conn(|c| {
-        c.send(&get("/first", ""));
-        let first = c.response(false);
+        let first = c.request(&get("/first", ""));
         c.send(
             b"POST /echo HTTP/1.1\r\nHost: orders.mesh:8080\r\nContent-Length: 5\r\n\
               Expect: 100-continue\r\n\r\n",
         );
         // The client waits for the go-ahead before its body.
         let interim = c.response(false);
-        c.send(b"hello");
-        let last = c.response(false);
+        let last = c.request(b"hello");
         c.send(&get("/next", ""));
         (first, interim, last, c.response(false))
     });
@@ -46,8 +44,7 @@ fn an_absolute_form_request_is_answered_and_the_app_sees_the_origin_form() {
     let m = one_host(AgentOpts::new());
     let before = m.app.request_count();
     let (first, absolute) = m.conn(|c| {
-        c.send(&get("/first", ""));
-        let first = c.response(false);
+        let first = c.request(&get("/first", ""));
         c.send(b"GET http://orders.mesh:8080/x?y=1 HTTP/1.1\r\nHost: orders.mesh:8080\r\n\r\n");
         (first, c.response(false))
     });

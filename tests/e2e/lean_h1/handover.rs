@@ -73,8 +73,7 @@ fn an_http_1_0_request_is_served_alone_or_after_lean_ones() {
     let m = one_host(AgentOpts::new());
     let old = b"GET /old HTTP/1.0\r\nHost: orders.mesh:8080\r\n\r\n";
     let (alone, closed) = m.conn(|c| {
-        c.send(old);
-        let r = c.response(false);
+        let r = c.request(old);
         (r, c.closes_within(Duration::from_secs(5)))
     });
     assert_eq!(
@@ -89,10 +88,8 @@ fn an_http_1_0_request_is_served_alone_or_after_lean_ones() {
         "an HTTP/1.0 connection without keep-alive ends"
     );
     let (first, then, closed) = m.conn(|c| {
-        c.send(&get("/new", ""));
-        let first = c.response(false);
-        c.send(old);
-        let then = c.response(false);
+        let first = c.request(&get("/new", ""));
+        let then = c.request(old);
         (first, then, c.closes_within(Duration::from_secs(5)))
     });
     assert_lean(&first, "GET /new");
@@ -152,10 +149,7 @@ fn bare_lf_heads_get_400_oversized_ones_431_and_none_reaches_the_app() {
         "/at-limit",
         &format!("{}Connection: close\r\n", fields(MAX_HEADERS - 2)),
     );
-    let r = m.conn(|c| {
-        c.send(&at_limit);
-        c.response(false)
-    });
+    let r = m.conn(|c| c.request(&at_limit));
     assert_eq!(r.status, 200, "{}", r.head);
     assert_lean(&r, "a head at max_headers");
     // Once /at-limit has arrived, all that was going to has: only the good requests did.
@@ -198,10 +192,7 @@ fn a_service_with_an_instance_on_another_host_is_served_by_hyper_and_reaches_bot
             let rs = a.in_ns(|| {
                 let mut c = RawConn::connect(vip);
                 (0..10)
-                    .map(|_| {
-                        c.send(&get("/", ""));
-                        c.response(false)
-                    })
+                    .map(|_| c.request(&get("/", "")))
                     .collect::<Vec<_>>()
             });
             for r in &rs {

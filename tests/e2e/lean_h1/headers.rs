@@ -18,10 +18,8 @@ fn the_app_sees_the_caller_and_neither_side_sees_the_others_hop_by_hop_headers()
     // A head far over one read, within max_header_bytes (64 KiB by default).
     let big = "b".repeat(40_000);
     let (who, hop, large) = m.conn(|c| {
-        c.send(&req);
-        let who = c.response(false);
-        c.send(&get("/hop", ""));
-        let hop = c.response(false);
+        let who = c.request(&req);
+        let hop = c.request(&get("/hop", ""));
         c.send(&get("/large", &format!("X-Big: {big}\r\n")));
         (who, hop, c.response(false))
     });

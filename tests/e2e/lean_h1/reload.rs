@@ -22,8 +22,7 @@ fn a_reload_removing_the_only_local_instance_answers_the_next_request_503() {
     let before = m.app.request_count();
     let vip = m.vip;
     let mut c = m.a.in_ns(|| RawConn::connect(vip));
-    c.send(&get("/before", ""));
-    let first = c.response(false);
+    let first = c.request(&get("/before", ""));
     let done = reloads(&m.agent);
     m.agent.remove_service("orders-1");
     m.agent.signal(Signal::Hup);

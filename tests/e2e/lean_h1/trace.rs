@@ -73,10 +73,7 @@ fn with_export_on_the_hop_continues_or_starts_the_trace_and_exports_its_span() {
             get("/absent", "tracestate: vendor=3\r\n"),
         ]
         .iter()
-        .map(|req| {
-            c.send(req);
-            c.response(false)
-        })
+        .map(|req| c.request(req))
         .collect::<Vec<_>>()
     });
     for r in &rs {
@@ -159,10 +156,7 @@ fn with_export_off_traceparent_and_tracestate_pass_untouched() {
             get("/absent", ""),
         ]
         .iter()
-        .map(|req| {
-            c.send(req);
-            c.response(false)
-        })
+        .map(|req| c.request(req))
         .collect::<Vec<_>>()
     });
     for r in &rs {
