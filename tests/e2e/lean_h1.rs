@@ -89,6 +89,15 @@ fn assert_lean(r: &RawResponse, what: &str) {
     );
 }
 
+/// The agent's own answer (SPEC "Traffic"): `status`, `x-hostmesh-error: reason` and the body
+/// naming it.
+#[track_caller]
+fn assert_agent_answer(r: &RawResponse, status: u16, reason: &str) {
+    assert_eq!(r.status, status, "{}", r.head);
+    assert_eq!(r.header("x-hostmesh-error"), Some(reason), "{}", r.head);
+    assert_eq!(r.text().trim(), format!("hostmesh: {reason}"));
+}
+
 fn get(path: &str, extra: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: orders.mesh:8080\r\n{extra}\r\n").into_bytes()
 }

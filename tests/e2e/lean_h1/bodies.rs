@@ -1,7 +1,7 @@
 //! Bodies on the lean path: request bodies it buffers (and larger ones it hands over), response
 //! bodies relayed as they come, chunked framing verbatim, and answers without a body.
 
-use hostmesh_tests::{AgentOpts, pseudo_random};
+use hostmesh_tests::{AgentOpts, RawResponse, pseudo_random};
 
 use super::{assert_lean, chunked_wire, get, head, lean, one_host, pattern, post};
 
@@ -19,30 +19,14 @@ fn request_bodies_arrive_intact_and_larger_ones_go_to_hyper() {
         c.send(first);
         let r_limit = c.request(rest);
         let r_large = c.request(&post("/echo", &large, ""));
-        c.send(&get("/after", ""));
-        (r_small, r_limit, r_large, c.response(false))
+        (r_small, r_limit, r_large, c.request(&get("/after", "")))
     });
-    assert_eq!(r_small.status, 200, "{}", r_small.head);
-    assert!(
-        r_small.body == small,
-        "1000 bytes echoed: {} back",
-        r_small.body.len()
-    );
+    assert_echoed(&r_small, &small, "1000 bytes");
     assert_lean(&r_small, "a 1000-byte POST");
-    assert_eq!(r_limit.status, 200, "{}", r_limit.head);
-    assert!(
-        r_limit.body == limit,
-        "64 KiB echoed: {} back",
-        r_limit.body.len()
-    );
+    assert_echoed(&r_limit, &limit, "64 KiB");
     assert_lean(&r_limit, "a 64 KiB POST");
     // Over 64 KiB: hyper's path streams it.
-    assert_eq!(r_large.status, 200, "{}", r_large.head);
-    assert!(
-        r_large.body == large,
-        "100 KiB echoed: {} back",
-        r_large.body.len()
-    );
+    assert_echoed(&r_large, &large, "100 KiB");
     assert!(
         !lean(&r_large),
         "a 100 KiB body was not handed over:\n{}",
@@ -156,4 +140,11 @@ fn head_204_and_304_answers_leave_the_connection_usable() {
     // or left over.
     assert_eq!((last.status, last.text()), (200, "ok\n".to_owned()));
     assert_lean(&last, "GET after the bodiless answers");
+}
+
+/// `/echo` sent `sent` back whole.
+#[track_caller]
+fn assert_echoed(r: &RawResponse, sent: &[u8], what: &str) {
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert!(r.body == sent, "{what} echoed: {} back", r.body.len());
 }
