@@ -193,7 +193,6 @@ impl Conn {
             &route.service,
             req.method.as_str(),
         );
-        let mut close = req.close || self.late || ctx.draining.is_cancelled();
         let safe = req.is_safe(&self.buf);
         let mut exchange = Lean {
             req: &req,
@@ -237,9 +236,10 @@ impl Conn {
             started.elapsed(),
         );
         self.buf.advance(req.len());
-        // A drain that began while the app worked closes the connection after this response:
-        // its head says so, as hyper's does, so the client sends nothing more on it.
-        close |= ctx.draining.is_cancelled();
+        // Decided as the response head goes out, so that a drain that began while the app
+        // worked is in it too: the head says the connection closes, as hyper's does, and the
+        // client sends nothing more on it.
+        let mut close = req.close || self.late || ctx.draining.is_cancelled();
         match outcome {
             Ok(mut answer) | Err(Last::Response(mut answer)) => {
                 close |= answer.head.framing == Framing::UntilClose;
