@@ -64,7 +64,6 @@ pub(crate) const SCHEMA: &[Key] = &[
 ];
 
 const DEFAULT_SERVICES_DIR: &str = "/etc/hostmesh/services.d";
-const HOSTNAME_FILE: &str = "/proc/sys/kernel/hostname";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
@@ -460,8 +459,13 @@ fn host(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>) -> String
     }
 }
 
+/// The machine's host name as the kernel gives it to every process (gethostname(2), the UTS
+/// namespace's nodename). Not `/proc/sys/kernel/hostname`: the unit's `ProcSubset=pid` hides
+/// `/proc/sys`, and a container may not mount /proc at all.
 pub(crate) fn machine_hostname() -> Result<String, String> {
-    std::fs::read_to_string(HOSTNAME_FILE).map_err(|e| format!("{HOSTNAME_FILE}: {e}"))
+    let name = nix::unistd::gethostname().map_err(|e| format!("gethostname: {e}"))?;
+    name.into_string()
+        .map_err(|raw| format!("gethostname: not UTF-8 ({raw:?})"))
 }
 
 fn etcd(r: &mut Reader) -> EtcdSection {
