@@ -209,10 +209,12 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), CliError> {
 }
 
 /// Makes the live resolver read its config again. dnsmasq re-reads its files only on a restart.
+/// unbound is restarted too: Debian's unit reloads with `/bin/kill`, which a minimal install
+/// (no procps) lacks, and its HUP empties the cache just as a restart does.
 fn reload(resolver: Resolver) -> Result<(), CliError> {
     let action = match resolver {
-        Resolver::Dnsmasq => "try-restart",
-        Resolver::Resolved | Resolver::Unbound => "try-reload-or-restart",
+        Resolver::Dnsmasq | Resolver::Unbound => "try-restart",
+        Resolver::Resolved => "try-reload-or-restart",
     };
     systemctl(&[action, resolver.unit()]).map_err(|e| {
         CliError::Runtime(format!(
