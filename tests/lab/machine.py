@@ -249,7 +249,8 @@ class Machine:
 
     def write_live(self, path, text, mode="0644"):
         """Writes a file in the running machine, as an operator's editor would."""
-        self.run(["/bin/sh", "-c", f'cat > "$1" && chmod {mode} "$1"', "sh", path], input=text)
+        self.run(["/bin/sh", "-c", f'mkdir -p "${{1%/*}}" && cat > "$1" && chmod {mode} "$1"', "sh", path],
+                 input=text)
 
     def popen(self, argv, **kwargs):
         return subprocess.Popen(self.command(argv), **kwargs)
