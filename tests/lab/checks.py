@@ -107,10 +107,16 @@ def deploy(lab):
         version = m.run(["dpkg-query", "-W", "-f", "${Version}", "hostmesh"]).stdout
         if version != f"{lab.deb[1]}-1":
             fail(f"{m.name}: hostmesh {version} installed, want {lab.deb[1]}-1")
-        # agent.host is unset: the agent took the machine's name (gethostname), under the unit's sandbox.
+        # What the agent reads and writes at start, under the unit's sandbox: its host name
+        # (agent.host is unset: gethostname, /proc/sys is hidden), nftables, its state directory.
         status = json.loads(m.run(["curl", "-fsS", "http://127.0.0.1:9190/status"]).stdout)
         if status.get("host") != m.name:
             fail(f"{m.name}: the agent calls itself {status.get('host')!r}")
+        if "table ip hostmesh" not in m.run(["nft", "list", "tables"]).stdout:
+            fail(f"{m.name}: no hostmesh nftables table (capture = \"nft\")")
+        owner = m.run(["stat", "-c", "%U %a", "/var/lib/hostmesh/catalog.json"], check=False).stdout.strip()
+        if owner != "hostmesh 600":
+            fail(f"{m.name}: /var/lib/hostmesh/catalog.json is {owner!r}, want the agent's own, mode 600")
     if not all(changed.get(name) for name in fleet.MESH):
         fail(f"the first run did not change every host: {changed}")
 
@@ -211,6 +217,31 @@ def restart_and_stop(lab):
     lab.figures["failed requests during restart/stop"] = f"{totals['failed']} of {totals['requests']}"
 
 
+def bad_config(lab):
+    """a config the agent cannot use fails the start with exit 2 and no restart loop"""
+    m1 = lab.mesh("m1")
+    dropin = "/run/systemd/system/hostmesh.service.d/lab-bad.conf"
+    m1.write_live(dropin, "[Service]\nEnvironment=HOSTMESH_ETCD__LEASE_TTL=soon\n")
+    m1.systemctl("daemon-reload")
+    count = int(m1.show("hostmesh", "NRestarts"))
+    if m1.systemctl("restart", "hostmesh", check=False).returncode == 0:
+        fail("hostmesh started with an invalid etcd.lease_ttl")
+    status = m1.show("hostmesh", "ExecMainStatus")
+    # Proving that no restart follows takes a wait: three times the unit's RestartSec (2 s).
+    time.sleep(6)
+    state, again = m1.show("hostmesh", "ActiveState"), int(m1.show("hostmesh", "NRestarts"))
+    log = m1.run(["journalctl", "-u", "hostmesh", "-n", "20", "--no-pager"]).stdout
+    if status != "2" or state != "failed" or again != count:
+        fail(f"after an invalid config: exit status {status}, state {state}, restarts {count} -> {again}\n{log}")
+    if "lease_ttl" not in log.lower():
+        fail(f"the journal does not name the bad setting:\n{log}")
+    m1.run(["rm", dropin])
+    m1.systemctl("daemon-reload")
+    m1.systemctl("reset-failed", "hostmesh")
+    m1.systemctl("start", "hostmesh")
+    m1.wait_for("m1 ready again", lambda: ready(m1))
+
+
 def watchdog(lab):
     """the watchdog: an agent frozen with SIGSTOP is restarted by systemd within WatchdogSec"""
     m3 = lab.mesh("m3")
@@ -294,6 +325,13 @@ def etcd_outage(lab):
         totals = load.finish_without_failures("the minute without etcd")
     if restarts(lab) != before:
         fail(f"an agent restarted: {before} -> {restarts(lab)}")
+    # The operator sees the outage at warning priority or above.
+    warnings = m1.run(["journalctl", "-u", "hostmesh", "-p", "warning", "-o", "json", "--no-pager",
+                       "--since", "-5min"]).stdout.splitlines()
+    own = [json.loads(w) for w in warnings if '"SYSLOG_IDENTIFIER":"hostmesh"' in w]
+    if not own:
+        fail("no warning of the agent in the journal about the etcd outage")
+    info(f"m1 journal, priority <= warning: {len(own)} entries, e.g. {own[0]['MESSAGE']!r}")
     lab.figures["failed requests, etcd down 60 s"] = f"{totals['failed']} of {totals['requests']}"
 
 
@@ -342,5 +380,5 @@ def dns_disable_and_purge(lab):
         info(f"{m.name}: {fleet.RESOLVER[m.name]} as before")
 
 
-ALL = [etcd_cluster, deploy, idempotent, names, journal, reload, restart_and_stop, watchdog,
+ALL = [etcd_cluster, deploy, idempotent, names, journal, reload, restart_and_stop, bad_config, watchdog,
        etcd_member_loss, etcd_outage, upgrade, dns_disable_and_purge]
