@@ -75,6 +75,7 @@ pub struct ProxyMetrics {
     ejections: Family<OneService, Counter>,
     endpoints: Family<EndpointStateLabels, Gauge>,
     policy_denied: Family<ServiceLabels, Counter>,
+    policy_invalid: Family<OneService, Gauge>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -112,6 +113,7 @@ impl ProxyMetrics {
             ejections: Family::default(),
             endpoints: Family::default(),
             policy_denied: Family::default(),
+            policy_invalid: Family::default(),
         };
         registry.register(
             "hostmesh_requests",
@@ -164,7 +166,21 @@ impl ProxyMetrics {
              outbound: this host's app refused (by the peer, or here for a same-host instance)",
             m.policy_denied.clone(),
         );
+        registry.register(
+            "hostmesh_policy_invalid",
+            "1 while the service's access policy in etcd does not parse, so every caller is denied",
+            m.policy_invalid.clone(),
+        );
         m
+    }
+
+    /// Sets `hostmesh_policy_invalid` for `service`.
+    pub fn policy_invalid(&self, service: &str, invalid: bool) {
+        self.policy_invalid
+            .get_or_create(&OneService {
+                service: service.to_owned(),
+            })
+            .set(i64::from(invalid));
     }
 
     /// Counts one call refused by `service`'s access policy (see `hostmesh_policy_denied`).

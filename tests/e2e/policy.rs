@@ -6,7 +6,8 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use hostmesh_tests::{
-    Agent, AgentOpts, Backend, Etcd, Host, MeshCa, Net, RedisServer, hostmesh_bin, wait_until,
+    Agent, AgentOpts, Backend, Etcd, Host, MeshCa, Net, RedisServer, Signal, hostmesh_bin,
+    wait_until,
 };
 
 use crate::proxy::{agent, redis_mesh};
@@ -385,4 +386,55 @@ fn with_mtls_the_certificate_decides_who_calls() {
     assert_eq!(get(&m.w, URL).0, 200);
     let (code, _) = get(&m.b, URL);
     assert_eq!(code, 403);
+}
+
+/// Issue 14, finding 1: a stored policy that is not JSON at all (another tool's TOML, a cut
+/// value) denies every caller on a running agent and on one restarted after the write, and
+/// says so in `/status` and `hostmesh_policy_invalid`; a good value opens it again.
+#[test]
+fn a_stored_policy_that_is_not_json_denies_at_start_as_at_runtime() {
+    let mut m = mesh("allow");
+    m.set("orders", "allow = [\"web\"]\n");
+    wait_status(&m.w, 200, APPLIES_WITHIN);
+    for bad in ["{\"allow\":[\"web\"]", "allow = [\"web\"]"] {
+        m.etcd.put("/hostmesh/v1/policies/orders", bad);
+        // Running agents: the instances' agents deny the allowed caller too.
+        wait_status(&m.w, 403, APPLIES_WITHIN);
+        // Restarted after the write (stopped cleanly, so the new agent may take the host at
+        // once): still denied, never the default's allow.
+        for agent in [&mut m.agent_o1, &mut m.agent_o2] {
+            agent.signal(Signal::Term);
+            assert!(
+                agent.wait_exit(Duration::from_secs(15)).is_some(),
+                "the agent did not stop"
+            );
+            agent.restart();
+            agent.wait_ready(Duration::from_secs(15));
+        }
+        for host in [&m.w, &m.b] {
+            let (code, text) = get(host, URL);
+            assert_eq!(code, 403, "{bad:?} from {}: {text}", host.name());
+        }
+        let problems = m.agent_o1.status()["problems"].to_string();
+        assert!(
+            problems.contains("access policy of orders") && problems.contains("not JSON"),
+            "/status problems: {problems}"
+        );
+        assert_eq!(
+            sample(&m.agent_o1, "hostmesh_policy_invalid{service=\"orders\"}"),
+            1.0
+        );
+    }
+    m.set("orders", "allow = [\"web\"]\n");
+    wait_status(&m.w, 200, APPLIES_WITHIN);
+    assert_eq!(get(&m.b, URL).0, 403);
+    assert_eq!(
+        sample(&m.agent_o1, "hostmesh_policy_invalid{service=\"orders\"}"),
+        0.0
+    );
+    assert!(
+        !m.agent_o1.status()["problems"]
+            .to_string()
+            .contains("access policy")
+    );
 }

@@ -39,6 +39,8 @@ pub struct AdminState {
     pub capture: crate::capture::CaptureStatus,
     /// Live balancer state per endpoint (EWMA, in flight) for `/status`.
     pub stats: Arc<crate::outbound::Outbound>,
+    /// Unparsable access policies are problems in `/status`.
+    pub policies: Arc<crate::policy::Policies>,
     /// Set once every listener of the agent is up.
     pub listeners_up: AtomicBool,
 }

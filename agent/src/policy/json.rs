@@ -26,6 +26,13 @@ impl AccessPolicy {
 
     /// Reads what is stored in etcd: unknown fields ignored, bad values → `Err` naming each.
     pub fn from_json(v: &Json) -> Result<AccessPolicy, String> {
+        if let Json::String(text) = v {
+            // How the catalog keeps a stored value that is not JSON at all.
+            return Err(format!(
+                "the stored value is not JSON ({} bytes)",
+                text.len()
+            ));
+        }
         let Some(toml::Value::Table(table)) = to_toml_value(v)? else {
             return Err("expected a JSON object".to_owned());
         };

@@ -13,6 +13,7 @@ use hostmesh_registrar::catalog::{Snapshot, Snapshots};
 
 use super::access::{AccessPolicy, HostPattern};
 use crate::config::PolicyDefault;
+use crate::metrics::ProxyMetrics;
 
 /// One snapshot's decisions.
 #[derive(Debug)]
@@ -32,8 +33,11 @@ enum ServiceAccess {
         prefixes: Vec<String>,
     },
     /// The stored value does not parse: every caller is denied. The value is kept so that the
-    /// next table warns only when it changes.
-    Invalid(serde_json::Value),
+    /// next table warns only when it changes; `why` is for `/status`.
+    Invalid {
+        stored: serde_json::Value,
+        why: String,
+    },
 }
 
 impl PolicyTable {
@@ -58,9 +62,9 @@ impl PolicyTable {
             let access = match AccessPolicy::from_json(json) {
                 Ok(policy) => resolve(&policy, snapshot),
                 Err(e) => {
-                    let warned = previous
-                        .and_then(|p| p.services.get(service))
-                        .is_some_and(|a| matches!(a, ServiceAccess::Invalid(v) if v == json));
+                    let warned = previous.and_then(|p| p.services.get(service)).is_some_and(
+                        |a| matches!(a, ServiceAccess::Invalid { stored, .. } if stored == json),
+                    );
                     if !warned {
                         tracing::warn!(
                             service,
@@ -68,7 +72,10 @@ impl PolicyTable {
                              is replaced: {e}"
                         );
                     }
-                    ServiceAccess::Invalid(json.clone())
+                    ServiceAccess::Invalid {
+                        stored: json.clone(),
+                        why: e,
+                    }
                 }
             };
             services.insert(service.clone(), access);
@@ -79,12 +86,22 @@ impl PolicyTable {
         }
     }
 
+    /// The services whose stored policy does not parse (every caller denied), with the reason.
+    pub fn invalid(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.services
+            .iter()
+            .filter_map(|(service, access)| match access {
+                ServiceAccess::Invalid { why, .. } => Some((service.as_str(), why.as_str())),
+                ServiceAccess::Allow { .. } => None,
+            })
+    }
+
     /// Whether `caller_host` may call `service`. An empty caller (unknown) matches no host and
     /// no pattern, so it passes only where no policy applies and the default allows.
     pub fn allows(&self, service: &str, caller_host: &str) -> bool {
         match self.services.get(service) {
             None => self.default_allow,
-            Some(ServiceAccess::Invalid(_)) => false,
+            Some(ServiceAccess::Invalid { .. }) => false,
             Some(ServiceAccess::Allow { hosts, prefixes }) => {
                 !caller_host.is_empty()
                     && (hosts.contains(caller_host)
@@ -121,6 +138,8 @@ fn resolve(policy: &AccessPolicy, snapshot: &Snapshot) -> ServiceAccess {
 pub struct Policies {
     default: PolicyDefault,
     table: ArcSwap<PolicyTable>,
+    /// `hostmesh_policy_invalid`, kept in step with the table.
+    metrics: Option<ProxyMetrics>,
 }
 
 impl Policies {
@@ -129,7 +148,25 @@ impl Policies {
         Policies {
             default,
             table: ArcSwap::from_pointee(PolicyTable::deny_all()),
+            metrics: None,
         }
+    }
+
+    /// Reports unparsable policies in `hostmesh_policy_invalid`.
+    pub fn with_metrics(mut self, metrics: ProxyMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// One line per unparsable policy, for `/status`.
+    pub fn problems(&self) -> Vec<String> {
+        self.table
+            .load()
+            .invalid()
+            .map(|(service, why)| {
+                format!("the access policy of {service} in etcd does not parse ({why}); every caller is denied")
+            })
+            .collect()
     }
 
     pub fn allows(&self, service: &str, caller_host: &str) -> bool {
@@ -140,6 +177,14 @@ impl Policies {
     pub fn apply(&self, snapshot: &Snapshot) {
         let previous = self.table.load();
         let table = PolicyTable::build(snapshot, self.default, Some(&previous));
+        if let Some(metrics) = &self.metrics {
+            for (service, _) in previous.invalid() {
+                metrics.policy_invalid(service, false);
+            }
+            for (service, _) in table.invalid() {
+                metrics.policy_invalid(service, true);
+            }
+        }
         self.table.store(Arc::new(table));
     }
 

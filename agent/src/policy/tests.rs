@@ -129,6 +129,8 @@ fn json_readers_ignore_unknown_fields_and_reject_bad_values() {
     assert!(p.allow_hosts.is_empty());
     for (v, want) in [
         (json!([]), "expected a JSON object"),
+        // The catalog's form of a stored text that is not JSON.
+        (json!("{\"allow\":[\"web\"]"), "not JSON"),
         (json!({}), "needs `allow`"),
         (json!({"allow": ["Web"]}), "allow[0]:"),
         (

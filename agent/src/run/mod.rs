@@ -84,7 +84,8 @@ pub async fn run(
         metrics.tls.follow(store.clone());
         tokio::spawn(store.clone().watch(cancel.clone()));
     }
-    let policies = Arc::new(Policies::new(config.policy.default));
+    let policies =
+        Arc::new(Policies::new(config.policy.default).with_metrics(metrics.proxy.clone()));
     let draining = CancellationToken::new();
     let shared = Shared {
         local: local.clone(),
@@ -124,6 +125,7 @@ pub async fn run(
         metrics: metrics.clone(),
         capture: capture.status(),
         stats: outbound.clone(),
+        policies: policies.clone(),
         listeners_up: Default::default(),
     });
 

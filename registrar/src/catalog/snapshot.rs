@@ -25,6 +25,8 @@ pub struct Snapshot {
     /// Route policies as stored, parsed by the component that applies them.
     #[serde(default)]
     pub routes: BTreeMap<String, serde_json::Value>,
+    /// Access policies as stored; a stored text that is not JSON is kept as a JSON string (never
+    /// a valid policy), so that it denies rather than disappears.
     #[serde(default)]
     pub policies: BTreeMap<String, serde_json::Value>,
 }

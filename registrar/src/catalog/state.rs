@@ -343,7 +343,12 @@ impl State {
             }
             Key::Vip { .. } => Value::Vip(parse_vip(value)?),
             Key::Route { .. } => Value::Route(json(value)?),
-            Key::Policy { .. } => Value::Policy(json(value)?),
+            // Not skipped when it is not JSON, unlike other values: a skipped policy would read
+            // as "no policy" and open the service to every caller. Its text is kept as a JSON
+            // string, which is never a valid policy, so agents deny (fail closed).
+            Key::Policy { .. } => Value::Policy(json(value).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(value).into_owned())
+            })),
             Key::VipOwner { .. } | Key::Unknown => return Ok(None),
         }))
     }
@@ -509,6 +514,20 @@ mod tests {
         let snap = s.snapshot();
         assert_eq!(snap.services["orders"].instances.len(), 1);
         assert!(snap.vips.is_empty());
+    }
+
+    #[test]
+    fn a_policy_that_is_not_json_is_kept_as_its_text() {
+        // Skipping it, like other bad values, would read as "no policy": open to every caller.
+        let l = layout();
+        let mut s = State::new(l.clone());
+        let k = l.policy("orders");
+        s.put(&k, br#"{"allow":["web"]}"#, 5);
+        assert_eq!(s.put(&k, br#"{"allow":["web"]"#, 6), Applied::Changed);
+        assert_eq!(
+            s.snapshot().policies["orders"],
+            serde_json::Value::String(r#"{"allow":["web"]"#.to_owned())
+        );
     }
 
     #[test]
