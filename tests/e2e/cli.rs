@@ -189,6 +189,53 @@ fn check_config_reports_every_problem_with_file_and_key() {
     }
 }
 
+/// Issue 14, finding 6: values `check-config` used to accept that crashed (a semaphore panic,
+/// an `Instant` overflow in a data path thread) or bloated the agent are refused, each named,
+/// by `check-config` and by the agent at start (exit 2, never a panic's 101).
+#[test]
+fn out_of_range_settings_are_refused_not_crashed_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let services = dir.path().join("services.d");
+    std::fs::create_dir(&services).expect("services dir");
+    let not_a_dir = dir.path().join("state-file");
+    std::fs::write(&not_a_dir, "").expect("file");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nhost = \"web-01\"\nservices_dir = \"{}\"\ndata_dir = \"{}\"\n\
+             [proxy]\nmax_connections = 9223372036854775807\nmax_headers = 1000000000000\n\
+             max_header_bytes = 1000000000000\nrequest_timeout = \"18446744073709551615s\"\n\
+             header_read_timeout = \"18446744073709551615s\"\nidle_timeout = \"400days\"\n\
+             [tls]\nmode = \"disabled\"\n",
+            services.display(),
+            not_a_dir.display()
+        ),
+    )
+    .expect("config");
+    let keys = [
+        "agent.data_dir",
+        "proxy.max_connections",
+        "proxy.max_headers",
+        "proxy.max_header_bytes",
+        "proxy.request_timeout",
+        "proxy.header_read_timeout",
+        "proxy.idle_timeout",
+    ];
+    for command in ["check-config", "agent"] {
+        let out = hostmesh(&[command, "--config", config.to_str().expect("utf-8")]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {err}");
+        for key in keys {
+            assert!(
+                err.contains(&format!(": {key}:")),
+                "{command}: no {key} in:\n{err}"
+            );
+        }
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
 #[test]
 fn usage_errors_exit_2_and_every_command_has_help() {
     let out = hostmesh(&["--version"]);

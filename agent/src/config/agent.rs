@@ -64,6 +64,12 @@ pub(crate) const SCHEMA: &[Key] = &[
 ];
 
 const DEFAULT_SERVICES_DIR: &str = "/etc/hostmesh/services.d";
+/// Per listener; more open connections than a host's descriptors could hold.
+const MAX_CONNECTIONS: i64 = 1_000_000;
+/// hyper's and h2's own ceilings are of this order; HAProxy's default is 101.
+const MAX_HEADERS: i64 = 1_000;
+/// nginx's and HAProxy's header buffers are 8–16 KiB by default.
+const MAX_HEADER_BYTES: i64 = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
@@ -311,7 +317,7 @@ fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>) -> AgentC
             names::zone(s).map(|()| s.to_owned())
         }),
         services_dir: r.path("agent.services_dir", DEFAULT_SERVICES_DIR),
-        data_dir: r.path("agent.data_dir", "/var/lib/hostmesh"),
+        data_dir: data_dir(r),
         drain: r.duration_or_zero("agent.drain", secs(5)),
     };
     let etcd = etcd(r);
@@ -364,9 +370,12 @@ fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>) -> AgentC
         request_timeout: r.duration("proxy.request_timeout", secs(10)),
         idle_timeout: r.duration("proxy.idle_timeout", secs(60)),
         header_read_timeout: r.duration("proxy.header_read_timeout", secs(30)),
-        max_connections: r.integer("proxy.max_connections", 10_000, 1..=i64::MAX),
-        max_headers: r.integer("proxy.max_headers", 100, 1..=i64::MAX),
-        max_header_bytes: r.integer("proxy.max_header_bytes", 65_536, 1..=i64::MAX),
+        // Upper bounds: each is allocated or counted per connection or request, and beyond them
+        // a value only crashes (tokio's semaphore panics above 2^61 permits) or bloats the agent
+        // (hyper reserves room for max_headers per request).
+        max_connections: r.integer("proxy.max_connections", 10_000, 1..=MAX_CONNECTIONS),
+        max_headers: r.integer("proxy.max_headers", 100, 1..=MAX_HEADERS),
+        max_header_bytes: r.integer("proxy.max_header_bytes", 65_536, 1..=MAX_HEADER_BYTES),
         workers: r.integer("proxy.workers", 0, 0..=1024),
         pin_workers: r.boolean("proxy.pin_workers", true),
     };
@@ -423,6 +432,16 @@ fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>) -> AgentC
     };
     check_listeners(r, &config);
     config
+}
+
+/// `agent.data_dir`: a directory, or a path where one can be made at start.
+fn data_dir(r: &mut Reader) -> PathBuf {
+    let dir = r.path("agent.data_dir", "/var/lib/hostmesh");
+    if dir.exists() && !dir.is_dir() {
+        let message = format!("{} exists and is not a directory", dir.display());
+        r.report("agent.data_dir", message);
+    }
+    dir
 }
 
 /// `agent.host`, or the machine's hostname when unset.

@@ -2,6 +2,12 @@
 
 use std::time::Duration;
 
+/// The longest duration any setting takes. Every duration in the config is a timeout, an
+/// interval, a TTL or a drain, which the agent adds to `Instant::now()`: a value near
+/// `u64::MAX` seconds overflowed that sum and panicked in a data path thread. A day is far
+/// beyond any sensible value and far from any overflow.
+pub(crate) const MAX: Duration = Duration::from_secs(24 * 3600);
+
 /// Parses a duration that must be greater than zero: almost every duration in the config is a
 /// timeout, an interval or a TTL, where zero means nothing sensible.
 pub(crate) fn parse(s: &str) -> Result<Duration, String> {
@@ -14,8 +20,12 @@ pub(crate) fn parse(s: &str) -> Result<Duration, String> {
 
 /// Parses a duration where zero is meaningful (`agent.drain = "0s"`: no drain).
 pub(crate) fn parse_allow_zero(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{s:?} is not a duration such as \"10s\" or \"250ms\" ({e})"))
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration such as \"10s\" or \"250ms\" ({e})"))?;
+    if d > MAX {
+        return Err(format!("must be at most {}, found {s:?}", show(MAX)));
+    }
+    Ok(d)
 }
 
 /// Shows a duration the way the config writes it.
@@ -37,5 +47,11 @@ mod tests {
         assert!(parse("10").is_err());
         assert!(parse("soon").is_err());
         assert!(parse("").is_err());
+        assert_eq!(parse("24h"), Ok(MAX));
+        assert_eq!(
+            parse("18446744073709551615s"),
+            Err("must be at most 1day, found \"18446744073709551615s\"".to_owned())
+        );
+        assert!(parse_allow_zero("25h").is_err());
     }
 }
