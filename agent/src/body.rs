@@ -2,6 +2,7 @@
 //! untouched (no buffering) and agent-made bodies fit the same slot.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -26,7 +27,7 @@ where
 /// If the attempt fails before that (a refused connect), [`Reclaim::take`] gets it back and the
 /// request can go to another instance: it provably never left this host.
 pub struct Lent {
-    slot: Arc<Mutex<Option<ProxyBody>>>,
+    shared: Arc<Shared>,
     taken: Option<ProxyBody>,
     end_stream: bool,
     hint: SizeHint,
@@ -35,7 +36,14 @@ pub struct Lent {
 /// The lender's side of a [`Lent`] body.
 #[derive(Clone)]
 pub struct Reclaim {
-    slot: Arc<Mutex<Option<ProxyBody>>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    slot: Mutex<Option<ProxyBody>>,
+    /// The body itself failed (the client's framing was bad, or it went away mid-body): an
+    /// attempt that fails after this failed because of the client, not the instance.
+    failed: AtomicBool,
 }
 
 impl std::fmt::Debug for Lent {
@@ -54,22 +62,34 @@ impl std::fmt::Debug for Reclaim {
 pub fn lend(body: ProxyBody) -> (Lent, Reclaim) {
     let end_stream = body.is_end_stream();
     let hint = body.size_hint();
-    let slot = Arc::new(Mutex::new(Some(body)));
+    let shared = Arc::new(Shared {
+        slot: Mutex::new(Some(body)),
+        failed: AtomicBool::new(false),
+    });
     (
         Lent {
-            slot: slot.clone(),
+            shared: shared.clone(),
             taken: None,
             end_stream,
             hint,
         },
-        Reclaim { slot },
+        Reclaim { shared },
     )
 }
 
 impl Reclaim {
     /// The body, if the attempt never started reading it.
     pub fn take(&self) -> Option<ProxyBody> {
-        self.slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.shared
+            .slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Whether reading the body itself failed: the client's fault, whatever the attempt says.
+    pub fn body_failed(&self) -> bool {
+        self.shared.failed.load(Ordering::Relaxed)
     }
 }
 
@@ -82,17 +102,26 @@ impl Body for Lent {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if self.taken.is_none() {
-            let body = self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let body = self
+                .shared
+                .slot
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
             match body {
                 Some(b) => self.taken = Some(b),
                 // Reclaimed by the lender: this attempt was abandoned.
                 None => return Poll::Ready(Some(Err("request body reclaimed".into()))),
             }
         }
-        match self.taken.as_mut() {
+        let polled = match self.taken.as_mut() {
             Some(b) => Pin::new(b).poll_frame(cx),
             None => Poll::Ready(None),
+        };
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            self.shared.failed.store(true, Ordering::Relaxed);
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -130,6 +159,30 @@ mod tests {
         let back = reclaim.take().expect("never polled: reclaimable");
         let bytes = back.collect().await.expect("body").to_bytes();
         assert_eq!(bytes, "hello");
+    }
+
+    #[tokio::test]
+    async fn a_failing_body_is_told_apart() {
+        /// A client body whose framing breaks at once (as hyper reports a bad chunk size).
+        struct BadChunk;
+        impl Body for BadChunk {
+            type Data = Bytes;
+            type Error = BoxError;
+            fn poll_frame(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+                Poll::Ready(Some(Err("invalid chunk size".into())))
+            }
+        }
+        let failing = boxed(BadChunk);
+        let (lent, reclaim) = lend(failing);
+        assert!(!reclaim.body_failed());
+        assert!(lent.collect().await.is_err());
+        assert!(reclaim.body_failed());
+        let (ok, reclaim) = lend(body("hello"));
+        ok.collect().await.expect("body");
+        assert!(!reclaim.body_failed());
     }
 
     #[tokio::test]

@@ -309,3 +309,61 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     f.extend_from_slice(payload);
     f
 }
+
+/// Issue 14, finding 3: a client's broken chunked body is the client's fault. Each POST gets
+/// 400 `bad-request` (not 502 `upstream-reset`), nothing reaches the app, the breaker ejects
+/// nothing, and the next good request is served by the same instance.
+#[test]
+fn a_clients_broken_chunked_body_is_a_400_and_ejects_nothing() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = net.host("a");
+    let b = net.host("b");
+    let app = Backend::http(&b, 18080, "ok\n");
+    let agent_a = agent(&a, &etcd, client_opts());
+    let _agent_b = agent(&b, &etcd, AgentOpts::new().service("orders-1", &orders()));
+    let vip = vip(&agent_a, "orders", 8080);
+    let seen_before = app.requests().len();
+
+    let broken = |size: &str| {
+        format!(
+            "POST /upload HTTP/1.1\r\nhost: orders.mesh\r\ntransfer-encoding: chunked\r\n\r\n\
+             5\r\nhello\r\n{size}\r\nmore\r\n"
+        )
+    };
+    for size in ["zz", "ffffffffffffffffffff"] {
+        for i in 0..13 {
+            let got = exchange(&a, vip, broken(size).as_bytes());
+            assert_eq!(
+                got.statuses,
+                [400],
+                "chunk size {size:?}, POST {i}: {got:?}"
+            );
+            assert!(got.closed, "chunk size {size:?}: the connection stays open");
+        }
+    }
+    let metrics = agent_a.metrics();
+    let ejections: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("hostmesh_ejections_total{"))
+        .collect();
+    assert!(
+        ejections.iter().all(|l| l.ends_with(" 0")),
+        "a client's framing error ejected an instance: {ejections:?}"
+    );
+    let status = agent_a.status();
+    let endpoint = &status["services"]["orders"]["endpoints"][0];
+    assert_ne!(endpoint["breaker"], "ejected", "{endpoint}");
+    let last = get("/after", "connection: close\r\n");
+    assert_eq!(exchange(&a, vip, last.as_bytes()).statuses, [200]);
+    // Whatever reached the app of the broken POSTs was never answered as if complete: the app
+    // saw no /upload request end (its body never ended validly).
+    let uploads = app.requests()[seen_before..]
+        .iter()
+        .filter(|r| r["path"] == "/upload")
+        .count();
+    assert_eq!(
+        uploads, 0,
+        "a broken body reached the app as a whole request"
+    );
+}

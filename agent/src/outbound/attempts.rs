@@ -37,6 +37,12 @@ pub(super) trait Exchange {
 
     /// Whether another attempt can carry the request body after `failure`.
     fn ready_again(&mut self, failure: Failure, safe: bool) -> bool;
+
+    /// Whether reading the client's request body failed (bad framing, the client went away):
+    /// an attempt that failed then is the client's fault, not the instance's.
+    fn body_failed(&self) -> bool {
+        false
+    }
 }
 
 /// How [`run`] bounds each attempt by its deadline.
@@ -174,6 +180,16 @@ pub(super) async fn run<X: Exchange>(
                     continue;
                 }
                 break;
+            }
+            Ok(Err(Refused::Failed(_, why))) if exchange.body_failed() => {
+                // Blame only what is proven: the instance did nothing wrong, so no breaker
+                // report and no retry (the body is spoiled); the client gets a 400.
+                drop((admission, inflight));
+                tracing::debug!(
+                    service = route.service,
+                    "the client's request body failed: {why}"
+                );
+                return Err(Last::Reason(Reason::BadRequest));
             }
             Ok(Err(Refused::Failed(f, why))) => {
                 inflight.failed();

@@ -350,6 +350,12 @@ impl Exchange for HyperExchange<'_> {
     fn ready_again(&mut self, failure: Failure, safe: bool) -> bool {
         self.body.ready_again(failure, safe, self.reclaim.take())
     }
+
+    fn body_failed(&self) -> bool {
+        self.reclaim
+            .as_ref()
+            .is_some_and(body::Reclaim::body_failed)
+    }
 }
 
 /// The request for one attempt, to the app directly (same host) or to the peer agent, and the
