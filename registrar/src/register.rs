@@ -1,9 +1,10 @@
 //! Registering this host: one lease per host, the host's `info` and one key per local instance
 //! on it, kept alive at about TTL/3.
 //!
-//! A session is one lease. It ends when the lease is lost (etcd answers TTL 0 or "not found",
-//! or no keep-alive got through for a whole TTL, e.g. after a partition); the next session grants
-//! a new lease and puts everything again. Within a session, health changes are written as they
+//! A session is one lease. It ends when etcd says the lease is gone (a keep-alive answers TTL 0,
+//! or after a TTL without a good beat etcd reports it unknown, e.g. a partition outlived the
+//! TTL); silence alone never ends it (`lease::KeepAlive::failed`). The next session grants a new
+//! lease and puts everything again. Within a session, health changes are written as they
 //! happen, and a full anti-entropy pass (read this host's keys, add what is missing, delete what
 //! is unknown) runs periodically and whenever etcd becomes reachable again.
 

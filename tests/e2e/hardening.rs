@@ -40,6 +40,40 @@ pub(crate) fn vip(a: &Agent, service: &str, port: u16) -> SocketAddr {
     SocketAddr::new(vip.into(), port)
 }
 
+/// Client agent `a` (with [`client_opts`]) and `orders` on `b` behind its agent, with the VIP
+/// `a` reaches it at. Fields drop in order: agents and the app, then etcd, then the network.
+struct Orders {
+    a: Host,
+    app: Backend,
+    agent_a: Agent,
+    vip: SocketAddr,
+    _agent_b: Agent,
+    _etcd: Etcd,
+    _net: Net,
+}
+
+impl Orders {
+    fn start() -> Orders {
+        let net = Net::new();
+        let etcd = Etcd::start(&net);
+        let a = net.host("a");
+        let b = net.host("b");
+        let app = Backend::http(&b, 18080, "ok\n");
+        let agent_a = agent(&a, &etcd, client_opts());
+        let agent_b = agent(&b, &etcd, AgentOpts::new().service("orders-1", &orders()));
+        let vip = vip(&agent_a, "orders", 8080);
+        Orders {
+            a,
+            app,
+            agent_a,
+            vip,
+            _agent_b: agent_b,
+            _etcd: etcd,
+            _net: net,
+        }
+    }
+}
+
 const SMUGGLING: &[(&str, &str)] = &[
     (
         "CL+TE",
@@ -85,23 +119,17 @@ fn get(path: &str, extra: &str) -> String {
 
 #[test]
 fn malformed_and_oversized_heads_are_refused_and_reach_nothing() {
-    let net = Net::new();
-    let etcd = Etcd::start(&net);
-    let a = net.host("a");
-    let b = net.host("b");
-    let app = Backend::http(&b, 18080, "ok\n");
-    let agent_a = agent(&a, &etcd, client_opts());
-    let _agent_b = agent(&b, &etcd, AgentOpts::new().service("orders-1", &orders()));
-    let vip = vip(&agent_a, "orders", 8080);
+    let m = Orders::start();
+    let (a, app, vip) = (&m.a, &m.app, m.vip);
 
     for (what, input) in SMUGGLING {
-        let got = exchange(&a, vip, input.as_bytes());
+        let got = exchange(a, vip, input.as_bytes());
         assert_eq!(got.statuses, [400], "{what}: {got:?}");
         assert!(got.closed, "{what}: the connection stays open");
     }
     // Pipelined in one write: the good request is answered, then the bad one gets 400.
     let pipelined = format!("{}{}", get("/before", ""), SMUGGLING[0].1);
-    let got = exchange(&a, vip, pipelined.as_bytes());
+    let got = exchange(a, vip, pipelined.as_bytes());
     assert_eq!((got.statuses, got.closed), (vec![200, 400], true));
 
     // Limits: more than max_headers fields, or a head over max_header_bytes.
@@ -110,21 +138,21 @@ fn malformed_and_oversized_heads_are_refused_and_reach_nothing() {
         "/at-limit",
         &format!("{}connection: close\r\n", fields(MAX_HEADERS - 2)),
     );
-    assert_eq!(exchange(&a, vip, at_limit.as_bytes()).statuses, [200]);
+    assert_eq!(exchange(a, vip, at_limit.as_bytes()).statuses, [200]);
     let too_many = get("/too-many", &fields(MAX_HEADERS));
-    let got = exchange(&a, vip, too_many.as_bytes());
+    let got = exchange(a, vip, too_many.as_bytes());
     assert_eq!((got.statuses, got.closed), (vec![431], true));
     let big = get(
         "/too-big",
         &format!("x-big: {}\r\n", "a".repeat(MAX_HEADER_BYTES)),
     );
-    let got = exchange(&a, vip, big.as_bytes());
+    let got = exchange(a, vip, big.as_bytes());
     assert_eq!((got.statuses, got.closed), (vec![431], true));
 
     // A valid request on a fresh connection still works; once it has arrived, everything that
     // was going to arrive has: only the good requests did.
     let last = get("/after", "connection: close\r\n");
-    assert_eq!(exchange(&a, vip, last.as_bytes()).statuses, [200]);
+    assert_eq!(exchange(a, vip, last.as_bytes()).statuses, [200]);
     wait_until(Duration::from_secs(5), "/after reaches the app", || {
         app.requests().iter().any(|r| r["path"] == "/after")
     });
@@ -315,14 +343,8 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 /// nothing, and the next good request is served by the same instance.
 #[test]
 fn a_clients_broken_chunked_body_is_a_400_and_ejects_nothing() {
-    let net = Net::new();
-    let etcd = Etcd::start(&net);
-    let a = net.host("a");
-    let b = net.host("b");
-    let app = Backend::http(&b, 18080, "ok\n");
-    let agent_a = agent(&a, &etcd, client_opts());
-    let _agent_b = agent(&b, &etcd, AgentOpts::new().service("orders-1", &orders()));
-    let vip = vip(&agent_a, "orders", 8080);
+    let m = Orders::start();
+    let (a, app, vip) = (&m.a, &m.app, m.vip);
     let seen_before = app.requests().len();
 
     let broken = |size: &str| {
@@ -333,7 +355,7 @@ fn a_clients_broken_chunked_body_is_a_400_and_ejects_nothing() {
     };
     for size in ["zz", "ffffffffffffffffffff"] {
         for i in 0..13 {
-            let got = exchange(&a, vip, broken(size).as_bytes());
+            let got = exchange(a, vip, broken(size).as_bytes());
             assert_eq!(
                 got.statuses,
                 [400],
@@ -342,7 +364,7 @@ fn a_clients_broken_chunked_body_is_a_400_and_ejects_nothing() {
             assert!(got.closed, "chunk size {size:?}: the connection stays open");
         }
     }
-    let metrics = agent_a.metrics();
+    let metrics = m.agent_a.metrics();
     let ejections: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("hostmesh_ejections_total{"))
@@ -351,11 +373,11 @@ fn a_clients_broken_chunked_body_is_a_400_and_ejects_nothing() {
         ejections.iter().all(|l| l.ends_with(" 0")),
         "a client's framing error ejected an instance: {ejections:?}"
     );
-    let status = agent_a.status();
+    let status = m.agent_a.status();
     let endpoint = &status["services"]["orders"]["endpoints"][0];
     assert_ne!(endpoint["breaker"], "ejected", "{endpoint}");
     let last = get("/after", "connection: close\r\n");
-    assert_eq!(exchange(&a, vip, last.as_bytes()).statuses, [200]);
+    assert_eq!(exchange(a, vip, last.as_bytes()).statuses, [200]);
     // Whatever reached the app of the broken POSTs was never answered as if complete: the app
     // saw no /upload request end (its body never ended validly).
     let uploads = app.requests()[seen_before..]
