@@ -251,7 +251,9 @@ impl Registrar {
         self.lease_file.write(lease);
         self.written.clear();
         self.status.set_lease(Some(lease));
-        self.ensure_vips().await;
+        // A VIP that could not be allocated (etcd unreachable at a reload) is tried again when
+        // etcd is back and at each anti-entropy pass, not only at the next session.
+        let mut vips_pending = !self.ensure_vips().await;
         self.reconcile_full(lease)
             .await
             .map_err(|e| format!("register: {e}"))?;
@@ -279,6 +281,9 @@ impl Registrar {
                     lease::Beat::Alive { recovered } => {
                         if recovered || dirty {
                             // etcd is back: whatever was missed is repaired now.
+                            if vips_pending {
+                                vips_pending = !self.ensure_vips().await;
+                            }
                             dirty = self.reconcile_full(lease).await.is_err();
                         }
                     }
@@ -296,10 +301,13 @@ impl Registrar {
                 }
                 Some(specs) = reload.recv() => {
                     self.set_specs(specs);
-                    self.ensure_vips().await;
+                    vips_pending = !self.ensure_vips().await;
                     dirty = self.reconcile_changes(lease).await.is_err() || dirty;
                 }
                 _ = anti_entropy.tick() => {
+                    if vips_pending {
+                        vips_pending = !self.ensure_vips().await;
+                    }
                     dirty = self.reconcile_full(lease).await.is_err();
                 }
             }
@@ -358,7 +366,8 @@ impl Registrar {
         }
     }
 
-    async fn ensure_vips(&mut self) {
+    /// Makes sure every local name has a VIP; false when any allocation failed.
+    async fn ensure_vips(&mut self) -> bool {
         // A VIP for each local service, and one for each tag subset (`v2.orders`) the moment a
         // tag first appears: DNS answers `TAG.NAME.<domain>` with it.
         let names: BTreeSet<String> = self
@@ -374,6 +383,7 @@ impl Registrar {
             })
             .collect();
         let mut kv = self.client.kv_client();
+        let mut all = true;
         for name in names {
             match crate::vip::ensure(&mut kv, &self.config.layout, self.config.vip_range, &name)
                 .await
@@ -382,9 +392,11 @@ impl Registrar {
                 Err(e) => {
                     tracing::error!(service = name, "VIP allocation failed: {e}");
                     self.status.set_vip_error(&name, Some(e.to_string()));
+                    all = false;
                 }
             }
         }
+        all
     }
 
     /// Every key this host should have in etcd, with its value.

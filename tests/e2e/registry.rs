@@ -200,6 +200,50 @@ fn etcd_restart_reregisters_and_catalogs_converge() {
     );
 }
 
+/// Found by the lab (issue 13): through a whole etcd outage an agent keeps its lease (no
+/// answer is not "lease gone"), and a service added by a reload while etcd was down gets its
+/// VIP and registers once etcd is back, without waiting for a new session.
+#[test]
+fn a_service_added_while_etcd_is_down_gets_its_vip_when_etcd_returns() {
+    let mut m = mesh();
+    let lease_of = |etcd: &Etcd| -> Option<i64> {
+        let v = etcd.ctl_json(&["get", "/hostmesh/v1/hosts/b/info", "-w", "json"]);
+        v["kvs"][0]["lease"].as_i64()
+    };
+    let before = lease_of(&m.etcd).expect("b's info on a lease");
+    m.etcd.kill();
+    wait_until(Duration::from_secs(10), "B notices etcd is gone", || {
+        m.b.status()["etcd"]["connected"] == false
+    });
+    m.b.write_service(
+        "billing-1",
+        "name = \"billing\"\nport = 8081\ntarget = \"127.0.0.1:18081\"\n",
+    );
+    m.b.signal(Signal::Hup);
+    wait_until(
+        Duration::from_secs(5),
+        "B tried and failed to get a VIP",
+        || m.b.status()["registration"]["vip_errors"]["billing"].is_string(),
+    );
+    // Longer than the lease TTL without any answer from etcd.
+    std::thread::sleep(TTL + Duration::from_secs(1));
+    m.etcd.restart();
+    wait_until(
+        Duration::from_secs(15),
+        "billing with a VIP in A's catalog",
+        || {
+            m.a.service_vip("billing").is_some()
+                && agent_view(&m.a).contains(&instance("billing", "b", "billing-1", "passing"))
+        },
+    );
+    assert_eq!(
+        lease_of(&m.etcd),
+        Some(before),
+        "B kept the lease that outlived the outage"
+    );
+    assert!(m.b.status()["registration"]["vip_errors"]["billing"].is_null());
+}
+
 #[test]
 fn a_host_cut_off_longer_than_its_ttl_reregisters_under_a_new_lease() {
     let net = Net::new();

@@ -2,7 +2,7 @@
 with TLS, and hostmesh installed from its .deb by the project's ansible role over ssh. Then the
 checks of issue 13, in order; any failure stops the run with what was expected and seen.
 
-    sudo tests/lab/run [--keep]      (root: namespaces, overlays, systemd-nspawn)
+    sudo tests/lab/run [--keep] [--only CHECK,...]      (root: namespaces, overlays, systemd-nspawn)
 
 --keep leaves the machines running after a failure, for a look inside with
 `nsenter -t PID -a` (the PIDs are printed). docs/lab.md describes the lab.
@@ -74,6 +74,9 @@ def raise_inotify_limit(want=1024):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", action="store_true", help="leave the machines running on failure")
+    parser.add_argument("--only", metavar="CHECK,...",
+                        help="after the rollout, run only these checks (names from tests/lab/checks.py); "
+                             "for working on one check, never for CI")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("lab: needs root (network namespaces, overlay mounts, systemd-nspawn)", file=sys.stderr)
@@ -116,7 +119,14 @@ def main():
             m.wait_booted()
         lab.figures["boot of 6 machines (s)"] = round(time.monotonic() - start, 1)
         info("booted: " + ", ".join(f"{m.name} (pid {m.leader})" for m in lab.machines.values()))
-        for check in checks.ALL:
+        chosen = checks.ALL
+        if args.only:
+            wanted = set(args.only.split(","))
+            unknown = wanted - {c.__name__ for c in checks.ALL}
+            if unknown:
+                raise LabFailure(f"no such checks: {', '.join(sorted(unknown))}")
+            chosen = [c for c in checks.ALL if c in checks.SETUP or c.__name__ in wanted]
+        for check in chosen:
             step(check.__doc__.strip().splitlines()[0])
             check(lab)
         ok = True

@@ -380,5 +380,7 @@ def dns_disable_and_purge(lab):
         info(f"{m.name}: {fleet.RESOLVER[m.name]} as before")
 
 
+# What every other check needs: the cluster up and the fleet rolled out.
+SETUP = [etcd_cluster, deploy]
 ALL = [etcd_cluster, deploy, idempotent, names, journal, reload, restart_and_stop, bad_config, watchdog,
        etcd_member_loss, etcd_outage, upgrade, dns_disable_and_purge]
