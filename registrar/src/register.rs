@@ -251,8 +251,9 @@ impl Registrar {
         self.lease_file.write(lease);
         self.written.clear();
         self.status.set_lease(Some(lease));
-        // A VIP that could not be allocated (etcd unreachable at a reload) is tried again when
-        // etcd is back and at each anti-entropy pass, not only at the next session.
+        // A VIP that could not be allocated (etcd, or the member asked, unreachable) is tried
+        // again at every good keep-alive, not only in the next session: a session now outlives
+        // an etcd outage.
         let mut vips_pending = !self.ensure_vips().await;
         self.reconcile_full(lease)
             .await
@@ -279,11 +280,11 @@ impl Registrar {
                 () = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
                 _ = tick.tick() => match keepalive.beat().await {
                     lease::Beat::Alive { recovered } => {
+                        if vips_pending {
+                            vips_pending = !self.ensure_vips().await;
+                        }
                         if recovered || dirty {
                             // etcd is back: whatever was missed is repaired now.
-                            if vips_pending {
-                                vips_pending = !self.ensure_vips().await;
-                            }
                             dirty = self.reconcile_full(lease).await.is_err();
                         }
                     }
@@ -305,9 +306,6 @@ impl Registrar {
                     dirty = self.reconcile_changes(lease).await.is_err() || dirty;
                 }
                 _ = anti_entropy.tick() => {
-                    if vips_pending {
-                        vips_pending = !self.ensure_vips().await;
-                    }
                     dirty = self.reconcile_full(lease).await.is_err();
                 }
             }
@@ -388,10 +386,15 @@ impl Registrar {
             match crate::vip::ensure(&mut kv, &self.config.layout, self.config.vip_range, &name)
                 .await
             {
-                Ok(_) => self.status.set_vip_error(&name, None),
+                Ok(_) => {
+                    if self.status.set_vip_error(&name, None) {
+                        tracing::info!(service = name, "VIP allocated after an earlier failure");
+                    }
+                }
                 Err(e) => {
-                    tracing::error!(service = name, "VIP allocation failed: {e}");
-                    self.status.set_vip_error(&name, Some(e.to_string()));
+                    if self.status.set_vip_error(&name, Some(e.to_string())) {
+                        tracing::error!(service = name, "VIP allocation failed: {e}; retrying");
+                    }
                     all = false;
                 }
             }

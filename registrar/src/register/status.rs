@@ -65,14 +65,12 @@ impl RegistrarStatus {
         self.with(|s| s.instances = instances);
     }
 
-    pub(super) fn set_vip_error(&self, name: &str, error: Option<String>) {
+    /// Records `name`'s VIP error (or its absence); returns whether it differs from the last
+    /// one, so that a failure retried at every keep-alive is logged once, not every time.
+    pub(super) fn set_vip_error(&self, name: &str, error: Option<String>) -> bool {
         self.with(|s| match error {
-            Some(e) => {
-                s.vip_errors.insert(name.to_owned(), e);
-            }
-            None => {
-                s.vip_errors.remove(name);
-            }
-        });
+            Some(e) => s.vip_errors.insert(name.to_owned(), e.clone()) != Some(e),
+            None => s.vip_errors.remove(name).is_some(),
+        })
     }
 }
