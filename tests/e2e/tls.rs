@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hostmesh_tests::{
     Agent, AgentOpts, Backend, Etcd, Host, MeshCa, Net, Signal, hostmesh_cmd, require_tools,
@@ -136,6 +136,11 @@ fn status(host: &Host, url: &str) -> u16 {
 /// its whole output. With `wait`, it keeps reading until the server closes (a TLS 1.3 server
 /// refuses a client certificate after the client thinks the handshake is done).
 fn s_client(from: &Host, to: &Host, dir: &Path, wait: bool) -> String {
+    s_client_with(from, to, dir, "h2", wait)
+}
+
+/// [`s_client`] asking for ALPN `alpn`.
+fn s_client_with(from: &Host, to: &Host, dir: &Path, alpn: &str, wait: bool) -> String {
     let f = |n: &str| dir.join(n).to_str().expect("utf-8").to_owned();
     let connect = format!("{}:{INBOUND_PORT}", to.addr());
     let (ca, cert, key) = (f("ca.pem"), f("host.pem"), f("host.key"));
@@ -154,7 +159,7 @@ fn s_client(from: &Host, to: &Host, dir: &Path, wait: bool) -> String {
         "-key",
         &key,
         "-alpn",
-        "h2",
+        alpn,
         "-tls1_3",
     ];
     if wait {
@@ -434,4 +439,32 @@ fn certificate_rotation_under_load_fails_no_request() {
         "requests failed during rotation"
     );
     assert!(agent_a.log().contains("TLS material reloaded"));
+}
+
+/// Issue 14, finding 8: a peer with a valid certificate that completes the handshake and then
+/// sends nothing is closed within the sniff timeout (5 s), for either ALPN, instead of holding
+/// a connection slot for as long as it likes.
+#[test]
+fn a_peer_that_says_nothing_after_the_handshake_is_closed() {
+    require_tools();
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let (a, b) = (net.host("a"), net.host("b"));
+    let ca = MeshCa::new();
+    let (files_a, files_b) = (issued(&ca, "a"), issued(&ca, "b"));
+    let _agent_b = agent(&b, &etcd, AgentOpts::new().mtls(files_b.path()));
+    for alpn in ["h2", "hostmesh-tcp/1"] {
+        let started = Instant::now();
+        // `timeout 10` would end a connection the agent never closes.
+        let out = s_client_with(&a, &b, files_a.path(), alpn, true);
+        let took = started.elapsed();
+        assert!(
+            out.contains(&format!("ALPN protocol: {alpn}")),
+            "{alpn}: the handshake did not complete:\n{out}"
+        );
+        assert!(
+            took < Duration::from_secs(9),
+            "{alpn}: an idle peer stayed connected {took:?}:\n{out}"
+        );
+    }
 }

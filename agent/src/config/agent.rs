@@ -369,7 +369,7 @@ fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>) -> AgentC
         connect_timeout: r.duration("proxy.connect_timeout", secs(1)),
         request_timeout: r.duration("proxy.request_timeout", secs(10)),
         idle_timeout: r.duration("proxy.idle_timeout", secs(60)),
-        header_read_timeout: r.duration("proxy.header_read_timeout", secs(30)),
+        header_read_timeout: r.duration("proxy.header_read_timeout", secs(10)),
         // Upper bounds: each is allocated or counted per connection or request, and beyond them
         // a value only crashes (tokio's semaphore panics above 2^61 permits) or bloats the agent
         // (hyper reserves room for max_headers per request).

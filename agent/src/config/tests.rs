@@ -251,7 +251,7 @@ fn defaults_are_the_documented_values() {
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
-            header_read_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             max_headers: 100,
             max_header_bytes: 65_536,

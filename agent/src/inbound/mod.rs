@@ -92,7 +92,7 @@ impl Inbound {
         }
     }
 
-    async fn connection(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr) {
+    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
         if let Some(tls) = &self.tls {
             let accepted = tokio::time::timeout(
@@ -113,24 +113,51 @@ impl Inbound {
             };
             let caller: Arc<str> = accepted.peer.host().into();
             tracing::trace!(%peer, caller = &*caller, alpn = ?accepted.alpn, "inbound mTLS connection");
+            // A peer that completes the handshake must then say something, like any other: an
+            // idle one would hold a connection slot (and hyper's h2 server waits for the
+            // preface without a limit).
+            let Some(stream) = first_bytes(accepted.stream, peer).await else {
+                return;
+            };
             match accepted.alpn {
-                Alpn::H2 => http::serve(self, accepted.stream, peer, Some(caller)).await,
-                Alpn::Tcp => tcp::serve(self, accepted.stream, peer, Some(caller)).await,
+                Alpn::H2 => http::serve(self, stream, peer, Some(caller)).await,
+                Alpn::Tcp => tcp::serve(self, stream, peer, Some(caller)).await,
             }
             return;
         }
-        let mut head = [0u8; SNIFF_LEN];
-        match tokio::time::timeout(SNIFF_TIMEOUT, stream.read_exact(&mut head)).await {
-            Ok(Ok(_)) => {}
-            _ => return,
-        }
-        let stream = Prefixed::new(head.to_vec(), stream);
-        if head.starts_with(wire::TCP_MAGIC) {
+        let Some(stream) = first_bytes(stream, peer).await else {
+            return;
+        };
+        let (tcp, h2) = {
+            let head = stream.prefix();
+            (
+                head.starts_with(wire::TCP_MAGIC),
+                head.starts_with(b"PRI * HTTP/2."),
+            )
+        };
+        if tcp {
             tcp::serve(self, stream, peer, None).await;
-        } else if head.starts_with(b"PRI * HTTP/2.") {
+        } else if h2 {
             http::serve(self, stream, peer, None).await;
         } else {
             tracing::debug!(%peer, "inbound: neither HTTP/2 nor HOSTMESH-TCP; closing");
+        }
+    }
+}
+
+/// The connection's first [`SNIFF_LEN`] bytes, read within [`SNIFF_TIMEOUT`] and put back in
+/// front of the stream; `None` (logged) when the peer says nothing in time or goes away.
+async fn first_bytes<S: PeerIo>(mut stream: S, peer: SocketAddr) -> Option<Prefixed<S>> {
+    let mut head = [0u8; SNIFF_LEN];
+    match tokio::time::timeout(SNIFF_TIMEOUT, stream.read_exact(&mut head)).await {
+        Ok(Ok(_)) => Some(Prefixed::new(head.to_vec(), stream)),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "inbound connection closed before its first request: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::info!(%peer, "inbound connection closed: nothing sent within {SNIFF_TIMEOUT:?}");
+            None
         }
     }
 }

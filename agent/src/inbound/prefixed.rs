@@ -20,6 +20,11 @@ impl<S> Prefixed<S> {
             inner,
         }
     }
+
+    /// The bytes put back in front.
+    pub fn prefix(&self) -> &[u8] {
+        &self.prefix
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
