@@ -19,6 +19,7 @@ pub struct RegistryMetrics {
     pub vip_conflicts: Gauge,
     pub lease_keepalive_failures: Counter,
     pub watch_restarts: Counter,
+    pub own_keys_restored: Counter,
 }
 
 impl RegistryMetrics {
@@ -53,6 +54,11 @@ impl RegistryMetrics {
             "hostmesh_etcd_watch_restarts",
             "Times the catalog watch broke and was re-established (re-list included)",
             m.watch_restarts.clone(),
+        );
+        registry.register(
+            "hostmesh_own_keys_restored",
+            "Times this host's keys in etcd were deleted or changed by someone else and put back",
+            m.own_keys_restored.clone(),
         );
         m
     }

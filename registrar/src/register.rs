@@ -10,6 +10,7 @@
 
 mod lease;
 mod maintenance;
+mod own_keys;
 mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,6 +35,17 @@ pub use status::{LocalInstance, RegistrarStatus, StatusReport};
 
 /// etcd refuses transactions with more than 128 operations by default.
 const TXN_OPS: usize = 100;
+/// How long a foreign change to this host's keys waits before the repair: long enough to
+/// take a burst of deletes (`etcdctl del --prefix`) in one pass.
+const REPAIR_DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Completes at `at`; never when `None`.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct RegistrarConfig {
@@ -266,6 +278,10 @@ impl Registrar {
         self.status.set_registered(true);
         self.status.set_error(None);
 
+        let mut own = own_keys::OwnKeys::new(self.config.layout.host_prefix(&self.config.host));
+        own.ensure(&self.client).await;
+        // A foreign change is repaired once the burst of events it belongs to has passed.
+        let mut repair_at: Option<Instant> = None;
         let mut keepalive = KeepAlive::new(self.client.clone(), lease, self.config.lease_ttl);
         let mut tick = tokio::time::interval(self.config.lease_ttl / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -280,6 +296,7 @@ impl Registrar {
                 () = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
                 _ = tick.tick() => match keepalive.beat().await {
                     lease::Beat::Alive { recovered } => {
+                        own.ensure(&self.client).await;
                         if vips_pending {
                             vips_pending = !self.ensure_vips().await;
                         }
@@ -304,6 +321,27 @@ impl Registrar {
                     self.set_specs(specs);
                     vips_pending = !self.ensure_vips().await;
                     dirty = self.reconcile_changes(lease).await.is_err() || dirty;
+                }
+                seen = own.next() => {
+                        if repair_at.is_none() && own_keys::foreign(&seen, &self.written, lease) {
+                            repair_at = Some(Instant::now() + REPAIR_DEBOUNCE);
+                        }
+                }
+                () = sleep_until_some(repair_at) => {
+                    repair_at = None;
+                    // Counted only when something really was undone: the watch also shows this
+                    // host's own writes, which can look foreign when two follow each other fast.
+                    match self.reconcile_full(lease).await {
+                        Ok(true) => {
+                            self.metrics.own_keys_restored.inc();
+                            tracing::warn!(
+                                "this host's keys in etcd were deleted or changed by someone else; restored"
+                            );
+                            dirty = false;
+                        }
+                        Ok(false) => dirty = false,
+                        Err(_) => dirty = true,
+                    }
                 }
                 _ = anti_entropy.tick() => {
                     dirty = self.reconcile_full(lease).await.is_err();
@@ -448,8 +486,9 @@ impl Registrar {
         Ok(())
     }
 
-    /// Anti-entropy: compares this host's keys in etcd with the local definitions.
-    async fn reconcile_full(&mut self, lease: i64) -> Result<(), etcd_client::Error> {
+    /// Anti-entropy: compares this host's keys in etcd with the local definitions. Returns
+    /// whether keys this host had already written needed repairing.
+    async fn reconcile_full(&mut self, lease: i64) -> Result<bool, etcd_client::Error> {
         self.refresh_local_status();
         let prefix = self.config.layout.host_prefix(&self.config.host);
         let resp = self
@@ -481,7 +520,8 @@ impl Registrar {
             .filter(|k| !desired.contains_key(*k))
             .cloned()
             .collect();
-        if !self.written.is_empty() && (!puts.is_empty() || !deletes.is_empty()) {
+        let repaired = !self.written.is_empty() && (!puts.is_empty() || !deletes.is_empty());
+        if repaired {
             tracing::info!(
                 puts = puts.len(),
                 deletes = deletes.len(),
@@ -490,7 +530,7 @@ impl Registrar {
         }
         self.apply(lease, puts, deletes).await?;
         self.written = desired;
-        Ok(())
+        Ok(repaired)
     }
 
     async fn apply(

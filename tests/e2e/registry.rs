@@ -244,6 +244,44 @@ fn a_service_added_while_etcd_is_down_gets_its_vip_when_etcd_returns() {
     assert!(m.b.status()["registration"]["vip_errors"]["billing"].is_null());
 }
 
+/// Issue 14, finding 7: a host's keys deleted or overwritten by someone else come back as soon
+/// as the host's own watch shows it (debounced), not at the next anti-entropy pass (30 s), and
+/// each repair is counted once.
+#[test]
+fn own_keys_deleted_or_changed_by_someone_else_are_restored_at_once() {
+    let m = mesh();
+    let key = "/hostmesh/v1/hosts/b/instances/orders/orders-1";
+    let good = m.etcd.get(key).expect("b's instance key");
+    let restored = |what: &str| {
+        let started = Instant::now();
+        wait_until(
+            Duration::from_secs(3),
+            &format!("b restores its key after {what}"),
+            || m.etcd.get(key).as_deref() == Some(good.as_str()),
+        );
+        started.elapsed()
+    };
+    m.etcd.ctl(&["del", key]);
+    let after_delete = restored("a delete");
+    m.etcd
+        .put(key, r#"{"port":9,"protocol":"http","health":"critical"}"#);
+    let after_overwrite = restored("an overwrite");
+    // A whole host's keys at once: one repair.
+    assert_eq!(m.etcd.delete_prefix("/hostmesh/v1/hosts/b/"), 2);
+    restored("a delete of the host's prefix");
+    wait_until(Duration::from_secs(3), "b's info back", || {
+        m.etcd.get("/hostmesh/v1/hosts/b/info").is_some()
+    });
+    wait_until(Duration::from_secs(3), "three repairs counted", || {
+        m.b.metrics().contains("hostmesh_own_keys_restored_total 3")
+    });
+    assert_eq!(
+        agent_view(&m.a),
+        BTreeSet::from([instance("orders", "b", "orders-1", "passing")])
+    );
+    eprintln!("restored after {after_delete:?} (delete) and {after_overwrite:?} (overwrite)");
+}
+
 #[test]
 fn a_host_cut_off_longer_than_its_ttl_reregisters_under_a_new_lease() {
     let net = Net::new();
