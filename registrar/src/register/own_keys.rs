@@ -85,13 +85,16 @@ mod tests {
     fn only_changes_this_host_did_not_make_are_foreign() {
         let written = BTreeMap::from([("/hm/hosts/b/info".to_owned(), "{}".to_owned())]);
         let ours = ("/hm/hosts/b/info".to_owned(), Some((b"{}".to_vec(), 7)));
-        assert!(!foreign(&[ours.clone()], &written, 7));
+        assert!(!foreign(std::slice::from_ref(&ours), &written, 7));
         assert!(foreign(
             &[("/hm/hosts/b/info".to_owned(), None)],
             &written,
             7
         ));
-        assert!(foreign(&[ours.clone()], &written, 8), "another lease");
+        assert!(
+            foreign(std::slice::from_ref(&ours), &written, 8),
+            "another lease"
+        );
         let changed = (
             "/hm/hosts/b/info".to_owned(),
             Some((b"{\"x\":1}".to_vec(), 7)),
