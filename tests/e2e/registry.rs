@@ -569,3 +569,39 @@ fn an_etcd_rebuilt_empty_never_blanks_the_catalog() {
     });
     m.b.signal(Signal::Cont);
 }
+
+/// Issue 14, finding 5: values near etcd's own request limit (1.5 MiB by default) no longer
+/// make a list page too large to decode: a fresh agent lists them and becomes ready.
+#[test]
+fn a_fresh_agent_lists_a_catalog_of_large_values() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Valid instance records padded with a field agents ignore, 1.4 MiB each: one list page
+    // of the three is over tonic's default 4 MiB.
+    let pad = "x".repeat(1_400_000);
+    for i in 0..3 {
+        let file = dir.path().join(format!("value-{i}"));
+        let value =
+            format!(r#"{{"port":80{i},"protocol":"http","health":"passing","pad":"{pad}"}}"#);
+        std::fs::write(&file, value).expect("value file");
+        // Through stdin: one argument cannot be this long.
+        let put = format!(
+            "etcdctl --endpoints={} put /hostmesh/v1/hosts/z/instances/big/big-{i} < {}",
+            etcd.endpoint(),
+            file.display()
+        );
+        let out = etcd.host().run("sh", &["-c", &put]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let a = agent(&net.host("a"), &etcd, AgentOpts::new());
+    wait_until(
+        Duration::from_secs(10),
+        "the big instances in A's catalog",
+        || agent_view(&a).len() == 3,
+    );
+}

@@ -32,8 +32,14 @@ pub use persist::{Persisted, load as load_persisted, save as save_persisted};
 pub use snapshot::{Instance, Service, Snapshot};
 pub use state::{Applied, State, VipConflict, parse_vip};
 
-/// Keys per list page: far below the client's 4 MiB message limit even with large values.
+/// Keys per list page to start with; a page whose answer is too large is asked again at half
+/// the keys, down to one key, and the smaller size is kept for the rest of the list.
 const PAGE: i64 = 1000;
+/// The largest answer (a list page or a watch batch) the agent decodes. tonic's default is
+/// 4 MiB: three values near etcd's own 1.5 MiB request limit (`--max-request-bytes`) made one
+/// page of the list too large, and a fresh agent never became ready. 64 MiB holds any single
+/// value etcd accepts many times over; page halving keeps answers below it.
+pub(crate) const MAX_MESSAGE: usize = 64 << 20;
 
 /// Receives the current snapshot; `None` until a catalog was ever loaded (etcd or disk).
 pub type Snapshots = watch::Receiver<Option<Arc<Snapshot>>>;
@@ -347,6 +353,7 @@ impl Watcher {
             .with_start_revision(self.state.revision() + 1);
         let (mut requests, mut stream) = client
             .watch_client()
+            .max_decoding_message_size(MAX_MESSAGE)
             .watch(root, Some(options))
             .await
             .map_err(|e| format!("watch: {e}"))?
@@ -415,18 +422,30 @@ async fn list(
     mut listed: State,
     layout: &Layout,
 ) -> Result<State, etcd_client::Error> {
-    let mut kv = client.kv_client();
+    let mut kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
     let root = layout.root().to_owned();
     let end = prefix_end(&root);
     let mut start = root.into_bytes();
     let mut revision = 0;
+    let mut page = PAGE;
     loop {
-        let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+        let mut options = GetOptions::new().with_range(end.clone()).with_limit(page);
         if revision > 0 {
             // Every page at the first page's revision: one consistent view.
             options = options.with_revision(revision);
         }
-        let resp = kv.get(start.clone(), Some(options)).await?;
+        let resp = match kv.get(start.clone(), Some(options)).await {
+            Ok(resp) => resp,
+            Err(e) if page > 1 && too_large(&e) => {
+                page /= 2;
+                tracing::debug!(
+                    page,
+                    "a catalog page was too large to decode; asking for fewer keys"
+                );
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if revision == 0 {
             revision = resp.header().map_or(0, |h| h.revision());
         }
@@ -445,6 +464,11 @@ async fn list(
     }
     listed.set_revision(revision);
     Ok(listed)
+}
+
+/// Whether `e` is an answer over the decode limit (tonic: "decoded message length too large").
+fn too_large(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(status) if status.message().contains("length too large"))
 }
 
 /// Writes each new snapshot to `data_dir`, coalescing bursts, within a second of the change.
