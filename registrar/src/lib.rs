@@ -18,4 +18,5 @@ pub mod metrics;
 pub mod record;
 pub mod register;
 pub mod spec;
+pub mod timer;
 pub mod vip;

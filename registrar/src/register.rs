@@ -39,14 +39,6 @@ const TXN_OPS: usize = 100;
 /// take a burst of deletes (`etcdctl del --prefix`) in one pass.
 const REPAIR_DEBOUNCE: Duration = Duration::from_millis(200);
 
-/// Completes at `at`; never when `None`.
-async fn sleep_until_some(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct RegistrarConfig {
     pub host: String,
@@ -323,11 +315,11 @@ impl Registrar {
                     dirty = self.reconcile_changes(lease).await.is_err() || dirty;
                 }
                 seen = own.next() => {
-                        if repair_at.is_none() && own_keys::foreign(&seen, &self.written, lease) {
-                            repair_at = Some(Instant::now() + REPAIR_DEBOUNCE);
-                        }
+                    if repair_at.is_none() && own_keys::foreign(&seen, &self.written, lease) {
+                        repair_at = Some(Instant::now() + REPAIR_DEBOUNCE);
+                    }
                 }
-                () = sleep_until_some(repair_at) => {
+                () = crate::timer::sleep_until(repair_at) => {
                     repair_at = None;
                     // Counted only when something really was undone: the watch also shows this
                     // host's own writes, which can look foreign when two follow each other fast.

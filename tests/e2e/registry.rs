@@ -51,6 +51,12 @@ fn instance(service: &str, host: &str, id: &str, health: &str) -> (String, Strin
 }
 
 /// Starts an agent and waits until it is ready.
+/// The lease `b`'s info key is on, when it is there.
+fn lease_of(etcd: &Etcd) -> Option<i64> {
+    let v = etcd.ctl_json(&["get", "/hostmesh/v1/hosts/b/info", "-w", "json"]);
+    v["kvs"][0]["lease"].as_i64()
+}
+
 fn agent(host: &hostmesh_tests::Host, etcd: &Etcd, opts: AgentOpts) -> Agent {
     let mut a = Agent::start(host, etcd, opts);
     a.wait_ready(Duration::from_secs(15));
@@ -206,10 +212,6 @@ fn etcd_restart_reregisters_and_catalogs_converge() {
 #[test]
 fn a_service_added_while_etcd_is_down_gets_its_vip_when_etcd_returns() {
     let mut m = mesh();
-    let lease_of = |etcd: &Etcd| -> Option<i64> {
-        let v = etcd.ctl_json(&["get", "/hostmesh/v1/hosts/b/info", "-w", "json"]);
-        v["kvs"][0]["lease"].as_i64()
-    };
     let before = lease_of(&m.etcd).expect("b's info on a lease");
     m.etcd.kill();
     wait_until(Duration::from_secs(10), "B notices etcd is gone", || {
@@ -289,10 +291,6 @@ fn a_host_cut_off_longer_than_its_ttl_reregisters_under_a_new_lease() {
     let a = agent(&net.host("a"), &etcd, AgentOpts::new());
     let b_host = net.host("b");
     let b = agent(&b_host, &etcd, AgentOpts::new().service("orders-1", ORDERS));
-    let lease_of = |etcd: &Etcd| -> Option<i64> {
-        let v = etcd.ctl_json(&["get", "/hostmesh/v1/hosts/b/info", "-w", "json"]);
-        v["kvs"][0]["lease"].as_i64()
-    };
     let before = wait_for(Duration::from_secs(5), "b's info on a lease", || {
         lease_of(&etcd)
     });

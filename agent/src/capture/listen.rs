@@ -128,7 +128,7 @@ impl Reconciler {
                     // The catalog is gone (shutting down): keep what is bound until cancelled.
                     Err(_) => watching = false,
                 },
-                () = sleep_until(retry_at) => self.retry_failing(),
+                () = hostmesh_registrar::timer::sleep_until(retry_at) => self.retry_failing(),
                 // Reap listener tasks as they end so the set does not grow with churn.
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
             }
@@ -231,13 +231,6 @@ impl Reconciler {
 
 fn wanted_of(snapshot: &Option<std::sync::Arc<Snapshot>>) -> BTreeSet<SocketAddrV4> {
     snapshot.as_deref().map(wanted).unwrap_or_default()
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// One VIP:port's accept loop; the connection is handed over with the VIP:port it came to.
