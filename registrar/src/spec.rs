@@ -31,6 +31,9 @@ impl std::fmt::Display for Protocol {
     }
 }
 
+/// The weights an instance may have, in a service file or a record from etcd.
+pub const WEIGHT: std::ops::RangeInclusive<u32> = 1..=10_000;
+
 /// One instance of a service on this host: one file in `services_dir`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceSpec {

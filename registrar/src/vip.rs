@@ -24,6 +24,11 @@ pub enum VipError {
     Etcd(#[from] etcd_client::Error),
 }
 
+/// `dns.vip_range` when unset: 127.77.0.0/16, on loopback so a VIP can never leave the host.
+pub fn default_range() -> Ipv4Net {
+    Ipv4Net::new(Ipv4Addr::new(127, 77, 0, 0), 16).expect("/16 is a valid prefix length")
+}
+
 /// Attempts before giving up on a name within one call (each lost race takes another round).
 const ROUNDS: usize = 64;
 
@@ -35,11 +40,22 @@ pub async fn ensure(
     name: &str,
 ) -> Result<Ipv4Addr, VipError> {
     let vip_key = layout.vip(name);
+    let checked = |value: &[u8]| {
+        parse_vip(value)
+            .and_then(|ip| {
+                if usable_contains(range, ip) {
+                    Ok(ip)
+                } else {
+                    Err(format!("{ip} lies outside vip_range {range}"))
+                }
+            })
+            .map_err(|why| VipError::BadValue {
+                name: name.to_owned(),
+                why,
+            })
+    };
     if let Some(existing) = kv.get(vip_key.as_str(), None).await?.kvs().first() {
-        return parse_vip(existing.value()).map_err(|why| VipError::BadValue {
-            name: name.to_owned(),
-            why,
-        });
+        return checked(existing.value());
     }
     let mut candidate = first_candidate(range, name);
     for _ in 0..ROUNDS {
@@ -64,10 +80,7 @@ pub async fn ensure(
             if let TxnOpResponse::Get(get) = op
                 && let Some(kv) = get.kvs().first()
             {
-                return parse_vip(kv.value()).map_err(|why| VipError::BadValue {
-                    name: name.to_owned(),
-                    why,
-                });
+                return checked(kv.value());
             }
         }
         let used = used_addresses(kv, layout).await?;
@@ -86,6 +99,12 @@ fn usable(range: Ipv4Net) -> (u32, u32) {
     } else {
         (net + 1, bcast - 1)
     }
+}
+
+/// Whether `ip` is one of the addresses [`usable`] allows in `range`.
+pub(crate) fn usable_contains(range: Ipv4Net, ip: Ipv4Addr) -> bool {
+    let (lo, hi) = usable(range);
+    (lo..=hi).contains(&u32::from(ip))
 }
 
 /// FNV-1a of the name: stable across versions and platforms (std's hasher is not), so every

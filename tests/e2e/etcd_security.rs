@@ -1,6 +1,7 @@
 //! etcd security as an operator sets it up: TLS with client certificates, users with password
 //! files, auth surviving an etcd restart, per-host users from `scripts/etcd-rbac` confined to
-//! their own keys, and a running agent refusing a VIP changed in etcd.
+//! their own keys, a running agent refusing a VIP changed in etcd, and records a rogue host or
+//! a hand edit could write, checked like local files.
 
 use std::path::Path;
 use std::time::Duration;
@@ -406,6 +407,137 @@ fn per_host_users_from_etcd_rbac_touch_only_their_own_keys() {
 
 fn dig_a(host: &Host, name: &str) -> Vec<String> {
     host.dig(&[name]).data("A")
+}
+
+/// What any host can write below `vips/` and `hosts/` is checked like a local service file:
+/// a VIP outside `vip_range`, a second name on a VIP, bad names, port 0 and weight 0 are never
+/// served, each skipped with one warning naming its key.
+#[test]
+fn records_a_rogue_host_writes_are_checked_like_local_files() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a_host = net.host("a");
+    let _b = start(
+        &net.host("b"),
+        &etcd,
+        AgentOpts::new().service("orders-1", ORDERS),
+    );
+    let a = start(&a_host, &etcd, AgentOpts::new());
+    wait_until(Duration::from_secs(10), "A answers orders.mesh", || {
+        dig_a(&a_host, "orders.mesh").len() == 1
+    });
+    let orders_vip = dig_a(&a_host, "orders.mesh").remove(0);
+
+    let v1 = "/hostmesh/v1";
+    let instance = r#"{"port":8080,"protocol":"http","health":"passing"}"#;
+    let rogue = format!("{v1}/hosts/rogue/instances");
+    // Valid instances, so that only the VIP decides whether a name is answered.
+    for name in ["evil", "twin", "sentinel"] {
+        etcd.put(&format!("{rogue}/{name}/1"), instance);
+    }
+    etcd.put(&format!("{v1}/vips/evil"), "\"198.18.25.15\"");
+    etcd.put(&format!("{v1}/vips/twin"), &format!("\"{orders_vip}\""));
+    etcd.put(&format!("{rogue}/Evil Name!/1"), instance);
+    etcd.put(&format!("{rogue}/v9.orders/1"), instance);
+    etcd.put(
+        &format!("{rogue}/zero/1"),
+        r#"{"port":0,"protocol":"http","health":"passing"}"#,
+    );
+    etcd.put(
+        &format!("{rogue}/light/1"),
+        r#"{"port":80,"protocol":"http","weight":0,"health":"passing"}"#,
+    );
+    // A good record written last: once A serves it, A has seen every write above.
+    etcd.put(&format!("{v1}/vips/sentinel"), "\"127.77.201.1\"");
+    wait_until(Duration::from_secs(10), "A serves the sentinel", || {
+        dig_a(&a_host, "sentinel.mesh") == ["127.77.201.1"]
+    });
+
+    assert_eq!(dig_a(&a_host, "evil.mesh"), Vec::<String>::new());
+    assert_eq!(dig_a(&a_host, "twin.mesh"), Vec::<String>::new());
+    assert_eq!(dig_a(&a_host, "orders.mesh"), std::slice::from_ref(&orders_vip));
+    assert_eq!(
+        services(&a),
+        ["evil", "orders", "sentinel", "twin"],
+        "no instance breaking a rule is served"
+    );
+    let status = a.status();
+    assert_eq!(
+        status["catalog"]["refused_duplicate_vips"]["twin"],
+        serde_json::json!({"vip": orders_vip, "held_by": "orders"}),
+        "{status}"
+    );
+    assert!(
+        a.metrics().contains("hostmesh_vip_conflicts 1"),
+        "{}",
+        a.metrics()
+    );
+    let log = a.log();
+    for (key, why) in [
+        ("vips/evil", "outside vip_range"),
+        ("instances/Evil Name!/1", "service name"),
+        ("instances/v9.orders/1", "service name"),
+        ("instances/zero/1", "port 0"),
+        ("instances/light/1", "weight 0"),
+    ] {
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("skipping a bad value") && l.contains(key))
+            .collect();
+        assert_eq!(lines.len(), 1, "one warning for {key}:\n{}", a.log_tail(40));
+        assert!(lines[0].contains(why), "{key}: {}", lines[0]);
+    }
+    assert!(
+        log.contains("refusing a VIP that belongs to another name"),
+        "{}",
+        a.log_tail(40)
+    );
+
+    // The rogue key removed: nothing left to report.
+    etcd.delete_prefix(&format!("{v1}/vips/twin"));
+    wait_until(
+        Duration::from_secs(10),
+        "the duplicate report clears",
+        || {
+            a.status()["catalog"]["refused_duplicate_vips"]
+                .as_object()
+                .is_some_and(|m| m.is_empty())
+        },
+    );
+}
+
+/// `catalog.json` edited by hand is checked like etcd when an agent starts from it during an
+/// etcd outage: a VIP off the range is not served.
+#[test]
+fn an_edited_saved_catalog_is_checked_at_start() {
+    let net = Net::new();
+    let mut etcd = Etcd::start(&net);
+    let a_host = net.host("a");
+    let _b = start(
+        &net.host("b"),
+        &etcd,
+        AgentOpts::new().service("orders-1", ORDERS),
+    );
+    let mut a = start(&a_host, &etcd, AgentOpts::new());
+    let saved = a.data_dir().join("catalog.json");
+    wait_until(Duration::from_secs(10), "A saved orders", || {
+        std::fs::read_to_string(&saved).is_ok_and(|s| s.contains("orders-1"))
+    });
+    let vip = dig_a(&a_host, "orders.mesh").remove(0);
+    etcd.kill();
+    a.signal(Signal::Term);
+    a.wait_exit(Duration::from_secs(10)).expect("A stops");
+    let text = std::fs::read_to_string(&saved).expect("catalog.json");
+    let edited = text.replace(&format!("\"{vip}\""), "\"8.8.8.8\"");
+    assert_ne!(edited, text);
+    std::fs::write(&saved, edited).expect("write catalog.json");
+
+    a.restart();
+    a.wait_ready(READY);
+    assert_eq!(a.status()["catalog"]["source"], "disk");
+    assert_eq!(services(&a), ["orders"]);
+    assert_eq!(dig_a(&a_host, "orders.mesh"), Vec::<String>::new());
+    assert!(a.log().contains("outside vip_range"), "{}", a.log_tail(30));
 }
 
 #[test]

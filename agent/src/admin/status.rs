@@ -85,6 +85,12 @@ pub fn build(state: &AdminState) -> Status {
             c.etcd, c.kept
         )
     }));
+    problems.extend(catalog.refused_duplicate_vips.iter().map(|(name, d)| {
+        format!(
+            "VIP {} of {name} in etcd belongs to {}; {name} gets no VIP until its key is fixed",
+            d.vip, d.held_by
+        )
+    }));
     let services = state
         .catalog
         .current()

@@ -11,6 +11,7 @@ use clap::Args;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+use ipnet::Ipv4Net;
 
 use hostmesh_registrar::etcd::{ConnectError, EtcdOptions, SettingNames};
 use hostmesh_registrar::keys::Layout;
@@ -60,6 +61,8 @@ pub struct ClientArgs {
 pub struct Target {
     pub etcd: EtcdOptions,
     pub layout: Layout,
+    /// `dns.vip_range`: the catalog serves no VIP outside it.
+    pub vip_range: Ipv4Net,
     pub admin: String,
     pub timeout: Duration,
 }
@@ -123,6 +126,9 @@ impl ClientArgs {
         Ok(Target {
             etcd,
             layout: Layout::new(&prefix),
+            vip_range: file
+                .vip_range
+                .unwrap_or_else(hostmesh_registrar::vip::default_range),
             admin,
             timeout: self.timeout,
         })
@@ -155,6 +161,7 @@ struct FileDefaults {
     key_file: Option<PathBuf>,
     username: Option<String>,
     password_file: Option<PathBuf>,
+    vip_range: Option<Ipv4Net>,
 }
 
 /// Only the keys a client needs, read leniently: a client must work with a config that the
@@ -196,6 +203,10 @@ fn read_defaults(path: &Path) -> Result<FileDefaults, CliError> {
         key_file: etcd_str("key_file").map(PathBuf::from),
         username: etcd_str("username"),
         password_file: etcd_str("password_file").map(PathBuf::from),
+        vip_range: section("dns")
+            .and_then(|t| t.get("vip_range"))
+            .and_then(|v| v.as_str())
+            .and_then(|s| s.parse().ok()),
     })
 }
 

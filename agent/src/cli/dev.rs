@@ -215,7 +215,12 @@ async fn wait_for_vips(
             ));
         }
         if let Ok(client) = options.connect().await
-            && let Ok(snapshot) = hostmesh_registrar::catalog::fetch(&client, &layout).await
+            && let Ok(snapshot) = hostmesh_registrar::catalog::fetch(
+                &client,
+                &layout,
+                hostmesh_registrar::vip::default_range(),
+            )
+            .await
         {
             let vips: Option<Vec<_>> = DEMOS
                 .iter()

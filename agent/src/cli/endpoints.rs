@@ -24,9 +24,9 @@ struct Row {
 
 pub async fn run(service: String, args: ClientArgs) -> Result<(), CliError> {
     let target = args.resolve()?;
-    let layout = target.layout.clone();
+    let (layout, vip_range) = (target.layout.clone(), target.vip_range);
     let snapshot = target
-        .with_etcd(|client| async move { fetch(&client, &layout).await })
+        .with_etcd(|client| async move { fetch(&client, &layout, vip_range).await })
         .await?;
     let Some(svc) = snapshot.service(&service) else {
         return Err(CliError::Runtime(format!("service {service:?} not found")));

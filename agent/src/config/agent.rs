@@ -1,6 +1,6 @@
 //! The agent config (`agent.toml`): its validated types, defaults, and the check of every key.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -336,7 +336,7 @@ fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>) -> AgentC
         ),
         vip_range: r.string(
             "dns.vip_range",
-            Ipv4Net::new(Ipv4Addr::new(127, 77, 0, 0), 16).expect("/16 is a valid prefix length"),
+            hostmesh_registrar::vip::default_range(),
             "an IPv4 network such as \"127.77.0.0/16\"",
             net::vip_range,
         ),

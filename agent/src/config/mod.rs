@@ -9,7 +9,7 @@
 mod agent;
 mod duration;
 mod env;
-pub(crate) mod names;
+pub(crate) use hostmesh_registrar::names;
 mod net;
 mod problem;
 mod raw;

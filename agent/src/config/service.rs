@@ -94,7 +94,10 @@ pub fn parse_service(text: &str, file: &Path) -> Result<InstanceSpec, Problems> 
             r.report("tags", format!("{tag:?} is listed twice"));
         }
     }
-    let weight: u32 = r.integer("weight", 100, 1..=10_000);
+    let weight: u32 = {
+        let w = hostmesh_registrar::spec::WEIGHT;
+        r.integer("weight", 100, i64::from(*w.start())..=i64::from(*w.end()))
+    };
     // An empty `[check]` leaves no leaf behind, so look at the table itself.
     let check = match table.get("check") {
         Some(Value::Table(_)) => check(&mut r),

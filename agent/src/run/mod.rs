@@ -65,7 +65,11 @@ pub async fn run(
         .unwrap_or_else(|| pick_advertise_address(&config.etcd.endpoints));
 
     let (catalog, watcher) = Catalog::open(
-        CatalogConfig::new(layout.clone(), config.agent.data_dir.clone()),
+        CatalogConfig::new(
+            layout.clone(),
+            config.dns.vip_range,
+            config.agent.data_dir.clone(),
+        ),
         metrics.registry_side.clone(),
         cancel.clone(),
     );

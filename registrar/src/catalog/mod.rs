@@ -11,6 +11,7 @@
 //! Fail-static: an error never publishes anything, and a listing with no keys at all never
 //! replaces a non-empty snapshot (an etcd restored from nothing must not blank the mesh).
 
+mod check;
 mod persist;
 mod snapshot;
 mod state;
@@ -21,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{Client, EventType, GetOptions, WatchOptions};
+use ipnet::Ipv4Net;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -28,9 +30,10 @@ use tokio_util::sync::CancellationToken;
 use crate::keys::{Layout, prefix_end};
 use crate::metrics::RegistryMetrics;
 
+pub use check::vip_name;
 pub use persist::{Persisted, load as load_persisted, save as save_persisted};
 pub use snapshot::{Instance, Service, Snapshot};
-pub use state::{Applied, State, VipConflict, parse_vip};
+pub use state::{Applied, State, VipConflict, VipDuplicate, parse_vip};
 
 /// Keys per list page to start with; a page whose answer is too large is asked again at half
 /// the keys, down to one key, and the smaller size is kept for the rest of the list.
@@ -47,6 +50,8 @@ pub type Snapshots = watch::Receiver<Option<Arc<Snapshot>>>;
 #[derive(Debug, Clone)]
 pub struct CatalogConfig {
     pub layout: Layout,
+    /// `dns.vip_range`: a VIP outside it is never served.
+    pub vip_range: Ipv4Net,
     pub data_dir: PathBuf,
     /// How often the watch asks etcd for a progress notification.
     pub progress_interval: Duration,
@@ -55,9 +60,10 @@ pub struct CatalogConfig {
 }
 
 impl CatalogConfig {
-    pub fn new(layout: Layout, data_dir: PathBuf) -> Self {
+    pub fn new(layout: Layout, vip_range: Ipv4Net, data_dir: PathBuf) -> Self {
         CatalogConfig {
             layout,
+            vip_range,
             data_dir,
             progress_interval: Duration::from_secs(1),
             relist_interval: Duration::from_secs(300),
@@ -82,6 +88,7 @@ struct StatusInner {
     last_error: Option<String>,
     refused_empty: bool,
     vip_conflicts: BTreeMap<String, VipConflict>,
+    vip_duplicates: BTreeMap<String, VipDuplicate>,
 }
 
 /// A point-in-time copy of [`CatalogStatus`] for `/status`.
@@ -100,6 +107,8 @@ pub struct StatusReport {
     pub refused_empty_listing: bool,
     /// Names whose VIP in etcd changed after this agent handed it out: the old one is kept.
     pub refused_vip_changes: BTreeMap<String, VipConflict>,
+    /// Names whose VIP in etcd belongs to another name: refused, never served.
+    pub refused_duplicate_vips: BTreeMap<String, VipDuplicate>,
 }
 
 impl CatalogStatus {
@@ -150,6 +159,7 @@ impl CatalogStatus {
                 last_error: s.last_error.clone(),
                 refused_empty_listing: s.refused_empty,
                 refused_vip_changes: s.vip_conflicts.clone(),
+                refused_duplicate_vips: s.vip_duplicates.clone(),
             }
         })
     }
@@ -162,15 +172,19 @@ impl CatalogStatus {
         metrics
             .staleness_seconds
             .set(r.staleness_seconds.unwrap_or(0.0));
+        let refused = r.refused_vip_changes.len() + r.refused_duplicate_vips.len();
         metrics
             .vip_conflicts
-            .set(i64::try_from(r.refused_vip_changes.len()).unwrap_or(i64::MAX));
+            .set(i64::try_from(refused).unwrap_or(i64::MAX));
     }
 
-    fn set_vip_conflicts(&self, conflicts: &BTreeMap<String, VipConflict>) {
+    fn set_vip_conflicts(&self, state: &State) {
         self.with(|s| {
-            if s.vip_conflicts != *conflicts {
-                s.vip_conflicts = conflicts.clone();
+            if s.vip_conflicts != *state.vip_conflicts() {
+                s.vip_conflicts = state.vip_conflicts().clone();
+            }
+            if s.vip_duplicates != *state.vip_duplicates() {
+                s.vip_duplicates = state.vip_duplicates().clone();
             }
         });
     }
@@ -205,7 +219,7 @@ impl Catalog {
         cancel: CancellationToken,
     ) -> (Catalog, Watcher) {
         let status = Arc::new(CatalogStatus::default());
-        let mut state = State::new(config.layout.clone());
+        let mut state = State::new(config.layout.clone(), config.vip_range);
         let initial = match persist::load(&config.data_dir) {
             Ok(Some(p)) => {
                 tracing::info!(
@@ -221,8 +235,12 @@ impl Catalog {
                         Some(Instant::now().checked_sub(age).unwrap_or_else(Instant::now));
                     s.revision = p.snapshot.revision;
                 });
-                state.remember_vips(&p.snapshot.vips);
-                Some(Arc::new(p.snapshot))
+                // Checked like values from etcd: the file may have been edited by hand.
+                let (checked, snapshot) =
+                    State::from_snapshot(config.layout.clone(), config.vip_range, &p.snapshot);
+                state = checked;
+                status.set_vip_conflicts(&state);
+                Some(Arc::new(snapshot))
             }
             Ok(None) => None,
             Err(e) => {
@@ -248,8 +266,12 @@ impl Catalog {
 }
 
 /// Reads the whole catalog once (for the command-line tools), at one revision.
-pub async fn fetch(client: &Client, layout: &Layout) -> Result<Snapshot, etcd_client::Error> {
-    let mut state = list(client, State::new(layout.clone()), layout).await?;
+pub async fn fetch(
+    client: &Client,
+    layout: &Layout,
+    vip_range: Ipv4Net,
+) -> Result<Snapshot, etcd_client::Error> {
+    let mut state = list(client, State::new(layout.clone(), vip_range), layout).await?;
     Ok(state.snapshot())
 }
 
@@ -337,7 +359,7 @@ impl Watcher {
                 self.publish();
             }
         }
-        self.status.set_vip_conflicts(self.state.vip_conflicts());
+        self.status.set_vip_conflicts(&self.state);
         self.status.synced(revision);
         self.watch(client, cancel).await
     }
@@ -404,7 +426,7 @@ impl Watcher {
                     if changed {
                         self.publish();
                     }
-                    self.status.set_vip_conflicts(self.state.vip_conflicts());
+                    self.status.set_vip_conflicts(&self.state);
                     self.status.synced(self.state.revision());
                 }
             }

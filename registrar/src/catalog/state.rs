@@ -1,9 +1,14 @@
 //! The catalog's working copy of etcd: every key under `<prefix>/v1/` that parsed, with its
 //! `mod_revision`. Pure logic (no I/O), so the rules below are unit-tested directly:
 //! - an event older than what is held for its key is ignored;
-//! - a value that fails to parse is skipped with one warning and never replaces a good one;
-//! - a VIP, once seen, never changes (a different value in etcd is refused, logged once, and
-//!   listed in [`State::vip_conflicts`] while etcd disagrees).
+//! - a value that fails to parse or breaks the rules of [`super::check`] (names, ports,
+//!   weights, tags, a VIP inside `vip_range`) is skipped with one warning and never replaces a
+//!   good one;
+//! - a VIP, once handed out (published in a snapshot), never changes (a different value in etcd
+//!   is refused, logged once, and listed in [`State::vip_conflicts`] while etcd disagrees);
+//! - a VIP belongs to one name: a second name claiming it is refused, logged once, and listed in
+//!   [`State::vip_duplicates`]. The name that keeps it is the one already handed out, else the
+//!   one written first (lower `mod_revision`), so every agent decides alike.
 //!
 //! The snapshot is maintained incrementally: a change marks the services it touches, and
 //! [`State::snapshot`] rebuilds only those (a health flap among 10,000 services costs one service,
@@ -13,9 +18,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use ipnet::Ipv4Net;
+
 use crate::keys::{Key, Layout};
 use crate::record::{HostInfo, InstanceRecord};
 
+use super::check;
 use super::snapshot::{Instance, Service, Snapshot};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,15 +55,30 @@ pub struct VipConflict {
     pub etcd: Ipv4Addr,
 }
 
+/// A name whose VIP in etcd is already another name's (and stays that name's).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VipDuplicate {
+    pub vip: Ipv4Addr,
+    pub held_by: String,
+}
+
 #[derive(Debug)]
 pub struct State {
     layout: Layout,
+    /// VIPs outside it are refused.
+    vip_range: Ipv4Net,
     entries: BTreeMap<String, Entry>,
     revision: i64,
     /// VIPs this agent has handed out to apps: never changed afterwards, even if etcd says so.
     seen_vips: HashMap<String, Ipv4Addr>,
+    /// Served VIPs not yet in `seen_vips`: they become "handed out" at the next snapshot.
+    unseen_vips: BTreeSet<String>,
+    /// The one name each served VIP belongs to.
+    vip_holders: HashMap<Ipv4Addr, String>,
     /// Names whose VIP in etcd differs from the one kept, as of the current view of etcd.
     vip_conflicts: BTreeMap<String, VipConflict>,
+    /// Names whose VIP in etcd belongs to another name, as of the current view of etcd.
+    vip_duplicates: BTreeMap<String, VipDuplicate>,
     /// (key, mod_revision) of bad values already warned about, so a re-list does not repeat it.
     warned: HashSet<(String, i64)>,
     /// Instance keys by service name.
@@ -69,13 +92,17 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(layout: Layout) -> Self {
+    pub fn new(layout: Layout, vip_range: Ipv4Net) -> Self {
         State {
             layout,
+            vip_range,
             entries: BTreeMap::new(),
             revision: 0,
             seen_vips: HashMap::new(),
+            unseen_vips: BTreeSet::new(),
+            vip_holders: HashMap::new(),
             vip_conflicts: BTreeMap::new(),
+            vip_duplicates: BTreeMap::new(),
             warned: HashSet::new(),
             by_service: HashMap::new(),
             by_host: HashMap::new(),
@@ -84,12 +111,58 @@ impl State {
         }
     }
 
-    /// Seeds the VIPs this agent already handed out (from a persisted snapshot).
-    pub fn remember_vips(&mut self, vips: &BTreeMap<String, Ipv4Addr>) {
-        for (name, ip) in vips {
-            let ip = *self.seen_vips.entry(name.clone()).or_insert(*ip);
-            self.cache.vips.insert(name.clone(), ip);
+    /// Rebuilds the state a saved snapshot was made from (`catalog.json`, which an operator may
+    /// have edited), through the same checks as values from etcd. The VIPs it serves count as
+    /// handed out. What the returned snapshot lacks was refused, with one warning each.
+    pub fn from_snapshot(
+        layout: Layout,
+        vip_range: Ipv4Net,
+        saved: &Snapshot,
+    ) -> (State, Snapshot) {
+        let mut state = State::new(layout, vip_range);
+        let rev = saved.revision;
+        let l = state.layout.clone();
+        let put = |state: &mut State, key: String, value: Result<Vec<u8>, serde_json::Error>| {
+            if let Ok(bytes) = value {
+                state.put(&key, &bytes, rev);
+            }
+        };
+        for (host, info) in &saved.hosts {
+            put(&mut state, l.host_info(host), serde_json::to_vec(info));
         }
+        for svc in saved.services.values() {
+            for i in &svc.instances {
+                let record = crate::record::InstanceRecord {
+                    port: i.port,
+                    protocol: i.protocol,
+                    tags: i.tags.clone(),
+                    weight: i.weight,
+                    health: i.health,
+                };
+                put(
+                    &mut state,
+                    l.instance(&i.host, &svc.name, &i.id),
+                    serde_json::to_vec(&record),
+                );
+            }
+        }
+        for (name, ip) in &saved.vips {
+            put(&mut state, l.vip(name), serde_json::to_vec(&ip.to_string()));
+        }
+        for (service, v) in &saved.routes {
+            put(&mut state, l.route(service), serde_json::to_vec(v));
+        }
+        for (service, v) in &saved.policies {
+            // A policy kept as its text (not JSON) goes back as that text, to deny again.
+            let bytes = match v {
+                serde_json::Value::String(text) => Ok(text.clone().into_bytes()),
+                other => serde_json::to_vec(other),
+            };
+            put(&mut state, l.policy(service), bytes);
+        }
+        state.set_revision(rev);
+        let snapshot = state.snapshot();
+        (state, snapshot)
     }
 
     pub fn revision(&self) -> i64 {
@@ -138,7 +211,11 @@ impl State {
             other => other,
         };
         let changed = self.entries.get(key).is_none_or(|e| e.value != parsed);
-        if changed {
+        if let (Key::Vip { name }, Value::Vip(ip)) = (self.layout.parse(key), &parsed) {
+            // Decided at every put, changed or not: the holder's rank may have changed.
+            let name = name.to_owned();
+            self.claim_vip(&name, *ip, mod_revision);
+        } else if changed {
             self.touch(key, Some(&parsed));
         }
         self.entries.insert(
@@ -165,6 +242,7 @@ impl State {
                 if let Key::Vip { name } = self.layout.parse(key) {
                     // Nothing in etcd contradicts the kept VIP any more.
                     self.vip_conflicts.remove(name);
+                    self.vip_duplicates.remove(name);
                 }
                 Applied::Changed
             }
@@ -191,7 +269,10 @@ impl State {
             entries,
             revision,
             seen_vips,
+            unseen_vips,
+            vip_holders,
             vip_conflicts,
+            vip_duplicates,
             warned,
             by_service,
             by_host,
@@ -202,7 +283,10 @@ impl State {
         self.entries = entries;
         self.revision = revision;
         self.seen_vips.extend(seen_vips);
+        self.unseen_vips = unseen_vips;
+        self.vip_holders = vip_holders;
         self.vip_conflicts = vip_conflicts;
+        self.vip_duplicates = vip_duplicates;
         self.warned.extend(warned);
         self.by_service = by_service;
         self.by_host = by_host;
@@ -213,13 +297,18 @@ impl State {
 
     /// A fresh, empty state that shares this one's memory of VIPs and warnings (for a re-list).
     pub fn empty_like(&self) -> State {
-        let mut state = State::new(self.layout.clone());
+        let mut state = State::new(self.layout.clone(), self.vip_range);
         state.warned = self.warned.clone();
         state.seen_vips = self.seen_vips.clone();
         state.cache.vips = self
             .seen_vips
             .iter()
             .map(|(name, ip)| (name.clone(), *ip))
+            .collect();
+        state.vip_holders = self
+            .seen_vips
+            .iter()
+            .map(|(name, ip)| (*ip, name.clone()))
             .collect();
         state
     }
@@ -263,13 +352,8 @@ impl State {
                     self.dirty.extend(services.iter().cloned());
                 }
             }
-            Key::Vip { name } => {
-                // A deleted VIP stays: the name keeps it (`seen_vips`).
-                if let Some(Value::Vip(ip)) = value {
-                    self.cache.vips.insert(name.to_owned(), *ip);
-                    self.dirty.insert(name.to_owned());
-                }
-            }
+            // Served VIPs change only in `claim_vip`; a deleted one stays with its name.
+            Key::Vip { .. } => {}
             Key::Route { service } => match value {
                 Some(Value::Route(v)) => {
                     self.cache.routes.insert(service.to_owned(), v.clone());
@@ -293,6 +377,78 @@ impl State {
     /// Names whose VIP in etcd differs from the one kept (for `/status` and a metric).
     pub fn vip_conflicts(&self) -> &BTreeMap<String, VipConflict> {
         &self.vip_conflicts
+    }
+
+    /// Names whose VIP in etcd belongs to another name (for `/status` and a metric).
+    pub fn vip_duplicates(&self) -> &BTreeMap<String, VipDuplicate> {
+        &self.vip_duplicates
+    }
+
+    /// Serves `ip` for `name` unless another name holds it. The holder is the name that has
+    /// already handed it out, else the one whose `vips/` key was written first; a later claim
+    /// (a rogue or mistaken write, or a race an allocator lost) is refused and reported.
+    fn claim_vip(&mut self, name: &str, ip: Ipv4Addr, mod_revision: i64) {
+        let rank =
+            |state: &State, who: &str, rev: i64| (state.seen_vips.get(who) != Some(&ip), rev);
+        let holder = self.vip_holders.get(&ip).cloned();
+        if let Some(holder) = holder.filter(|h| h != name) {
+            let holder_rev = self
+                .entries
+                .get(&self.layout.vip(&holder))
+                .map_or(0, |e| e.mod_revision);
+            if rank(self, name, mod_revision) >= rank(self, &holder, holder_rev) {
+                if !self.seen_vips.contains_key(name) {
+                    self.unserve(name);
+                }
+                self.refuse_duplicate(name, ip, &holder, mod_revision);
+                return;
+            }
+            // This name was written first: the holder (never handed out) gives the VIP back.
+            self.unserve(&holder);
+            self.refuse_duplicate(&holder, ip, name, holder_rev);
+        }
+        self.vip_duplicates.remove(name);
+        // A name moving to another VIP (only before it was handed out) frees the old one.
+        if self.cache.vips.get(name).is_some_and(|old| *old != ip) {
+            self.unserve(name);
+        }
+        self.vip_holders.insert(ip, name.to_owned());
+        if self.cache.vips.insert(name.to_owned(), ip) != Some(ip) {
+            self.dirty.insert(name.to_owned());
+        }
+        if !self.seen_vips.contains_key(name) {
+            self.unseen_vips.insert(name.to_owned());
+        }
+    }
+
+    /// Stops serving a VIP for `name` that was never handed out.
+    fn unserve(&mut self, name: &str) {
+        if let Some(old) = self.cache.vips.remove(name) {
+            if self.vip_holders.get(&old).is_some_and(|h| h == name) {
+                self.vip_holders.remove(&old);
+            }
+            self.dirty.insert(name.to_owned());
+        }
+        self.unseen_vips.remove(name);
+    }
+
+    fn refuse_duplicate(&mut self, name: &str, ip: Ipv4Addr, holder: &str, mod_revision: i64) {
+        let key = self.layout.vip(name);
+        if self.warned.insert((key.clone(), mod_revision)) {
+            tracing::error!(
+                key,
+                vip = %ip,
+                held_by = holder,
+                "refusing a VIP that belongs to another name; delete or fix the key"
+            );
+        }
+        self.vip_duplicates.insert(
+            name.to_owned(),
+            VipDuplicate {
+                vip: ip,
+                held_by: holder.to_owned(),
+            },
+        );
     }
 
     fn sticky_vip(&mut self, key: &str, ip: Ipv4Addr, mod_revision: i64) -> Ipv4Addr {
@@ -323,10 +479,7 @@ impl State {
                 self.vip_conflicts.remove(name);
                 seen
             }
-            None => {
-                self.seen_vips.insert(name.to_owned(), ip);
-                ip
-            }
+            None => ip,
         }
     }
 
@@ -334,14 +487,24 @@ impl State {
         let json = |v: &[u8]| -> Result<serde_json::Value, String> {
             serde_json::from_slice(v).map_err(|e| e.to_string())
         };
-        Ok(Some(match self.layout.parse(key) {
+        let key = self.layout.parse(key);
+        check::key(&key)?;
+        Ok(Some(match key {
             Key::HostInfo { .. } => {
-                Value::HostInfo(serde_json::from_slice(value).map_err(|e| e.to_string())?)
+                let info = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+                check::host_info(&info)?;
+                Value::HostInfo(info)
             }
             Key::Instance { .. } => {
-                Value::Instance(serde_json::from_slice(value).map_err(|e| e.to_string())?)
+                let rec = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+                check::instance(&rec)?;
+                Value::Instance(rec)
             }
-            Key::Vip { .. } => Value::Vip(parse_vip(value)?),
+            Key::Vip { .. } => {
+                let ip = parse_vip(value)?;
+                check::vip(ip, self.vip_range)?;
+                Value::Vip(ip)
+            }
             Key::Route { .. } => Value::Route(json(value)?),
             // Not skipped when it is not JSON, unlike other values: a skipped policy would read
             // as "no policy" and open the service to every caller. Its text is kept as a JSON
@@ -355,6 +518,12 @@ impl State {
 
     /// The immutable snapshot readers use: the cached one with the changed services rebuilt.
     pub fn snapshot(&mut self) -> Snapshot {
+        // Published now: these VIPs are handed out and never change afterwards.
+        for name in std::mem::take(&mut self.unseen_vips) {
+            if let Some(ip) = self.cache.vips.get(&name) {
+                self.seen_vips.insert(name, *ip);
+            }
+        }
         for name in std::mem::take(&mut self.dirty) {
             match self.build_service(&name) {
                 Some(svc) => {
@@ -448,6 +617,10 @@ mod tests {
         Layout::new("/hm")
     }
 
+    fn range() -> Ipv4Net {
+        "127.77.0.0/16".parse().expect("range")
+    }
+
     fn instance_json(health: &str) -> String {
         format!(
             r#"{{"port":8080,"protocol":"http","tags":["v2"],"weight":100,"health":"{health}"}}"#
@@ -459,7 +632,7 @@ mod tests {
     #[test]
     fn joins_instances_with_host_info() {
         let l = layout();
-        let mut s = State::new(l.clone());
+        let mut s = State::new(l.clone(), range());
         s.put(&l.host_info("b"), INFO.as_bytes(), 2);
         s.put(
             &l.instance("b", "orders", "o1"),
@@ -481,7 +654,7 @@ mod tests {
     #[test]
     fn older_events_are_ignored() {
         let l = layout();
-        let mut s = State::new(l.clone());
+        let mut s = State::new(l.clone(), range());
         let k = l.instance("b", "orders", "o1");
         assert_eq!(
             s.put(&k, instance_json("critical").as_bytes(), 10),
@@ -503,7 +676,7 @@ mod tests {
     #[test]
     fn bad_values_never_replace_good_ones() {
         let l = layout();
-        let mut s = State::new(l.clone());
+        let mut s = State::new(l.clone(), range());
         let k = l.instance("b", "orders", "o1");
         s.put(&k, instance_json("passing").as_bytes(), 5);
         assert_eq!(s.put(&k, b"{not json", 6), Applied::Unchanged);
@@ -520,7 +693,7 @@ mod tests {
     fn a_policy_that_is_not_json_is_kept_as_its_text() {
         // Skipping it, like other bad values, would read as "no policy": open to every caller.
         let l = layout();
-        let mut s = State::new(l.clone());
+        let mut s = State::new(l.clone(), range());
         let k = l.policy("orders");
         s.put(&k, br#"{"allow":["web"]}"#, 5);
         assert_eq!(s.put(&k, br#"{"allow":["web"]"#, 6), Applied::Changed);
@@ -533,8 +706,9 @@ mod tests {
     #[test]
     fn a_seen_vip_never_changes() {
         let l = layout();
-        let mut s = State::new(l.clone());
+        let mut s = State::new(l.clone(), range());
         s.put(&l.vip("orders"), br#""127.77.0.5""#, 3);
+        s.snapshot(); // handed out
         s.put(&l.vip("orders"), br#""127.77.0.9""#, 4);
         assert_eq!(s.snapshot().vips["orders"], Ipv4Addr::new(127, 77, 0, 5));
         let conflict = VipConflict {
@@ -558,9 +732,111 @@ mod tests {
     }
 
     #[test]
+    fn a_vip_outside_the_range_is_never_served() {
+        let l = layout();
+        let mut s = State::new(l.clone(), range());
+        assert_eq!(
+            s.put(&l.vip("evil"), br#""198.18.25.15""#, 3),
+            Applied::Unchanged
+        );
+        assert_eq!(s.put(&l.vip("orders"), b"8.8.8.8", 4), Applied::Unchanged);
+        assert!(s.snapshot().vips.is_empty());
+    }
+
+    #[test]
+    fn records_breaking_the_rules_are_skipped() {
+        let l = layout();
+        let mut s = State::new(l.clone(), range());
+        let good = instance_json("passing");
+        s.put(&l.instance("b", "Evil Name!", "1"), good.as_bytes(), 2);
+        s.put(&l.instance("b", "v9.orders", "1"), good.as_bytes(), 2);
+        s.put(
+            &l.instance("b", "orders", "1"),
+            br#"{"port":0,"protocol":"http","health":"passing"}"#,
+            2,
+        );
+        s.put(
+            &l.instance("b", "orders", "2"),
+            br#"{"port":80,"protocol":"http","weight":0,"health":"passing"}"#,
+            2,
+        );
+        assert!(s.snapshot().services.is_empty());
+        s.put(&l.instance("b", "orders", "3"), good.as_bytes(), 3);
+        assert_eq!(s.snapshot().services["orders"].instances.len(), 1);
+    }
+
+    #[test]
+    fn a_vip_belongs_to_one_name() {
+        let l = layout();
+        let vip = Ipv4Addr::new(127, 77, 0, 5);
+        // A fresh agent lists in key order: "evil" before "orders", but orders was written first.
+        let mut s = State::new(l.clone(), range());
+        s.put(&l.vip("evil"), br#""127.77.0.5""#, 9);
+        s.put(&l.vip("orders"), br#""127.77.0.5""#, 3);
+        let snap = s.snapshot();
+        assert_eq!(snap.vips.get("orders"), Some(&vip));
+        assert_eq!(snap.vips.get("evil"), None);
+        let dup = VipDuplicate {
+            vip,
+            held_by: "orders".to_owned(),
+        };
+        assert_eq!(s.vip_duplicates()["evil"], dup);
+        // Once handed out, the holder keeps it even against an earlier write seen later.
+        let mut s = State::new(l.clone(), range());
+        s.put(&l.vip("orders"), br#""127.77.0.5""#, 9);
+        s.snapshot();
+        s.put(&l.vip("evil"), br#""127.77.0.5""#, 3);
+        assert_eq!(s.snapshot().vips.get("evil"), None);
+        assert_eq!(s.vip_duplicates()["evil"], dup);
+        // A re-list agrees; deleting the duplicate clears the report.
+        let mut listed = s.empty_like();
+        listed.put(&l.vip("evil"), br#""127.77.0.5""#, 3);
+        listed.put(&l.vip("orders"), br#""127.77.0.5""#, 9);
+        s.replace_with(listed);
+        assert_eq!(s.snapshot().vips.get("orders"), Some(&vip));
+        assert_eq!(s.vip_duplicates()["evil"], dup);
+        s.delete(&l.vip("evil"), 10);
+        assert!(s.vip_duplicates().is_empty());
+    }
+
+    #[test]
+    fn a_saved_snapshot_is_checked_like_etcd() {
+        let l = layout();
+        let mut s = State::new(l.clone(), range());
+        s.put(&l.host_info("b"), INFO.as_bytes(), 2);
+        s.put(
+            &l.instance("b", "orders", "o1"),
+            instance_json("passing").as_bytes(),
+            2,
+        );
+        s.put(&l.vip("orders"), br#""127.77.0.5""#, 3);
+        s.put(&l.policy("orders"), br#"{"allow":["web"]"#, 4);
+        s.set_revision(4);
+        let good = s.snapshot();
+        let (_, back) = State::from_snapshot(l.clone(), range(), &good);
+        assert_eq!(back, good);
+        // Edited by hand: a VIP off the range, a second name on orders' VIP.
+        let mut edited = good.clone();
+        edited
+            .vips
+            .insert("orders".into(), Ipv4Addr::new(8, 8, 8, 8));
+        edited
+            .vips
+            .insert("web".into(), Ipv4Addr::new(127, 77, 0, 9));
+        edited
+            .vips
+            .insert("zz".into(), Ipv4Addr::new(127, 77, 0, 9));
+        let (state, back) = State::from_snapshot(l, range(), &edited);
+        assert_eq!(back.vips.get("orders"), None);
+        assert_eq!(back.services["orders"].vip, None);
+        assert_eq!(back.vips.get("web"), Some(&Ipv4Addr::new(127, 77, 0, 9)));
+        assert!(state.vip_duplicates().contains_key("zz"));
+    }
+
+    #[test]
     fn replace_counts_drift() {
         let l = layout();
-        let mut s = State::new(l.clone());
+        let mut s = State::new(l.clone(), range());
         s.put(
             &l.instance("b", "a", "1"),
             instance_json("passing").as_bytes(),
@@ -593,7 +869,7 @@ mod tests {
     #[test]
     fn incremental_snapshots_match_a_full_rebuild() {
         let l = layout();
-        let mut s = State::new(l.clone());
+        let mut s = State::new(l.clone(), range());
         let mut seed: u64 = 42;
         let mut next = |n: u64| {
             seed = seed

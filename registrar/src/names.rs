@@ -1,9 +1,10 @@
-//! Name rules shared by the agent config and service definitions: host names, DNS names, service
-//! names, tags, instance ids. Each returns why a name is refused.
+//! Name rules for everything a name can come from: the agent config, service definitions, and
+//! the records other hosts write to etcd (which the catalog checks as strictly as local files).
+//! Host names, DNS names, service names, tags, instance ids; each returns why a name is refused.
 
 /// `agent.host`: lowercase `[a-z0-9.-]`, 1..=253 chars. It becomes an etcd key segment and the
 /// host's certificate identity, so other characters would break one or the other.
-pub(crate) fn host(s: &str) -> Result<(), String> {
+pub fn host(s: &str) -> Result<(), String> {
     charset(s, 253, |c| {
         c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-'
     })
@@ -12,14 +13,14 @@ pub(crate) fn host(s: &str) -> Result<(), String> {
 
 /// A service name: `[a-z0-9-]`, 1..=63 chars, not starting or ending with '-', since it is a DNS
 /// label under the mesh domain (`orders.mesh`).
-pub(crate) fn service(s: &str) -> Result<(), String> {
+pub fn service(s: &str) -> Result<(), String> {
     label(s).map_err(|e| {
         format!("{e}; a service name is a DNS label: lowercase letters, digits and '-'")
     })
 }
 
 /// A tag: `[a-z0-9-]`, 1..=63 chars (it is matched in route rules, never used in DNS).
-pub(crate) fn tag(s: &str) -> Result<(), String> {
+pub fn tag(s: &str) -> Result<(), String> {
     charset(s, 63, |c| {
         c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
     })
@@ -28,7 +29,7 @@ pub(crate) fn tag(s: &str) -> Result<(), String> {
 
 /// An instance id (the service file's name without `.toml`): `[A-Za-z0-9._-]`, 1..=128 chars,
 /// since it is an etcd key segment and travels in a header.
-pub(crate) fn instance_id(s: &str) -> Result<(), String> {
+pub fn instance_id(s: &str) -> Result<(), String> {
     charset(s, 128, |c| {
         c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
     })
@@ -36,7 +37,7 @@ pub(crate) fn instance_id(s: &str) -> Result<(), String> {
 }
 
 /// A DNS name such as `mesh` or `mesh.example`: lowercase labels, no trailing dot.
-pub(crate) fn dns_name(s: &str) -> Result<(), String> {
+pub fn dns_name(s: &str) -> Result<(), String> {
     if s.ends_with('.') {
         return Err("must not end with '.'".to_owned());
     }
@@ -50,7 +51,7 @@ pub(crate) fn dns_name(s: &str) -> Result<(), String> {
 }
 
 /// A SPIFFE trust domain: lowercase letters, digits, '.', '-' and '_', 1..=255 chars.
-pub(crate) fn trust_domain(s: &str) -> Result<(), String> {
+pub fn trust_domain(s: &str) -> Result<(), String> {
     charset(s, 255, |c| {
         c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_')
     })
@@ -59,7 +60,7 @@ pub(crate) fn trust_domain(s: &str) -> Result<(), String> {
 
 /// `agent.zone`: letters, digits, '.', '_' and '-', 1..=63 chars, as cloud zone names are; it
 /// travels in the host record and in metrics labels.
-pub(crate) fn zone(s: &str) -> Result<(), String> {
+pub fn zone(s: &str) -> Result<(), String> {
     charset(s, 63, |c| {
         c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
     })
