@@ -355,6 +355,7 @@ impl Metrics {
         let dns = crate::dns::DnsMetrics::register(&mut registry);
         let capture = crate::capture::CaptureMetrics::register(&mut registry);
         let tls = crate::tls::CertMetrics::register(&mut registry);
+        crate::descriptors::exhaustion().register(&mut registry);
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "hostmesh_config_reloads",

@@ -455,7 +455,10 @@ fn records_a_rogue_host_writes_are_checked_like_local_files() {
 
     assert_eq!(dig_a(&a_host, "evil.mesh"), Vec::<String>::new());
     assert_eq!(dig_a(&a_host, "twin.mesh"), Vec::<String>::new());
-    assert_eq!(dig_a(&a_host, "orders.mesh"), std::slice::from_ref(&orders_vip));
+    assert_eq!(
+        dig_a(&a_host, "orders.mesh"),
+        std::slice::from_ref(&orders_vip)
+    );
     assert_eq!(
         services(&a),
         ["evil", "orders", "sentinel", "twin"],

@@ -2,10 +2,10 @@
 //! endpoint"), and the loopback-only `POST /maint/...`. No GET changes state.
 
 pub mod explain;
+mod listener;
 mod maint;
 pub mod status;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -21,6 +21,8 @@ use hostmesh_registrar::catalog::Catalog;
 use hostmesh_registrar::register::{Maintenance, RegistrarStatus};
 
 use crate::metrics::Metrics;
+
+pub use listener::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
 
 /// What the admin handlers read. Shared, read-only apart from the readiness flag.
 #[derive(Debug)]
@@ -43,6 +45,8 @@ pub struct AdminState {
     pub policies: Arc<crate::policy::Policies>,
     /// Set once every listener of the agent is up.
     pub listeners_up: AtomicBool,
+    /// Set when the connection caps may need more descriptors than `nofile` allows.
+    pub descriptors: Option<String>,
 }
 
 /// Serves the admin endpoint on an already bound listener until `cancel`.
@@ -56,13 +60,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, cancel: Cancel
         .route("/maint/{service}/{switch}", post(maint::service))
         .route("/maint/{service}/{id}/{switch}", post(maint::instance))
         .with_state(state);
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
-    {
-        tracing::error!("admin endpoint stopped: {e}");
-    }
+    listener::serve(listener, app, cancel).await;
 }
 
 /// 200 once the agent can serve: listeners up and a catalog loaded (etcd or disk).

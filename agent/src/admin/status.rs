@@ -75,6 +75,7 @@ pub fn build(state: &AdminState) -> Status {
         .map(|(name, e)| format!("VIP for {name}: {e}"))
         .collect();
     problems.extend(state.capture.problems());
+    problems.extend(state.descriptors.clone());
     problems.extend(state.policies.problems());
     if catalog.refused_empty_listing {
         problems.push("etcd listed no keys; keeping the last good catalog".into());

@@ -303,8 +303,8 @@ pub(crate) async fn accept_loop<F>(
             }
             Err(e) => {
                 handoff.metrics.accept_errors.inc();
-                if out_of_resources(&e) {
-                    tracing::warn!("accept: {e}; pausing {ACCEPT_BACKOFF:?}");
+                if crate::descriptors::out_of_resources(&e) {
+                    crate::descriptors::exhaustion().record("outbound", &e);
                     tokio::select! {
                         () = cancel.cancelled() => return,
                         () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
@@ -316,13 +316,6 @@ pub(crate) async fn accept_loop<F>(
             }
         }
     }
-}
-
-fn out_of_resources(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOBUFS | nix::libc::ENOMEM)
-    )
 }
 
 /// "5 s" or "200 ms", for messages an operator reads.

@@ -167,6 +167,7 @@ struct Inner {
     cells: [[OnceLock<Counter>; Outcome::COUNT]; QType::ALL.len()],
     local: Histogram,
     upstream: Histogram,
+    tcp_closed: Family<[(&'static str, &'static str); 1], Counter>,
 }
 
 /// The DNS shim's metrics; cheap to clone, shared by every listener task.
@@ -202,12 +203,19 @@ impl DnsMetrics {
             "Time from receiving a DNS query to sending its answer, by where the answer came from",
             durations,
         );
+        registry.register(
+            "hostmesh_dns_tcp_connections_closed",
+            "DNS over TCP connections the shim closed to make room, by reason: evicted (the one \
+             idle longest, for a new client at the cap) or refused (a new client, none idle)",
+            m.inner.tcp_closed.clone(),
+        );
         DnsMetrics {
             inner: Arc::new(Inner {
                 queries: m.inner.queries.clone(),
                 cells: Default::default(),
                 local,
                 upstream,
+                tcp_closed: m.inner.tcp_closed.clone(),
             }),
         }
     }
@@ -220,6 +228,7 @@ impl DnsMetrics {
                 cells: Default::default(),
                 local: Histogram::new(BUCKETS),
                 upstream: Histogram::new(BUCKETS),
+                tcp_closed: Family::default(),
             }),
         }
     }
@@ -238,6 +247,14 @@ impl DnsMetrics {
             Source::Upstream => &self.inner.upstream,
         };
         histogram.observe(took.as_secs_f64());
+    }
+
+    /// A TCP connection closed to make room (`evicted` or `refused`).
+    pub(crate) fn tcp_closed(&self, reason: &'static str) {
+        self.inner
+            .tcp_closed
+            .get_or_create(&[("reason", reason)])
+            .inc();
     }
 
     /// The count for one (type, result) pair (tests).

@@ -29,6 +29,6 @@ mod server_tests;
 
 pub use answer::{Handled, Reply, answer_local};
 pub use metrics::DnsMetrics;
-pub use server::DnsServer;
+pub use server::{DnsServer, MAX_TCP_CONNECTIONS};
 pub use table::{Table, Zone};
 pub use wire::{Request, Transport};

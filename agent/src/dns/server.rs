@@ -31,7 +31,7 @@ use crate::config::{DnsSection, Upstream};
 /// upstream socket, so this also bounds the file descriptors the shim uses.
 pub(crate) const MAX_IN_FLIGHT: usize = 512;
 /// Open TCP connections at once.
-pub(crate) const MAX_TCP_CONNECTIONS: usize = 256;
+pub const MAX_TCP_CONNECTIONS: usize = 256;
 /// Tasks reading the UDP socket (each answers mesh names inline).
 const MAX_UDP_WORKERS: usize = 4;
 /// A port-0 listen picks the UDP port first and then needs the same TCP port free.

@@ -3,8 +3,9 @@
 //! hold up a mesh answer behind it).
 //!
 //! No client can stall the shim: every read and write has a deadline, a connection that does
-//! not read its answers is closed, and connections beyond `MAX_TCP_CONNECTIONS` (server.rs)
-//! are closed on accept.
+//! not read its answers is closed, and at `MAX_TCP_CONNECTIONS` (server.rs) a new client takes
+//! the place of the connection idle the longest (RFC 7766 §6.2.3); only when none is idle is
+//! the new one closed on accept.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +17,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use hickory_proto::op::ResponseCode;
+
+use crate::idle::{Admission, Busy, Capped, Idle, Slot};
 
 use super::answer::{Handled, answer_local};
 use super::forward::relay;
@@ -40,31 +43,41 @@ pub(crate) async fn accept(
     shared: Arc<Shared>,
     cancel: CancellationToken,
 ) {
-    let connections = Arc::new(Semaphore::new(max_connections));
+    let open = Capped::new(max_connections);
     let accepting = async {
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors and the like: pause rather than spin.
-                    tracing::warn!("dns: tcp accept: {e}");
+                Err(e) if crate::descriptors::out_of_resources(&e) => {
+                    crate::descriptors::exhaustion().record("dns", &e);
+                    // Pause rather than spin.
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                     continue;
                 }
+                Err(e) => {
+                    tracing::debug!("dns: tcp accept: {e}");
+                    continue;
+                }
             };
-            let Ok(permit) = connections.clone().try_acquire_owned() else {
-                tracing::debug!("dns: {max_connections} tcp connections open; closing a new one");
-                continue;
+            let slot = match open.admit(IDLE_TIMEOUT, &cancel) {
+                Some((slot, Admission::Room)) => slot,
+                Some((slot, Admission::Evicted)) => {
+                    shared.metrics.tcp_closed("evicted");
+                    slot
+                }
+                None => {
+                    shared.metrics.tcp_closed("refused");
+                    tracing::debug!(
+                        "dns: {max_connections} tcp connections open, none idle; closing a new one"
+                    );
+                    continue;
+                }
             };
             let _ = stream.set_nodelay(true);
             let (reader, writer) = stream.into_split();
-            tokio::spawn(connection(
-                reader,
-                writer,
-                shared.clone(),
-                cancel.child_token(),
-                permit,
-            ));
+            // Ends with the agent, or when a new client at the cap evicts it.
+            let conn = slot.closed.clone();
+            tokio::spawn(connection(reader, writer, shared.clone(), conn, slot));
         }
     };
     cancel.run_until_cancelled(accepting).await;
@@ -75,12 +88,12 @@ async fn connection(
     writer: OwnedWriteHalf,
     shared: Arc<Shared>,
     conn: CancellationToken,
-    _permit: OwnedSemaphorePermit,
+    slot: Slot,
 ) {
     let (tx, rx) = mpsc::channel(PIPELINE);
     let writing = tokio::spawn(write_answers(writer, rx, conn.clone()));
-    conn.run_until_cancelled(read_queries(reader, tx, shared, conn.clone()))
-        .await;
+    let reading = read_queries(reader, tx, shared, conn.clone(), &slot.idle);
+    conn.run_until_cancelled(reading).await;
     // Answers still being forwarded are written before the connection closes; the writer
     // ends when the last of them is sent (or the connection is cancelled).
     let _ = writing.await;
@@ -91,6 +104,7 @@ async fn read_queries(
     tx: mpsc::Sender<Vec<u8>>,
     shared: Arc<Shared>,
     conn: CancellationToken,
+    idle: &Idle,
 ) {
     let pipeline = Arc::new(Semaphore::new(PIPELINE));
     loop {
@@ -100,6 +114,8 @@ async fn read_queries(
             // EOF, reset or idle: done with this connection.
             _ => return,
         }
+        // Busy (not to be evicted) from a query's first byte until it is answered.
+        let busy = idle.busy();
         let mut message = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
         match tokio::time::timeout(READ_TIMEOUT, reader.read_exact(&mut message)).await {
             Ok(Ok(_)) => {}
@@ -135,7 +151,7 @@ async fn read_queries(
                     }
                     continue;
                 };
-                let task = forward(shared.clone(), req, tx.clone(), start, [slot, turn]);
+                let task = forward(shared.clone(), req, tx.clone(), start, [slot, turn], busy);
                 tokio::spawn(conn.clone().run_until_cancelled_owned(task));
             }
         }
@@ -148,6 +164,7 @@ async fn forward(
     tx: mpsc::Sender<Vec<u8>>,
     start: Instant,
     permits: [OwnedSemaphorePermit; 2],
+    _busy: Busy,
 ) {
     let Some(forwarder) = &shared.forwarder else {
         return;

@@ -20,6 +20,7 @@ use crate::body::{self, ProxyBody};
 use crate::h2_limits;
 use crate::headers;
 use crate::http_errors::{self, Reason};
+use crate::idle::{BusyBody, Idle};
 use crate::trace::Kind;
 use crate::wire;
 
@@ -34,16 +35,27 @@ pub async fn serve(
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new());
     h2_limits::peer_server(&mut builder, &ctx.settings);
-    let draining = ctx.draining.clone();
-    let svc = service_fn(move |req| {
-        let ctx = ctx.clone();
-        let caller = caller.clone();
-        async move { Ok::<_, Infallible>(handle(ctx, peer, caller, req).await) }
-    });
+    let stop = ctx.draining.child_token();
+    // The peer's pool drops a connection idle for idle_timeout; twice that here is only a
+    // backstop, so that the peer (which knows when it is about to send) normally closes first.
+    let idle = Idle::new(ctx.settings.idle_timeout.saturating_mul(2));
+    let svc = {
+        let idle = idle.clone();
+        service_fn(move |req| {
+            let ctx = ctx.clone();
+            let caller = caller.clone();
+            let busy = idle.busy();
+            async move {
+                let resp = handle(ctx, peer, caller, req).await;
+                Ok::<_, Infallible>(resp.map(|b| BusyBody::new(b, busy)))
+            }
+        })
+    };
     let conn = builder.serve_connection(TokioIo::new(stream), svc);
-    // A GOAWAY once draining starts: the peer finishes what it sent and reconnects for more.
-    let conn = crate::shutdown::Graceful::new(conn, &draining, |c| c.graceful_shutdown());
-    if let Err(e) = conn.await {
+    // A GOAWAY once draining starts (or the backstop fires): the peer finishes what it sent
+    // and reconnects for more.
+    let conn = crate::shutdown::Graceful::new(conn, &stop, |c| c.graceful_shutdown());
+    if let Some(Err(e)) = idle.close_when_idle(conn, stop).await {
         tracing::debug!(%peer, "inbound connection ended: {e}");
     }
 }

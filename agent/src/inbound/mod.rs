@@ -76,10 +76,15 @@ impl Inbound {
                 () = cancel.cancelled() => return,
                 r = listener.accept() => match r {
                     Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!("inbound accept: {e}");
-                        // Out of file descriptors and the like: do not spin.
+                    Err(e) if crate::descriptors::out_of_resources(&e) => {
+                        crate::descriptors::exhaustion().record("inbound", &e);
+                        // Do not spin while short of descriptors.
                         tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                    // One connection's own problem (reset before it was accepted).
+                    Err(e) => {
+                        tracing::debug!("inbound accept: {e}");
                         continue;
                     }
                 },

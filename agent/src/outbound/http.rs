@@ -41,6 +41,7 @@ use crate::body::{self, ProxyBody};
 use crate::h2_limits;
 use crate::headers;
 use crate::http_errors::{self, Reason};
+use crate::idle::{BusyBody, Idle};
 use crate::inbound::Prefixed;
 use crate::shutdown::Graceful;
 use crate::trace::Kind;
@@ -101,12 +102,23 @@ pub async fn serve(ctx: Arc<Outbound>, mut stream: TcpStream, dst: SocketAddrV4)
             let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
             builder.timer(TokioTimer::new());
             h2_limits::app_server(&mut builder, &ctx_settings);
-            let svc = service_fn(move |req| {
-                let ctx = ctx.clone();
-                async move { Ok::<_, Infallible>(handle(ctx, dst, req, None).await) }
-            });
+            let idle = Idle::new(ctx_settings.idle_timeout);
+            let svc = {
+                let idle = idle.clone();
+                service_fn(move |req| {
+                    let ctx = ctx.clone();
+                    let busy = idle.busy();
+                    async move {
+                        let resp = handle(ctx, dst, req, None).await;
+                        Ok::<_, Infallible>(resp.map(|b| BusyBody::new(b, busy)))
+                    }
+                })
+            };
             let conn = builder.serve_connection(TokioIo::new(io), svc);
-            Graceful::new(conn, &draining, |c| c.graceful_shutdown()).await
+            // A GOAWAY when the agent drains, or after idle_timeout with no request.
+            let stop = draining.child_token();
+            let conn = Graceful::new(conn, &stop, |c| c.graceful_shutdown());
+            idle.close_when_idle(conn, stop).await.unwrap_or(Ok(()))
         }
     };
     if let Err(e) = ended {

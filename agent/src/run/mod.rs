@@ -40,6 +40,30 @@ use listeners::Listeners;
 /// check runs again on every registration attempt).
 const CLAIM_WAIT: Duration = Duration::from_secs(3);
 
+/// Raises `nofile` to its hard limit and checks the connection caps fit in it; the problem, if
+/// any, for `/status` (the agent runs anyway: past the limit, new connections fail and are
+/// counted in `hostmesh_descriptors_exhausted_total`).
+fn descriptor_budget(max_connections: usize) -> Option<String> {
+    match crate::descriptors::raise_limit() {
+        Ok(limit) => {
+            tracing::info!(
+                soft = limit.soft,
+                hard = limit.hard,
+                "file descriptor limit"
+            );
+            let problem = crate::descriptors::budget(limit, max_connections);
+            if let Some(p) = &problem {
+                tracing::warn!("{p}");
+            }
+            problem
+        }
+        Err(e) => {
+            tracing::warn!("cannot read or raise the file descriptor limit: {e}");
+            None
+        }
+    }
+}
+
 /// A failure that stops the agent, with the exit code SPEC gives it.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -58,6 +82,7 @@ pub async fn run(
     let cancel = CancellationToken::new();
     let mut signals = Signals::install().map_err(|e| RunError::Runtime(format!("signals: {e}")))?;
     let metrics = Arc::new(Metrics::new());
+    let descriptors = descriptor_budget(config.proxy.max_connections);
     let layout = Layout::new(&config.etcd.prefix);
     let advertise = config
         .agent
@@ -131,6 +156,7 @@ pub async fn run(
         stats: outbound.clone(),
         policies: policies.clone(),
         listeners_up: Default::default(),
+        descriptors,
     });
 
     let admin_task = tokio::spawn(admin::serve(
