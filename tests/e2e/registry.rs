@@ -568,15 +568,11 @@ fn an_etcd_rebuilt_empty_never_blanks_the_catalog() {
     m.b.signal(Signal::Cont);
 }
 
-/// Issue 14, finding 5: values near etcd's own request limit (1.5 MiB by default) no longer
-/// make a list page too large to decode: a fresh agent lists them and becomes ready.
-#[test]
-fn a_fresh_agent_lists_a_catalog_of_large_values() {
-    let net = Net::new();
-    let etcd = Etcd::start(&net);
+/// Puts three valid instance records of `big` padded with a field agents ignore, 1.4 MiB each
+/// (etcd's own request limit is 1.5 MiB): one list page of the three is over tonic's default
+/// decode limit of 4 MiB.
+fn put_large_values(etcd: &Etcd) {
     let dir = tempfile::tempdir().expect("tempdir");
-    // Valid instance records padded with a field agents ignore, 1.4 MiB each: one list page
-    // of the three is over tonic's default 4 MiB.
     let pad = "x".repeat(1_400_000);
     for i in 0..3 {
         let file = dir.path().join(format!("value-{i}"));
@@ -596,10 +592,74 @@ fn a_fresh_agent_lists_a_catalog_of_large_values() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// Issue 14, finding 5: values near etcd's own request limit no longer make a list page too
+/// large to decode: a fresh agent lists them and becomes ready, and after an etcd restart a
+/// running agent lists again and follows etcd.
+#[test]
+fn large_values_list_in_a_fresh_agent_and_after_an_etcd_restart() {
+    let net = Net::new();
+    let mut etcd = Etcd::start(&net);
+    put_large_values(&etcd);
     let a = agent(&net.host("a"), &etcd, AgentOpts::new());
     wait_until(
         Duration::from_secs(10),
         "the big instances in A's catalog",
         || agent_view(&a).len() == 3,
     );
+    let restarts = |a: &Agent| {
+        a.metrics()
+            .lines()
+            .find(|l| l.starts_with("hostmesh_etcd_watch_restarts_total"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = restarts(&a);
+    etcd.kill();
+    etcd.restart();
+    wait_until(Duration::from_secs(20), "A lists etcd again", || {
+        restarts(&a) > before && a.status()["catalog"]["connected"] == true
+    });
+    etcd.put(
+        "/hostmesh/v1/hosts/z/instances/marker/m1",
+        r#"{"port":1,"protocol":"tcp","health":"passing"}"#,
+    );
+    wait_until(Duration::from_secs(10), "A follows etcd after it", || {
+        agent_view(&a).contains(&instance("marker", "z", "m1", "passing"))
+    });
+    assert_eq!(agent_view(&a).len(), 4);
+}
+
+/// A single value over the decode limit (possible only with etcd's `--max-request-bytes` raised
+/// past the agent's 64 MiB) is skipped with one warning; the rest of the catalog lists.
+#[test]
+fn a_value_too_large_to_decode_is_skipped_not_fatal() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    put_large_values(&etcd);
+    etcd.put(
+        "/hostmesh/v1/hosts/z/instances/small/s1",
+        r#"{"port":1,"protocol":"tcp","health":"passing"}"#,
+    );
+    let endpoint = etcd.endpoint();
+    let snapshot = etcd.host().in_ns(|| {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let options = hostmesh_registrar::etcd::EtcdOptions::with_endpoints(vec![endpoint]);
+            let client = options.connect().await.expect("connect to etcd");
+            let layout = hostmesh_registrar::keys::Layout::new("/hostmesh");
+            // 1 MiB: each 1.4 MiB value is too large even alone.
+            hostmesh_registrar::catalog::fetch_decoding_at_most(
+                &client,
+                &layout,
+                hostmesh_registrar::vip::default_range(),
+                1 << 20,
+            )
+            .await
+            .expect("the list succeeds")
+        })
+    });
+    let services: Vec<&String> = snapshot.services.keys().collect();
+    assert_eq!(services, ["small"]);
 }

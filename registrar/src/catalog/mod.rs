@@ -36,7 +36,9 @@ pub use snapshot::{Instance, Service, Snapshot};
 pub use state::{Applied, State, VipConflict, VipDuplicate, parse_vip};
 
 /// Keys per list page to start with; a page whose answer is too large is asked again at half
-/// the keys, down to one key, and the smaller size is kept for the rest of the list.
+/// the keys, down to one key, and the smaller size is kept for the rest of the list. A single
+/// value still too large (only possible with etcd's `--max-request-bytes` raised past
+/// [`MAX_MESSAGE`]) is skipped with one warning naming its key.
 const PAGE: i64 = 1000;
 /// The largest answer (a list page or a watch batch) the agent decodes. tonic's default is
 /// 4 MiB: three values near etcd's own 1.5 MiB request limit (`--max-request-bytes`) made one
@@ -271,7 +273,18 @@ pub async fn fetch(
     layout: &Layout,
     vip_range: Ipv4Net,
 ) -> Result<Snapshot, etcd_client::Error> {
-    let mut state = list(client, State::new(layout.clone(), vip_range), layout).await?;
+    fetch_decoding_at_most(client, layout, vip_range, MAX_MESSAGE).await
+}
+
+/// [`fetch`] with another decode limit (tests: a value over it is skipped, not fatal).
+pub async fn fetch_decoding_at_most(
+    client: &Client,
+    layout: &Layout,
+    vip_range: Ipv4Net,
+    max_message: usize,
+) -> Result<Snapshot, etcd_client::Error> {
+    let state = State::new(layout.clone(), vip_range);
+    let mut state = list(client, state, layout, max_message).await?;
     Ok(state.snapshot())
 }
 
@@ -329,7 +342,7 @@ impl Watcher {
     ) -> Result<WatchEnd, String> {
         let listed = tokio::select! {
             () = cancel.cancelled() => return Ok(WatchEnd::Cancelled),
-            r = list(client, self.state.empty_like(), &self.config.layout) => r.map_err(|e| format!("list: {e}"))?,
+            r = list(client, self.state.empty_like(), &self.config.layout, MAX_MESSAGE) => r.map_err(|e| format!("list: {e}"))?,
         };
         let revision = listed.revision();
         let has_good = self
@@ -443,8 +456,9 @@ async fn list(
     client: &Client,
     mut listed: State,
     layout: &Layout,
+    max_message: usize,
 ) -> Result<State, etcd_client::Error> {
-    let mut kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
+    let mut kv = client.kv_client().max_decoding_message_size(max_message);
     let root = layout.root().to_owned();
     let end = prefix_end(&root);
     let mut start = root.into_bytes();
@@ -464,6 +478,31 @@ async fn list(
                     page,
                     "a catalog page was too large to decode; asking for fewer keys"
                 );
+                continue;
+            }
+            Err(e) if too_large(&e) => {
+                // One value alone is too large: learn its key (keys only) and go past it.
+                let mut options = GetOptions::new()
+                    .with_range(end.clone())
+                    .with_limit(1)
+                    .with_keys_only();
+                if revision > 0 {
+                    options = options.with_revision(revision);
+                }
+                let resp = kv.get(start.clone(), Some(options)).await?;
+                let Some(kv) = resp.kvs().first() else {
+                    return Err(e);
+                };
+                if revision == 0 {
+                    revision = resp.header().map_or(0, |h| h.revision());
+                }
+                tracing::warn!(
+                    key = %String::from_utf8_lossy(kv.key()),
+                    limit = max_message,
+                    "skipping a value in etcd too large to decode"
+                );
+                start = kv.key().to_vec();
+                start.push(0);
                 continue;
             }
             Err(e) => return Err(e),
