@@ -77,6 +77,11 @@ impl RawConn {
         })
     }
 
+    /// Writes `bytes` in one write call, returning the error.
+    pub fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
     /// Writes `bytes` in one write call.
     #[track_caller]
     pub fn send(&mut self, bytes: &[u8]) {
@@ -86,8 +91,9 @@ impl RawConn {
     }
 
     /// The next response, or what is wrong: the connection closed or nothing whole came within
-    /// 10 s. `head_request`: it answers a HEAD (no body whatever its head says). Interim (1xx)
-    /// responses are returned like final ones.
+    /// 10 s (an error once the head came says `body of a STATUS: …`). `head_request`: it answers
+    /// a HEAD (no body whatever its head says). Interim (1xx) responses are returned like final
+    /// ones.
     pub fn try_response(&mut self, head_request: bool) -> Result<RawResponse, String> {
         let deadline = Instant::now() + READ_WITHIN;
         let head_len = loop {
@@ -130,8 +136,20 @@ impl RawConn {
         if head_request || status < 200 || status == 204 || status == 304 {
             return Ok(resp);
         }
+        self.read_body(&mut resp, chunked, length, deadline)
+            .map_err(|e| format!("body of a {status}: {e}"))?;
+        Ok(resp)
+    }
+
+    fn read_body(
+        &mut self,
+        resp: &mut RawResponse,
+        chunked: bool,
+        length: Option<String>,
+        deadline: Instant,
+    ) -> Result<(), String> {
         if chunked {
-            self.read_chunked(&mut resp, deadline)?;
+            self.read_chunked(resp, deadline)?;
         } else if let Some(n) = length {
             let n: usize = n.parse().map_err(|_| format!("content-length {n:?}"))?;
             while self.buf.len() < n {
@@ -152,7 +170,7 @@ impl RawConn {
             resp.body = std::mem::take(&mut self.buf);
             resp.wire_body = resp.body.clone();
         }
-        Ok(resp)
+        Ok(())
     }
 
     /// The next response; panics if none comes whole (see [`RawConn::try_response`]).
