@@ -115,16 +115,6 @@ impl Tally {
     }
 }
 
-/// The backend's byte pattern for `/bytes?n=N` and `/chunked?n=N`.
-fn pattern(n: usize) -> Vec<u8> {
-    b"0123456789abcdef"
-        .iter()
-        .copied()
-        .cycle()
-        .take(n)
-        .collect()
-}
-
 /// HTTP/1.1 traffic to `orders` from inside host `a`, a new connection per request, until `stop`.
 fn http_traffic(vip: SocketAddr, stop: &AtomicBool, ids: &AtomicU64, seed: u64) -> Tally {
     let mut t = Tally::default();
@@ -190,7 +180,7 @@ fn http_traffic(vip: SocketAddr, stop: &AtomicBool, ids: &AtomicU64, seed: u64) 
             }
             (200, None) => {
                 let n = expect.unwrap_or(0);
-                if resp.body != pattern(n) {
+                if resp.body != Backend::bytes(n) {
                     t.violations.push(format!(
                         "{}: 200 with a wrong body of {} bytes reported complete",
                         first_line(&request),

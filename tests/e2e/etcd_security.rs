@@ -409,15 +409,22 @@ fn dig_a(host: &Host, name: &str) -> Vec<String> {
     host.dig(&[name]).data("A")
 }
 
-/// What any host can write below `vips/` and `hosts/` is checked like a local service file:
-/// a VIP outside `vip_range`, a second name on a VIP, bad names, port 0 and weight 0 are never
-/// served, each skipped with one warning naming its key.
-#[test]
-fn records_a_rogue_host_writes_are_checked_like_local_files() {
+/// `orders` on host `b` behind its agent, and host `a`'s agent answering `orders.mesh` with the
+/// VIP returned. Fields drop in order: agents, then etcd, then the network.
+struct OrdersMesh {
+    a_host: Host,
+    a: Agent,
+    vip: String,
+    _b: Agent,
+    etcd: Etcd,
+    _net: Net,
+}
+
+fn orders_mesh() -> OrdersMesh {
     let net = Net::new();
     let etcd = Etcd::start(&net);
     let a_host = net.host("a");
-    let _b = start(
+    let b = start(
         &net.host("b"),
         &etcd,
         AgentOpts::new().service("orders-1", ORDERS),
@@ -426,7 +433,24 @@ fn records_a_rogue_host_writes_are_checked_like_local_files() {
     wait_until(Duration::from_secs(10), "A answers orders.mesh", || {
         dig_a(&a_host, "orders.mesh").len() == 1
     });
-    let orders_vip = dig_a(&a_host, "orders.mesh").remove(0);
+    let vip = dig_a(&a_host, "orders.mesh").remove(0);
+    OrdersMesh {
+        a_host,
+        a,
+        vip,
+        _b: b,
+        etcd,
+        _net: net,
+    }
+}
+
+/// What any host can write below `vips/` and `hosts/` is checked like a local service file:
+/// a VIP outside `vip_range`, a second name on a VIP, bad names, port 0 and weight 0 are never
+/// served, each skipped with one warning naming its key.
+#[test]
+fn records_a_rogue_host_writes_are_checked_like_local_files() {
+    let m = orders_mesh();
+    let (a_host, a, etcd, orders_vip) = (&m.a_host, &m.a, &m.etcd, m.vip.clone());
 
     let v1 = "/hostmesh/v1";
     let instance = r#"{"port":8080,"protocol":"http","health":"passing"}"#;
@@ -450,17 +474,17 @@ fn records_a_rogue_host_writes_are_checked_like_local_files() {
     // A good record written last: once A serves it, A has seen every write above.
     etcd.put(&format!("{v1}/vips/sentinel"), "\"127.77.201.1\"");
     wait_until(Duration::from_secs(10), "A serves the sentinel", || {
-        dig_a(&a_host, "sentinel.mesh") == ["127.77.201.1"]
+        dig_a(a_host, "sentinel.mesh") == ["127.77.201.1"]
     });
 
-    assert_eq!(dig_a(&a_host, "evil.mesh"), Vec::<String>::new());
-    assert_eq!(dig_a(&a_host, "twin.mesh"), Vec::<String>::new());
+    assert_eq!(dig_a(a_host, "evil.mesh"), Vec::<String>::new());
+    assert_eq!(dig_a(a_host, "twin.mesh"), Vec::<String>::new());
     assert_eq!(
-        dig_a(&a_host, "orders.mesh"),
+        dig_a(a_host, "orders.mesh"),
         std::slice::from_ref(&orders_vip)
     );
     assert_eq!(
-        services(&a),
+        services(a),
         ["evil", "orders", "sentinel", "twin"],
         "no instance breaking a rule is served"
     );
@@ -513,21 +537,13 @@ fn records_a_rogue_host_writes_are_checked_like_local_files() {
 /// etcd outage: a VIP off the range is not served.
 #[test]
 fn an_edited_saved_catalog_is_checked_at_start() {
-    let net = Net::new();
-    let mut etcd = Etcd::start(&net);
-    let a_host = net.host("a");
-    let _b = start(
-        &net.host("b"),
-        &etcd,
-        AgentOpts::new().service("orders-1", ORDERS),
-    );
-    let mut a = start(&a_host, &etcd, AgentOpts::new());
+    let mut m = orders_mesh();
+    let (a_host, a, vip) = (&m.a_host, &mut m.a, m.vip.clone());
     let saved = a.data_dir().join("catalog.json");
     wait_until(Duration::from_secs(10), "A saved orders", || {
         std::fs::read_to_string(&saved).is_ok_and(|s| s.contains("orders-1"))
     });
-    let vip = dig_a(&a_host, "orders.mesh").remove(0);
-    etcd.kill();
+    m.etcd.kill();
     a.signal(Signal::Term);
     a.wait_exit(Duration::from_secs(10)).expect("A stops");
     let text = std::fs::read_to_string(&saved).expect("catalog.json");
@@ -538,26 +554,15 @@ fn an_edited_saved_catalog_is_checked_at_start() {
     a.restart();
     a.wait_ready(READY);
     assert_eq!(a.status()["catalog"]["source"], "disk");
-    assert_eq!(services(&a), ["orders"]);
-    assert_eq!(dig_a(&a_host, "orders.mesh"), Vec::<String>::new());
+    assert_eq!(services(a), ["orders"]);
+    assert_eq!(dig_a(a_host, "orders.mesh"), Vec::<String>::new());
     assert!(a.log().contains("outside vip_range"), "{}", a.log_tail(30));
 }
 
 #[test]
 fn a_running_agent_refuses_a_vip_changed_in_etcd() {
-    let net = Net::new();
-    let etcd = Etcd::start(&net);
-    let a_host = net.host("a");
-    let _b = start(
-        &net.host("b"),
-        &etcd,
-        AgentOpts::new().service("orders-1", ORDERS),
-    );
-    let a = start(&a_host, &etcd, AgentOpts::new());
-    wait_until(Duration::from_secs(10), "A answers orders.mesh", || {
-        dig_a(&a_host, "orders.mesh").len() == 1
-    });
-    let vip = dig_a(&a_host, "orders.mesh").remove(0);
+    let m = orders_mesh();
+    let (a_host, a, etcd, vip) = (&m.a_host, &m.a, &m.etcd, m.vip.clone());
     let other = if vip == "127.77.200.200" {
         "127.77.200.201"
     } else {
@@ -580,7 +585,7 @@ fn a_running_agent_refuses_a_vip_changed_in_etcd() {
         "{status}"
     );
     assert_eq!(status["services"]["orders"]["vip"], vip.as_str());
-    assert_eq!(dig_a(&a_host, "orders.mesh"), std::slice::from_ref(&vip));
+    assert_eq!(dig_a(a_host, "orders.mesh"), std::slice::from_ref(&vip));
     assert!(
         a.metrics().contains("hostmesh_vip_conflicts 1"),
         "{}",
@@ -599,7 +604,7 @@ fn a_running_agent_refuses_a_vip_changed_in_etcd() {
             .as_object()
             .is_some_and(|m| m.is_empty())
     });
-    assert_eq!(dig_a(&a_host, "orders.mesh"), [vip]);
+    assert_eq!(dig_a(a_host, "orders.mesh"), [vip]);
 }
 
 #[test]

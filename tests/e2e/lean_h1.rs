@@ -116,19 +116,9 @@ fn post(path: &str, body: &[u8], extra: &str) -> Vec<u8> {
     out
 }
 
-/// What the test backend's `/bytes?n=N` and `/chunked?n=N` send.
-fn pattern(n: usize) -> Vec<u8> {
-    b"0123456789abcdef"
-        .iter()
-        .copied()
-        .cycle()
-        .take(n)
-        .collect()
-}
-
 /// `/chunked?n=N&size=S` exactly as the app writes it: chunks with extensions, a trailer.
 fn chunked_wire(n: usize, size: usize) -> Vec<u8> {
-    let data = pattern(n);
+    let data = Backend::bytes(n);
     let mut out = Vec::new();
     for (seq, piece) in data.chunks(size).enumerate() {
         out.extend_from_slice(format!("{:x};seq={seq}\r\n", piece.len()).as_bytes());

@@ -74,6 +74,16 @@ impl Backend {
     }
 
     /// The host it runs in.
+    /// What `/bytes?n=N` and `/chunked?n=N` send: a fixed pattern of `n` bytes.
+    pub fn bytes(n: usize) -> Vec<u8> {
+        b"0123456789abcdef"
+            .iter()
+            .copied()
+            .cycle()
+            .take(n)
+            .collect()
+    }
+
     pub fn host(&self) -> &Host {
         &self.host
     }

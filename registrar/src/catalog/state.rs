@@ -629,9 +629,8 @@ mod tests {
 
     const INFO: &str = r#"{"address":"198.18.0.10","inbound_port":4143,"version":"0.1.0"}"#;
 
-    #[test]
-    fn joins_instances_with_host_info() {
-        let l = layout();
+    /// Host `b`'s info, its instance `o1` of `orders`, and orders' VIP 127.77.0.5.
+    fn orders_on_b(l: &Layout) -> State {
         let mut s = State::new(l.clone(), range());
         s.put(&l.host_info("b"), INFO.as_bytes(), 2);
         s.put(
@@ -640,6 +639,13 @@ mod tests {
             2,
         );
         s.put(&l.vip("orders"), br#""127.77.0.5""#, 3);
+        s
+    }
+
+    #[test]
+    fn joins_instances_with_host_info() {
+        let l = layout();
+        let mut s = orders_on_b(&l);
         let snap = s.snapshot();
         let svc = snap.service("orders").expect("orders");
         assert_eq!(svc.vip, Some(Ipv4Addr::new(127, 77, 0, 5)));
@@ -802,14 +808,7 @@ mod tests {
     #[test]
     fn a_saved_snapshot_is_checked_like_etcd() {
         let l = layout();
-        let mut s = State::new(l.clone(), range());
-        s.put(&l.host_info("b"), INFO.as_bytes(), 2);
-        s.put(
-            &l.instance("b", "orders", "o1"),
-            instance_json("passing").as_bytes(),
-            2,
-        );
-        s.put(&l.vip("orders"), br#""127.77.0.5""#, 3);
+        let mut s = orders_on_b(&l);
         s.put(&l.policy("orders"), br#"{"allow":["web"]"#, 4);
         s.set_revision(4);
         let good = s.snapshot();

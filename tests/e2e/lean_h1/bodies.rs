@@ -1,9 +1,9 @@
 //! Bodies on the lean path: request bodies it buffers (and larger ones it hands over), response
 //! bodies relayed as they come, chunked framing verbatim, and answers without a body.
 
-use hostmesh_tests::{AgentOpts, RawResponse, pseudo_random};
+use hostmesh_tests::{AgentOpts, Backend, RawResponse, pseudo_random};
 
-use super::{assert_lean, chunked_wire, get, head, lean, one_host, pattern, post};
+use super::{assert_lean, chunked_wire, get, head, lean, one_host, post};
 
 #[test]
 fn request_bodies_arrive_intact_and_larger_ones_go_to_hyper() {
@@ -48,7 +48,7 @@ fn a_10_mib_response_and_a_chunked_one_arrive_intact_and_as_they_come() {
     assert_eq!(big.status, 200, "{}", big.head);
     assert_lean(&big, "GET /bytes");
     assert_eq!(big.body.len(), n);
-    assert!(big.body == pattern(n), "10 MiB arrived altered");
+    assert!(big.body == Backend::bytes(n), "10 MiB arrived altered");
 
     assert_eq!(chunked.status, 200, "{}", chunked.head);
     assert_lean(&chunked, "GET /chunked");
@@ -101,7 +101,7 @@ fn a_chunked_response_goes_on_without_the_content_length_beside_it() {
     });
     assert_eq!(r.status, 200, "{}", r.head);
     assert_lean(&r, "GET /chunked");
-    assert!(r.body == pattern(100), "{:?}", r.text());
+    assert!(r.body == Backend::bytes(100), "{:?}", r.text());
     assert_eq!(r.header("transfer-encoding"), Some("chunked"), "{}", r.head);
     assert_eq!(
         r.header("content-length"),

@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use hostmesh_tests::{AgentOpts, RawResponse};
+use hostmesh_tests::{AgentOpts, Backend, RawResponse};
 
-use super::{assert_lean, get, head, one_host, pattern, post};
+use super::{assert_lean, get, head, one_host, post};
 use crate::hardening::client_opts;
 
 #[test]
@@ -33,7 +33,7 @@ fn pipelined_requests_are_answered_in_order_on_one_connection() {
             (200, "01234".to_owned()),
             (200, "second".to_owned()),
             (200, String::new()),
-            (200, String::from_utf8(pattern(30)).expect("ascii")),
+            (200, String::from_utf8(Backend::bytes(30)).expect("ascii")),
             (204, String::new()),
             (200, "0123456".to_owned()),
         ]
@@ -80,7 +80,7 @@ fn a_close_ends_the_connection_only_when_the_client_the_framing_or_idleness_need
     assert_eq!(until.status, 200, "{}", until.head);
     assert_lean(&until, "GET /untilclose");
     assert!(
-        until.body == pattern(n),
+        until.body == Backend::bytes(n),
         "{} bytes arrived",
         until.body.len()
     );
