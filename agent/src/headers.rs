@@ -1,5 +1,5 @@
 //! Header hygiene on both hops: hop-by-hop headers never cross a proxy (RFC 9110 §7.6.1), and
-//! `x-hostmesh-*` headers are ours: a client may only set the ones SPEC lets it set.
+//! `x-hostmesh-*` headers are ours: a client may only set the ones docs/reference/http.md lets it set.
 
 use http::HeaderMap;
 use http::header::{
@@ -56,7 +56,7 @@ pub fn is_ours(name: &[u8]) -> bool {
     name.len() >= PREFIX.len() && name[..PREFIX.len()].eq_ignore_ascii_case(PREFIX.as_bytes())
 }
 
-/// Whether a client-sent header is one of ours that clients may not set (SPEC: only
+/// Whether a client-sent header is one of ours that clients may not set (docs/reference/http.md: only
 /// `x-hostmesh-timeout` and `x-hostmesh-retryable` may come from a client).
 pub fn is_client_internal(name: &[u8]) -> bool {
     name.len() > PREFIX.len()

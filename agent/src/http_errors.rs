@@ -1,4 +1,4 @@
-//! Responses the agent makes itself (SPEC "Traffic"): a status, `x-hostmesh-error: <reason>`,
+//! Responses the agent makes itself (docs/reference/http.md): a status, `x-hostmesh-error: <reason>`,
 //! and for gRPC services a trailers-only response with the matching `grpc-status`, since gRPC
 //! clients ignore the HTTP status.
 

@@ -1,4 +1,4 @@
-//! systemd's notify protocol (`Type=notify`, SPEC "Signals and lifecycle"): READY once the agent
+//! systemd's notify protocol (`Type=notify`, docs/reference/lifecycle.md): READY once the agent
 //! would answer `/ready` with 200, RELOADING and READY around a SIGHUP reload, STOPPING when a
 //! stop signal arrives, and WATCHDOG pings at half of `WatchdogSec`. Outside systemd (no
 //! `NOTIFY_SOCKET`) every call does nothing.

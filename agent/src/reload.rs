@@ -1,4 +1,4 @@
-//! SIGHUP (SPEC "Signals and lifecycle"): re-read the agent config and `services_dir`, all or
+//! SIGHUP (docs/reference/lifecycle.md): re-read the agent config and `services_dir`, all or
 //! nothing. A bad file is rejected with every problem logged and the old state kept; either way
 //! the attempt is counted in `hostmesh_config_reloads_total{result}`.
 //!

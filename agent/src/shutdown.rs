@@ -1,4 +1,4 @@
-//! Draining served connections at shutdown (SPEC "Signals and lifecycle"): once the agent has
+//! Draining served connections at shutdown (docs/reference/lifecycle.md): once the agent has
 //! deregistered, every HTTP connection it serves is told to finish: HTTP/2 connections get a
 //! GOAWAY (requests already sent are still answered), idle HTTP/1 connections close, busy ones
 //! close after their current response. The clients reconnect for their next request, which

@@ -1,4 +1,4 @@
-//! The agent-to-agent protocol (DESIGN "Between agents"), in one place for both ends.
+//! The agent-to-agent protocol (docs/reference/http.md, "The peer protocol"), in one place for both ends.
 //!
 //! - HTTP: HTTP/2 to the peer's inbound port. The exact instance travels in `x-hostmesh-dst:
 //!   <service>/<instance-id>`, the remaining deadline in `x-hostmesh-timeout`, and the calling

@@ -1,4 +1,4 @@
-//! The etcd key layout (SPEC "etcd layout"), in one place for writers and readers.
+//! The etcd key layout (docs/reference/etcd-layout.md), in one place for writers and readers.
 //!
 //! Everything lives under `<prefix>/v1/`. A host writes only below `hosts/<host>/` (on its lease),
 //! `vips/` and `vip-owners/`, so etcd RBAC can confine each agent to those.

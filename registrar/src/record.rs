@@ -1,4 +1,4 @@
-//! The JSON values stored in etcd (SPEC "etcd layout"). Readers ignore unknown fields so that old
+//! The JSON values stored in etcd (docs/reference/etcd-layout.md). Readers ignore unknown fields so that old
 //! and new agents can run side by side; writers always write every field they know.
 
 use serde::{Deserialize, Serialize};

@@ -89,7 +89,7 @@ fn assert_lean(r: &RawResponse, what: &str) {
     );
 }
 
-/// The agent's own answer (SPEC "Traffic"): `status`, `x-hostmesh-error: reason` and the body
+/// The agent's own answer (docs/reference/http.md): `status`, `x-hostmesh-error: reason` and the body
 /// naming it.
 #[track_caller]
 fn assert_agent_answer(r: &RawResponse, status: u16, reason: &str) {

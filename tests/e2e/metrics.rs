@@ -1,4 +1,4 @@
-//! The metrics operators alert on: counts that agree across hosts, every SPEC name present, and
+//! The metrics operators alert on: counts that agree across hosts, every documented name present, and
 //! an exposition a real Prometheus parser accepts.
 
 use std::time::Duration;

@@ -19,7 +19,7 @@ const WEB: &str = "name = \"web\"\nport = 80\ntarget = \"127.0.0.1:18090\"\n";
 const BATCH: &str = "name = \"batch\"\nport = 81\ntarget = \"127.0.0.1:18091\"\n";
 const URL: &str = "http://orders.mesh:8080/";
 
-/// How fast a policy change must be applied on every agent (SPEC: within a second; the test
+/// How fast a policy change must be applied on every agent (docs/policy.md: within about a second; the test
 /// allows for the CLI's own start and the poll).
 const APPLIES_WITHIN: Duration = Duration::from_secs(3);
 

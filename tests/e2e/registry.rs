@@ -123,7 +123,7 @@ fn a_service_registered_on_one_host_appears_everywhere_within_3s() {
     assert_eq!(rows[0]["ports"], serde_json::json!([8080]));
     let vip = rows[0]["vip"].as_str().expect("a VIP");
     assert!(vip.starts_with("127.77."), "{vip}");
-    // The table form, with SPEC's columns.
+    // The table form, with the columns of docs/reference/cli.md.
     let out = a.run_cli(&["services", "--etcd", &etcd.endpoint()]);
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines();

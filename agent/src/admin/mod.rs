@@ -1,5 +1,4 @@
-//! The admin endpoint: `/live`, `/ready`, `/status`, `/explain`, `/metrics` (SPEC "Admin
-//! endpoint"), and the loopback-only `POST /maint/...`. No GET changes state.
+//! The admin endpoint: `/live`, `/ready`, `/status`, `/explain`, `/metrics` (docs/reference/admin.md), and the loopback-only `POST /maint/...`. No GET changes state.
 
 pub mod explain;
 mod listener;

@@ -21,7 +21,7 @@ use hostmesh_registrar::catalog::{Snapshot, Snapshots};
 
 use super::{CaptureStatus, Handoff, Held, accept_loop, human};
 
-/// How often a VIP:port that could not be bound is tried again (SPEC: every 5 s).
+/// How often a VIP:port that could not be bound is tried again (every 5 s, docs/reference/http.md).
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The running listen capture. Stops when the token it was started with fires, or on

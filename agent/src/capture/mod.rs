@@ -1,4 +1,4 @@
-//! How connections to VIPs reach the agent (SPEC "Capture").
+//! How connections to VIPs reach the agent (docs/reference/http.md, "Capture").
 //!
 //! Two modes, one output: every captured connection is handed to a [`Handler`] together with the
 //! VIP and port the app dialed and the connection permit it was accepted under.

@@ -1,6 +1,6 @@
 //! The `hostmesh` command line: argument parsing and dispatch. Each command lives in its own file.
 //!
-//! Exit codes (SPEC): 0 success, 1 runtime failure (etcd unreachable, not found), 2 usage or
+//! Exit codes (docs/reference/cli.md): 0 success, 1 runtime failure (etcd unreachable, not found), 2 usage or
 //! invalid input. Errors go to stderr.
 
 mod ca;
@@ -94,7 +94,7 @@ impl CliError {
 
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
-    // ring is the one crypto provider in the tree (DESIGN "TLS"); installing it explicitly means
+    // ring is the one crypto provider in the tree (docs/ARCHITECTURE.md, "TLS"); installing it explicitly means
     // a dependency that ever pulls in a second provider cannot make TLS setup panic.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();

@@ -283,9 +283,9 @@ fn defaults_are_the_documented_values() {
     assert_eq!(config, expected);
 }
 
-/// The SPEC's example parses as written.
+/// A config that sets every section, the contract's original example, parses as written.
 #[test]
-fn spec_example_parses() {
+fn a_config_setting_every_section_parses() {
     let text = r#"
 [agent]
 host = "web-01"

@@ -1,4 +1,4 @@
-//! When a failed attempt may be tried again (SPEC "Traffic", issue 5), and how often.
+//! When a failed attempt may be tried again (docs/reference/http.md, "Retries"), and how often.
 //!
 //! - A request that provably never reached the app (the connect failed, the stream was refused,
 //!   the peer agent has no such instance or could not reach its app) may be retried whatever its

@@ -1,4 +1,4 @@
-//! Access policy (SPEC "Policy"): which hosts may call a service.
+//! Access policy (docs/policy.md): which hosts may call a service.
 //!
 //! Operators write TOML and `hostmesh policy set` stores it as JSON at
 //! `<prefix>/v1/policies/<service>`; agents read it from catalog snapshots.

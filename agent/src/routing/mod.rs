@@ -1,4 +1,4 @@
-//! Route policy (SPEC "Route policy"): a service's timeout, retry budget, breaker settings and
+//! Route policy (docs/routes.md): a service's timeout, retry budget, breaker settings and
 //! ordered rules that send matching requests to weighted tag subsets.
 //!
 //! Operators write TOML and `hostmesh route set` stores it as JSON at `<prefix>/v1/routes/<service>`;
@@ -12,7 +12,7 @@
 //! - `values`: the checks of single values (durations, ranges, header names, tags).
 //!
 //! Semantics worth knowing:
-//! - A missing `[retry]` or `[breaker]` section, or a missing key in one, means the SPEC default
+//! - A missing `[retry]` or `[breaker]` section, or a missing key in one, means the default
 //!   (20 % + 10/s, 3 attempts; 5 failures, 5s doubling to 60s, 50 %). A missing `timeout` means
 //!   the agent's `request_timeout`; a rule's `timeout` replaces the top-level one.
 //! - Rules are tried in order and the first match wins. A rule without `match` takes every request.

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-/// A service's route policy. A service without one uses [`RoutePolicy::default`]: the SPEC's
-/// retry and breaker defaults, no timeout of its own (the agent's `request_timeout` applies) and
+/// A service's route policy. A service without one uses [`RoutePolicy::default`]: the
+/// retry and breaker defaults of docs/routes.md, no timeout of its own (the agent's `request_timeout` applies) and
 /// no rules (every passing instance is a candidate).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RoutePolicy {
@@ -71,7 +71,7 @@ pub struct Split {
     pub weight: u32,
 }
 
-/// Defaults (SPEC "Traffic"); `parse` and `json` fill missing keys from these.
+/// Defaults (docs/routes.md); `parse` and `json` fill missing keys from these.
 pub(crate) const BUDGET_RATIO: f64 = 0.2;
 pub(crate) const MIN_PER_SECOND: u32 = 10;
 pub(crate) const MAX_ATTEMPTS: u32 = 3;

@@ -1,4 +1,4 @@
-//! A policy as the TOML file `route get` prints and `route set` accepts, laid out as SPEC's example:
+//! A policy as the TOML file `route get` prints and `route set` accepts, laid out as the example in docs/routes.md:
 //! every value written out, defaults included, so the operator sees what agents apply.
 
 use std::fmt::Write as _;

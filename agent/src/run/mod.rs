@@ -64,7 +64,7 @@ fn descriptor_budget(max_connections: usize) -> Option<String> {
     }
 }
 
-/// A failure that stops the agent, with the exit code SPEC gives it.
+/// A failure that stops the agent, with the exit code docs/reference/lifecycle.md gives it.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("{0}")]

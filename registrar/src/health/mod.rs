@@ -1,4 +1,4 @@
-//! Local health checks (SPEC "Service definitions", `[check]`).
+//! Local health checks (docs/config.md, `[check]`).
 //!
 //! - [`probe`]: one attempt of an `http`, `tcp` or `exec` check, bounded by the check timeout.
 //! - [`Thresholds`]: the pure rise/fall state machine that debounces probe results.

@@ -1,4 +1,4 @@
-//! The rise/fall state machine behind every check (SPEC "Service definitions", `[check]`).
+//! The rise/fall state machine behind every check (docs/config.md, `[check]`).
 //!
 //! Kept pure (no clock, no I/O) so the flap-damping rules can be tested exhaustively and the
 //! runner stays a thin loop around it. One failed probe must not take an instance out of

@@ -1,4 +1,4 @@
-//! A SIGHUP under an open lean connection (SPEC "Signals and lifecycle", "Traffic"): once the
+//! A SIGHUP under an open lean connection (docs/reference/lifecycle.md, docs/reference/http.md): once the
 //! only same-host instance's definition is gone, the next request on the connection gets the
 //! agent's own 503, not a hang, and the agent goes on.
 

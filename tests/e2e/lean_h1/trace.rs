@@ -1,4 +1,4 @@
-//! Trace context on the lean path (SPEC "Traffic", `[tracing]`): with export on, the hop
+//! Trace context on the lean path (docs/reference/http.md, `[tracing]`): with export on, the hop
 //! continues a valid `traceparent` (same trace, its own span as the parent, `tracestate` kept) or
 //! starts a trace (no `tracestate`), and exports its span; with export off, both headers pass
 //! as they came.

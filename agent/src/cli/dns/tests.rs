@@ -160,8 +160,8 @@ fn resolv_conf_nameservers_are_read_like_the_shim_reads_them() {
 #[test]
 fn forwarding_only_the_mesh_domain_is_never_a_loop() {
     let shim = addr("127.0.0.1:53");
-    // resolved forwards ~mesh to us and the shim's upstream is resolved's stub: fine (SPEC's
-    // default on a resolved host).
+    // resolved forwards ~mesh to us and the shim's upstream is resolved's stub: fine (the
+    // default on a resolved host, docs/packaging.md).
     let resolved = strings(&["[Resolve]\nDNS=127.0.0.1\nDomains=~mesh\n"]);
     let stub = [addr("127.0.0.53:53")];
     assert_eq!(
