@@ -8,8 +8,11 @@
 
 use std::path::{Path, PathBuf};
 
-/// Every fuzz target and the function it calls; `fuzz/fuzz_targets/<name>.rs` calls the same.
-const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A fuzz target's name and the function it calls.
+type Target = (&'static str, fn(&[u8]));
+
+/// Every fuzz target; `fuzz/fuzz_targets/<name>.rs` calls the same function.
+const TARGETS: &[Target] = &[
     ("dns", hostmesh::fuzzing::dns),
     ("http1_request_head", hostmesh::fuzzing::http1_request_head),
     (
