@@ -31,6 +31,10 @@ pub mod config;
 pub mod connect;
 pub mod descriptors;
 pub mod dns;
+// The one door the fuzz targets (`fuzz/`) and the corpus replay test (`tests/fuzz_corpus.rs`)
+// go through to reach the parsers; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod h2_limits;
 pub mod headers;
 pub mod http_errors;

@@ -109,12 +109,17 @@ impl TcpPreface {
 }
 
 /// Parses a timeout header value: `250ms`, `2s`, `1m`, or a bare number of milliseconds.
+///
+/// At most a day, the longest `request_timeout`: the deadline is added to the clock, where
+/// `18446744073709551615` (ms) overflowed and panicked in a data path thread, and passed on
+/// in milliseconds, which the next hop must be able to read back.
 pub fn parse_timeout(value: &str) -> Option<Duration> {
     let v = value.trim();
-    if let Ok(ms) = v.parse::<u64>() {
-        return Some(Duration::from_millis(ms));
-    }
-    humantime::parse_duration(v).ok()
+    let d = match v.parse::<u64>() {
+        Ok(ms) => Duration::from_millis(ms),
+        Err(_) => humantime::parse_duration(v).ok()?,
+    };
+    Some(d.min(crate::config::duration::MAX))
 }
 
 /// Formats a deadline for the next hop, in whole milliseconds (at least 1).
@@ -199,6 +204,11 @@ mod tests {
         assert_eq!(parse_timeout("2s"), Some(Duration::from_secs(2)));
         assert_eq!(parse_timeout("300"), Some(Duration::from_millis(300)));
         assert_eq!(parse_timeout("soon"), None);
+        // Found by the peer_headers fuzz target: overflowed `Instant + deadline`.
+        let day = Duration::from_secs(24 * 3600);
+        assert_eq!(parse_timeout("18446744073709551615"), Some(day));
+        assert_eq!(parse_timeout("18446744073709551615s"), Some(day));
+        assert_eq!(parse_timeout(&format_timeout(day)), Some(day));
         assert_eq!(format_timeout(Duration::from_micros(10)), "1ms");
     }
 }

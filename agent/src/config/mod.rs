@@ -7,7 +7,7 @@
 //! is a problem and its default stands in so that checking goes on.
 
 mod agent;
-mod duration;
+pub(crate) mod duration;
 mod env;
 pub(crate) use hostmesh_registrar::names;
 mod net;

@@ -16,11 +16,12 @@ mod answer;
 mod forward;
 mod metrics;
 mod server;
-mod table;
+// pub(crate) for the fuzz entry points (`crate::fuzzing`), which check answers against them.
+pub(crate) mod table;
 mod tcp;
 mod udp;
 mod upstream;
-mod wire;
+pub(crate) mod wire;
 
 #[cfg(test)]
 mod corpus;

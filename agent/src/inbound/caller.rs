@@ -14,7 +14,7 @@ use crate::wire::{self, TcpPreface};
 
 /// The calling host of an HTTP request from a peer agent: the certificate's host (`proven`),
 /// else (TLS disabled) the claimed `x-hostmesh-src`; `None` when unknown.
-pub(super) fn of_request(proven: Option<&Arc<str>>, headers: &HeaderMap) -> Option<String> {
+pub(crate) fn of_request(proven: Option<&Arc<str>>, headers: &HeaderMap) -> Option<String> {
     match proven {
         Some(host) => Some(host.to_string()),
         None => valid(headers.get(wire::SRC)?.to_str().ok()?),
@@ -23,7 +23,7 @@ pub(super) fn of_request(proven: Option<&Arc<str>>, headers: &HeaderMap) -> Opti
 
 /// The calling host of a TCP connection from a peer agent, likewise from the certificate or
 /// (TLS disabled) the preface; `None` when unknown.
-pub(super) fn of_preface(proven: Option<&Arc<str>>, preface: &TcpPreface) -> Option<String> {
+pub(crate) fn of_preface(proven: Option<&Arc<str>>, preface: &TcpPreface) -> Option<String> {
     match proven {
         Some(host) => Some(host.to_string()),
         None => valid(preface.caller.as_deref()?),

@@ -11,7 +11,7 @@
 //! The instance is always looked up in this host's own definitions; an address from the wire is
 //! never dialed.
 
-mod caller;
+pub(crate) mod caller;
 mod http;
 mod prefixed;
 mod tcp;

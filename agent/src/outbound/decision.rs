@@ -133,7 +133,9 @@ pub fn deadline_for(
 
 /// gRPC's `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
 pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
-    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    // Checked: a value ending in a multi-byte character has no one-byte unit (and `split_at`
+    // panicked on it).
+    let (digits, unit) = v.split_at_checked(v.len().checked_sub(1)?)?;
     if digits.is_empty() || digits.len() > 8 {
         return None;
     }
@@ -173,6 +175,7 @@ mod tests {
         assert_eq!(parse_grpc_timeout("123456789S"), None);
         assert_eq!(parse_grpc_timeout("S"), None);
         assert_eq!(parse_grpc_timeout(""), None);
+        assert_eq!(parse_grpc_timeout("1η"), None);
     }
 
     #[test]

@@ -5,12 +5,13 @@
 mod attempts;
 pub mod decision;
 mod detect;
-mod h1;
+// pub(crate): the fuzz entry points (`crate::fuzzing`) drive these parsers directly.
+pub(crate) mod h1;
 mod http;
 mod paired;
 pub mod retry;
 pub mod route;
-mod strict_h1;
+pub(crate) mod strict_h1;
 mod tcp;
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};

@@ -122,5 +122,10 @@ mod tests {
         assert_eq!(connection_named(buf, &fields), ["X-Private"]);
         assert!(has_token(fields[1].value(buf), "close"));
         assert!(!has_token(fields[0].value(buf), "close"));
+        // The framing fields stay, whatever `Connection` says: the body is relayed by them.
+        let buf = b"Connection: content-length, Transfer-Encoding\r\n";
+        let name = std::str::from_utf8(&buf[..10]).expect("ascii");
+        let fields = [Field::of(buf, name, &buf[12..45])];
+        assert!(connection_named(buf, &fields).is_empty());
     }
 }

@@ -16,8 +16,8 @@
 //! consumed, to hyper's path, which serves the connection from then on.
 
 mod fields;
-mod request;
-mod response;
+pub(crate) mod request;
+pub(crate) mod response;
 mod timer;
 mod upstream;
 

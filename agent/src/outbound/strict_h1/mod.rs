@@ -13,7 +13,7 @@
 //! Body bytes are read straight into hyper's buffer and only counted; heads (at most the size
 //! limit) are the only bytes copied, into one buffer per connection.
 
-mod framer;
+pub(crate) mod framer;
 
 use std::io;
 use std::pin::Pin;
