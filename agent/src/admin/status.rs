@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use hostmesh_registrar::catalog::StatusReport as CatalogReport;
+use hostmesh_registrar::catalog::{Instance, StatusReport as CatalogReport};
 use hostmesh_registrar::record::Health;
 use hostmesh_registrar::register::StatusReport as RegistrarReport;
 
@@ -44,7 +44,9 @@ pub struct ServiceStatus {
     pub endpoints: Vec<EndpointStatus>,
 }
 
-#[derive(Debug, Serialize)]
+/// One instance as the catalog has it and as this agent's balancer and breaker see it now: an
+/// endpoint of `/status`, and the common part of an `/explain` candidate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndpointStatus {
     pub host: String,
     pub id: String,
@@ -60,6 +62,24 @@ pub struct EndpointStatus {
     pub breaker: Option<String>,
     /// Milliseconds left of the ejection; `null` unless ejected.
     pub ejected_for_ms: Option<u64>,
+}
+
+impl EndpointStatus {
+    pub fn new(i: &Instance, live: &Readings) -> Self {
+        EndpointStatus {
+            host: i.host.clone(),
+            id: i.id.clone(),
+            address: i.address,
+            port: i.port,
+            health: i.health,
+            tags: i.tags.clone(),
+            weight: i.weight,
+            ewma_ms: live.ewma_ms,
+            inflight: live.inflight,
+            breaker: live.breaker_name(),
+            ejected_for_ms: live.ejected_for_ms,
+        }
+    }
 }
 
 pub async fn status(State(state): State<Arc<AdminState>>) -> Json<Status> {
@@ -105,19 +125,7 @@ pub fn build(state: &AdminState) -> Status {
                         .map(|i| {
                             let key = EndpointKey::new(&svc.name, &i.host, &i.id);
                             let live = Readings::of(&state.stats, &key, Instant::now());
-                            EndpointStatus {
-                                host: i.host.clone(),
-                                id: i.id.clone(),
-                                address: i.address,
-                                port: i.port,
-                                health: i.health,
-                                tags: i.tags.clone(),
-                                weight: i.weight,
-                                ewma_ms: live.ewma_ms,
-                                inflight: live.inflight,
-                                breaker: live.breaker_name(),
-                                ejected_for_ms: live.ejected_for_ms,
-                            }
+                            EndpointStatus::new(i, &live)
                         })
                         .collect();
                     (

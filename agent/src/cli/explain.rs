@@ -159,7 +159,8 @@ fn render(r: &Report) -> String {
     out
 }
 
-fn row(c: &Candidate) -> Vec<String> {
+fn row(candidate: &Candidate) -> Vec<String> {
+    let c = &candidate.endpoint;
     let dash = || "-".to_owned();
     let breaker = match (c.breaker.as_deref(), c.ejected_for_ms) {
         (Some("ejected"), Some(ms)) => format!("ejected {}", seconds(ms)),
@@ -180,9 +181,9 @@ fn row(c: &Candidate) -> Vec<String> {
         c.weight.to_string(),
         c.ewma_ms.map_or_else(dash, |v| format!("{v:.1}ms")),
         c.inflight.map_or_else(dash, |v| v.to_string()),
-        c.cost.map_or_else(dash, |v| format!("{v:.3}")),
+        candidate.cost.map_or_else(dash, |v| format!("{v:.3}")),
         breaker,
-        c.excluded.clone().unwrap_or_else(dash),
+        candidate.excluded.clone().unwrap_or_else(dash),
     ]
 }
 
@@ -207,23 +208,26 @@ mod tests {
     use crate::admin::explain::report::{
         DeadlineReport, Pick, RetryReport, RuleReport, SplitReport,
     };
+    use crate::admin::status::EndpointStatus;
     use crate::outbound::decision::DeadlineSource;
 
     fn candidate(host: &str, breaker: &str, ejected_for_ms: Option<u64>) -> Candidate {
         Candidate {
-            host: host.into(),
-            id: "orders-1".into(),
-            address: Some(Ipv4Addr::new(10, 0, 0, 2).into()),
-            port: 8080,
-            health: Health::Passing,
-            tags: vec!["v2".into()],
-            weight: 100,
+            endpoint: EndpointStatus {
+                host: host.into(),
+                id: "orders-1".into(),
+                address: Some(Ipv4Addr::new(10, 0, 0, 2).into()),
+                port: 8080,
+                health: Health::Passing,
+                tags: vec!["v2".into()],
+                weight: 100,
+                ewma_ms: Some(3.2),
+                inflight: Some(0),
+                breaker: Some(breaker.into()),
+                ejected_for_ms,
+            },
             local: false,
-            ewma_ms: Some(3.2),
-            inflight: Some(0),
             cost: ejected_for_ms.is_none().then_some(0.031),
-            breaker: Some(breaker.into()),
-            ejected_for_ms,
             excluded: ejected_for_ms.map(|_| "ejected by its breaker".into()),
         }
     }

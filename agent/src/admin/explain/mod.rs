@@ -25,7 +25,7 @@ use hostmesh_registrar::record::Health;
 use hostmesh_registrar::spec::Protocol;
 
 use super::AdminState;
-use super::status::{Readings, millis};
+use super::status::{EndpointStatus, Readings, millis};
 use crate::balance::EndpointKey;
 use crate::breaker::State as BreakerState;
 use crate::outbound::decision::{Deadline, DeadlineSource, Decision};
@@ -310,22 +310,12 @@ fn candidate(
     );
     let weight = i.weight.max(1);
     Candidate {
-        host: i.host.clone(),
-        id: i.id.clone(),
-        address: i.address,
-        port: i.port,
-        health: i.health,
-        tags: i.tags.clone(),
-        weight: i.weight,
+        endpoint: EndpointStatus::new(i, &live),
         local: i.host == state.host,
-        ewma_ms: live.ewma_ms,
-        inflight: live.inflight,
         cost: stats
             .as_ref()
             .filter(|_| excluded.is_none())
             .map(|s| s.peek_cost_at(now, weight) / 1e6),
-        breaker: live.breaker_name(),
-        ejected_for_ms: live.ejected_for_ms,
         excluded,
     }
 }

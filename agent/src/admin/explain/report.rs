@@ -2,12 +2,11 @@
 //! into its text report. Durations are whole milliseconds, latencies fractional ones.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use hostmesh_registrar::record::Health;
-
+use crate::admin::status::EndpointStatus;
 use crate::outbound::decision::DeadlineSource;
 
 /// How the agent would route one request now.
@@ -77,24 +76,14 @@ pub struct RetryReport {
 /// One instance of the service as the balancer sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
-    pub host: String,
-    pub id: String,
-    pub address: Option<IpAddr>,
-    pub port: u16,
-    pub health: Health,
-    pub tags: Vec<String>,
-    pub weight: u32,
+    /// The instance and its live readings, exactly as `/status` reports the endpoint.
+    #[serde(flatten)]
+    pub endpoint: EndpointStatus,
     /// Runs on this host (reached at its target directly).
     pub local: bool,
-    /// Latency estimate; `None` until this agent has stats for it.
-    pub ewma_ms: Option<f64>,
-    pub inflight: Option<u64>,
     /// What P2C compares, `EWMA × (in-flight + 1) / weight` in ms (lower wins); for eligible
     /// instances only.
     pub cost: Option<f64>,
-    /// `closed`, `ejected`, `half-open`; `None` when this agent has no breaker for it.
-    pub breaker: Option<String>,
-    pub ejected_for_ms: Option<u64>,
     /// Why the request cannot go there; `None` when it is eligible.
     pub excluded: Option<String>,
 }
