@@ -151,7 +151,7 @@ fn explain_names_the_ejected_instance_and_picks_the_passing_one() {
 }
 
 #[test]
-fn explain_refuses_unknown_names_and_bad_input_with_the_spec_exit_codes() {
+fn explain_refuses_unknown_names_and_bad_input_with_the_documented_exit_codes() {
     let t = two_instances();
     let code = |out: &Output| out.status.code();
     let stderr = |out: &Output| String::from_utf8_lossy(&out.stderr).into_owned();

@@ -45,7 +45,7 @@ pub(crate) fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f6
 }
 
 #[test]
-fn a_thousand_requests_are_counted_alike_on_both_agents_and_every_spec_metric_exists() {
+fn a_thousand_requests_are_counted_alike_on_both_agents_and_every_documented_metric_exists() {
     let net = Net::new();
     let etcd = Etcd::start(&net);
     let a = net.host("a");

@@ -27,7 +27,7 @@ fn problems(text: &str) -> Vec<String> {
 }
 
 #[test]
-fn the_spec_example_parses() {
+fn the_documented_example_parses() {
     let p = parse("allow = [\"web\", \"billing\"]   # services\nallow_hosts = [\"batch-7\"]\n")
         .unwrap();
     assert_eq!(p.allow, ["web", "billing"]);

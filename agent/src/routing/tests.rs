@@ -24,7 +24,7 @@ fn problem_keys(text: &str) -> Vec<String> {
 }
 
 #[test]
-fn spec_example_parses() {
+fn the_documented_example_parses() {
     let policy = parse(include_str!("testdata/example.toml"));
     let expected = RoutePolicy {
         timeout: Some(Duration::from_secs(2)),
