@@ -4,11 +4,32 @@
 use std::fmt;
 
 use rustls::pki_types::{DnsName, ServerName};
+use x509_parser::prelude::{GeneralName, X509Certificate};
 
 use crate::config::names;
 
 /// The URI scheme of every identity.
 const SCHEME: &str = "spiffe://";
+
+/// Every URI SAN of a certificate, where both a host's and the CA's identity live; an
+/// unreadable subjectAltName extension is an error, not "none".
+pub fn uri_sans<'a>(cert: &'a X509Certificate<'_>) -> Result<Vec<&'a str>, String> {
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| format!("bad subjectAltName: {e}"))?;
+    Ok(san
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::URI(u) => Some(*u),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
 /// The path segment that says the ID names a host (other kinds may follow, e.g. workloads).
 const HOST_PATH: &str = "/host/";
 

@@ -14,9 +14,9 @@ use rcgen::{
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use time::OffsetDateTime;
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::identity::HostIdentity;
+use super::identity::{HostIdentity, uri_sans};
 
 /// How long a mesh CA is valid. Rotating a CA means distributing a new bundle to every host, so
 /// it is long; host certificates are the short-lived part.
@@ -123,21 +123,7 @@ impl Ca {
         if !is_ca {
             return Err("ca.pem is not a CA certificate (basicConstraints CA is not set)".into());
         }
-        let uris: Vec<&str> = cert
-            .subject_alternative_name()
-            .ok()
-            .flatten()
-            .map(|san| {
-                san.value
-                    .general_names
-                    .iter()
-                    .filter_map(|n| match n {
-                        GeneralName::URI(u) => Some(*u),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let uris = uri_sans(&cert).map_err(|e| format!("ca.pem: {e}"))?;
         let [uri] = uris.as_slice() else {
             return Err(format!(
                 "ca.pem must carry exactly one URI SAN spiffe://<trust_domain> (made by `hostmesh ca init`); it has {}",

@@ -18,9 +18,9 @@ use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore,
     SignatureScheme,
 };
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::identity::HostIdentity;
+use super::identity::{HostIdentity, uri_sans};
 
 /// Why a peer's certificate is refused beyond what WebPki checks.
 #[derive(Debug, thiserror::Error)]
@@ -50,20 +50,7 @@ pub fn leaf_identity(
             "the certificate is a CA (basicConstraints CA=true), not a host certificate".into(),
         );
     }
-    let uris: Vec<&str> = x509
-        .subject_alternative_name()
-        .map_err(|e| format!("bad subjectAltName: {e}"))?
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    GeneralName::URI(u) => Some(*u),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let uris = uri_sans(&x509)?;
     let [uri] = uris.as_slice() else {
         return Err(format!(
             "the certificate must carry exactly one URI SAN (spiffe://{trust_domain}/host/<host>); it has {}",
