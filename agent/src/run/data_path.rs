@@ -59,13 +59,13 @@ pub(super) fn data_path(
     );
     let workers = Arc::new(
         crate::workers::Workers::start(config.proxy.workers, config.proxy.pin_workers)
-            .map_err(|e| RunError::Runtime(format!("data path threads: {e}")))?,
+            .map_err(RunError::Threads)?,
     );
     let outbound = Arc::new(Outbound {
         self_host: config.agent.host.clone(),
-        // The host name and address were validated by the config: always valid header values.
+        // The config's name rules make agent.host a valid header value, and an address always is.
         wire_headers: crate::outbound::WireHeaders::new(&config.agent.host, advertise)
-            .ok_or_else(|| RunError::Runtime("agent.host is not a valid header value".into()))?,
+            .expect("agent.host passed the host-name rules"),
         routes: ArcSwap::default(),
         stats: EndpointTable::new(),
         breakers: crate::breaker::BreakerTable::new(),

@@ -22,10 +22,7 @@ pub(super) async fn connect_etcd(
     config: &AgentConfig,
     cancel: &CancellationToken,
 ) -> Result<etcd_client::Client, RunError> {
-    let (mut client, login) = etcd_options(config)
-        .open()
-        .await
-        .map_err(|e| RunError::Runtime(e.to_string()))?;
+    let (mut client, login) = etcd_options(config).open().await?;
     let Some(login) = login else {
         return Ok(client);
     };
@@ -34,7 +31,7 @@ pub(super) async fn connect_etcd(
             tracing::info!(user = login.user(), "authenticated to etcd");
             return Ok(client);
         }
-        Ok(Err(e @ AuthError::Refused { .. })) => return Err(RunError::Runtime(e.to_string())),
+        Ok(Err(e @ AuthError::Refused { .. })) => return Err(RunError::EtcdLogin(e)),
         Ok(Err(e)) => tracing::warn!("{e}; retrying in the background"),
         Err(_) => tracing::warn!(
             user = login.user(),
@@ -50,7 +47,7 @@ pub(super) async fn connect_etcd(
 pub(super) async fn claim_host_name(registrar: &mut Registrar) -> Result<(), RunError> {
     match tokio::time::timeout(CLAIM_WAIT, registrar.claim()).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e @ ClaimError::Conflict { .. })) => Err(RunError::Runtime(e.to_string())),
+        Ok(Err(e @ ClaimError::Conflict { .. })) => Err(RunError::HostNameTaken(e)),
         Ok(Err(e)) => {
             tracing::warn!("could not check the host name in etcd yet: {e}");
             Ok(())

@@ -23,8 +23,8 @@ impl Listeners {
         config: &AgentConfig,
         metrics: &Metrics,
     ) -> Result<Listeners, RunError> {
-        let bind_error = |what: &str, addr: SocketAddr, e: std::io::Error| {
-            RunError::Runtime(format!("{what} listen {addr}: {e}"))
+        let bind_error = |what: &'static str, addr: SocketAddr, source: std::io::Error| {
+            RunError::Listen { what, addr, source }
         };
         let admin = TcpListener::bind(config.admin.listen)
             .await

@@ -64,11 +64,33 @@ fn descriptor_budget(max_connections: usize) -> Option<String> {
     }
 }
 
-/// A failure that stops the agent, with the exit code docs/reference/lifecycle.md gives it.
+/// A failure that stops the agent at start (exit 1, docs/reference/lifecycle.md); each says
+/// what to do about it. Once the agent runs, nothing stops it but a signal.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("{0}")]
-    Runtime(String),
+    /// A listener's address is taken or not this host's: free it or change the setting.
+    #[error("{what} listen {addr}: {source}")]
+    Listen {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(std::io::Error),
+    /// nftables or the VIP listeners could not be set up: the message names which.
+    #[error("capture: {0}")]
+    Capture(#[from] crate::capture::CaptureError),
+    /// The etcd settings or files are unusable (a bad endpoint, an unreadable certificate).
+    #[error(transparent)]
+    Etcd(#[from] hostmesh_registrar::etcd::ConnectError),
+    /// etcd refused `etcd.username`'s credentials: fix the user or its password file.
+    #[error(transparent)]
+    EtcdLogin(hostmesh_registrar::etcd::AuthError),
+    /// Another live agent holds `agent.host`: give this host another name, or stop the other.
+    #[error(transparent)]
+    HostNameTaken(hostmesh_registrar::register::ClaimError),
+    #[error("cannot start the data path threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// Runs the agent until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP. `tls` is the
@@ -80,7 +102,7 @@ pub async fn run(
     tls: Option<Arc<TlsStore>>,
 ) -> Result<(), RunError> {
     let cancel = CancellationToken::new();
-    let mut signals = Signals::install().map_err(|e| RunError::Runtime(format!("signals: {e}")))?;
+    let mut signals = Signals::install().map_err(RunError::Signals)?;
     let metrics = Arc::new(Metrics::new());
     let descriptors = descriptor_budget(config.proxy.max_connections);
     let layout = Layout::new(&config.etcd.prefix);
@@ -140,8 +162,7 @@ pub async fn run(
         handoff,
         &cancel,
     )
-    .await
-    .map_err(|e| RunError::Runtime(format!("capture: {e}")))?;
+    .await?;
 
     let admin_state = Arc::new(AdminState {
         host: config.agent.host.clone(),
