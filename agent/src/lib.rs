@@ -4,12 +4,11 @@
 //! - [`config`]: the agent config and service definitions, every problem reported at once.
 //! - [`dns`]: the DNS shim: mesh names to VIPs from the catalog, everything else forwarded.
 //! - [`capture`]: how connections to VIPs reach the agent (nftables redirect or per-VIP listeners).
-//! - [`balance`]: power-of-two-choices over Peak-EWMA latency, in-flight counts and weights.
 //! - [`outbound`]: apps' connections to VIPs: HTTP (h1/h2) and TCP, balanced, with failover.
 //! - [`inbound`]: peers' connections to this host's apps; [`wire`]: the agent-to-agent protocol.
 //! - [`pool`]: connections to peers and local apps; [`local`]: this host's instances.
 //! - [`headers`], [`http_errors`], [`body`]: header hygiene, the agent's own answers, bodies.
-//! - [`breaker`]: per-instance ejection after consecutive failures; [`routing`]: route policy.
+//! - [`routing`]: route policy.
 //! - [`run`]: `hostmesh agent`: wiring, start-up order, shutdown order; [`reload`]: SIGHUP; [`shutdown`]: draining
 //!   served connections.
 //! - [`admin`]: `/live`, `/ready`, `/status`, `/metrics`.
@@ -19,12 +18,10 @@
 //! - [`trace`]: W3C trace context across hops, spans exported over OTLP/HTTP.
 //!
 //! The etcd side (registration, health checks, VIPs, the catalog) is the `hostmesh-registrar`
-//! crate.
+//! crate; balancing and breakers are `hostmesh-balance`.
 
 pub mod admin;
-pub mod balance;
 pub mod body;
-pub mod breaker;
 pub mod capture;
 pub mod cli;
 pub mod config;

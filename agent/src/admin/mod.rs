@@ -117,12 +117,12 @@ fn update_endpoint_gauges(state: &AdminState) {
                 hostmesh_registrar::record::Health::Maintenance => 2,
             };
             counts[slot] += 1;
-            let key = crate::balance::EndpointKey::new(&svc.name, &i.host, &i.id);
+            let key = hostmesh_balance::EndpointKey::new(&svc.name, &i.host, &i.id);
             if state
                 .stats
                 .breakers
                 .get(&key)
-                .is_some_and(|b| !matches!(b.state(now), crate::breaker::State::Closed))
+                .is_some_and(|b| !matches!(b.state(now), hostmesh_balance::breaker::State::Closed))
             {
                 counts[3] += 1;
             }

@@ -14,9 +14,9 @@ use hostmesh_registrar::record::Health;
 use hostmesh_registrar::register::StatusReport as RegistrarReport;
 
 use super::AdminState;
-use crate::balance::{EndpointKey, EndpointStats};
-use crate::breaker::{Breaker, State as BreakerState};
 use crate::outbound::Outbound;
+use hostmesh_balance::breaker::{Breaker, State as BreakerState};
+use hostmesh_balance::{EndpointKey, EndpointStats};
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -178,7 +178,7 @@ impl Readings {
         }
     }
 
-    /// From the shared tables, which outlive route tables (see [`crate::balance::EndpointMap`]).
+    /// From the shared tables, which outlive route tables (see [`hostmesh_balance::EndpointMap`]).
     pub fn of(outbound: &Outbound, key: &EndpointKey, now: Instant) -> Self {
         let stats = outbound.stats.get(key);
         let breaker = outbound.breakers.get(key);
@@ -203,7 +203,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::breaker::{BreakerConfig, BreakerGroup};
+    use hostmesh_balance::breaker::{BreakerConfig, BreakerGroup};
 
     #[tokio::test(start_paused = true)]
     async fn readings_show_the_ejection_and_its_time_left() {

@@ -215,7 +215,7 @@ pub(super) async fn run<X: Exchange>(
             ctx.metrics.retry_budget_exhausted(&route.service);
             break;
         }
-        let wait = retry::backoff(attempt as u32, crate::balance::unit_roll());
+        let wait = retry::backoff(attempt as u32, hostmesh_balance::unit_roll());
         if Instant::now() + wait >= deadline {
             last = Last::Reason(Reason::DeadlineExceeded);
             break;

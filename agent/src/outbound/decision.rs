@@ -90,7 +90,7 @@ impl<'a> Decision<'a> {
         let split = rule
             .map(|(_, r)| r)
             .filter(|r| r.total_weight() > 0)
-            .and_then(|r| r.choose_split(crate::balance::roll(r.total_weight())));
+            .and_then(|r| r.choose_split(hostmesh_balance::roll(r.total_weight())));
         Decision {
             rule,
             deadline,

@@ -28,12 +28,12 @@ use tokio_util::sync::CancellationToken;
 use hostmesh_registrar::catalog::Snapshots;
 use hostmesh_registrar::spec::Protocol;
 
-use crate::balance::EndpointTable;
 use crate::body::Lent;
-use crate::breaker::{Admission, BreakerTable};
 use crate::local::LocalInstances;
 use crate::metrics::ProxyMetrics;
 use crate::pool::Pools;
+use hostmesh_balance::EndpointTable;
+use hostmesh_balance::breaker::{Admission, BreakerTable};
 use paired::{Paired, PairedError};
 use route::{Endpoint, Route, RouteTable};
 

@@ -12,9 +12,9 @@ use hostmesh_registrar::spec::Protocol;
 
 use tokio::time::Instant;
 
-use crate::balance::{EndpointKey, EndpointStats, EndpointTable};
-use crate::breaker::{Breaker, BreakerConfig, BreakerGroup, BreakerTable};
 use crate::routing::RoutePolicy;
+use hostmesh_balance::breaker::{Breaker, BreakerConfig, BreakerGroup, BreakerTable};
+use hostmesh_balance::{EndpointKey, EndpointStats, EndpointTable};
 
 /// One candidate instance for a route.
 #[derive(Debug)]
@@ -232,9 +232,9 @@ impl Route {
         }
         let exclude = |e: &Endpoint| !ok(e) || !e.breaker.available(now);
         let picked = if peek {
-            crate::balance::peek(&self.endpoints, stats, exclude)
+            hostmesh_balance::peek(&self.endpoints, stats, exclude)
         } else {
-            crate::balance::pick(&self.endpoints, stats, exclude)
+            hostmesh_balance::pick(&self.endpoints, stats, exclude)
         }?;
         Some(self.index_of(picked))
     }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
-use crate::balance::EndpointTable;
 use crate::config::AgentConfig;
 use crate::inbound::Inbound;
 use crate::local::LocalInstances;
@@ -16,6 +15,7 @@ use crate::policy::Policies;
 use crate::pool::Pools;
 use crate::tls::{PeerTls, TlsStore};
 use crate::trace::Tracer;
+use hostmesh_balance::EndpointTable;
 
 use super::RunError;
 
@@ -68,7 +68,7 @@ pub(super) fn data_path(
             .expect("agent.host passed the host-name rules"),
         routes: ArcSwap::default(),
         stats: EndpointTable::new(),
-        breakers: crate::breaker::BreakerTable::new(),
+        breakers: hostmesh_balance::breaker::BreakerTable::new(),
         budgets: crate::outbound::retry::Budgets::default(),
         local: local.clone(),
         pools: pools.clone(),

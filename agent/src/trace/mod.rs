@@ -107,7 +107,7 @@ impl Tracer {
         let parent = incoming.and_then(TraceContext::parse);
         let sampled = match &parent {
             Some(ctx) => ctx.sampled(),
-            None => crate::balance::unit_roll() < export.sample_ratio,
+            None => hostmesh_balance::unit_roll() < export.sample_ratio,
         };
         let trace_id = match &parent {
             Some(p) => p.trace_id,
@@ -180,8 +180,8 @@ impl Hop {
 fn random_trace_id() -> [u8; 16] {
     loop {
         let mut id = [0u8; 16];
-        id[..8].copy_from_slice(&crate::balance::random_u64().to_be_bytes());
-        id[8..].copy_from_slice(&crate::balance::random_u64().to_be_bytes());
+        id[..8].copy_from_slice(&hostmesh_balance::random_u64().to_be_bytes());
+        id[8..].copy_from_slice(&hostmesh_balance::random_u64().to_be_bytes());
         if id != [0; 16] {
             return id;
         }
@@ -190,7 +190,7 @@ fn random_trace_id() -> [u8; 16] {
 
 fn random_span_id() -> [u8; 8] {
     loop {
-        let id = crate::balance::random_u64();
+        let id = hostmesh_balance::random_u64();
         if id != 0 {
             return id.to_be_bytes();
         }

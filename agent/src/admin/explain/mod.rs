@@ -26,11 +26,11 @@ use hostmesh_registrar::spec::Protocol;
 
 use super::AdminState;
 use super::status::{EndpointStatus, Readings, millis};
-use crate::balance::EndpointKey;
-use crate::breaker::State as BreakerState;
 use crate::outbound::decision::{Deadline, DeadlineSource, Decision};
 use crate::outbound::route::Route;
 use crate::routing::Split;
+use hostmesh_balance::EndpointKey;
+use hostmesh_balance::breaker::State as BreakerState;
 use report::{Candidate, DeadlineReport, Pick, Report, RetryReport, RuleReport, SplitReport};
 use target::{Host, MeshName};
 

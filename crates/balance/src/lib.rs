@@ -1,5 +1,9 @@
-//! Choosing the instance for a request (HTTP) or connection (TCP): power of two choices over
-//! Peak-EWMA latency, in-flight counts and weights.
+//! Balancing and breakers: which instance a request goes to, and which instances no request
+//! goes to for a while. Pure: no I/O, no sockets, no etcd; time is `tokio::time::Instant` so the
+//! tests can pause and advance it.
+//!
+//! # Balancing
+//! Power of two choices over Peak-EWMA latency, in-flight counts and weights.
 //!
 //! Our own rather than tower's `p2c::Balance`: that one picks an endpoint before it sees the
 //! request, so it cannot narrow by tag, route split or "not the instance that just failed", has
@@ -12,7 +16,12 @@
 //! - `registry.rs`: stats by instance identity, kept across catalog snapshots.
 //!
 //! Cost of an endpoint = `estimate × (in_flight + 1) / weight`, lower wins.
+//!
+//! # Breakers
+//! [`breaker`]: per-instance ejection after consecutive failures, probed back one request at a
+//! time, at most a share of a service's instances ejected at once.
 
+pub mod breaker;
 mod ewma;
 mod registry;
 mod stats;

@@ -21,7 +21,7 @@
 //! # Pieces
 //! - `consecutive_failures.rs`: [`Breaker`], one instance's state in one atomic word plus an
 //!   atomic failure count. Kept across catalog snapshots by [`BreakerTable`] (`table.rs`), like
-//!   [`crate::balance::EndpointStats`].
+//!   [`crate::EndpointStats`].
 //! - `group.rs`: [`BreakerGroup`], one service's breakers and its [`BreakerConfig`] (rebuilt with
 //!   each route table, so a route policy change applies at once), and the [`Admission`] token a
 //!   request reports on.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{BreakerConfig, Outcome, State};
-use crate::balance::EndpointKey;
+use crate::EndpointKey;
 
 /// One instance's breaker, shared (in an `Arc`) by every route that can pick the instance and
 /// kept across catalog snapshots by [`super::BreakerTable`]. The request path consults it with

@@ -1,11 +1,11 @@
 //! Breakers keyed by the instance's identity, so an ejection survives the catalog swapping in a
 //! new snapshot (one arrives on every change anywhere in the mesh): the same keyed map as the
-//! balancer's stats ([`crate::balance::EndpointMap`]).
+//! balancer's stats ([`crate::EndpointMap`]).
 
 use std::sync::Arc;
 
 use super::Breaker;
-use crate::balance::{EndpointKey, EndpointMap};
+use crate::{EndpointKey, EndpointMap};
 
 /// Every instance's [`Breaker`], by [`EndpointKey`].
 pub type BreakerTable = EndpointMap<Breaker>;
