@@ -39,7 +39,7 @@ use crate::policy::AccessPolicy;
 use crate::routing::RoutePolicy;
 use crate::tls::HostIdentity;
 use crate::trace::TraceContext;
-use crate::wire::{self, TcpPreface};
+use hostmesh_wire::{self as wire, TcpPreface};
 
 /// A DNS query packet through the shim: wire decoding and the answer from a small fixed
 /// catalog, over UDP and TCP, with a catalog and before any catalog was loaded.

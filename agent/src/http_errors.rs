@@ -7,7 +7,7 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use crate::body::ProxyBody;
-use crate::wire;
+use hostmesh_wire as wire;
 
 /// Why the agent answered instead of an app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

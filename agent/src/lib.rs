@@ -33,7 +33,6 @@ pub mod dns;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod h2_limits;
-pub mod headers;
 pub mod http_errors;
 pub mod idle;
 pub mod inbound;
@@ -51,7 +50,6 @@ pub mod signals;
 pub mod telemetry;
 pub mod tls;
 pub mod trace;
-pub mod wire;
 pub mod workers;
 
 /// This build's version, as `hostmesh --version` prints it and `hostmesh_build_info` labels it.

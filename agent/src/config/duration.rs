@@ -5,8 +5,9 @@ use std::time::Duration;
 /// The longest duration any setting takes. Every duration in the config is a timeout, an
 /// interval, a TTL or a drain, which the agent adds to `Instant::now()`: a value near
 /// `u64::MAX` seconds overflowed that sum and panicked in a data path thread. A day is far
-/// beyond any sensible value and far from any overflow.
-pub(crate) const MAX: Duration = Duration::from_secs(24 * 3600);
+/// beyond any sensible value and far from any overflow. The same as the longest deadline a hop
+/// passes on, so no configured timeout is cut short on the wire.
+pub(crate) const MAX: Duration = hostmesh_wire::MAX_TIMEOUT;
 
 /// Parses a duration that must be greater than zero: almost every duration in the config is a
 /// timeout, an interval or a TTL, where zero means nothing sensible.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use http::HeaderMap;
 
 use crate::config::names;
-use crate::wire::{self, TcpPreface};
+use hostmesh_wire::{self as wire, TcpPreface};
 
 /// The calling host of an HTTP request from a peer agent: the certificate's host (`proven`),
 /// else (TLS disabled) the claimed `x-hostmesh-src`; `None` when unknown.

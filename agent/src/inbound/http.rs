@@ -18,11 +18,11 @@ use hostmesh_registrar::spec::Protocol;
 use super::{Inbound, PeerIo, caller};
 use crate::body::{self, ProxyBody};
 use crate::h2_limits;
-use crate::headers;
 use crate::http_errors::{self, Reason};
 use crate::idle::{BusyBody, Idle};
 use crate::trace::Kind;
-use crate::wire;
+use hostmesh_wire as wire;
+use hostmesh_wire::headers;
 
 /// Serves one peer connection. `caller` is the host proven by the peer's certificate (mTLS);
 /// `None` only with TLS disabled, where the peer's `x-hostmesh-src` claim is taken instead.

@@ -31,7 +31,7 @@ use crate::outbound::Settings;
 use crate::policy::Policies;
 use crate::pool::Pools;
 use crate::tls::{Alpn, TlsStore};
-use crate::wire;
+use hostmesh_wire as wire;
 pub(crate) use prefixed::Prefixed;
 
 /// How long a new connection may take to say what it is (or to finish its TLS handshake).

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use hostmesh_registrar::spec::Protocol;
 
 use super::{Inbound, PeerIo, caller};
-use crate::wire::{self, TcpPreface};
+use hostmesh_wire::{self as wire, TcpPreface};
 
 const PREFACE_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -5,14 +5,14 @@
 
 use std::time::Duration;
 
-use crate::headers::HeaderLookup;
+use hostmesh_wire::headers::HeaderLookup;
 use serde::{Deserialize, Serialize};
 
 use hostmesh_registrar::spec::Protocol;
 
 use super::route::{Endpoint, Route};
 use crate::routing::{Rule, Split};
-use crate::wire;
+use hostmesh_wire as wire;
 
 /// The decisions made from a request's path and headers.
 #[derive(Debug)]

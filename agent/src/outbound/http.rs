@@ -39,13 +39,13 @@ use super::strict_h1::StrictH1;
 use super::{Outbound, Settings};
 use crate::body::{self, ProxyBody};
 use crate::h2_limits;
-use crate::headers;
 use crate::http_errors::{self, Reason};
 use crate::idle::{BusyBody, Idle};
 use crate::inbound::Prefixed;
 use crate::shutdown::Graceful;
 use crate::trace::Kind;
-use crate::wire;
+use hostmesh_wire as wire;
+use hostmesh_wire::headers;
 
 /// Serves one captured app connection until it closes.
 pub async fn serve(ctx: Arc<Outbound>, mut stream: TcpStream, dst: SocketAddrV4) {

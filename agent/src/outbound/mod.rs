@@ -67,7 +67,7 @@ impl WireHeaders {
         let forwarded = ::http::HeaderValue::from_str(&format!("for={addr}")).ok()?;
         let h1_lines = format!(
             "{}: {host}\r\nforwarded: for={addr}\r\n",
-            crate::wire::CALLER
+            hostmesh_wire::CALLER
         )
         .into_bytes();
         Some(WireHeaders {

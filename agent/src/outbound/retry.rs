@@ -17,7 +17,7 @@ use std::time::Duration;
 use http::{HeaderMap, Method, StatusCode};
 use tower::retry::budget::{Budget, TpsBudget};
 
-use crate::wire;
+use hostmesh_wire as wire;
 
 /// Bodies up to this size are buffered so that a safe request can be replayed.
 pub const MAX_REPLAY_BODY: u64 = 64 * 1024;

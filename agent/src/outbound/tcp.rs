@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::Outbound;
 use super::route::{Endpoint, Route};
 use crate::tls::PeerStream;
-use crate::wire::{self, TcpPreface};
+use hostmesh_wire::{self as wire, TcpPreface};
 
 /// Instances tried per connection before giving up (breakers count connect failures).
 pub const MAX_ATTEMPTS: u32 = 3;

@@ -1,6 +1,6 @@
 //! Which rule takes a request, and which split of that rule a request goes to.
 
-use crate::headers::HeaderLookup;
+use hostmesh_wire::headers::HeaderLookup;
 
 use super::policy::{RoutePolicy, Rule, Split};
 

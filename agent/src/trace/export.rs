@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Kind;
-use super::context::hex;
+use hostmesh_wire::traceparent::hex;
 
 const BATCH: usize = 512;
 const EVERY: Duration = Duration::from_secs(1);

@@ -12,7 +12,6 @@
 //! exporter stack beside hyper, and per-span allocation and locking we do not need. The part
 //! of OTLP used here (JSON over HTTP) is small and stable, and its encoding is tested.
 
-mod context;
 mod export;
 
 use std::time::SystemTime;
@@ -23,8 +22,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::TracingSection;
-pub use context::TraceContext;
 use export::SpanRecord;
+pub use hostmesh_wire::traceparent::TraceContext;
 
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";

@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use crate::headers;
+use hostmesh_wire::headers;
 
 /// One header field: where its name and value are in the buffer.
 #[derive(Debug, Clone)]

@@ -41,9 +41,9 @@ use super::retry::Failure;
 use super::route::{Endpoint, Route};
 use super::strict_h1::ChunkedBody;
 use super::{Outbound, Settings};
-use crate::headers::HeaderLookup;
 use crate::http_errors::{self, Reason};
 use crate::trace::{Kind, TRACEPARENT};
+use hostmesh_wire::headers::HeaderLookup;
 use request::{Parsed, Request, TraceHeaders};
 use response::{Framing, Response};
 use timer::LazyTimer;
@@ -397,7 +397,7 @@ impl Exchange for Lean<'_> {
             .ok_or(Refused::Undefined)?
             .target;
         let mut timeout = [0u8; 64];
-        let timeout = crate::wire::timeout_line(remaining, &mut timeout);
+        let timeout = hostmesh_wire::timeout_line(remaining, &mut timeout);
         let (trace_line, trace) = match &self.traceparent {
             Some((line, mode)) => (line.as_bytes(), *mode),
             None => (&b""[..], TraceHeaders::Keep),

@@ -10,9 +10,9 @@ use http::Method;
 use memchr::memchr_iter;
 
 use super::fields::{self, Field};
-use crate::headers::{self, HeaderLookup};
 use crate::outbound::retry;
 use crate::trace::{TRACEPARENT, TRACESTATE};
+use hostmesh_wire::headers::{self, HeaderLookup};
 
 /// At most this many header fields are parsed in place; more go to hyper (which enforces
 /// `max_headers` and answers 431).
@@ -125,7 +125,7 @@ impl Request {
     pub fn is_safe(&self, buf: &[u8]) -> bool {
         retry::is_safe_with(
             &self.method,
-            self.lookup(buf).first_str(crate::wire::RETRYABLE),
+            self.lookup(buf).first_str(hostmesh_wire::RETRYABLE),
         )
     }
 

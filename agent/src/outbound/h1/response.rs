@@ -8,7 +8,7 @@ use http::StatusCode;
 
 use super::fields::{self, Field};
 use super::request::MAX_FIELDS;
-use crate::headers;
+use hostmesh_wire::headers;
 
 /// How the response body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +99,7 @@ impl Response {
                 } else {
                     close |= fields::has_token(h.value, "close");
                 }
-            } else if name.eq_ignore_ascii_case(crate::wire::ERROR.as_bytes())
+            } else if name.eq_ignore_ascii_case(hostmesh_wire::ERROR.as_bytes())
                 && headers::visible_ascii(h.value).is_some()
             {
                 error_at = Some(fields::range_of(buf, h.value));

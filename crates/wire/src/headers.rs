@@ -7,7 +7,7 @@ use http::header::{
     TRANSFER_ENCODING, UPGRADE,
 };
 
-use crate::wire;
+use crate as wire;
 
 /// Headers that describe one connection, not the message, as names made at compile time (a
 /// `&str` key is parsed again on every map operation).

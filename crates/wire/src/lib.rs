@@ -1,5 +1,11 @@
-//! The agent-to-agent protocol (docs/reference/http.md, "The peer protocol"), in one place for both ends.
+//! The wire: what travels between an app, its agent and a peer agent, in one place for every
+//! end. Pure: parsing and formatting only, no sockets; it needs `http`'s types and `humantime`.
 //!
+//! - This module: the agent-to-agent protocol (docs/reference/http.md, "The peer protocol").
+//! - [`headers`]: header hygiene on both hops (hop-by-hop, `x-hostmesh-*`, `Connection`).
+//! - [`traceparent`]: W3C Trace Context, read and passed on across hops.
+//!
+//! # The peer protocol
 //! - HTTP: HTTP/2 to the peer's inbound port. The exact instance travels in `x-hostmesh-dst:
 //!   <service>/<instance-id>`, the remaining deadline in `x-hostmesh-timeout`, and the calling
 //!   host in `x-hostmesh-src`, which the peer reads only with TLS disabled (with mTLS the
@@ -15,6 +21,14 @@
 //! (HTTP), and old and new agents run side by side during a rollout.
 
 use std::time::Duration;
+
+pub mod headers;
+pub mod traceparent;
+
+/// The longest deadline a hop accepts or passes on: a day, the longest `request_timeout` the
+/// agent config allows. The deadline is added to the clock, and passed on in milliseconds that
+/// the next hop must be able to read back.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// Names the instance a request is for: `<service>/<instance-id>`.
 pub const DST: &str = "x-hostmesh-dst";
@@ -110,16 +124,15 @@ impl TcpPreface {
 
 /// Parses a timeout header value: `250ms`, `2s`, `1m`, or a bare number of milliseconds.
 ///
-/// At most a day, the longest `request_timeout`: the deadline is added to the clock, where
-/// `18446744073709551615` (ms) overflowed and panicked in a data path thread, and passed on
-/// in milliseconds, which the next hop must be able to read back.
+/// At most [`MAX_TIMEOUT`]: `18446744073709551615` (ms) overflowed `Instant + deadline` and
+/// panicked in a data path thread.
 pub fn parse_timeout(value: &str) -> Option<Duration> {
     let v = value.trim();
     let d = match v.parse::<u64>() {
         Ok(ms) => Duration::from_millis(ms),
         Err(_) => humantime::parse_duration(v).ok()?,
     };
-    Some(d.min(crate::config::duration::MAX))
+    Some(d.min(MAX_TIMEOUT))
 }
 
 /// Formats a deadline for the next hop, in whole milliseconds (at least 1).
