@@ -18,16 +18,15 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hickory_proto::op::Message;
+use hostmesh_config::spec::Protocol;
 use hostmesh_registrar::catalog::{Instance, Persisted, Service, Snapshot, State};
 use hostmesh_registrar::keys::Layout;
 use hostmesh_registrar::record::Health;
-use hostmesh_registrar::spec::Protocol;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::Ipv4Net;
 use rustls::pki_types::CertificateDer;
 use tokio::time::Instant;
 
-use crate::config::{self, AgentConfig};
 use crate::dns::table::Found;
 use crate::dns::{self, Handled, Table, Transport, Zone};
 use crate::outbound::decision::{self, DeadlineSource};
@@ -39,6 +38,7 @@ use crate::policy::AccessPolicy;
 use crate::routing::RoutePolicy;
 use crate::tls::HostIdentity;
 use crate::trace::TraceContext;
+use hostmesh_config::{self as config, AgentConfig};
 use hostmesh_wire::{self as wire, TcpPreface};
 
 /// A DNS query packet through the shim: wire decoding and the answer from a small fixed

@@ -1,7 +1,6 @@
 //! The hostmesh agent and command-line tool.
 //!
 //! # Layout
-//! - [`config`]: the agent config and service definitions, every problem reported at once.
 //! - [`dns`]: the DNS shim: mesh names to VIPs from the catalog, everything else forwarded.
 //! - [`capture`]: how connections to VIPs reach the agent (nftables redirect or per-VIP listeners).
 //! - [`outbound`]: apps' connections to VIPs: HTTP (h1/h2) and TCP, balanced, with failover.
@@ -18,13 +17,13 @@
 //! - [`trace`]: W3C trace context across hops, spans exported over OTLP/HTTP.
 //!
 //! The etcd side (registration, health checks, VIPs, the catalog) is the `hostmesh-registrar`
-//! crate; balancing and breakers are `hostmesh-balance`.
+//! crate; the agent config, service definitions and name rules are `hostmesh-config`; the wire
+//! protocol and header hygiene are `hostmesh-wire`; balancing and breakers are `hostmesh-balance`.
 
 pub mod admin;
 pub mod body;
 pub mod capture;
 pub mod cli;
-pub mod config;
 pub mod connect;
 pub mod descriptors;
 pub mod dns;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use hostmesh_registrar::spec::InstanceSpec;
+use hostmesh_config::spec::InstanceSpec;
 
 /// service → instance id → definition: looked up with borrowed `&str`s, no allocation per
 /// request.

@@ -12,12 +12,12 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use hostmesh_registrar::spec::InstanceSpec;
+use hostmesh_config::spec::InstanceSpec;
 
-use crate::config::{self, AgentConfig};
 use crate::local::LocalInstances;
 use crate::metrics::Metrics;
 use crate::tls::TlsStore;
+use hostmesh_config::{self as config, AgentConfig};
 
 #[derive(Debug)]
 pub struct Reloader {

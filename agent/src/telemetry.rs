@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::LogFormat;
+use hostmesh_config::LogFormat;
 
 /// Installs the global subscriber. Safe to call once per process.
 pub fn init(format: LogFormat, level: &str) {

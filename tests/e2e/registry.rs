@@ -653,7 +653,7 @@ fn a_value_too_large_to_decode_is_skipped_not_fatal() {
             hostmesh_registrar::catalog::fetch_decoding_at_most(
                 &client,
                 &layout,
-                hostmesh_registrar::vip::default_range(),
+                hostmesh_config::default_vip_range(),
                 1 << 20,
             )
             .await

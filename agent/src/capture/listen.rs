@@ -274,9 +274,9 @@ mod tests {
     use tokio::net::TcpStream;
     use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
+    use hostmesh_config::spec::Protocol;
     use hostmesh_registrar::catalog::{Instance, Service};
     use hostmesh_registrar::record::Health;
-    use hostmesh_registrar::spec::Protocol;
 
     use super::*;
     use crate::capture::{CaptureMetrics, Handler};

@@ -164,7 +164,7 @@ impl Capture {
     ///
     /// Stops when `cancel` fires or on [`Capture::shutdown`].
     pub async fn start(
-        mode: crate::config::Capture,
+        mode: hostmesh_config::Capture,
         vip_range: Ipv4Net,
         outbound_listen: SocketAddr,
         snapshots: Snapshots,
@@ -173,7 +173,7 @@ impl Capture {
     ) -> Result<Capture, CaptureError> {
         let cancel = cancel.child_token();
         match mode {
-            crate::config::Capture::Nft => {
+            hostmesh_config::Capture::Nft => {
                 let listener = bind(outbound_listen).map_err(|source| CaptureError::Listen {
                     addr: outbound_listen,
                     source,
@@ -201,7 +201,7 @@ impl Capture {
                     listen: None,
                 })
             }
-            crate::config::Capture::Listen => {
+            hostmesh_config::Capture::Listen => {
                 let listen = ListenCapture::start(snapshots, handoff, cancel.clone());
                 Ok(Capture {
                     status: listen.status(),

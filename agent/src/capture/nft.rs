@@ -563,7 +563,7 @@ mod tests {
             let (_tx, snapshots) = tokio::sync::watch::channel(None);
             let agent_cancel = CancellationToken::new();
             let capture = Capture::start(
-                crate::config::Capture::Nft,
+                hostmesh_config::Capture::Nft,
                 range,
                 "127.0.0.1:4141".parse().unwrap(),
                 snapshots,

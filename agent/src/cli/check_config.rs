@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::CliError;
-use crate::config;
+use hostmesh_config as config;
 
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]

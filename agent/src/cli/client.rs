@@ -17,7 +17,7 @@ use hostmesh_registrar::etcd::{ConnectError, EtcdOptions, SettingNames};
 use hostmesh_registrar::keys::Layout;
 
 use super::CliError;
-use crate::config::DEFAULT_CONFIG_PATH;
+use hostmesh_config::DEFAULT_CONFIG_PATH;
 
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
@@ -128,7 +128,7 @@ impl ClientArgs {
             layout: Layout::new(&prefix),
             vip_range: file
                 .vip_range
-                .unwrap_or_else(hostmesh_registrar::vip::default_range),
+                .unwrap_or_else(hostmesh_config::default_vip_range),
             admin,
             timeout: self.timeout,
         })

@@ -14,7 +14,7 @@ use axum::routing::get;
 use clap::Args;
 
 use super::CliError;
-use crate::config;
+use hostmesh_config as config;
 
 #[derive(Debug, Args)]
 pub struct DevArgs {
@@ -218,7 +218,7 @@ async fn wait_for_vips(
             && let Ok(snapshot) = hostmesh_registrar::catalog::fetch(
                 &client,
                 &layout,
-                hostmesh_registrar::vip::default_range(),
+                hostmesh_config::default_vip_range(),
             )
             .await
         {

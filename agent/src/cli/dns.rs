@@ -20,7 +20,7 @@ use std::process::Command;
 use clap::{Args, Subcommand};
 
 use super::CliError;
-use crate::config::{AgentConfig, DEFAULT_CONFIG_PATH, Upstream};
+use hostmesh_config::{AgentConfig, DEFAULT_CONFIG_PATH, Upstream};
 
 mod resolver;
 #[cfg(test)]
@@ -82,7 +82,7 @@ fn enable(
 ) -> Result<(), CliError> {
     let config_path =
         config.unwrap_or_else(|| root.join(DEFAULT_CONFIG_PATH.trim_start_matches('/')));
-    let config = AgentConfig::load(&config_path, crate::config::process_env())
+    let config = AgentConfig::load(&config_path, hostmesh_config::process_env())
         .map_err(|p| CliError::Usage(format!("invalid configuration:\n{p}")))?;
     let shim = config.dns.listen;
     let domain = config.dns.domain.trim_end_matches('.');

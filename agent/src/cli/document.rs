@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use hostmesh_registrar::keys::Layout;
 
 use super::{CliError, ClientArgs};
-use crate::config::Problems;
+use hostmesh_config::Problems;
 
 /// A kind of per-service document in etcd.
 pub(super) trait Document: Sized {
@@ -170,7 +170,7 @@ async fn delete<D: Document>(service: String, args: ClientArgs) -> Result<(), Cl
 
 /// A service name is a DNS label: `[a-z0-9-]`, 1..=63 characters, no '-' at either end.
 fn check_service(name: &str) -> Result<(), CliError> {
-    crate::config::names::service(name)
+    hostmesh_config::names::service(name)
         .map_err(|e| CliError::Usage(format!("invalid service name {name:?}: {e}")))
 }
 

@@ -5,7 +5,7 @@
 use clap::{Args, ValueEnum};
 
 use super::{CliError, ClientArgs};
-use crate::config::names;
+use hostmesh_config::names;
 
 #[derive(Debug, Args)]
 pub struct MaintArgs {

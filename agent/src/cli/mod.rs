@@ -22,7 +22,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::DEFAULT_CONFIG_PATH;
+use hostmesh_config::DEFAULT_CONFIG_PATH;
 
 pub use client::ClientArgs;
 

@@ -8,8 +8,8 @@ use hostmesh_registrar::keys::Layout;
 
 use super::CliError;
 use super::document::{self, Document, DocumentArgs};
-use crate::config::Problems;
 use crate::policy::AccessPolicy;
+use hostmesh_config::Problems;
 
 pub type PolicyArgs = DocumentArgs;
 

@@ -493,7 +493,7 @@ pub(crate) mod tests {
             Arc::new(Service {
                 name: "wide".into(),
                 vip: Some(Ipv4Addr::new(127, 77, 0, 9)),
-                protocol: hostmesh_registrar::spec::Protocol::Tcp,
+                protocol: hostmesh_config::spec::Protocol::Tcp,
                 instances,
             }),
         );

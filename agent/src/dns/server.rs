@@ -25,7 +25,7 @@ use super::forward::Forwarder;
 use super::metrics::{DnsMetrics, Outcome, QType, Source};
 use super::table::{Table, Zone};
 use super::upstream;
-use crate::config::{DnsSection, Upstream};
+use hostmesh_config::{DnsSection, Upstream};
 
 /// Forwarded queries waiting on upstream at once, over UDP and TCP together. Each holds an
 /// upstream socket, so this also bounds the file descriptors the shim uses.

@@ -23,7 +23,7 @@ use super::DnsServer;
 use super::metrics::{DnsMetrics, Outcome, QType};
 use super::server::Limits;
 use super::table::tests::snapshot;
-use crate::config::{DnsSection, Upstream};
+use hostmesh_config::{DnsSection, Upstream};
 
 const WAIT: Duration = Duration::from_secs(5);
 

@@ -267,9 +267,9 @@ impl Catalog {
 #[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
     use super::*;
+    use hostmesh_config::spec::Protocol;
     use hostmesh_registrar::catalog::{Instance, Service};
     use hostmesh_registrar::record::Health;
-    use hostmesh_registrar::spec::Protocol;
     use std::collections::BTreeMap;
 
     pub(crate) fn instance(port: u16, tags: &[&str]) -> Instance {

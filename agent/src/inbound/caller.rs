@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
-use crate::config::names;
+use hostmesh_config::names;
 use hostmesh_wire::{self as wire, TcpPreface};
 
 /// The calling host of an HTTP request from a peer agent: the certificate's host (`proven`),

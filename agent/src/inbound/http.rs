@@ -13,7 +13,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
 
-use hostmesh_registrar::spec::Protocol;
+use hostmesh_config::spec::Protocol;
 
 use super::{Inbound, PeerIo, caller};
 use crate::body::{self, ProxyBody};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use hostmesh_registrar::spec::Protocol;
+use hostmesh_config::spec::Protocol;
 
 use super::{Inbound, PeerIo, caller};
 use hostmesh_wire::{self as wire, TcpPreface};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use hostmesh_wire::headers::HeaderLookup;
 use serde::{Deserialize, Serialize};
 
-use hostmesh_registrar::spec::Protocol;
+use hostmesh_config::spec::Protocol;
 
 use super::route::{Endpoint, Route};
 use crate::routing::{Rule, Split};

@@ -26,7 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use hostmesh_registrar::spec::Protocol;
+use hostmesh_config::spec::Protocol;
 
 use super::attempts::{self, Exchange, Last, Refused};
 use super::decision::Decision;

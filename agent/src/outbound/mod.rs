@@ -25,8 +25,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use hostmesh_config::spec::Protocol;
 use hostmesh_registrar::catalog::Snapshots;
-use hostmesh_registrar::spec::Protocol;
 
 use crate::body::Lent;
 use crate::local::LocalInstances;

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
+use hostmesh_config::spec::Protocol;
 use hostmesh_registrar::catalog::Snapshot;
 use hostmesh_registrar::record::Health;
-use hostmesh_registrar::spec::Protocol;
 
 use tokio::time::Instant;
 

@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use hostmesh_registrar::catalog::{Snapshot, Snapshots};
 
 use super::access::{AccessPolicy, HostPattern};
-use crate::config::PolicyDefault;
 use crate::metrics::ProxyMetrics;
+use hostmesh_config::PolicyDefault;
 
 /// One snapshot's decisions.
 #[derive(Debug)]

@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use hostmesh_config::spec::Protocol;
 use hostmesh_registrar::catalog::{Instance, Service, Snapshot};
 use hostmesh_registrar::record::Health;
-use hostmesh_registrar::spec::Protocol;
 
 use super::*;
-use crate::config::PolicyDefault;
+use hostmesh_config::PolicyDefault;
 
-fn parse(text: &str) -> Result<AccessPolicy, crate::config::Problems> {
+fn parse(text: &str) -> Result<AccessPolicy, hostmesh_config::Problems> {
     AccessPolicy::parse_toml(text, Path::new("p.toml"))
 }
 

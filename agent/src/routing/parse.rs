@@ -14,7 +14,7 @@ use super::values::{
     float, header_name, header_value, integer, join, mismatch, path_prefix, positive_duration,
     show, string, tags,
 };
-use crate::config::{Problem, Problems};
+use hostmesh_config::{Problem, Problems};
 
 impl RoutePolicy {
     /// Parses and validates a route policy file. Every problem at once, each with `file` and its

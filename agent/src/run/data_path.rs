@@ -6,7 +6,6 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::AgentConfig;
 use crate::inbound::Inbound;
 use crate::local::LocalInstances;
 use crate::metrics::Metrics;
@@ -16,6 +15,7 @@ use crate::pool::Pools;
 use crate::tls::{PeerTls, TlsStore};
 use crate::trace::Tracer;
 use hostmesh_balance::EndpointTable;
+use hostmesh_config::AgentConfig;
 
 use super::RunError;
 

@@ -11,7 +11,7 @@ use hostmesh_registrar::keys::Layout;
 use hostmesh_registrar::record::HostInfo;
 use hostmesh_registrar::register::{ClaimError, Registrar, RegistrarConfig};
 
-use crate::config::AgentConfig;
+use hostmesh_config::AgentConfig;
 
 use super::{CLAIM_WAIT, RunError};
 

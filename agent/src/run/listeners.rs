@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
-use crate::config::AgentConfig;
 use crate::dns::DnsServer;
 use crate::metrics::Metrics;
+use hostmesh_config::AgentConfig;
 
 use super::RunError;
 

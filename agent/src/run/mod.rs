@@ -9,14 +9,13 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use hostmesh_config::spec::InstanceSpec;
 use hostmesh_registrar::catalog::{Catalog, CatalogConfig};
 use hostmesh_registrar::keys::Layout;
 use hostmesh_registrar::register::Registrar;
-use hostmesh_registrar::spec::InstanceSpec;
 
 use crate::admin::{self, AdminState};
 use crate::capture::{Capture, Handoff};
-use crate::config::AgentConfig;
 use crate::local::LocalInstances;
 use crate::metrics::Metrics;
 use crate::policy::Policies;
@@ -24,6 +23,7 @@ use crate::reload::Reloader;
 use crate::signals::{Signal, Signals};
 use crate::tls::TlsStore;
 use crate::trace::Tracer;
+use hostmesh_config::AgentConfig;
 
 mod advertise;
 mod data_path;

@@ -6,7 +6,7 @@ use std::fmt;
 use rustls::pki_types::{DnsName, ServerName};
 use x509_parser::prelude::{GeneralName, X509Certificate};
 
-use crate::config::names;
+use hostmesh_config::names;
 
 /// The URI scheme of every identity.
 const SCHEME: &str = "spiffe://";

@@ -23,7 +23,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use super::identity::{self, HostIdentity};
 use super::verify::{PeerClientVerifier, PeerServerVerifier};
 use super::{ALPN_H2, ALPN_TCP};
-use crate::config::TlsSection;
+use hostmesh_config::TlsSection;
 
 /// Where the material comes from: the `[tls]` files, the trust domain and this host's name.
 #[derive(Debug, Clone)]

@@ -11,9 +11,9 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use super::material::{FileProblem, Material, TlsFiles};
-use hostmesh_registrar::spec::InstanceSpec;
+use hostmesh_config::spec::InstanceSpec;
 
-use crate::config::{AgentConfig, Problem, Problems, TlsMode};
+use hostmesh_config::{AgentConfig, Problem, Problems, TlsMode};
 
 /// How often the files are checked for changes.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(3);
@@ -63,16 +63,16 @@ impl TlsStore {
             })
     }
 
-    /// [`crate::config::load_all`] plus, with mTLS, the TLS files: what the agent's start and
+    /// [`hostmesh_config::load_all`] plus, with mTLS, the TLS files: what the agent's start and
     /// `check-config --config` use. TLS problems are listed even when services have problems
     /// (as long as the agent config itself parses), so one run shows everything to fix.
     pub fn load_config(
         path: &Path,
     ) -> Result<(AgentConfig, Vec<InstanceSpec>, Option<TlsStore>), Problems> {
-        let loaded = crate::config::load_all(path, crate::config::process_env());
+        let loaded = hostmesh_config::load_all(path, hostmesh_config::process_env());
         let config = match &loaded {
             Ok((config, _)) => Some(config.clone()),
-            Err(_) => AgentConfig::load(path, crate::config::process_env()).ok(),
+            Err(_) => AgentConfig::load(path, hostmesh_config::process_env()).ok(),
         };
         let tls = config.map(|c| TlsStore::for_config(path, &c));
         match (loaded, tls) {

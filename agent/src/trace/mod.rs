@@ -21,8 +21,8 @@ use http::header::HeaderValue;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::TracingSection;
 use export::SpanRecord;
+use hostmesh_config::TracingSection;
 pub use hostmesh_wire::traceparent::TraceContext;
 
 pub const TRACEPARENT: &str = "traceparent";

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::keys::{Layout, prefix_end};
 use crate::metrics::RegistryMetrics;
 use crate::record::{Health, HostInfo, InstanceRecord};
-use crate::spec::InstanceSpec;
+use hostmesh_config::spec::InstanceSpec;
 
 use lease::{KeepAlive, LeaseFile};
 pub use maintenance::Maintenance;

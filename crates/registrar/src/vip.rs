@@ -24,11 +24,6 @@ pub enum VipError {
     Etcd(#[from] etcd_client::Error),
 }
 
-/// `dns.vip_range` when unset: 127.77.0.0/16, on loopback so a VIP can never leave the host.
-pub fn default_range() -> Ipv4Net {
-    Ipv4Net::new(Ipv4Addr::new(127, 77, 0, 0), 16).expect("/16 is a valid prefix length")
-}
-
 /// Attempts before giving up on a name within one call (each lost race takes another round).
 const ROUNDS: usize = 64;
 

@@ -20,9 +20,9 @@ use axum::response::{IntoResponse, Response};
 use http::HeaderMap;
 use tokio::time::Instant;
 
+use hostmesh_config::spec::Protocol;
 use hostmesh_registrar::catalog::{Instance, Snapshot};
 use hostmesh_registrar::record::Health;
-use hostmesh_registrar::spec::Protocol;
 
 use super::AdminState;
 use super::status::{EndpointStatus, Readings, millis};

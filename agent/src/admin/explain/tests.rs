@@ -3,9 +3,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use hostmesh_config::spec::Protocol;
 use hostmesh_registrar::catalog::Instance;
 use hostmesh_registrar::record::Health;
-use hostmesh_registrar::spec::Protocol;
 
 use super::*;
 

@@ -33,7 +33,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use hostmesh_registrar::spec::Protocol;
+use hostmesh_config::spec::Protocol;
 
 use super::attempts::{self, Exchange, Last, Refused, Timer};
 use super::decision::Decision;

@@ -8,9 +8,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use ipnet::Ipv4Net;
 
 use crate::keys::Key;
-use crate::names;
 use crate::record::{HostInfo, InstanceRecord};
-use crate::spec::WEIGHT;
+use hostmesh_config::names;
+use hostmesh_config::spec::WEIGHT;
 
 /// The names inside a key: host, service, instance id, or a VIP's name.
 pub(super) fn key(key: &Key<'_>) -> Result<(), String> {
@@ -99,7 +99,7 @@ pub(super) fn vip(ip: Ipv4Addr, range: Ipv4Net) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::keys::Layout;
-    use crate::spec::Protocol;
+    use hostmesh_config::spec::Protocol;
 
     fn record(port: u16, weight: u32, tags: &[&str]) -> InstanceRecord {
         InstanceRecord {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::record::{Health, HostInfo};
-use crate::spec::Protocol;
+use hostmesh_config::spec::Protocol;
 
 /// Everything the catalog knows at one etcd revision.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -583,8 +583,8 @@ impl State {
     }
 }
 
-fn majority_protocol(instances: &[Instance]) -> Option<crate::spec::Protocol> {
-    let mut counts: Vec<(crate::spec::Protocol, usize)> = Vec::new();
+fn majority_protocol(instances: &[Instance]) -> Option<hostmesh_config::spec::Protocol> {
+    let mut counts: Vec<(hostmesh_config::spec::Protocol, usize)> = Vec::new();
     for i in instances {
         match counts.iter_mut().find(|(p, _)| *p == i.protocol) {
             Some((_, n)) => *n += 1,

@@ -136,7 +136,7 @@ mod tests {
     use std::path::Path;
     use std::time::{Duration, Instant};
 
-    use crate::spec::CheckKind;
+    use hostmesh_config::spec::CheckKind;
 
     use super::super::probe;
     use super::*;

@@ -118,7 +118,7 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
     use tokio::task::JoinHandle;
 
-    use crate::spec::CheckKind;
+    use hostmesh_config::spec::CheckKind;
 
     use super::super::probe;
 

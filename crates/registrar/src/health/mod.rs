@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::record::Health;
-use crate::spec::{CheckKind, CheckSpec};
+use hostmesh_config::spec::{CheckKind, CheckSpec};
 
 pub use thresholds::Thresholds;
 

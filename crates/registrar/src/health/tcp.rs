@@ -25,7 +25,7 @@ mod tests {
 
     use tokio::net::TcpListener;
 
-    use crate::spec::CheckKind;
+    use hostmesh_config::spec::CheckKind;
 
     use super::super::probe;
 

@@ -1,31 +1,36 @@
-//! The agent config (`agent.toml`) and service definitions (`services.d/*.toml`): loading,
-//! `HOSTMESH_<SECTION>__<KEY>` overrides, and validation that reports every problem at once with
-//! its file and key.
+//! What operators write: the agent config (`agent.toml`) and service definitions
+//! (`services.d/*.toml`): loading, `HOSTMESH_<SECTION>__<KEY>` overrides, and validation that
+//! reports every problem at once with its file and key. Pure: files and the environment in,
+//! typed values or problems out; nothing here opens a socket or talks to etcd.
+//!
+//! - [`spec`]: what a service instance is once validated, the form the registrar publishes.
+//! - [`names`]: the name rules, for local files and for records read from etcd alike.
 //!
 //! The pipeline: TOML text → `toml::Table` → flat map of known keys (`raw`, unknown keys become
 //! problems) → environment overlay (`env`) → typed values key by key (`read`), where a bad value
 //! is a problem and its default stands in so that checking goes on.
 
 mod agent;
-pub(crate) mod duration;
+pub mod duration;
 mod env;
-pub(crate) use hostmesh_registrar::names;
+pub mod names;
 mod net;
 mod problem;
 mod raw;
 mod read;
 mod service;
+pub mod spec;
 #[cfg(test)]
 mod tests;
 
 use std::path::Path;
 
-use hostmesh_registrar::spec::InstanceSpec;
+use crate::spec::InstanceSpec;
 
 pub use agent::{
     AdminSection, AgentConfig, AgentSection, Capture, DEFAULT_CONFIG_PATH, DnsSection, EtcdSection,
     LogFormat, LogSection, PolicyDefault, PolicySection, ProxySection, TlsMode, TlsSection,
-    TracingSection, Upstream,
+    TracingSection, Upstream, default_vip_range,
 };
 pub use env::process_env;
 pub use problem::{ENVIRONMENT, Problem, Problems};

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hostmesh_registrar::spec::{CheckKind, CheckSpec, InstanceSpec, Protocol};
+use crate::spec::{CheckKind, CheckSpec, InstanceSpec, Protocol};
 use toml::Value;
 
 use super::agent::read_file;
@@ -95,7 +95,7 @@ pub fn parse_service(text: &str, file: &Path) -> Result<InstanceSpec, Problems> 
         }
     }
     let weight: u32 = {
-        let w = hostmesh_registrar::spec::WEIGHT;
+        let w = crate::spec::WEIGHT;
         r.integer("weight", 100, i64::from(*w.start())..=i64::from(*w.end()))
     };
     // An empty `[check]` leaves no leaf behind, so look at the table itself.

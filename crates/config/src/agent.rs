@@ -336,7 +336,7 @@ fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>) -> AgentC
         ),
         vip_range: r.string(
             "dns.vip_range",
-            hostmesh_registrar::vip::default_range(),
+            default_vip_range(),
             "an IPv4 network such as \"127.77.0.0/16\"",
             net::vip_range,
         ),
@@ -685,4 +685,9 @@ fn check_listeners(r: &mut Reader, config: &AgentConfig) {
             );
         }
     }
+}
+
+/// `dns.vip_range` when unset: 127.77.0.0/16, on loopback so a VIP can never leave the host.
+pub fn default_vip_range() -> Ipv4Net {
+    Ipv4Net::new(std::net::Ipv4Addr::new(127, 77, 0, 0), 16).expect("/16 is a valid prefix length")
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hostmesh_registrar::spec::{CheckKind, CheckSpec, InstanceSpec, Protocol};
+use crate::spec::{CheckKind, CheckSpec, InstanceSpec, Protocol};
 
 use super::agent::parse_inner;
 use super::*;
@@ -719,7 +719,7 @@ fn load_all_skips_services_when_the_dir_is_unknown() {
 /// Every config and service definition the project ships parses as it stands.
 #[test]
 fn shipped_examples_parse() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let host = [("HOSTMESH_AGENT__HOST", "example-host")];
     let config = AgentConfig::load(&root.join("examples/agent.toml"), env(&host));
     assert!(
