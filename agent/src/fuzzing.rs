@@ -34,11 +34,11 @@ use crate::outbound::h1::request::{self, Request, TraceHeaders};
 use crate::outbound::h1::response::{self, Response};
 use crate::outbound::strict_h1::ChunkedBody;
 use crate::outbound::strict_h1::framer::{Feed, Framer};
-use crate::policy::AccessPolicy;
-use crate::routing::RoutePolicy;
 use crate::tls::HostIdentity;
 use crate::trace::TraceContext;
 use hostmesh_config::{self as config, AgentConfig};
+use hostmesh_policy::access::AccessPolicy;
+use hostmesh_policy::route::RoutePolicy;
 use hostmesh_wire::{self as wire, TcpPreface};
 
 /// A DNS query packet through the shim: wire decoding and the answer from a small fixed

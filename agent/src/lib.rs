@@ -7,7 +7,7 @@
 //! - [`inbound`]: peers' connections to this host's apps; [`wire`]: the agent-to-agent protocol.
 //! - [`pool`]: connections to peers and local apps; [`local`]: this host's instances.
 //! - [`headers`], [`http_errors`], [`body`]: header hygiene, the agent's own answers, bodies.
-//! - [`routing`]: route policy.
+//! - [`access_table`]: who may call each service, from access policies and the catalog.
 //! - [`run`]: `hostmesh agent`: wiring, start-up order, shutdown order; [`reload`]: SIGHUP; [`shutdown`]: draining
 //!   served connections.
 //! - [`admin`]: `/live`, `/ready`, `/status`, `/metrics`.
@@ -17,9 +17,10 @@
 //! - [`trace`]: W3C trace context across hops, spans exported over OTLP/HTTP.
 //!
 //! The etcd side (registration, health checks, VIPs, the catalog) is the `hostmesh-registrar`
-//! crate; the agent config, service definitions and name rules are `hostmesh-config`; the wire
+//! crate; route and access policies are `hostmesh-policy`; the agent config, service definitions and name rules are `hostmesh-config`; the wire
 //! protocol and header hygiene are `hostmesh-wire`; balancing and breakers are `hostmesh-balance`.
 
+pub mod access_table;
 pub mod admin;
 pub mod body;
 pub mod capture;
@@ -39,10 +40,8 @@ pub mod local;
 pub mod metrics;
 pub mod notify;
 pub mod outbound;
-pub mod policy;
 pub mod pool;
 pub mod reload;
-pub mod routing;
 pub mod run;
 pub mod shutdown;
 pub mod signals;

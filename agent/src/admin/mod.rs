@@ -41,7 +41,7 @@ pub struct AdminState {
     /// Live balancer state per endpoint (EWMA, in flight) for `/status`.
     pub stats: Arc<crate::outbound::Outbound>,
     /// Unparsable access policies are problems in `/status`.
-    pub policies: Arc<crate::policy::Policies>,
+    pub policies: Arc<crate::access_table::Policies>,
     /// Set once every listener of the agent is up.
     pub listeners_up: AtomicBool,
     /// Set when the connection caps may need more descriptors than `nofile` allows.

@@ -8,8 +8,8 @@ use hostmesh_registrar::keys::Layout;
 
 use super::CliError;
 use super::document::{self, Document, DocumentArgs};
-use crate::policy::AccessPolicy;
 use hostmesh_config::Problems;
+use hostmesh_policy::access::AccessPolicy;
 
 pub type PolicyArgs = DocumentArgs;
 

@@ -8,8 +8,8 @@ use hostmesh_registrar::keys::Layout;
 
 use super::CliError;
 use super::document::{self, Document, DocumentArgs};
-use crate::routing::RoutePolicy;
 use hostmesh_config::Problems;
+use hostmesh_policy::route::RoutePolicy;
 
 pub type RouteArgs = DocumentArgs;
 

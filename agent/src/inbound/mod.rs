@@ -25,10 +25,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_table::Policies;
 use crate::local::LocalInstances;
 use crate::metrics::ProxyMetrics;
 use crate::outbound::Settings;
-use crate::policy::Policies;
 use crate::pool::Pools;
 use crate::tls::{Alpn, TlsStore};
 use hostmesh_wire as wire;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use hostmesh_config::spec::Protocol;
 
 use super::route::{Endpoint, Route};
-use crate::routing::{Rule, Split};
+use hostmesh_policy::route::{Rule, Split};
 use hostmesh_wire as wire;
 
 /// The decisions made from a request's path and headers.

@@ -91,7 +91,7 @@ pub struct Outbound {
     pub settings: Settings,
     pub metrics: ProxyMetrics,
     /// Access policy, checked here only for same-host instances (the peer checks the rest).
-    pub policies: Arc<crate::policy::Policies>,
+    pub policies: Arc<crate::access_table::Policies>,
     /// Fired when the agent starts draining (see `shutdown`).
     pub draining: CancellationToken,
     /// Spans per hop (off without an OTLP endpoint).

@@ -12,9 +12,9 @@ use hostmesh_registrar::record::Health;
 
 use tokio::time::Instant;
 
-use crate::routing::RoutePolicy;
 use hostmesh_balance::breaker::{Breaker, BreakerConfig, BreakerGroup, BreakerTable};
 use hostmesh_balance::{EndpointKey, EndpointStats, EndpointTable};
+use hostmesh_policy::route::RoutePolicy;
 
 /// One candidate instance for a route.
 #[derive(Debug)]

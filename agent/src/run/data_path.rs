@@ -6,11 +6,11 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_table::Policies;
 use crate::inbound::Inbound;
 use crate::local::LocalInstances;
 use crate::metrics::Metrics;
 use crate::outbound::{Outbound, Settings};
-use crate::policy::Policies;
 use crate::pool::Pools;
 use crate::tls::{PeerTls, TlsStore};
 use crate::trace::Tracer;

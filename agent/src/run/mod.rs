@@ -14,11 +14,11 @@ use hostmesh_registrar::catalog::{Catalog, CatalogConfig};
 use hostmesh_registrar::keys::Layout;
 use hostmesh_registrar::register::Registrar;
 
+use crate::access_table::Policies;
 use crate::admin::{self, AdminState};
 use crate::capture::{Capture, Handoff};
 use crate::local::LocalInstances;
 use crate::metrics::Metrics;
-use crate::policy::Policies;
 use crate::reload::Reloader;
 use crate::signals::{Signal, Signals};
 use crate::tls::TlsStore;

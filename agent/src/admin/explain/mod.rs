@@ -28,9 +28,9 @@ use super::AdminState;
 use super::status::{EndpointStatus, Readings, millis};
 use crate::outbound::decision::{Deadline, DeadlineSource, Decision};
 use crate::outbound::route::Route;
-use crate::routing::Split;
 use hostmesh_balance::EndpointKey;
 use hostmesh_balance::breaker::State as BreakerState;
+use hostmesh_policy::route::Split;
 use report::{Candidate, DeadlineReport, Pick, Report, RetryReport, RuleReport, SplitReport};
 use target::{Host, MeshName};
 

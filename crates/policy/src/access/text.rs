@@ -3,7 +3,7 @@
 
 use toml::Value;
 
-use super::access::AccessPolicy;
+use super::policy::AccessPolicy;
 
 impl AccessPolicy {
     /// `parse_toml(&p.to_toml())` gives `p`.

@@ -134,7 +134,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::routing::Split;
+    use crate::route::Split;
 
     fn full() -> RoutePolicy {
         let text = include_str!("testdata/example.toml");

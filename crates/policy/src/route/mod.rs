@@ -32,7 +32,7 @@ mod values;
 
 pub use policy::{BreakerPolicy, RetryPolicy, RoutePolicy, Rule, Split};
 
-// The TOML and JSON plumbing the access policy (`crate::policy`) shares.
+// The TOML and JSON plumbing the access policy (`crate::access`) shares.
 pub(crate) use json::to_toml_value;
 pub(crate) use parse::{Unknown, syntax};
 pub(crate) use values::mismatch;

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use toml::{Table, Value};
 
-use super::access::{AccessPolicy, HostPattern};
-use crate::routing::{Unknown, mismatch, syntax};
+use super::policy::{AccessPolicy, HostPattern};
+use crate::route::{Unknown, mismatch, syntax};
 use hostmesh_config::{Problem, Problems, names};
 
 const KNOWN: [&str; 2] = ["allow", "allow_hosts"];

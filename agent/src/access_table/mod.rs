@@ -1,4 +1,5 @@
-//! The decision: for each service, which caller hosts are allowed. Rebuilt from every catalog
+//! Access decisions: for each service, which caller hosts are allowed (the policies themselves are
+//! `hostmesh_policy::access`). Rebuilt from every catalog
 //! snapshot (service membership changes with the catalog, not only with policies) and swapped
 //! whole, so a request only reads an immutable table: [`PolicyTable::allows`] looks up borrowed
 //! `&str`s and allocates nothing.
@@ -9,11 +10,14 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
+use hostmesh_config::PolicyDefault;
+use hostmesh_policy::access::{AccessPolicy, HostPattern};
 use hostmesh_registrar::catalog::{Snapshot, Snapshots};
 
-use super::access::{AccessPolicy, HostPattern};
 use crate::metrics::ProxyMetrics;
-use hostmesh_config::PolicyDefault;
+
+#[cfg(test)]
+mod tests;
 
 /// One snapshot's decisions.
 #[derive(Debug)]

@@ -13,9 +13,9 @@ use std::path::Path;
 
 use serde_json::{Value as Json, json};
 
-use super::access::AccessPolicy;
 use super::parse::check;
-use crate::routing::{Unknown, to_toml_value};
+use super::policy::AccessPolicy;
+use crate::route::{Unknown, to_toml_value};
 
 impl AccessPolicy {
     /// What `policy set` writes to etcd.

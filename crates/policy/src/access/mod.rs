@@ -3,11 +3,12 @@
 //! Operators write TOML and `hostmesh policy set` stores it as JSON at
 //! `<prefix>/v1/policies/<service>`; agents read it from catalog snapshots.
 //!
-//! - `access`: the validated policy and its host patterns.
+//! - `policy`: the validated policy and its host patterns.
 //! - `parse`: TOML → validated policy, every problem with its key; unknown keys are problems.
 //! - `json`: the stored JSON; the reader ignores unknown fields.
 //! - `text`: the TOML `policy get` prints.
-//! - `table`: the decision, rebuilt from each snapshot and swapped whole ([`Policies`]).
+//!
+//! The decision per caller, rebuilt from each catalog snapshot, is the agent's `access_table`.
 //!
 //! Semantics worth knowing:
 //! - Identity is the host. A caller is allowed when its host has a registered instance (whatever
@@ -17,13 +18,11 @@
 //! - Fail closed: a stored policy that does not parse denies every caller of its service (one
 //!   warning per bad value), and so does every service before the first catalog is loaded.
 
-mod access;
 mod json;
 mod parse;
-mod table;
+mod policy;
 #[cfg(test)]
 mod tests;
 mod text;
 
-pub use access::{AccessPolicy, HostPattern};
-pub use table::{Policies, PolicyTable};
+pub use policy::{AccessPolicy, HostPattern};
