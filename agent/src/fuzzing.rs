@@ -34,11 +34,11 @@ use crate::outbound::h1::request::{self, Request, TraceHeaders};
 use crate::outbound::h1::response::{self, Response};
 use crate::outbound::strict_h1::ChunkedBody;
 use crate::outbound::strict_h1::framer::{Feed, Framer};
-use crate::tls::HostIdentity;
 use crate::trace::TraceContext;
 use hostmesh_config::{self as config, AgentConfig};
 use hostmesh_policy::access::AccessPolicy;
 use hostmesh_policy::route::RoutePolicy;
+use hostmesh_tls::HostIdentity;
 use hostmesh_wire::{self as wire, TcpPreface};
 
 /// A DNS query packet through the shim: wire decoding and the answer from a small fixed
@@ -719,14 +719,14 @@ fn nearly_same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
 pub fn cert_identity(data: &[u8]) {
     const TRUST_DOMAIN: &str = "example.org";
     if let Ok(identity) =
-        crate::tls::verify::leaf_identity(&CertificateDer::from(data), TRUST_DOMAIN)
+        hostmesh_tls::verify::leaf_identity(&CertificateDer::from(data), TRUST_DOMAIN)
     {
         assert_eq!(identity.trust_domain(), TRUST_DOMAIN);
         assert_eq!(
             HostIdentity::parse(&identity.to_string()),
             Ok(identity.clone())
         );
-        assert!(crate::tls::identity::server_name(identity.host()).is_ok());
+        assert!(hostmesh_tls::identity::server_name(identity.host()).is_ok());
     }
     if let Ok(uri) = std::str::from_utf8(data)
         && let Ok(identity) = HostIdentity::parse(uri)

@@ -46,7 +46,6 @@ pub mod run;
 pub mod shutdown;
 pub mod signals;
 pub mod telemetry;
-pub mod tls;
 pub mod trace;
 pub mod workers;
 

@@ -20,7 +20,7 @@ pub struct Metrics {
     pub proxy: ProxyMetrics,
     pub dns: crate::dns::DnsMetrics,
     pub capture: crate::capture::CaptureMetrics,
-    pub tls: crate::tls::CertMetrics,
+    pub tls: hostmesh_tls::CertMetrics,
     reloads: Family<ResultLabels, Counter>,
 }
 
@@ -354,7 +354,7 @@ impl Metrics {
         let proxy = ProxyMetrics::register(&mut registry);
         let dns = crate::dns::DnsMetrics::register(&mut registry);
         let capture = crate::capture::CaptureMetrics::register(&mut registry);
-        let tls = crate::tls::CertMetrics::register(&mut registry);
+        let tls = hostmesh_tls::CertMetrics::register(&mut registry);
         crate::descriptors::exhaustion().register(&mut registry);
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register(

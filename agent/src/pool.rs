@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::{Lent, ProxyBody};
-use crate::tls::{PeerConnector, PeerTls};
+use hostmesh_tls::{PeerConnector, PeerTls};
 
 /// When each address last got a new connection.
 #[derive(Debug, Clone, Default)]

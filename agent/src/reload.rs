@@ -16,8 +16,8 @@ use hostmesh_config::spec::InstanceSpec;
 
 use crate::local::LocalInstances;
 use crate::metrics::Metrics;
-use crate::tls::TlsStore;
 use hostmesh_config::{self as config, AgentConfig};
+use hostmesh_tls::TlsStore;
 
 #[derive(Debug)]
 pub struct Reloader {

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use hostmesh::tls::HostIdentity;
-use hostmesh::tls::issue::{Ca, host_params};
+use hostmesh_tls::HostIdentity;
+use hostmesh_tls::issue::{Ca, host_params};
 use tempfile::TempDir;
 
 use crate::binary::hostmesh_bin;

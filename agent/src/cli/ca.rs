@@ -16,8 +16,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::CliError;
-use crate::tls::identity;
-use crate::tls::issue::{self, Ca};
+use hostmesh_tls::identity;
+use hostmesh_tls::issue::{self, Ca};
 
 const DEFAULT_TRUST_DOMAIN: &str = "hostmesh.local";
 /// Host certificates live at most ten years (the CA's own lifetime).

@@ -22,7 +22,7 @@ pub fn run(args: CheckConfigArgs) -> Result<(), CliError> {
     let invalid = |p: config::Problems| CliError::Usage(format!("invalid configuration:\n{p}"));
     if let Some(path) = args.config {
         // The TLS files are checked as the agent's start checks them.
-        let (_, specs, _) = crate::tls::TlsStore::load_config(&path).map_err(invalid)?;
+        let (_, specs, _) = hostmesh_tls::TlsStore::load_config(&path).map_err(invalid)?;
         super::print(&format!(
             "{}: ok ({} service definition{})",
             path.display(),

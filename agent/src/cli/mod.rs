@@ -122,7 +122,8 @@ pub fn main() -> ExitCode {
 
 fn agent(config_path: PathBuf) -> Result<(), CliError> {
     let invalid = |problems| CliError::Usage(format!("invalid configuration:\n{problems}"));
-    let (config, specs, tls) = crate::tls::TlsStore::load_config(&config_path).map_err(invalid)?;
+    let (config, specs, tls) =
+        hostmesh_tls::TlsStore::load_config(&config_path).map_err(invalid)?;
     crate::telemetry::init(config.log.format, &config.log.level);
     block_on(async move {
         crate::run::run(config_path, config, specs, tls.map(std::sync::Arc::new))

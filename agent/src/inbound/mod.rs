@@ -30,7 +30,7 @@ use crate::local::LocalInstances;
 use crate::metrics::ProxyMetrics;
 use crate::outbound::Settings;
 use crate::pool::Pools;
-use crate::tls::{Alpn, TlsStore};
+use hostmesh_tls::{Alpn, TlsStore};
 use hostmesh_wire as wire;
 pub(crate) use prefixed::Prefixed;
 
@@ -102,7 +102,7 @@ impl Inbound {
         if let Some(tls) = &self.tls {
             let accepted = tokio::time::timeout(
                 SNIFF_TIMEOUT,
-                crate::tls::acceptor::accept(tls, stream, peer),
+                hostmesh_tls::acceptor::accept(tls, stream, peer),
             )
             .await;
             let accepted = match accepted {

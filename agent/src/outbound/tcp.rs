@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::Outbound;
 use super::route::{Endpoint, Route};
-use crate::tls::PeerStream;
+use hostmesh_tls::PeerStream;
 use hostmesh_wire::{self as wire, TcpPreface};
 
 /// Instances tried per connection before giving up (breakers count connect failures).

@@ -12,10 +12,10 @@ use crate::local::LocalInstances;
 use crate::metrics::Metrics;
 use crate::outbound::{Outbound, Settings};
 use crate::pool::Pools;
-use crate::tls::{PeerTls, TlsStore};
 use crate::trace::Tracer;
 use hostmesh_balance::EndpointTable;
 use hostmesh_config::AgentConfig;
+use hostmesh_tls::{PeerTls, TlsStore};
 
 use super::RunError;
 

@@ -21,9 +21,9 @@ use crate::local::LocalInstances;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::signals::{Signal, Signals};
-use crate::tls::TlsStore;
 use crate::trace::Tracer;
 use hostmesh_config::AgentConfig;
+use hostmesh_tls::TlsStore;
 
 mod advertise;
 mod data_path;
