@@ -1,15 +1,13 @@
 //! The hostmesh agent and command-line tool.
 //!
 //! # Layout
-//! - [`dns`]: the DNS shim: mesh names to VIPs from the catalog, everything else forwarded.
 //! - [`capture`]: how connections to VIPs reach the agent (nftables redirect or per-VIP listeners).
 //! - [`outbound`]: apps' connections to VIPs: HTTP (h1/h2) and TCP, balanced, with failover.
 //! - [`inbound`]: peers' connections to this host's apps; [`wire`]: the agent-to-agent protocol.
 //! - [`pool`]: connections to peers and local apps; [`local`]: this host's instances.
 //! - [`headers`], [`http_errors`], [`body`]: header hygiene, the agent's own answers, bodies.
 //! - [`access_table`]: who may call each service, from access policies and the catalog.
-//! - [`run`]: `hostmesh agent`: wiring, start-up order, shutdown order; [`reload`]: SIGHUP; [`shutdown`]: draining
-//!   served connections.
+//! - [`run`]: `hostmesh agent`: wiring, start-up order, shutdown order; [`reload`]: SIGHUP.
 //! - [`admin`]: `/live`, `/ready`, `/status`, `/metrics`.
 //! - [`metrics`]: the one Prometheus registry and its handles.
 //! - [`cli`]: the command-line commands (`services`, `endpoints`, `check-config`, `dev`).
@@ -17,7 +15,8 @@
 //! - [`trace`]: W3C trace context across hops, spans exported over OTLP/HTTP.
 //!
 //! The etcd side (registration, health checks, VIPs, the catalog) is the `hostmesh-registrar`
-//! crate; route and access policies are `hostmesh-policy`; the agent config, service definitions and name rules are `hostmesh-config`; the wire
+//! crate; the DNS shim is `hostmesh-dns`; what listeners share (descriptors, idle eviction, draining) is `hostmesh-listen`;
+//! route and access policies are `hostmesh-policy`; the agent config, service definitions and name rules are `hostmesh-config`; the wire
 //! protocol and header hygiene are `hostmesh-wire`; balancing and breakers are `hostmesh-balance`.
 
 pub mod access_table;
@@ -26,15 +25,12 @@ pub mod body;
 pub mod capture;
 pub mod cli;
 pub mod connect;
-pub mod descriptors;
-pub mod dns;
 // The one door the fuzz targets (`fuzz/`) and the corpus replay test (`tests/fuzz_corpus.rs`)
 // go through to reach the parsers; not an API.
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod h2_limits;
 pub mod http_errors;
-pub mod idle;
 pub mod inbound;
 pub mod local;
 pub mod metrics;
@@ -43,7 +39,6 @@ pub mod outbound;
 pub mod pool;
 pub mod reload;
 pub mod run;
-pub mod shutdown;
 pub mod signals;
 pub mod telemetry;
 pub mod trace;

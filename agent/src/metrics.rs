@@ -18,7 +18,7 @@ pub struct Metrics {
     registry: Registry,
     pub registry_side: RegistryMetrics,
     pub proxy: ProxyMetrics,
-    pub dns: crate::dns::DnsMetrics,
+    pub dns: hostmesh_dns::DnsMetrics,
     pub capture: crate::capture::CaptureMetrics,
     pub tls: hostmesh_tls::CertMetrics,
     reloads: Family<ResultLabels, Counter>,
@@ -352,10 +352,10 @@ impl Metrics {
             .set(1);
         let registry_side = RegistryMetrics::register(&mut registry);
         let proxy = ProxyMetrics::register(&mut registry);
-        let dns = crate::dns::DnsMetrics::register(&mut registry);
+        let dns = hostmesh_dns::DnsMetrics::register(&mut registry);
         let capture = crate::capture::CaptureMetrics::register(&mut registry);
         let tls = hostmesh_tls::CertMetrics::register(&mut registry);
-        crate::descriptors::exhaustion().register(&mut registry);
+        hostmesh_listen::descriptors::exhaustion().register(&mut registry);
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "hostmesh_config_reloads",

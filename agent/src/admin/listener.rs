@@ -22,9 +22,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::descriptors::{exhaustion, out_of_resources};
-use crate::idle::{BusyBody, Capped, Idle};
-use crate::shutdown::Graceful;
+use hostmesh_listen::descriptors::{exhaustion, out_of_resources};
+use hostmesh_listen::idle::{BusyBody, Capped, Idle};
+use hostmesh_listen::shutdown::Graceful;
 
 /// Admin connections at once: probes, scrapes and the command line need a handful.
 pub const MAX_CONNECTIONS: usize = 128;

@@ -303,8 +303,8 @@ pub(crate) async fn accept_loop<F>(
             }
             Err(e) => {
                 handoff.metrics.accept_errors.inc();
-                if crate::descriptors::out_of_resources(&e) {
-                    crate::descriptors::exhaustion().record("outbound", &e);
+                if hostmesh_listen::descriptors::out_of_resources(&e) {
+                    hostmesh_listen::descriptors::exhaustion().record("outbound", &e);
                     tokio::select! {
                         () = cancel.cancelled() => return,
                         () = tokio::time::sleep(ACCEPT_BACKOFF) => {}

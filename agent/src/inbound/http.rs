@@ -19,8 +19,8 @@ use super::{Inbound, PeerIo, caller};
 use crate::body::{self, ProxyBody};
 use crate::h2_limits;
 use crate::http_errors::{self, Reason};
-use crate::idle::{BusyBody, Idle};
 use crate::trace::Kind;
+use hostmesh_listen::idle::{BusyBody, Idle};
 use hostmesh_wire as wire;
 use hostmesh_wire::headers;
 
@@ -54,7 +54,7 @@ pub async fn serve(
     let conn = builder.serve_connection(TokioIo::new(stream), svc);
     // A GOAWAY once draining starts (or the backstop fires): the peer finishes what it sent
     // and reconnects for more.
-    let conn = crate::shutdown::Graceful::new(conn, &stop, |c| c.graceful_shutdown());
+    let conn = hostmesh_listen::shutdown::Graceful::new(conn, &stop, |c| c.graceful_shutdown());
     if let Some(Err(e)) = idle.close_when_idle(conn, stop).await {
         tracing::debug!(%peer, "inbound connection ended: {e}");
     }

@@ -76,8 +76,8 @@ impl Inbound {
                 () = cancel.cancelled() => return,
                 r = listener.accept() => match r {
                     Ok(x) => x,
-                    Err(e) if crate::descriptors::out_of_resources(&e) => {
-                        crate::descriptors::exhaustion().record("inbound", &e);
+                    Err(e) if hostmesh_listen::descriptors::out_of_resources(&e) => {
+                        hostmesh_listen::descriptors::exhaustion().record("inbound", &e);
                         // Do not spin while short of descriptors.
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;

@@ -40,10 +40,10 @@ use super::{Outbound, Settings};
 use crate::body::{self, ProxyBody};
 use crate::h2_limits;
 use crate::http_errors::{self, Reason};
-use crate::idle::{BusyBody, Idle};
 use crate::inbound::Prefixed;
-use crate::shutdown::Graceful;
 use crate::trace::Kind;
+use hostmesh_listen::idle::{BusyBody, Idle};
+use hostmesh_listen::shutdown::Graceful;
 use hostmesh_wire as wire;
 use hostmesh_wire::headers;
 

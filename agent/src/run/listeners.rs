@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
-use crate::dns::DnsServer;
 use crate::metrics::Metrics;
 use hostmesh_config::AgentConfig;
+use hostmesh_dns::DnsServer;
 
 use super::RunError;
 

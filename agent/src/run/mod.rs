@@ -44,14 +44,18 @@ const CLAIM_WAIT: Duration = Duration::from_secs(3);
 /// any, for `/status` (the agent runs anyway: past the limit, new connections fail and are
 /// counted in `hostmesh_descriptors_exhausted_total`).
 fn descriptor_budget(max_connections: usize) -> Option<String> {
-    match crate::descriptors::raise_limit() {
+    match hostmesh_listen::descriptors::raise_limit() {
         Ok(limit) => {
             tracing::info!(
                 soft = limit.soft,
                 hard = limit.hard,
                 "file descriptor limit"
             );
-            let problem = crate::descriptors::budget(limit, max_connections);
+            let problem = hostmesh_listen::descriptors::budget(
+                limit,
+                max_connections,
+                crate::admin::MAX_CONNECTIONS + hostmesh_dns::MAX_TCP_CONNECTIONS,
+            );
             if let Some(p) = &problem {
                 tracing::warn!("{p}");
             }

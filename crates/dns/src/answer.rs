@@ -177,8 +177,8 @@ fn vip_ptr<'t>(table: &'t Table, name: &Name, qtype: RecordType) -> Option<&'t N
 #[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
     use super::*;
-    use crate::dns::table::Zone;
-    use crate::dns::table::tests::{instance, snapshot, zone};
+    use crate::table::Zone;
+    use crate::table::tests::{instance, snapshot, zone};
     use hickory_proto::op::{Edns, Query};
     use hostmesh_registrar::catalog::Service;
     use std::sync::Arc;

@@ -44,9 +44,10 @@ pub fn raise_limit() -> io::Result<Limit> {
 
 /// What the configured caps may use at most, against the limit: `Some(problem)` when they do
 /// not fit (the agent still runs; past the limit new connections fail and are counted).
-pub fn budget(limit: Limit, max_connections: usize) -> Option<String> {
+/// `side_connections` is the sum of the other listeners' caps (admin, DNS over TCP).
+pub fn budget(limit: Limit, max_connections: usize, side_connections: usize) -> Option<String> {
     let data_path = 4 * max_connections as u64; // two sides, two descriptors per connection
-    let side = (crate::admin::MAX_CONNECTIONS + crate::dns::MAX_TCP_CONNECTIONS) as u64;
+    let side = side_connections as u64;
     let needed = data_path + side + OTHER;
     (needed > limit.soft).then(|| {
         format!(
@@ -131,8 +132,9 @@ mod tests {
             soft: 65_536,
             hard: 65_536,
         };
-        assert_eq!(budget(limit, 10_000), None);
-        let problem = budget(limit, 20_000).expect("does not fit");
+        // 128 admin + 256 DNS over TCP, as the agent passes them.
+        assert_eq!(budget(limit, 10_000, 384), None);
+        let problem = budget(limit, 20_000, 384).expect("does not fit");
         assert!(problem.contains("LimitNOFILE"), "{problem}");
     }
 

@@ -16,7 +16,9 @@ mod answer;
 mod forward;
 mod metrics;
 mod server;
-// pub(crate) for the fuzz entry points (`crate::fuzzing`), which check answers against them.
+// The fuzz target's entry point, re-exported by the agent's `hostmesh::fuzzing`; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod table;
 mod tcp;
 mod udp;

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use hickory_proto::op::ResponseCode;
 
-use crate::idle::{Admission, Busy, Capped, Idle, Slot};
+use hostmesh_listen::idle::{Admission, Busy, Capped, Idle, Slot};
 
 use super::answer::{Handled, answer_local};
 use super::forward::relay;
@@ -48,8 +48,8 @@ pub(crate) async fn accept(
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
-                Err(e) if crate::descriptors::out_of_resources(&e) => {
-                    crate::descriptors::exhaustion().record("dns", &e);
+                Err(e) if hostmesh_listen::descriptors::out_of_resources(&e) => {
+                    hostmesh_listen::descriptors::exhaustion().record("dns", &e);
                     // Pause rather than spin.
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                     continue;
