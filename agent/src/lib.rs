@@ -1,7 +1,6 @@
 //! The hostmesh agent and command-line tool.
 //!
 //! # Layout
-//! - [`capture`]: how connections to VIPs reach the agent (nftables redirect or per-VIP listeners).
 //! - [`outbound`]: apps' connections to VIPs: HTTP (h1/h2) and TCP, balanced, with failover.
 //! - [`inbound`]: peers' connections to this host's apps; [`wire`]: the agent-to-agent protocol.
 //! - [`pool`]: connections to peers and local apps; [`local`]: this host's instances.
@@ -15,14 +14,13 @@
 //! - [`trace`]: W3C trace context across hops, spans exported over OTLP/HTTP.
 //!
 //! The etcd side (registration, health checks, VIPs, the catalog) is the `hostmesh-registrar`
-//! crate; the DNS shim is `hostmesh-dns`; what listeners share (descriptors, idle eviction, draining) is `hostmesh-listen`;
+//! crate; the DNS shim is `hostmesh-dns`; capture is `hostmesh-capture`; what listeners share (descriptors, idle eviction, draining) is `hostmesh-listen`;
 //! route and access policies are `hostmesh-policy`; the agent config, service definitions and name rules are `hostmesh-config`; the wire
 //! protocol and header hygiene are `hostmesh-wire`; balancing and breakers are `hostmesh-balance`.
 
 pub mod access_table;
 pub mod admin;
 pub mod body;
-pub mod capture;
 pub mod cli;
 pub mod connect;
 // The one door the fuzz targets (`fuzz/`) and the corpus replay test (`tests/fuzz_corpus.rs`)

@@ -19,7 +19,7 @@ pub struct Metrics {
     pub registry_side: RegistryMetrics,
     pub proxy: ProxyMetrics,
     pub dns: hostmesh_dns::DnsMetrics,
-    pub capture: crate::capture::CaptureMetrics,
+    pub capture: hostmesh_capture::CaptureMetrics,
     pub tls: hostmesh_tls::CertMetrics,
     reloads: Family<ResultLabels, Counter>,
 }
@@ -353,7 +353,7 @@ impl Metrics {
         let registry_side = RegistryMetrics::register(&mut registry);
         let proxy = ProxyMetrics::register(&mut registry);
         let dns = hostmesh_dns::DnsMetrics::register(&mut registry);
-        let capture = crate::capture::CaptureMetrics::register(&mut registry);
+        let capture = hostmesh_capture::CaptureMetrics::register(&mut registry);
         let tls = hostmesh_tls::CertMetrics::register(&mut registry);
         hostmesh_listen::descriptors::exhaustion().register(&mut registry);
         let reloads = Family::<ResultLabels, Counter>::default();

@@ -37,7 +37,7 @@ pub struct AdminState {
     /// This host's instances, to resolve `maint SERVICE` to instance ids.
     pub local: Arc<crate::local::LocalInstances>,
     pub metrics: Arc<Metrics>,
-    pub capture: crate::capture::CaptureStatus,
+    pub capture: hostmesh_capture::CaptureStatus,
     /// Live balancer state per endpoint (EWMA, in flight) for `/status`.
     pub stats: Arc<crate::outbound::Outbound>,
     /// Unparsable access policies are problems in `/status`.

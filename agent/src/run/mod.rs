@@ -16,12 +16,12 @@ use hostmesh_registrar::register::Registrar;
 
 use crate::access_table::Policies;
 use crate::admin::{self, AdminState};
-use crate::capture::{Capture, Handoff};
 use crate::local::LocalInstances;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::signals::{Signal, Signals};
 use crate::trace::Tracer;
+use hostmesh_capture::{Capture, Handoff};
 use hostmesh_config::AgentConfig;
 use hostmesh_tls::TlsStore;
 
@@ -83,7 +83,7 @@ pub enum RunError {
     Signals(std::io::Error),
     /// nftables or the VIP listeners could not be set up: the message names which.
     #[error("capture: {0}")]
-    Capture(#[from] crate::capture::CaptureError),
+    Capture(#[from] hostmesh_capture::CaptureError),
     /// The etcd settings or files are unusable (a bad endpoint, an unreadable certificate).
     #[error(transparent)]
     Etcd(#[from] hostmesh_registrar::etcd::ConnectError),

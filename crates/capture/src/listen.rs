@@ -279,7 +279,7 @@ mod tests {
     use hostmesh_registrar::record::Health;
 
     use super::*;
-    use crate::capture::{CaptureMetrics, Handler};
+    use crate::{CaptureMetrics, Handler};
 
     const WAIT: Duration = Duration::from_secs(5);
 

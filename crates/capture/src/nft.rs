@@ -303,7 +303,7 @@ mod tests {
     use tokio::sync::{Semaphore, mpsc};
 
     use super::*;
-    use crate::capture::Capture;
+    use crate::Capture;
 
     const WAIT: Duration = Duration::from_secs(5);
 
