@@ -18,29 +18,18 @@
 //! route and access policies are `hostmesh-policy`; the agent config, service definitions and name rules are `hostmesh-config`; the wire
 //! protocol and header hygiene are `hostmesh-wire`; balancing and breakers are `hostmesh-balance`.
 
-pub mod access_table;
 pub mod admin;
-pub mod body;
 pub mod cli;
-pub mod connect;
 // The one door the fuzz targets (`fuzz/`) and the corpus replay test (`tests/fuzz_corpus.rs`)
 // go through to reach the parsers; not an API.
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod h2_limits;
-pub mod http_errors;
-pub mod inbound;
-pub mod local;
 pub mod metrics;
 pub mod notify;
-pub mod outbound;
-pub mod pool;
 pub mod reload;
 pub mod run;
 pub mod signals;
 pub mod telemetry;
-pub mod trace;
-pub mod workers;
 
 /// This build's version, as `hostmesh --version` prints it and `hostmesh_build_info` labels it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

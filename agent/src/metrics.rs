@@ -1,14 +1,11 @@
 //! The agent's one Prometheus registry. Metric handles are created here once at start and passed
 //! down to the components that update them; nothing is looked up by name on a hot path.
 
-use std::time::Duration;
-
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use hostmesh_registrar::metrics::RegistryMetrics;
@@ -17,7 +14,7 @@ use hostmesh_registrar::metrics::RegistryMetrics;
 pub struct Metrics {
     registry: Registry,
     pub registry_side: RegistryMetrics,
-    pub proxy: ProxyMetrics,
+    pub proxy: hostmesh_proxy::metrics::ProxyMetrics,
     pub dns: hostmesh_dns::DnsMetrics,
     pub capture: hostmesh_capture::CaptureMetrics,
     pub tls: hostmesh_tls::CertMetrics,
@@ -27,315 +24,6 @@ pub struct Metrics {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub direction: &'static str,
-    pub service: String,
-    pub code: u16,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ServiceLabels {
-    pub direction: &'static str,
-    pub service: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ConnectionLabels {
-    pub direction: &'static str,
-    pub service: String,
-    /// `opened`, or `refused` when no instance could be reached.
-    pub result: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DirectionLabels {
-    pub direction: &'static str,
-}
-
-/// Per-service handles (see [`ProxyMetrics::service_handles`]).
-#[derive(Debug, Clone)]
-pub struct ServiceHandles {
-    ok: Counter,
-    duration: Histogram,
-}
-
-/// The data path's metric handles. Labels are bounded: direction, service, status code.
-#[derive(Debug, Clone)]
-pub struct ProxyMetrics {
-    requests: Family<RequestLabels, Counter>,
-    duration: Family<ServiceLabels, Histogram>,
-    tcp_connections: Family<ConnectionLabels, Counter>,
-    tcp_bytes: Family<ServiceLabels, Counter>,
-    open_connections: Family<DirectionLabels, Gauge>,
-    retries: Family<RetryLabels, Counter>,
-    budget_exhausted: Family<OneService, Counter>,
-    ejections: Family<OneService, Counter>,
-    endpoints: Family<EndpointStateLabels, Gauge>,
-    policy_denied: Family<ServiceLabels, Counter>,
-    policy_invalid: Family<OneService, Gauge>,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RetryLabels {
-    pub service: String,
-    /// `never-reached` (any request) or `failed` (a safe request that may have reached the app).
-    pub reason: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OneService {
-    pub service: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EndpointStateLabels {
-    pub service: String,
-    /// `passing`, `critical`, `maintenance` from the catalog; `ejected` from the breakers.
-    pub state: &'static str,
-}
-
-impl ProxyMetrics {
-    fn register(registry: &mut Registry) -> Self {
-        let m = ProxyMetrics {
-            requests: Family::default(),
-            duration: Family::new_with_constructor(|| {
-                // 100 µs .. ~13 s
-                Histogram::new(exponential_buckets(0.0001, 2.0, 18))
-            }),
-            tcp_connections: Family::default(),
-            tcp_bytes: Family::default(),
-            open_connections: Family::default(),
-            retries: Family::default(),
-            budget_exhausted: Family::default(),
-            ejections: Family::default(),
-            endpoints: Family::default(),
-            policy_denied: Family::default(),
-            policy_invalid: Family::default(),
-        };
-        registry.register(
-            "hostmesh_requests",
-            "HTTP requests by direction (outbound: this host's apps calling; inbound: peers calling this host's apps), service and status",
-            m.requests.clone(),
-        );
-        registry.register(
-            "hostmesh_request_duration_seconds",
-            "Time from request to response headers",
-            m.duration.clone(),
-        );
-        registry.register(
-            "hostmesh_tcp_connections",
-            "TCP connections of tcp services: opened, or refused when no instance could be reached",
-            m.tcp_connections.clone(),
-        );
-        registry.register(
-            "hostmesh_tcp_bytes",
-            "Bytes relayed for tcp services, both ways",
-            m.tcp_bytes.clone(),
-        );
-        registry.register(
-            "hostmesh_tcp_open_connections",
-            "TCP connections of tcp services open now",
-            m.open_connections.clone(),
-        );
-        registry.register(
-            "hostmesh_retries",
-            "Requests sent again to another instance, by why that was allowed",
-            m.retries.clone(),
-        );
-        registry.register(
-            "hostmesh_retry_budget_exhausted",
-            "Retries not made because the service's retry budget was spent",
-            m.budget_exhausted.clone(),
-        );
-        registry.register(
-            "hostmesh_ejections",
-            "Instances ejected by their circuit breaker",
-            m.ejections.clone(),
-        );
-        registry.register(
-            "hostmesh_endpoints",
-            "Instances of each service by state, as this agent sees them",
-            m.endpoints.clone(),
-        );
-        registry.register(
-            "hostmesh_policy_denied",
-            "Calls refused by the service's access policy. inbound: a peer's call refused here; \
-             outbound: this host's app refused (by the peer, or here for a same-host instance)",
-            m.policy_denied.clone(),
-        );
-        registry.register(
-            "hostmesh_policy_invalid",
-            "1 while the service's access policy in etcd does not parse, so every caller is denied",
-            m.policy_invalid.clone(),
-        );
-        m
-    }
-
-    /// Sets `hostmesh_policy_invalid` for `service`.
-    pub fn policy_invalid(&self, service: &str, invalid: bool) {
-        self.policy_invalid
-            .get_or_create(&OneService {
-                service: service.to_owned(),
-            })
-            .set(i64::from(invalid));
-    }
-
-    /// Counts one call refused by `service`'s access policy (see `hostmesh_policy_denied`).
-    pub fn policy_denied(&self, service: &str, direction: &'static str) {
-        self.policy_denied
-            .get_or_create(&ServiceLabels {
-                direction,
-                service: service.to_owned(),
-            })
-            .inc();
-    }
-
-    pub fn retry(&self, service: &str, reason: &'static str) {
-        self.retries
-            .get_or_create(&RetryLabels {
-                service: service.to_owned(),
-                reason,
-            })
-            .inc();
-    }
-
-    pub fn retry_budget_exhausted(&self, service: &str) {
-        self.budget_exhausted
-            .get_or_create(&OneService {
-                service: service.to_owned(),
-            })
-            .inc();
-    }
-
-    pub fn ejected(&self, service: &str) {
-        self.ejections
-            .get_or_create(&OneService {
-                service: service.to_owned(),
-            })
-            .inc();
-    }
-
-    /// Sets `hostmesh_endpoints` for one service and state.
-    pub fn endpoints(&self, service: &str, state: &'static str, count: i64) {
-        self.endpoints
-            .get_or_create(&EndpointStateLabels {
-                service: service.to_owned(),
-                state,
-            })
-            .set(count);
-    }
-
-    /// Handles for one service's most common samples, made once per route table so a request
-    /// that succeeds allocates nothing for its metrics.
-    pub fn service_handles(&self, service: &str, direction: &'static str) -> ServiceHandles {
-        if direction == "outbound" {
-            // The failure counters exist at 0 from the moment a service is routable, so that
-            // `rate()` and alerts see their first increment (Prometheus' advice on label sets).
-            let one = OneService {
-                service: service.to_owned(),
-            };
-            let _ = self.ejections.get_or_create(&one);
-            let _ = self.budget_exhausted.get_or_create(&one);
-            for reason in ["never-reached", "failed"] {
-                let _ = self.retries.get_or_create(&RetryLabels {
-                    service: service.to_owned(),
-                    reason,
-                });
-            }
-        }
-        ServiceHandles {
-            ok: self
-                .requests
-                .get_or_create(&RequestLabels {
-                    direction,
-                    service: service.to_owned(),
-                    code: 200,
-                })
-                .clone(),
-            duration: self
-                .duration
-                .get_or_create(&ServiceLabels {
-                    direction,
-                    service: service.to_owned(),
-                })
-                .clone(),
-        }
-    }
-
-    /// Like [`Self::request`], through a service's handles.
-    pub fn request_via(
-        &self,
-        handles: &ServiceHandles,
-        service: &str,
-        direction: &'static str,
-        code: u16,
-        took: Duration,
-    ) {
-        if code == 200 {
-            handles.ok.inc();
-        } else {
-            self.count(service, direction, code);
-        }
-        handles.duration.observe(took.as_secs_f64());
-    }
-
-    fn count(&self, service: &str, direction: &'static str, code: u16) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                direction,
-                service: service.to_owned(),
-                code,
-            })
-            .inc();
-    }
-
-    pub fn request(&self, service: &str, direction: &'static str, code: u16, took: Duration) {
-        self.count(service, direction, code);
-        self.duration
-            .get_or_create(&ServiceLabels {
-                direction,
-                service: service.to_owned(),
-            })
-            .observe(took.as_secs_f64());
-    }
-
-    pub fn tcp_opened(&self, service: &str, direction: &'static str) {
-        self.tcp_connections
-            .get_or_create(&ConnectionLabels {
-                direction,
-                service: service.to_owned(),
-                result: "opened",
-            })
-            .inc();
-        self.open_connections
-            .get_or_create(&DirectionLabels { direction })
-            .inc();
-    }
-
-    pub fn tcp_closed(&self, service: &str, direction: &'static str, up: u64, down: u64) {
-        self.open_connections
-            .get_or_create(&DirectionLabels { direction })
-            .dec();
-        self.tcp_bytes
-            .get_or_create(&ServiceLabels {
-                direction,
-                service: service.to_owned(),
-            })
-            .inc_by(up + down);
-    }
-
-    pub fn tcp_refused(&self, service: &str, direction: &'static str) {
-        self.tcp_connections
-            .get_or_create(&ConnectionLabels {
-                direction,
-                service: service.to_owned(),
-                result: "refused",
-            })
-            .inc();
-    }
 }
 
 impl Metrics {
@@ -351,7 +39,7 @@ impl Metrics {
             .get_or_create(&vec![("version".to_owned(), crate::VERSION.to_owned())])
             .set(1);
         let registry_side = RegistryMetrics::register(&mut registry);
-        let proxy = ProxyMetrics::register(&mut registry);
+        let proxy = hostmesh_proxy::metrics::ProxyMetrics::register(&mut registry);
         let dns = hostmesh_dns::DnsMetrics::register(&mut registry);
         let capture = hostmesh_capture::CaptureMetrics::register(&mut registry);
         let tls = hostmesh_tls::CertMetrics::register(&mut registry);

@@ -14,9 +14,9 @@ use tokio::sync::mpsc;
 
 use hostmesh_config::spec::InstanceSpec;
 
-use crate::local::LocalInstances;
 use crate::metrics::Metrics;
 use hostmesh_config::{self as config, AgentConfig};
+use hostmesh_proxy::local::LocalInstances;
 use hostmesh_tls::TlsStore;
 
 #[derive(Debug)]

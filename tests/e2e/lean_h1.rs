@@ -1,4 +1,4 @@
-//! The lean HTTP/1 path (`agent/src/outbound/h1`): an app's HTTP/1.1 connection to a service
+//! The lean HTTP/1 path (`crates/proxy/src/outbound/h1`): an app's HTTP/1.1 connection to a service
 //! whose instances all run on the caller's own host, proxied without hyper. One host, one agent,
 //! the apps beside it, and raw sockets where the bytes on the wire matter.
 //!

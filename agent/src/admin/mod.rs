@@ -35,13 +35,13 @@ pub struct AdminState {
     /// The operator's maintenance switch (`POST /maint`).
     pub maintenance: Arc<Maintenance>,
     /// This host's instances, to resolve `maint SERVICE` to instance ids.
-    pub local: Arc<crate::local::LocalInstances>,
+    pub local: Arc<hostmesh_proxy::local::LocalInstances>,
     pub metrics: Arc<Metrics>,
     pub capture: hostmesh_capture::CaptureStatus,
     /// Live balancer state per endpoint (EWMA, in flight) for `/status`.
-    pub stats: Arc<crate::outbound::Outbound>,
+    pub stats: Arc<hostmesh_proxy::outbound::Outbound>,
     /// Unparsable access policies are problems in `/status`.
-    pub policies: Arc<crate::access_table::Policies>,
+    pub policies: Arc<hostmesh_proxy::access_table::Policies>,
     /// Set once every listener of the agent is up.
     pub listeners_up: AtomicBool,
     /// Set when the connection caps may need more descriptors than `nofile` allows.

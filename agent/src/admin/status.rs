@@ -14,9 +14,9 @@ use hostmesh_registrar::record::Health;
 use hostmesh_registrar::register::StatusReport as RegistrarReport;
 
 use super::AdminState;
-use crate::outbound::Outbound;
 use hostmesh_balance::breaker::{Breaker, State as BreakerState};
 use hostmesh_balance::{EndpointKey, EndpointStats};
+use hostmesh_proxy::outbound::Outbound;
 
 #[derive(Debug, Serialize)]
 pub struct Status {

@@ -209,7 +209,7 @@ mod tests {
         DeadlineReport, Pick, RetryReport, RuleReport, SplitReport,
     };
     use crate::admin::status::EndpointStatus;
-    use crate::outbound::decision::DeadlineSource;
+    use hostmesh_proxy::outbound::decision::DeadlineSource;
 
     fn candidate(host: &str, breaker: &str, ejected_for_ms: Option<u64>) -> Candidate {
         Candidate {

@@ -6,15 +6,15 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
-use crate::access_table::Policies;
-use crate::inbound::Inbound;
-use crate::local::LocalInstances;
 use crate::metrics::Metrics;
-use crate::outbound::{Outbound, Settings};
-use crate::pool::Pools;
-use crate::trace::Tracer;
 use hostmesh_balance::EndpointTable;
 use hostmesh_config::AgentConfig;
+use hostmesh_proxy::access_table::Policies;
+use hostmesh_proxy::inbound::Inbound;
+use hostmesh_proxy::local::LocalInstances;
+use hostmesh_proxy::outbound::{Outbound, Settings};
+use hostmesh_proxy::pool::Pools;
+use hostmesh_proxy::trace::Tracer;
 use hostmesh_tls::{PeerTls, TlsStore};
 
 use super::RunError;
@@ -58,18 +58,18 @@ pub(super) fn data_path(
         peer_tls,
     );
     let workers = Arc::new(
-        crate::workers::Workers::start(config.proxy.workers, config.proxy.pin_workers)
+        hostmesh_proxy::workers::Workers::start(config.proxy.workers, config.proxy.pin_workers)
             .map_err(RunError::Threads)?,
     );
     let outbound = Arc::new(Outbound {
         self_host: config.agent.host.clone(),
         // The config's name rules make agent.host a valid header value, and an address always is.
-        wire_headers: crate::outbound::WireHeaders::new(&config.agent.host, advertise)
+        wire_headers: hostmesh_proxy::outbound::WireHeaders::new(&config.agent.host, advertise)
             .expect("agent.host passed the host-name rules"),
         routes: ArcSwap::default(),
         stats: EndpointTable::new(),
         breakers: hostmesh_balance::breaker::BreakerTable::new(),
-        budgets: crate::outbound::retry::Budgets::default(),
+        budgets: hostmesh_proxy::outbound::retry::Budgets::default(),
         local: local.clone(),
         pools: pools.clone(),
         settings: settings.clone(),

@@ -14,15 +14,15 @@ use hostmesh_registrar::catalog::{Catalog, CatalogConfig};
 use hostmesh_registrar::keys::Layout;
 use hostmesh_registrar::register::Registrar;
 
-use crate::access_table::Policies;
 use crate::admin::{self, AdminState};
-use crate::local::LocalInstances;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::signals::{Signal, Signals};
-use crate::trace::Tracer;
 use hostmesh_capture::{Capture, Handoff};
 use hostmesh_config::AgentConfig;
+use hostmesh_proxy::access_table::Policies;
+use hostmesh_proxy::local::LocalInstances;
+use hostmesh_proxy::trace::Tracer;
 use hostmesh_tls::TlsStore;
 
 mod advertise;

@@ -1,4 +1,4 @@
-//! SIGTERM on the lean path (docs/reference/lifecycle.md, `agent/src/shutdown.rs`): requests in
+//! SIGTERM on the lean path (docs/reference/lifecycle.md, `crates/listen/src/shutdown.rs`): requests in
 //! flight finish, idle connections close at once rather than at the end of the drain, and a
 //! request that comes on a kept connection after the signal is answered with `connection: close`
 //! or not taken at all, never cut short.

@@ -1,6 +1,6 @@
 //! `GET /explain?target=URL-or-NAME&header=K:V…`: how this agent would route one request now
 //! (`hostmesh explain`). Read-only: the decisions come from the same functions a request uses
-//! ([`Decision`], [`crate::outbound::route::Route::preview`]), and the pick takes no in-flight
+//! ([`Decision`], [`hostmesh_proxy::outbound::route::Route::preview`]), and the pick takes no in-flight
 //! slot, records no latency read and claims no breaker probe.
 //!
 //! Answers 200 with a [`Report`], 400 for a malformed target or header, 404 for a name, VIP or
@@ -26,11 +26,11 @@ use hostmesh_registrar::record::Health;
 
 use super::AdminState;
 use super::status::{EndpointStatus, Readings, millis};
-use crate::outbound::decision::{Deadline, DeadlineSource, Decision};
-use crate::outbound::route::Route;
 use hostmesh_balance::EndpointKey;
 use hostmesh_balance::breaker::State as BreakerState;
 use hostmesh_policy::route::Split;
+use hostmesh_proxy::outbound::decision::{Deadline, DeadlineSource, Decision};
+use hostmesh_proxy::outbound::route::Route;
 use report::{Candidate, DeadlineReport, Pick, Report, RetryReport, RuleReport, SplitReport};
 use target::{Host, MeshName};
 
@@ -166,7 +166,7 @@ fn build(state: &AdminState, input: &str, headers: &HeaderMap) -> Result<Report,
     };
     let policy = &route.policy;
     let max_attempts = match route.protocol {
-        Protocol::Tcp => crate::outbound::TCP_MAX_ATTEMPTS,
+        Protocol::Tcp => hostmesh_proxy::outbound::TCP_MAX_ATTEMPTS,
         Protocol::Http | Protocol::Grpc => policy.retry.max_attempts.max(1),
     };
     Ok(Report {
@@ -205,7 +205,7 @@ fn build(state: &AdminState, input: &str, headers: &HeaderMap) -> Result<Report,
         },
         retry: RetryReport {
             max_attempts,
-            budget_left: crate::outbound::retry::retries_left(&route.budget),
+            budget_left: hostmesh_proxy::outbound::retry::retries_left(&route.budget),
             budget_ratio: policy.retry.budget_ratio,
             min_per_second: policy.retry.min_per_second,
         },

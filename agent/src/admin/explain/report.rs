@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::admin::status::EndpointStatus;
-use crate::outbound::decision::DeadlineSource;
+use hostmesh_proxy::outbound::decision::DeadlineSource;
 
 /// How the agent would route one request now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,33 @@
+//! The data path: apps' connections to VIPs (outbound) and peers' connections to this host's
+//! apps (inbound), HTTP (h1/h2) and TCP, balanced, retried within a budget, under deadlines
+//! that travel across hops, with breakers and access policy applied, traced and counted.
+//!
+//! - [`outbound`]: from a captured connection to an instance: the route table per snapshot, the
+//!   lean HTTP/1 path and hyper's path, the strict HTTP/1 guard, retries, TCP.
+//! - [`inbound`]: from a peer (mTLS, ALPN `h2` or `hostmesh-tcp/1`) to the local app.
+//! - [`pool`], [`connect`], [`h2_limits`]: connections to peers and local apps.
+//! - [`workers`]: the per-core runtimes connections are served on.
+//! - [`local`]: this host's instances, as the inbound side resolves them.
+//! - [`access_table`]: who may call each service, from access policies and the catalog.
+//! - [`http_errors`], [`body`]: the agent's own answers, and bodies passed through.
+//! - [`trace`]: W3C trace context across hops, spans exported over OTLP/HTTP.
+//! - [`metrics`]: the data path's metric handles.
+
+pub mod access_table;
+pub mod body;
+pub mod connect;
+// The fuzz targets' entry points, re-exported by the agent's `hostmesh::fuzzing`; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod h2_limits;
+pub mod http_errors;
+pub mod inbound;
+pub mod local;
+pub mod metrics;
+pub mod outbound;
+pub mod pool;
+pub mod trace;
+pub mod workers;
+
+/// This build's version, as spans carry it (`service.version`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
