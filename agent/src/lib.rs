@@ -1,22 +1,19 @@
-//! The hostmesh agent and command-line tool.
+//! The hostmesh binary: the command line, the agent's start-up and shutdown order, and what
+//! the process owns around the data path.
 //!
 //! # Layout
-//! - [`outbound`]: apps' connections to VIPs: HTTP (h1/h2) and TCP, balanced, with failover.
-//! - [`inbound`]: peers' connections to this host's apps; [`wire`]: the agent-to-agent protocol.
-//! - [`pool`]: connections to peers and local apps; [`local`]: this host's instances.
-//! - [`headers`], [`http_errors`], [`body`]: header hygiene, the agent's own answers, bodies.
-//! - [`access_table`]: who may call each service, from access policies and the catalog.
+//! - [`cli`]: the command-line commands (`agent`, `services`, `endpoints`, `check-config`,
+//!   `dev`, `route`, `policy`, `ca`, `dns`, `explain`, `maint`).
 //! - [`run`]: `hostmesh agent`: wiring, start-up order, shutdown order; [`reload`]: SIGHUP.
-//! - [`admin`]: `/live`, `/ready`, `/status`, `/metrics`.
-//! - [`metrics`]: the one Prometheus registry and its handles.
-//! - [`cli`]: the command-line commands (`services`, `endpoints`, `check-config`, `dev`).
+//! - [`admin`]: `/live`, `/ready`, `/status`, `/metrics`, `/explain`, `/maint`.
+//! - [`metrics`]: the one Prometheus registry, holding the handles each crate defines.
 //! - [`signals`], [`telemetry`], [`notify`]: signals, logging, systemd's notify protocol.
-//! - [`trace`]: W3C trace context across hops, spans exported over OTLP/HTTP.
+//! - `fuzzing`: the one door the fuzz targets go through (hidden; not an API).
 //!
-//! The etcd side (registration, health checks, VIPs, the catalog) is the `hostmesh-registrar`
-//! crate; the DNS shim is `hostmesh-dns`; capture is `hostmesh-capture`; what listeners share (descriptors, idle eviction, draining) is `hostmesh-listen`;
-//! route and access policies are `hostmesh-policy`; the agent config, service definitions and name rules are `hostmesh-config`; the wire
-//! protocol and header hygiene are `hostmesh-wire`; balancing and breakers are `hostmesh-balance`.
+//! Everything else is a library crate with one concern (docs/ARCHITECTURE.md, "Crates"):
+//! `hostmesh-proxy` (the data path), `hostmesh-dns`, `hostmesh-capture`, `hostmesh-tls`,
+//! `hostmesh-listen`, `hostmesh-registrar` (etcd), and the pure `hostmesh-policy`,
+//! `hostmesh-balance`, `hostmesh-config` and `hostmesh-wire`.
 
 pub mod admin;
 pub mod cli;
