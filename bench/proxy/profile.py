@@ -20,11 +20,11 @@ CATEGORIES = [
     ("hyper-util pool", r"legacy::pool"),
     ("hyper client dispatch channel", r"hyper::client::dispatch"),
     ("h2 crate", r"^<?h2::"),
-    ("hostmesh::outbound::http::build", r"^hostmesh::outbound::http::build$"),
-    ("lean HTTP/1 path: head parsing (httparse, h1::request/response)", r"^httparse::|hostmesh::outbound::h1::(request|response)::"),
-    ("retry budget (tower TpsBudget)", r"tps_budget"),
-    ("hostmesh::headers (strip hop-by-hop / internal)", r"^hostmesh::headers::"),
-    ("hostmesh::metrics", r"^hostmesh::metrics::"),
+    ("hostmesh_proxy::outbound::http::build", r"^hostmesh_proxy::outbound::http::build$"),
+    ("lean HTTP/1 path: head parsing (httparse, h1::request/response)", r"^httparse::|hostmesh_proxy::outbound::h1::(request|response)::"),
+    ("retry budget (outbound::budget)", r"hostmesh_proxy::outbound::budget::"),
+    ("hostmesh_wire::headers (strip hop-by-hop / internal)", r"^hostmesh_wire::headers::"),
+    ("hostmesh_proxy::metrics", r"^hostmesh_proxy::metrics::"),
     ("core::fmt (format!)", r"core::fmt::|format_inner"),
 ]
 

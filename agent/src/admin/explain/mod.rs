@@ -205,7 +205,7 @@ fn build(state: &AdminState, input: &str, headers: &HeaderMap) -> Result<Report,
         },
         retry: RetryReport {
             max_attempts,
-            budget_left: hostmesh_proxy::outbound::retry::retries_left(&route.budget),
+            budget_left: Some(route.budget.retries_left()),
             budget_ratio: policy.retry.budget_ratio,
             min_per_second: policy.retry.min_per_second,
         },

@@ -3,6 +3,7 @@
 //! service that is and which instances may take it.
 
 mod attempts;
+pub mod budget;
 pub mod decision;
 mod detect;
 // pub(crate): the fuzz entry points (`crate::fuzzing`) drive these parsers directly.

@@ -7,17 +7,17 @@
 //!   DELETE, or `x-hostmesh-retryable: true`) is retried, on a reset or a 502/503/504, and only if
 //!   its body was buffered for replay (at most 64 KiB). Anything else is never sent twice.
 //! - Every retry goes to a different instance, waits a jittered 25 → 250 ms backoff, starts
-//!   before the deadline, and is paid from the service's retry budget (Linkerd's: 20 % of
-//!   requests plus 10 per second over 10 s), so retries cannot multiply an outage.
+//!   before the deadline, and is paid from the service's retry budget (`budget.rs`; Linkerd's: 20 %
+//!   of requests plus 10 per second over 10 s), so retries cannot multiply an outage.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{HeaderMap, Method, StatusCode};
-use tower::retry::budget::{Budget, TpsBudget};
-
 use hostmesh_wire as wire;
+use http::{HeaderMap, Method, StatusCode};
+
+use super::budget::RetryBudget;
 
 /// Bodies up to this size are buffered so that a safe request can be replayed.
 pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
@@ -89,7 +89,7 @@ pub fn backoff(retry: u32, roll: f64) -> Duration {
 /// Retry budgets by service, rebuilt when a service's budget settings change.
 #[derive(Debug, Default)]
 pub struct Budgets {
-    by_service: Mutex<HashMap<String, (BudgetSettings, Arc<TpsBudget>)>>,
+    by_service: Mutex<HashMap<String, (BudgetSettings, Arc<RetryBudget>)>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,16 +100,12 @@ pub struct BudgetSettings {
 
 impl Budgets {
     /// The budget of `service` with these settings.
-    pub fn get(&self, service: &str, settings: BudgetSettings) -> Arc<TpsBudget> {
+    pub fn get(&self, service: &str, settings: BudgetSettings) -> Arc<RetryBudget> {
         let mut map = self.by_service.lock().unwrap_or_else(|e| e.into_inner());
         match map.get(service) {
             Some((s, b)) if *s == settings => b.clone(),
             _ => {
-                let budget = Arc::new(TpsBudget::new(
-                    Duration::from_secs(10),
-                    settings.min_per_second,
-                    settings.ratio as f32,
-                ));
+                let budget = Arc::new(RetryBudget::new(settings.ratio, settings.min_per_second));
                 map.insert(service.to_owned(), (settings, budget.clone()));
                 budget
             }
@@ -118,7 +114,7 @@ impl Budgets {
 }
 
 /// One request's view of its budget: deposits once, withdraws per retry.
-pub struct Spend(Arc<TpsBudget>);
+pub struct Spend(Arc<RetryBudget>);
 
 impl std::fmt::Debug for Spend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -127,7 +123,7 @@ impl std::fmt::Debug for Spend {
 }
 
 impl Spend {
-    pub fn new(budget: Arc<TpsBudget>) -> Self {
+    pub fn new(budget: Arc<RetryBudget>) -> Self {
         budget.deposit();
         Spend(budget)
     }
@@ -136,31 +132,6 @@ impl Spend {
     pub fn withdraw(&self) -> bool {
         self.0.withdraw()
     }
-}
-
-/// How many retries `budget` would allow now (for `hostmesh explain`); `None` if that cannot be
-/// read.
-///
-/// tower's `TpsBudget` has no accessor for its balance, only a `Debug` impl that prints it
-/// (`Budget { deposit: 1, withdraw: 5, balance: 500 }`, in tokens: a retry costs `withdraw`).
-/// This parses that output; it is the one place that does, and
-/// `tests::the_budget_left_is_read_from_towers_debug_output` fails if tower changes the format.
-/// Reading it has no side effect (tower's `Debug` sums the slots without rotating them, so it
-/// may count a few deposits that a withdrawal would already have expired).
-pub fn retries_left(budget: &TpsBudget) -> Option<u64> {
-    let text = format!("{budget:?}");
-    let field = |name: &str| -> Option<i64> {
-        let start = text.find(&format!("{name}: "))? + name.len() + 2;
-        let rest = &text[start..];
-        let end = rest.find([',', ' ', '}']).unwrap_or(rest.len());
-        rest[..end].parse().ok()
-    };
-    let withdraw = field("withdraw")?;
-    let balance = field("balance")?;
-    if withdraw <= 0 {
-        return None;
-    }
-    u64::try_from(balance.max(0) / withdraw).ok()
 }
 
 #[cfg(test)]
@@ -222,23 +193,6 @@ mod tests {
         assert_eq!(backoff(9, 1.0), Duration::from_millis(250));
         assert_eq!(backoff(3, 0.5), Duration::from_millis(50));
         assert_eq!(backoff(3, 0.0), Duration::ZERO);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_budget_left_is_read_from_towers_debug_output() {
-        // 10 per second over 10 s: 100 retries in reserve; 20 % of 50 requests adds 10.
-        let budget = TpsBudget::new(Duration::from_secs(10), 10, 0.2);
-        assert_eq!(retries_left(&budget), Some(100), "{budget:?}");
-        for _ in 0..50 {
-            budget.deposit();
-        }
-        assert_eq!(retries_left(&budget), Some(110), "{budget:?}");
-        assert!(budget.withdraw());
-        assert_eq!(retries_left(&budget), Some(109), "{budget:?}");
-        // Reading it spends nothing.
-        assert_eq!(retries_left(&budget), Some(109), "{budget:?}");
-        let empty = TpsBudget::new(Duration::from_secs(1), 0, 0.0);
-        assert_eq!(retries_left(&empty), Some(0), "{empty:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -45,7 +45,7 @@ pub struct Route {
     /// The service's outbound metric handles.
     pub metrics: crate::metrics::ServiceHandles,
     /// The service's retry budget (shared by all its routes, kept across tables).
-    pub budget: Arc<tower::retry::budget::TpsBudget>,
+    pub budget: Arc<super::budget::RetryBudget>,
 }
 
 /// VIP:port → route.
