@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use hostmesh_registrar::etcd::launch::SingleMember;
 use tempfile::TempDir;
 
 use crate::certs::{CertFiles, TestCa};
@@ -141,33 +142,18 @@ impl Etcd {
         let peer = format!("http://{addr}:{PEER_PORT}");
         let data = self.dir.path().join("data");
         let mut cmd = self.host.cmd("etcd");
-        cmd.args([
-            "--name",
-            "hmt",
-            "--data-dir",
-            &data.to_string_lossy(),
-            // Loopback too, so etcdctl inside the etcd host needs no address.
-            "--listen-client-urls",
-            &format!("{client},{scheme}://127.0.0.1:{CLIENT_PORT}"),
-            "--advertise-client-urls",
-            &client,
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-            // Ignored when the data dir already exists (restart), as it should be.
-            "--initial-cluster",
-            &format!("hmt={peer}"),
-            "--initial-cluster-state",
-            "new",
-            "--initial-cluster-token",
-            "hostmesh-tests",
-            // zap instead of 3.4's deprecated default logger, which warns about itself.
-            "--logger",
-            "zap",
-            "--log-outputs",
-            "stderr",
-        ]);
+        // Loopback too, so etcdctl inside the etcd host needs no address.
+        let listen = format!("{client},{scheme}://127.0.0.1:{CLIENT_PORT}");
+        cmd.args(
+            SingleMember {
+                name: "hmt",
+                data_dir: &data,
+                client: &listen,
+                advertise: &client,
+                peer: &peer,
+            }
+            .args(),
+        );
         if let Some(tls) = &self.tls {
             cmd.arg("--cert-file")
                 .arg(&tls.server.cert)

@@ -12,6 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use clap::Args;
+use hostmesh_registrar::etcd::launch::SingleMember;
 
 use super::CliError;
 use hostmesh_config as config;
@@ -85,21 +86,16 @@ fn start_etcd(dir: &Path) -> Result<(Child, String), CliError> {
     let log = std::fs::File::create(dir.join("etcd.log"))
         .map_err(|e| CliError::Runtime(format!("etcd log: {e}")))?;
     let child = Command::new(&bin)
-        .args(["--name", "dev", "--data-dir"])
-        .arg(dir.join("etcd"))
-        .args([
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-        ])
-        .args(["--initial-cluster", &format!("dev={peer_url}")])
+        .args(
+            SingleMember {
+                name: "dev",
+                data_dir: &dir.join("etcd"),
+                client: &url,
+                advertise: &url,
+                peer: &peer_url,
+            }
+            .args(),
+        )
         .stdin(Stdio::null())
         .stdout(
             log.try_clone()

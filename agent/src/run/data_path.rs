@@ -12,8 +12,9 @@ use hostmesh_config::AgentConfig;
 use hostmesh_proxy::access_table::Policies;
 use hostmesh_proxy::inbound::Inbound;
 use hostmesh_proxy::local::LocalInstances;
-use hostmesh_proxy::outbound::{Outbound, Settings};
+use hostmesh_proxy::outbound::Outbound;
 use hostmesh_proxy::pool::Pools;
+use hostmesh_proxy::settings::Settings;
 use hostmesh_proxy::trace::Tracer;
 use hostmesh_tls::{PeerTls, TlsStore};
 

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, PutOptions, Txn, TxnOp};
+use hostmesh_registrar::etcd::launch::SingleMember;
 
 struct Killed(Child);
 
@@ -74,21 +75,16 @@ async fn main() {
     let peer = format!("http://127.0.0.1:{pport}");
     let etcd = Killed(
         Command::new("etcd")
-            .args(["--name", "bench", "--data-dir"])
-            .arg(dir.path().join("etcd"))
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &format!("bench={peer}")])
+            .args(
+                SingleMember {
+                    name: "bench",
+                    data_dir: &dir.path().join("etcd"),
+                    client: &url,
+                    advertise: &url,
+                    peer: &peer,
+                }
+                .args(),
+            )
             .args(["--quota-backend-bytes", "4294967296"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

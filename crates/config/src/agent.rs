@@ -9,7 +9,7 @@ use ipnet::Ipv4Net;
 use super::duration;
 use super::env;
 use super::names;
-use super::net;
+use super::net::{self, Upstream};
 use super::problem::{ENVIRONMENT, Problem, Problems};
 use super::raw::{self, Fields, Key, Kind};
 use super::read::{DURATION, Reader};
@@ -122,14 +122,6 @@ pub struct DnsSection {
     pub ttl: Duration,
     /// Empty: refuse non-mesh names.
     pub upstream: Vec<Upstream>,
-}
-
-/// Where the DNS shim sends names outside the mesh domain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Upstream {
-    /// The nameservers of `/etc/resolv.conf` as read at start.
-    System,
-    Addr(SocketAddr),
 }
 
 #[derive(Debug, Clone, PartialEq)]

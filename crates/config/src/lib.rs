@@ -30,9 +30,10 @@ use crate::spec::InstanceSpec;
 pub use agent::{
     AdminSection, AgentConfig, AgentSection, Capture, DEFAULT_CONFIG_PATH, DnsSection, EtcdSection,
     LogFormat, LogSection, PolicyDefault, PolicySection, ProxySection, TlsMode, TlsSection,
-    TracingSection, Upstream, default_vip_range,
+    TracingSection, default_vip_range,
 };
 pub use env::process_env;
+pub use net::Upstream;
 pub use problem::{ENVIRONMENT, Problem, Problems};
 pub use service::{load_service, load_services, parse_service};
 

@@ -5,7 +5,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use ipnet::Ipv4Net;
 
-use super::agent::Upstream;
+/// Where the DNS shim sends names outside the mesh domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    /// The nameservers of `/etc/resolv.conf` as read at start.
+    System,
+    Addr(SocketAddr),
+}
 
 pub(crate) const LISTEN: &str = "an address IP:PORT such as \"127.0.0.1:53\"";
 

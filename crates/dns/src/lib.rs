@@ -10,12 +10,13 @@
 //!
 //! Layout: `table` (names of one snapshot), `answer` (the pure answer to one packet),
 //! `wire` (parsing, sizing, truncation), `forward` and `upstream` (forwarding), `server`
-//! with `udp` and `tcp` (sockets and limits), `metrics`.
+//! with `udp` and `tcp` (sockets and limits) and what they `shared`, `metrics`.
 
 mod answer;
 mod forward;
 mod metrics;
 mod server;
+mod shared;
 // The fuzz target's entry point, re-exported by the agent's `hostmesh::fuzzing`; not an API.
 #[doc(hidden)]
 pub mod fuzzing;

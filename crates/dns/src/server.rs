@@ -12,7 +12,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hostmesh_registrar::catalog::Snapshots;
@@ -22,7 +22,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::forward::Forwarder;
-use super::metrics::{DnsMetrics, Outcome, QType, Source};
+use super::metrics::DnsMetrics;
+use super::shared::Shared;
 use super::table::{Table, Zone};
 use super::upstream;
 use hostmesh_config::{DnsSection, Upstream};
@@ -36,21 +37,6 @@ pub const MAX_TCP_CONNECTIONS: usize = 256;
 const MAX_UDP_WORKERS: usize = 4;
 /// A port-0 listen picks the UDP port first and then needs the same TCP port free.
 const PORT_PICK_TRIES: usize = 20;
-
-/// What the listener tasks share.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) table: ArcSwap<Table>,
-    pub(crate) forwarder: Option<Forwarder>,
-    pub(crate) metrics: DnsMetrics,
-    pub(crate) in_flight: Arc<Semaphore>,
-}
-
-impl Shared {
-    pub(crate) fn record(&self, qtype: QType, outcome: Outcome, source: Source, start: Instant) {
-        self.metrics.record(qtype, outcome, source, start.elapsed());
-    }
-}
 
 /// The DNS shim, bound and ready to [`run`](DnsServer::run).
 #[derive(Debug)]

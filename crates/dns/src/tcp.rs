@@ -23,7 +23,7 @@ use hostmesh_listen::idle::{Admission, Busy, Capped, Idle, Slot};
 use super::answer::{Handled, answer_local};
 use super::forward::relay;
 use super::metrics::{Outcome, QType, Source};
-use super::server::Shared;
+use super::shared::Shared;
 use super::wire::{Request, Transport};
 
 /// A connection with no new query for this long is closed (RFC 7766 §6.2.3 leaves the value

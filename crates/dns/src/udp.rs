@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::answer::{Handled, answer_local};
 use super::forward::relay;
 use super::metrics::{Outcome, QType, Source};
-use super::server::Shared;
+use super::shared::Shared;
 use super::wire::{Request, Transport};
 
 /// The largest datagram; anything longer is cut by the kernel and then fails to parse.

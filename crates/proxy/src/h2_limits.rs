@@ -4,7 +4,7 @@
 
 use hyper::server::conn::http2;
 
-use crate::outbound::Settings;
+use crate::settings::Settings;
 
 /// Streams one app connection may have open at once. Each is a task and an upstream request,
 /// so this bounds what one connection can start (`max_connections` bounds the connections).

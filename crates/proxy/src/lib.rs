@@ -5,7 +5,8 @@
 //! - [`outbound`]: from a captured connection to an instance: the route table per snapshot, the
 //!   lean HTTP/1 path and hyper's path, the strict HTTP/1 guard, retries, TCP.
 //! - [`inbound`]: from a peer (mTLS, ALPN `h2` or `hostmesh-tcp/1`) to the local app.
-//! - [`pool`], [`connect`], [`h2_limits`]: connections to peers and local apps.
+//! - [`pool`], [`connect`], [`h2_limits`]: connections to peers and local apps; [`prefixed`]: a
+//!   stream with its sniffed head put back; [`settings`]: the `[proxy]` settings both sides read.
 //! - [`workers`]: the per-core runtimes connections are served on.
 //! - [`local`]: this host's instances, as the inbound side resolves them.
 //! - [`access_table`]: who may call each service, from access policies and the catalog.
@@ -26,6 +27,8 @@ pub mod local;
 pub mod metrics;
 pub mod outbound;
 pub mod pool;
+pub mod prefixed;
+pub mod settings;
 pub mod trace;
 pub mod workers;
 

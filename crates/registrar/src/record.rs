@@ -1,6 +1,8 @@
 //! The JSON values stored in etcd (docs/reference/etcd-layout.md). Readers ignore unknown fields so that old
 //! and new agents can run side by side; writers always write every field they know.
 
+use std::net::Ipv4Addr;
+
 use serde::{Deserialize, Serialize};
 
 use hostmesh_config::spec::Protocol;
@@ -57,6 +59,20 @@ pub struct InstanceRecord {
 
 fn default_weight() -> u32 {
     100
+}
+
+/// A VIP value is a JSON string (`"127.77.0.12"`); a bare address is accepted too, since
+/// operators sometimes write one with etcdctl.
+pub fn parse_vip(value: &[u8]) -> Result<Ipv4Addr, String> {
+    let text = std::str::from_utf8(value)
+        .map_err(|e| e.to_string())?
+        .trim();
+    let text = match serde_json::from_str::<String>(text) {
+        Ok(s) => s,
+        Err(_) => text.to_owned(),
+    };
+    text.parse::<Ipv4Addr>()
+        .map_err(|e| format!("VIP {text:?}: {e}"))
 }
 
 #[cfg(test)]

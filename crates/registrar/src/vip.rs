@@ -9,8 +9,8 @@ use std::net::Ipv4Addr;
 use etcd_client::{Compare, CompareOp, GetOptions, KvClient, Txn, TxnOp, TxnOpResponse};
 use ipnet::Ipv4Net;
 
-use crate::catalog::parse_vip;
 use crate::keys::{Layout, prefix_end};
+use crate::record::parse_vip;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VipError {

@@ -13,7 +13,6 @@
 
 pub(crate) mod caller;
 mod http;
-mod prefixed;
 mod tcp;
 
 use std::net::SocketAddr;
@@ -28,11 +27,11 @@ use tokio_util::sync::CancellationToken;
 use crate::access_table::Policies;
 use crate::local::LocalInstances;
 use crate::metrics::ProxyMetrics;
-use crate::outbound::Settings;
 use crate::pool::Pools;
+use crate::prefixed::Prefixed;
+use crate::settings::Settings;
 use hostmesh_tls::{Alpn, TlsStore};
 use hostmesh_wire as wire;
-pub(crate) use prefixed::Prefixed;
 
 /// How long a new connection may take to say what it is (or to finish its TLS handshake).
 const SNIFF_TIMEOUT: Duration = Duration::from_secs(5);

@@ -40,7 +40,7 @@ use super::{Outbound, Settings};
 use crate::body::{self, ProxyBody};
 use crate::h2_limits;
 use crate::http_errors::{self, Reason};
-use crate::inbound::Prefixed;
+use crate::prefixed::Prefixed;
 use crate::trace::Kind;
 use hostmesh_listen::idle::{BusyBody, Idle};
 use hostmesh_listen::shutdown::Graceful;

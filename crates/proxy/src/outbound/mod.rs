@@ -17,7 +17,6 @@ mod tcp;
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper::body::Incoming;
@@ -33,23 +32,13 @@ use crate::body::Lent;
 use crate::local::LocalInstances;
 use crate::metrics::ProxyMetrics;
 use crate::pool::Pools;
+use crate::settings::Settings;
 use hostmesh_balance::EndpointTable;
 use hostmesh_balance::breaker::{Admission, BreakerTable};
 use paired::{Paired, PairedError};
 use route::{Endpoint, Route, RouteTable};
 
 pub use tcp::MAX_ATTEMPTS as TCP_MAX_ATTEMPTS;
-
-/// The `[proxy]` settings the data path uses.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub connect_timeout: Duration,
-    pub request_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub header_read_timeout: Duration,
-    pub max_headers: usize,
-    pub max_header_bytes: usize,
-}
 
 /// Header values that are the same for every request this agent sends, made once.
 #[derive(Debug, Clone)]

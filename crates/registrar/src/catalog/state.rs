@@ -21,7 +21,7 @@ use std::sync::Arc;
 use ipnet::Ipv4Net;
 
 use crate::keys::{Key, Layout};
-use crate::record::{HostInfo, InstanceRecord};
+use crate::record::{HostInfo, InstanceRecord, parse_vip};
 
 use super::check;
 use super::snapshot::{Instance, Service, Snapshot};
@@ -592,20 +592,6 @@ fn majority_protocol(instances: &[Instance]) -> Option<hostmesh_config::spec::Pr
         }
     }
     counts.into_iter().max_by_key(|(_, n)| *n).map(|(p, _)| p)
-}
-
-/// A VIP value is a JSON string (`"127.77.0.12"`); a bare address is accepted too, since
-/// operators sometimes write one with etcdctl.
-pub fn parse_vip(value: &[u8]) -> Result<Ipv4Addr, String> {
-    let text = std::str::from_utf8(value)
-        .map_err(|e| e.to_string())?
-        .trim();
-    let text = match serde_json::from_str::<String>(text) {
-        Ok(s) => s,
-        Err(_) => text.to_owned(),
-    };
-    text.parse::<Ipv4Addr>()
-        .map_err(|e| format!("VIP {text:?}: {e}"))
 }
 
 #[cfg(test)]

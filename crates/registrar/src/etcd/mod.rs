@@ -11,6 +11,7 @@
 
 pub mod auth;
 mod files;
+pub mod launch;
 
 use std::path::PathBuf;
 use std::time::Duration;
