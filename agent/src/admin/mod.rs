@@ -120,8 +120,8 @@ fn update_endpoint_gauges(state: &AdminState) {
             let key = hostmesh_balance::EndpointKey::new(&svc.name, &i.host, &i.id);
             if state
                 .stats
-                .breakers
-                .get(&key)
+                .readings(&key)
+                .1
                 .is_some_and(|b| !matches!(b.state(now), hostmesh_balance::breaker::State::Closed))
             {
                 counts[3] += 1;

@@ -180,8 +180,7 @@ impl Readings {
 
     /// From the shared tables, which outlive route tables (see [`hostmesh_balance::EndpointMap`]).
     pub fn of(outbound: &Outbound, key: &EndpointKey, now: Instant) -> Self {
-        let stats = outbound.stats.get(key);
-        let breaker = outbound.breakers.get(key);
+        let (stats, breaker) = outbound.readings(key);
         Readings::new(stats.as_deref(), breaker.as_deref(), now)
     }
 

@@ -3,16 +3,14 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use hostmesh_balance::EndpointTable;
 use hostmesh_config::AgentConfig;
 use hostmesh_proxy::access_table::Policies;
 use hostmesh_proxy::inbound::Inbound;
 use hostmesh_proxy::local::LocalInstances;
-use hostmesh_proxy::outbound::Outbound;
+use hostmesh_proxy::outbound::{Outbound, OutboundParts};
 use hostmesh_proxy::pool::Pools;
 use hostmesh_proxy::settings::Settings;
 use hostmesh_proxy::trace::Tracer;
@@ -62,15 +60,11 @@ pub(super) fn data_path(
         hostmesh_proxy::workers::Workers::start(config.proxy.workers, config.proxy.pin_workers)
             .map_err(RunError::Threads)?,
     );
-    let outbound = Arc::new(Outbound {
+    let outbound = Arc::new(Outbound::new(OutboundParts {
         self_host: config.agent.host.clone(),
         // The config's name rules make agent.host a valid header value, and an address always is.
         wire_headers: hostmesh_proxy::outbound::WireHeaders::new(&config.agent.host, advertise)
             .expect("agent.host passed the host-name rules"),
-        routes: ArcSwap::default(),
-        stats: EndpointTable::new(),
-        breakers: hostmesh_balance::breaker::BreakerTable::new(),
-        budgets: hostmesh_proxy::outbound::retry::Budgets::default(),
         local: local.clone(),
         pools: pools.clone(),
         settings: settings.clone(),
@@ -79,7 +73,7 @@ pub(super) fn data_path(
         draining: draining.clone(),
         tracer: tracer.clone(),
         workers: workers.clone(),
-    });
+    }));
     let inbound = Arc::new(Inbound {
         tls,
         local,

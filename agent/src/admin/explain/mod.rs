@@ -103,15 +103,13 @@ fn build(state: &AdminState, input: &str, headers: &HeaderMap) -> Result<Report,
     let port = port_of(&name, target.port, &ports)?;
     let route = state
         .stats
-        .routes
-        .load()
-        .get(SocketAddrV4::new(vip, port))
+        .route(SocketAddrV4::new(vip, port))
         .ok_or_else(|| {
             Problem::Unknown(format!(
                 "this agent has no route for {vip}:{port} yet (catalog just changed?)"
             ))
         })?;
-    let request_timeout = state.stats.settings.request_timeout;
+    let request_timeout = state.stats.request_timeout();
     let path = target.path.split('?').next().unwrap_or("/");
     let decision = match route.protocol {
         Protocol::Http | Protocol::Grpc => Decision::new(&route, path, headers, request_timeout),
@@ -150,7 +148,7 @@ fn build(state: &AdminState, input: &str, headers: &HeaderMap) -> Result<Report,
     });
     let outcome = match picked.map(|idx| &route.endpoints[idx]) {
         None => "503 no-endpoints: no eligible instance".to_owned(),
-        Some(ep) if ep.local && !state.stats.policies.allows(&route.service, &state.host) => {
+        Some(ep) if ep.local && !state.stats.allows_same_host(&route.service, &state.host) => {
             format!(
                 "403 forbidden: {}'s access policy does not allow this host",
                 route.service
@@ -293,12 +291,9 @@ fn candidate(
         .find(|e| e.host == i.host && e.id == i.id);
     let key = EndpointKey::new(&route.service, &i.host, &i.id);
     // The route's own handles first: they are the ones the pick reads.
-    let stats = in_route
-        .map(|e| e.stats.clone())
-        .or_else(|| state.stats.stats.get(&key));
-    let breaker = in_route
-        .map(|e| e.breaker.clone())
-        .or_else(|| state.stats.breakers.get(&key));
+    let (shared_stats, shared_breaker) = state.stats.readings(&key);
+    let stats = in_route.map(|e| e.stats.clone()).or(shared_stats);
+    let breaker = in_route.map(|e| e.breaker.clone()).or(shared_breaker);
     let live = Readings::new(stats.as_deref(), breaker.as_deref(), now);
     let excluded = why_excluded(
         i,

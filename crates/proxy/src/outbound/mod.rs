@@ -33,8 +33,8 @@ use crate::local::LocalInstances;
 use crate::metrics::ProxyMetrics;
 use crate::pool::Pools;
 use crate::settings::Settings;
-use hostmesh_balance::EndpointTable;
 use hostmesh_balance::breaker::{Admission, BreakerTable};
+use hostmesh_balance::{EndpointKey, EndpointTable};
 use paired::{Paired, PairedError};
 use route::{Endpoint, Route, RouteTable};
 
@@ -68,26 +68,108 @@ impl WireHeaders {
     }
 }
 
+/// The outbound side's state. Built once with [`Outbound::new`]; the admin endpoint reads it
+/// through [`Outbound::route`], [`Outbound::request_timeout`], [`Outbound::readings`] and
+/// [`Outbound::allows_same_host`], never through its fields.
 #[derive(Debug)]
 pub struct Outbound {
+    pub(crate) self_host: String,
+    pub(crate) wire_headers: WireHeaders,
+    pub(crate) routes: ArcSwap<RouteTable>,
+    pub(crate) stats: EndpointTable,
+    pub(crate) breakers: BreakerTable,
+    pub(crate) budgets: retry::Budgets,
+    pub(crate) local: Arc<LocalInstances>,
+    pub(crate) pools: Pools,
+    pub(crate) settings: Settings,
+    pub(crate) metrics: ProxyMetrics,
+    /// Access policy, checked here only for same-host instances (the peer checks the rest).
+    pub(crate) policies: Arc<crate::access_table::Policies>,
+    /// Fired when the agent starts draining (see `shutdown`).
+    pub(crate) draining: CancellationToken,
+    /// Spans per hop (off without an OTLP endpoint).
+    pub(crate) tracer: crate::trace::Tracer,
+    /// The threads connections are served on.
+    pub(crate) workers: Arc<crate::workers::Workers>,
+}
+
+/// What the agent's wiring hands the outbound side; the rest (route table, balancer and breaker
+/// tables, retry budgets) starts empty and follows the catalog.
+#[derive(Debug)]
+pub struct OutboundParts {
+    /// This host's name (`agent.host`).
     pub self_host: String,
     pub wire_headers: WireHeaders,
-    pub routes: ArcSwap<RouteTable>,
-    pub stats: EndpointTable,
-    pub breakers: BreakerTable,
-    pub budgets: retry::Budgets,
     pub local: Arc<LocalInstances>,
     pub pools: Pools,
     pub settings: Settings,
     pub metrics: ProxyMetrics,
-    /// Access policy, checked here only for same-host instances (the peer checks the rest).
     pub policies: Arc<crate::access_table::Policies>,
-    /// Fired when the agent starts draining (see `shutdown`).
     pub draining: CancellationToken,
-    /// Spans per hop (off without an OTLP endpoint).
     pub tracer: crate::trace::Tracer,
-    /// The threads connections are served on.
     pub workers: Arc<crate::workers::Workers>,
+}
+
+impl Outbound {
+    pub fn new(parts: OutboundParts) -> Self {
+        let OutboundParts {
+            self_host,
+            wire_headers,
+            local,
+            pools,
+            settings,
+            metrics,
+            policies,
+            draining,
+            tracer,
+            workers,
+        } = parts;
+        Outbound {
+            self_host,
+            wire_headers,
+            routes: ArcSwap::default(),
+            stats: EndpointTable::new(),
+            breakers: BreakerTable::new(),
+            budgets: retry::Budgets::default(),
+            local,
+            pools,
+            settings,
+            metrics,
+            policies,
+            draining,
+            tracer,
+            workers,
+        }
+    }
+
+    /// The route a connection to `dst` takes now, if the current table has one.
+    pub fn route(&self, dst: SocketAddrV4) -> Option<Arc<Route>> {
+        self.routes.load().get(dst)
+    }
+
+    /// `[proxy] request_timeout`: the deadline when neither the client nor a route sets one.
+    pub fn request_timeout(&self) -> std::time::Duration {
+        self.settings.request_timeout
+    }
+
+    /// An instance's live balancer and breaker state from the shared tables, which outlive route
+    /// tables (an instance no route lists any more keeps its readings until it leaves the
+    /// catalog).
+    pub fn readings(
+        &self,
+        key: &EndpointKey,
+    ) -> (
+        Option<Arc<hostmesh_balance::EndpointStats>>,
+        Option<Arc<hostmesh_balance::breaker::Breaker>>,
+    ) {
+        (self.stats.get(key), self.breakers.get(key))
+    }
+
+    /// Whether `caller_host` may call `service` on this host (same-host instances are checked
+    /// here; peers check the rest).
+    pub fn allows_same_host(&self, service: &str, caller_host: &str) -> bool {
+        self.policies.allows(service, caller_host)
+    }
 }
 
 impl Outbound {
