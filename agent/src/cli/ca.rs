@@ -86,7 +86,7 @@ fn init(dir: &Path, trust_domain: &str) -> Result<(), CliError> {
         }
     }
     create_dir(dir, 0o700)?;
-    let ca = issue::new_ca(trust_domain).map_err(CliError::Runtime)?;
+    let ca = issue::new_ca(trust_domain).map_err(issue_error)?;
     // The key first, created exclusively: two racing inits cannot both write one.
     write_new(&key_path, ca.key_pem.as_bytes(), 0o600)?;
     write_replacing(&cert_path, ca.cert_pem.as_bytes(), 0o644)?;
@@ -142,7 +142,7 @@ fn issue(dir: &Path, host: &str, out: &Path, days: u64, force: bool) -> Result<(
     }
     let issued = ca
         .issue(host, Duration::from_secs(days * 86_400))
-        .map_err(CliError::Usage)?;
+        .map_err(issue_error)?;
     create_dir(out, 0o755)?;
     write_replacing(&key_path, issued.key_pem.as_bytes(), 0o640)?;
     write_replacing(&cert_path, issued.cert_pem.as_bytes(), 0o644)?;
@@ -200,4 +200,12 @@ fn write_replacing(path: &Path, data: &[u8], mode: u32) -> Result<(), CliError> 
         let _ = fs::remove_file(&tmp);
         fail(e)
     })
+}
+
+/// A name breaking the identity rules is the operator's input (exit 2); rcgen failing is not.
+fn issue_error(e: issue::IssueError) -> CliError {
+    match e {
+        issue::IssueError::Identity(_) => CliError::Usage(e.to_string()),
+        issue::IssueError::Rcgen(_) => CliError::Runtime(e.to_string()),
+    }
 }

@@ -462,9 +462,12 @@ fn issued_certificates_have_the_promised_shape() {
     // A CA directory whose key is not the certificate's is refused.
     let other = issue::new_ca("example.org").unwrap();
     let made = issue::new_ca("example.org").unwrap();
-    assert!(
-        Ca::from_pem(&made.cert_pem, &other.key_pem)
-            .unwrap_err()
-            .contains("not the key")
-    );
+    assert!(matches!(
+        Ca::from_pem(&made.cert_pem, &other.key_pem),
+        Err(issue::CaError::KeyMismatch)
+    ));
+    assert!(matches!(
+        ca.issue("Web", YEAR),
+        Err(issue::IssueError::Identity(_))
+    ));
 }
