@@ -131,8 +131,12 @@ pub fn deadline_for(
     Deadline { after, source }
 }
 
-/// gRPC's `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
+/// gRPC's `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n), with surrounding
+/// spaces and tabs ignored as HTTP/1 parsers strip them (an HTTP/2 value keeps them: hyper's
+/// path read `\t5H` as no timeout where the lean path read 5 hours; found by the peer_headers
+/// fuzz target).
 pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    let v = v.trim_matches([' ', '\t']);
     // Checked: a value ending in a multi-byte character has no one-byte unit (and `split_at`
     // panicked on it).
     let (digits, unit) = v.split_at_checked(v.len().checked_sub(1)?)?;
@@ -176,6 +180,10 @@ mod tests {
         assert_eq!(parse_grpc_timeout("S"), None);
         assert_eq!(parse_grpc_timeout(""), None);
         assert_eq!(parse_grpc_timeout("1η"), None);
+        assert_eq!(
+            parse_grpc_timeout("\t5H "),
+            Some(Duration::from_secs(5 * 3600))
+        );
     }
 
     #[test]
