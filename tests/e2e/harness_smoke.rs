@@ -215,9 +215,11 @@ fn teardown_kills_processes_and_deletes_namespaces() {
     // `ip netns exec` enters the namespace and then execs sleep: until then the process is not
     // in the namespace for teardown to find (a busy machine showed that window).
     let comm = format!("/proc/{}/comm", leaked.id());
-    wait_until(Duration::from_secs(10), "the leaked process runs sleep", || {
-        std::fs::read_to_string(&comm).is_ok_and(|c| c.trim() == "sleep")
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the leaked process runs sleep",
+        || std::fs::read_to_string(&comm).is_ok_and(|c| c.trim() == "sleep"),
+    );
     assert_eq!(namespaces_with(&id).len(), 2);
     drop(net);
     assert_eq!(namespaces_with(&id), Vec::<String>::new());
