@@ -9,12 +9,14 @@
 //!   stream with its sniffed head put back; [`settings`]: the `[proxy]` settings both sides read.
 //! - [`workers`]: the per-core runtimes connections are served on.
 //! - [`local`]: this host's instances, as the inbound side resolves them.
+//! - [`app_request`]: what an app receives, decided once for the three paths that write it.
 //! - [`access_table`]: who may call each service, from access policies and the catalog.
 //! - [`http_errors`], [`body`]: the agent's own answers, and bodies passed through.
 //! - [`trace`]: W3C trace context across hops, spans exported over OTLP/HTTP.
 //! - [`metrics`]: the data path's metric handles.
 
 pub mod access_table;
+pub mod app_request;
 pub mod body;
 pub mod connect;
 // The fuzz targets' entry points, re-exported by the agent's `hostmesh::fuzzing`; not an API.

@@ -141,18 +141,6 @@ pub fn strip_client_internal(headers: &mut HeaderMap) {
     }
 }
 
-/// Removes the agent-to-agent headers before a request reaches the app.
-pub fn strip_wire(headers: &mut HeaderMap) {
-    for name in [
-        wire::names::DST,
-        wire::names::SRC,
-        wire::names::VERSION_HEADER,
-        wire::names::RETRYABLE,
-    ] {
-        headers.remove(name);
-    }
-}
-
 /// Read access to a request's headers, in a `HeaderMap` or still in the bytes of an HTTP/1
 /// head (the lean path, `outbound::h1`), so that route rules and deadlines are decided by one
 /// piece of code for both.

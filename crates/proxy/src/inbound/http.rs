@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use hostmesh_config::spec::Protocol;
 
 use super::{Inbound, PeerIo, caller};
+use crate::app_request;
 use crate::body::{self, ProxyBody};
 use crate::h2_limits;
 use crate::http_errors::{self, Reason};
@@ -106,18 +107,20 @@ async fn handle(
     let caller = caller.unwrap_or_else(|| peer.ip().to_string());
 
     let (mut parts, incoming) = req.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers);
-    headers::strip_wire(&mut parts.headers);
-    let h = &mut parts.headers;
-    if let Ok(v) = HeaderValue::from_str(&caller) {
-        h.insert(wire::CALLER, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&format!("for={}", peer.ip())) {
-        h.insert("forwarded", v);
-    }
-    if grpc {
-        h.remove(http::header::HOST);
-    }
+    let ip = HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("-"));
+    // A caller is a host name (from a certificate or the peer's claim, both checked) or an IP.
+    let caller = HeaderValue::from_str(&caller).unwrap_or_else(|_| ip.clone());
+    let forwarded = HeaderValue::from_str(&format!("for={}", peer.ip()))
+        .unwrap_or(HeaderValue::from_static("for=unknown"));
+    app_request::write_map(
+        &mut parts.headers,
+        &app_request::Added {
+            caller: &caller,
+            forwarded: &forwarded,
+            timeout,
+            grpc,
+        },
+    );
     let hop = ctx
         .tracer
         .hop(&mut parts.headers, Kind::Server, &service, &parts.method);

@@ -37,6 +37,7 @@ use super::retry::{self, Failure};
 use super::route::{Endpoint, Route};
 use super::strict_h1::StrictH1;
 use super::{Outbound, Settings};
+use crate::app_request;
 use crate::body::{self, ProxyBody};
 use crate::h2_limits;
 use crate::http_errors::{self, Reason};
@@ -386,21 +387,23 @@ fn build(
     *req.method_mut() = parts.method.clone();
     *req.headers_mut() = parts.headers.clone();
     let h = req.headers_mut();
-    h.insert(
-        wire::names::TIMEOUT,
-        HeaderValue::from_str(&wire::format_timeout(remaining)).ok()?,
-    );
     let target = if ep.local {
         let spec = ctx.local.get(&route.service, &ep.id)?;
-        h.insert(wire::names::CALLER, ctx.wire_headers.caller.clone());
-        h.insert(http::header::FORWARDED, ctx.wire_headers.forwarded.clone());
-        // No agent-to-agent header can be here: `forward` kept only the two a client may send
-        // (`x-hostmesh-timeout`, set above, and `x-hostmesh-retryable`, removed).
-        if route.protocol == Protocol::Grpc {
-            h.remove(HOST);
-        }
+        app_request::write_map(
+            h,
+            &app_request::Added {
+                caller: &ctx.wire_headers.caller,
+                forwarded: &ctx.wire_headers.forwarded,
+                timeout: remaining,
+                grpc: route.protocol == Protocol::Grpc,
+            },
+        );
         spec.target
     } else {
+        h.insert(
+            wire::names::TIMEOUT,
+            HeaderValue::from_str(&wire::format_timeout(remaining)).ok()?,
+        );
         h.insert(
             wire::names::DST,
             HeaderValue::from_str(&format!("{}/{}", route.service, ep.id)).ok()?,

@@ -55,11 +55,7 @@ impl WireHeaders {
     pub fn new(host: &str, addr: IpAddr) -> Option<Self> {
         let caller = ::http::HeaderValue::from_str(host).ok()?;
         let forwarded = ::http::HeaderValue::from_str(&format!("for={addr}")).ok()?;
-        let h1_lines = format!(
-            "{}: {host}\r\nforwarded: for={addr}\r\n",
-            hostmesh_wire::CALLER
-        )
-        .into_bytes();
+        let h1_lines = crate::app_request::h1_lines(&caller, &forwarded);
         Some(WireHeaders {
             caller,
             forwarded,

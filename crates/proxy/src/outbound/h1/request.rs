@@ -10,6 +10,7 @@ use http::Method;
 use memchr::memchr_iter;
 
 use super::fields::{self, Field};
+use crate::app_request;
 use crate::outbound::retry;
 use crate::trace::{TRACEPARENT, TRACESTATE};
 use hostmesh_wire::headers::{self, HeaderLookup};
@@ -129,9 +130,9 @@ impl Request {
         )
     }
 
-    /// Writes the request as the app gets it: the client's head without hop-by-hop headers,
-    /// without `x-hostmesh-*` and `forwarded` (and `traceparent`/`tracestate` when the hop has
-    /// its own), then `added` (complete header lines), then the body.
+    /// Writes the request as the app gets it: the client's fields as `app_request` decides them
+    /// (and without `traceparent`/`tracestate` when the hop has its own), then `added` (complete
+    /// header lines), then the body.
     pub fn write_to_app(
         &self,
         buf: &[u8],
@@ -145,21 +146,21 @@ impl Request {
         out.extend_from_slice(&buf[self.path_at.clone()]);
         out.extend_from_slice(b" HTTP/1.1\r\n");
         let connection = fields::connection_named(buf, &self.fields);
+        let mut trailers = false;
         for f in &self.fields {
             let name = f.name(buf);
-            let drop = headers::is_hop_by_hop(name)
-                || connection
-                    .iter()
-                    .any(|c| c.as_bytes().eq_ignore_ascii_case(name))
-                || headers::is_ours(name)
-                || name.eq_ignore_ascii_case(b"forwarded")
-                || drop_trace.drops(name);
-            if !drop {
+            let named = connection
+                .iter()
+                .any(|c| c.as_bytes().eq_ignore_ascii_case(name));
+            if !app_request::drops(name, named) && !drop_trace.drops(name) {
                 f.write(buf, out);
-            } else if name.eq_ignore_ascii_case(b"te")
-                && headers::visible_ascii(f.value(buf)).is_some_and(headers::te_wants_trailers)
+            } else if !trailers
+                && name.eq_ignore_ascii_case(b"te")
+                && app_request::te_for_app(f.value(buf))
             {
+                // Once, where the client's first `te` asking for trailers was.
                 out.extend_from_slice(b"te: trailers\r\n");
+                trailers = true;
             }
         }
         for line in added {

@@ -1,0 +1,168 @@
+//! What an app receives (docs/reference/http.md, "What the app receives"), decided in one place.
+//! Three writers hand a request to an app: the lean HTTP/1 path writes bytes
+//! (`outbound::h1::request`), hyper's path to a same-host app and a peer's inbound side edit a
+//! `HeaderMap` ([`write_map`]). All of them keep or drop each field by [`drops`] and [`te_for_app`],
+//! and add the fields of [`Added`]; `tests/e2e/app_request.rs` checks they agree.
+
+use std::time::Duration;
+
+use http::HeaderMap;
+use http::header::{CONNECTION, FORWARDED, HOST, HeaderName, HeaderValue, TE};
+
+use hostmesh_wire::{self as wire, headers};
+
+/// Whether a field of the incoming request stays behind: hop-by-hop by itself or because
+/// `Connection` names it (`named_by_connection`), one of the agent's own `x-hostmesh-*` (the
+/// agent writes the ones an app gets), or `forwarded` (the agent writes its own). `te` is
+/// hop-by-hop too; [`te_for_app`] says what replaces it.
+pub fn drops(name: &[u8], named_by_connection: bool) -> bool {
+    headers::is_hop_by_hop(name)
+        || named_by_connection
+        || headers::is_ours(name)
+        || name.eq_ignore_ascii_case(b"forwarded")
+}
+
+/// Whether a `te` value asks for trailers: then the app gets `te: trailers` (once, whatever the
+/// client sent), which gRPC needs end to end.
+pub fn te_for_app(value: &[u8]) -> bool {
+    headers::visible_ascii(value).is_some_and(headers::te_wants_trailers)
+}
+
+/// The fields the agent adds for the app: who called, from where, and what is left of the
+/// deadline. A gRPC app gets no `host`.
+#[derive(Debug)]
+pub struct Added<'a> {
+    pub caller: &'a HeaderValue,
+    pub forwarded: &'a HeaderValue,
+    pub timeout: Duration,
+    pub grpc: bool,
+}
+
+/// The lines the lean HTTP/1 path adds for `caller` and `forwarded` (made once per agent, as
+/// [`write_map`] inserts the same two fields); the deadline follows per request as
+/// `hostmesh_wire::timeout_line`.
+pub fn h1_lines(caller: &HeaderValue, forwarded: &HeaderValue) -> Vec<u8> {
+    let mut lines = Vec::new();
+    for (name, value) in [(wire::CALLER, caller), (FORWARDED.as_str(), forwarded)] {
+        lines.extend_from_slice(name.as_bytes());
+        lines.extend_from_slice(b": ");
+        lines.extend_from_slice(value.as_bytes());
+        lines.extend_from_slice(b"\r\n");
+    }
+    lines
+}
+
+/// Makes `h` what the app receives: the incoming fields by [`drops`] and [`te_for_app`], then
+/// the fields of `added`.
+pub fn write_map(h: &mut HeaderMap, added: &Added<'_>) {
+    let named: Vec<HeaderName> = h
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(headers::connection_named)
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .collect();
+    let trailers = h.get_all(TE).iter().any(|v| te_for_app(v.as_bytes()));
+    // Most requests carry a handful of fields; names are collected first because a map cannot
+    // lose keys while they are iterated.
+    let doomed: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| drops(k.as_str().as_bytes(), named.contains(k)))
+        .cloned()
+        .collect();
+    for name in doomed {
+        h.remove(name);
+    }
+    if trailers {
+        h.insert(TE, HeaderValue::from_static("trailers"));
+    }
+    h.insert(wire::names::CALLER, added.caller.clone());
+    h.insert(FORWARDED, added.forwarded.clone());
+    if let Ok(v) = HeaderValue::from_str(&wire::format_timeout(added.timeout)) {
+        h.insert(wire::names::TIMEOUT, v);
+    }
+    if added.grpc {
+        h.remove(HOST);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn map(fields: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in fields {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn the_app_gets_the_agents_fields_and_none_of_the_connections() {
+        let mut h = map(&[
+            ("host", "orders.mesh:8080"),
+            ("connection", "x-drop, close"),
+            ("x-drop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers, deflate"),
+            ("te", "trailers"),
+            ("x-hostmesh-dst", "orders/1"),
+            ("x-hostmesh-caller", "evil"),
+            ("forwarded", "for=192.0.2.1"),
+            ("x-forwarded-for", "192.0.2.1"),
+            ("x-keep", "1"),
+        ]);
+        let caller = HeaderValue::from_static("web-01");
+        let forwarded = HeaderValue::from_static("for=198.18.0.11");
+        let added = Added {
+            caller: &caller,
+            forwarded: &forwarded,
+            timeout: Duration::from_millis(1500),
+            grpc: false,
+        };
+        write_map(&mut h, &added);
+        let fields: Vec<(String, String)> = h
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        let mut fields = fields;
+        fields.sort();
+        assert_eq!(
+            fields,
+            [
+                ("forwarded", "for=198.18.0.11"),
+                ("host", "orders.mesh:8080"),
+                ("te", "trailers"),
+                ("x-forwarded-for", "192.0.2.1"),
+                ("x-hostmesh-caller", "web-01"),
+                ("x-hostmesh-timeout", "1500ms"),
+                ("x-keep", "1"),
+            ]
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        );
+        let added = Added {
+            grpc: true,
+            ..added
+        };
+        write_map(&mut h, &added);
+        assert!(h.get(HOST).is_none());
+    }
+
+    #[test]
+    fn the_lean_lines_are_the_maps_fields() {
+        let lines = h1_lines(
+            &HeaderValue::from_static("web-01"),
+            &HeaderValue::from_static("for=198.18.0.11"),
+        );
+        assert_eq!(
+            lines,
+            b"x-hostmesh-caller: web-01\r\nforwarded: for=198.18.0.11\r\n"
+        );
+    }
+}
