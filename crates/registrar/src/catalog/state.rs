@@ -153,12 +153,11 @@ impl State {
             put(&mut state, l.route(service), serde_json::to_vec(v));
         }
         for (service, v) in &saved.policies {
-            // A policy kept as its text (not JSON) goes back as that text, to deny again.
-            let bytes = match v {
-                serde_json::Value::String(text) => Ok(text.clone().into_bytes()),
-                other => serde_json::to_vec(other),
-            };
-            put(&mut state, l.policy(service), bytes);
+            // A policy kept as its text (not JSON) is a JSON string, and goes back encoded as
+            // one, to deny again. Written back as bare text it was parsed afresh: a value that
+            // was not UTF-8 (kept lossily) could then parse as a policy and allow callers after
+            // a restart (found by the catalog fuzz target).
+            put(&mut state, l.policy(service), serde_json::to_vec(v));
         }
         state.set_revision(rev);
         let snapshot = state.snapshot();
@@ -693,6 +692,23 @@ mod tests {
             s.snapshot().policies["orders"],
             serde_json::Value::String(r#"{"allow":["web"]"#.to_owned())
         );
+    }
+
+    #[test]
+    fn a_policy_that_is_not_utf8_stays_text_in_catalog_json() {
+        // JSON that would allow `web` but is not UTF-8: kept as lossy text, so it denies. It
+        // must still deny after a restart from catalog.json, not parse there as a policy.
+        let l = layout();
+        let mut s = State::new(l.clone(), range());
+        s.put(
+            &l.policy("orders"),
+            b"{\"allow\":[\"web\"],\"x\":\"\xa4\"}",
+            5,
+        );
+        let saved = s.snapshot();
+        assert!(saved.policies["orders"].is_string());
+        let (_, restored) = State::from_snapshot(l, range(), &saved);
+        assert_eq!(restored.policies, saved.policies);
     }
 
     #[test]
