@@ -15,7 +15,7 @@ use super::problem::{Problem, Problems};
 use super::raw::{self, Key, Kind};
 use super::read::Reader;
 
-const SCHEMA: &[Key] = &[
+pub(crate) const SCHEMA: &[Key] = &[
     ("name", Kind::Str),
     ("port", Kind::Int),
     ("target", Kind::Str),

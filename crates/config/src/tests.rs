@@ -735,3 +735,49 @@ fn shipped_examples_parse() {
     );
     assert_eq!(services.unwrap().len(), 2);
 }
+
+/// The keys docs/config.md documents in each `### [section]` table (and, for service
+/// definitions, the table before `### [check]`), as `section.key`.
+fn documented_keys(part: &str) -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(root.join("docs/config.md")).expect("docs/config.md");
+    let body = text
+        .split("\n## ")
+        .find(|s| s.starts_with(part))
+        .unwrap_or_else(|| panic!("docs/config.md has no section {part:?}"));
+    let mut section = Some(String::new());
+    let mut keys = Vec::new();
+    for line in body.lines() {
+        if let Some(heading) = line.strip_prefix("### ") {
+            // Only `### [name]` headings hold keys; others (rules across keys) end a table.
+            section = heading
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .map(|s| format!("{s}."));
+        } else if let (Some(prefix), Some(row)) = (&section, line.strip_prefix("| `")) {
+            if let Some((key, _)) = row.split_once('`') {
+                keys.push(format!("{prefix}{key}"));
+            }
+        }
+    }
+    keys.sort();
+    keys
+}
+
+/// docs/config.md documents exactly the keys the readers know: a key added to the code without
+/// its row (or a row left behind by a removed key) fails here.
+#[test]
+fn docs_list_every_key_and_no_other() {
+    let mut agent: Vec<String> = super::agent::SCHEMA
+        .iter()
+        .map(|(k, _)| (*k).to_owned())
+        .collect();
+    agent.sort();
+    assert_eq!(documented_keys("Agent config"), agent);
+    let mut service: Vec<String> = super::service::SCHEMA
+        .iter()
+        .map(|(k, _)| (*k).to_owned())
+        .collect();
+    service.sort();
+    assert_eq!(documented_keys("Service definitions"), service);
+}
