@@ -754,10 +754,10 @@ fn documented_keys(part: &str) -> Vec<String> {
                 .strip_prefix('[')
                 .and_then(|h| h.strip_suffix(']'))
                 .map(|s| format!("{s}."));
-        } else if let (Some(prefix), Some(row)) = (&section, line.strip_prefix("| `")) {
-            if let Some((key, _)) = row.split_once('`') {
-                keys.push(format!("{prefix}{key}"));
-            }
+        } else if let (Some(prefix), Some(row)) = (&section, line.strip_prefix("| `"))
+            && let Some((key, _)) = row.split_once('`')
+        {
+            keys.push(format!("{prefix}{key}"));
         }
     }
     keys.sort();
