@@ -52,7 +52,7 @@ pub struct ClientArgs {
     #[arg(long)]
     pub json: bool,
     /// Give up after this long
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = hostmesh_wire::duration::parse)]
     pub timeout: Duration,
 }
 

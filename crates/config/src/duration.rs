@@ -1,4 +1,5 @@
-//! Duration strings (`"250ms"`, `"10s"`, `"1m 30s"`) as humantime writes them.
+//! Duration strings (`"250ms"`, `"10s"`, `"1m 30s"`): read by `hostmesh_wire::duration`,
+//! written by humantime.
 
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ pub(crate) fn parse(s: &str) -> Result<Duration, String> {
 
 /// Parses a duration where zero is meaningful (`agent.drain = "0s"`: no drain).
 pub(crate) fn parse_allow_zero(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s.trim())
+    let d = hostmesh_wire::duration::parse(s)
         .map_err(|e| format!("{s:?} is not a duration such as \"10s\" or \"250ms\" ({e})"))?;
     if d > MAX {
         return Err(format!("must be at most {}, found {s:?}", show(MAX)));

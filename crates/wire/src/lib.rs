@@ -1,9 +1,10 @@
 //! The wire: what travels between an app, its agent and a peer agent, in one place for every
-//! end. Pure: parsing and formatting only, no sockets; it needs `http`'s types and `humantime`.
+//! end. Pure: parsing and formatting only, no sockets; it needs only `http`'s types.
 //!
 //! - This module: the agent-to-agent protocol (docs/reference/http.md, "The peer protocol").
 //! - [`headers`]: header hygiene on both hops (hop-by-hop, `x-hostmesh-*`, `Connection`).
 //! - [`traceparent`]: W3C Trace Context, read and passed on across hops.
+//! - [`duration`]: duration text (`"250ms"`, `"1m 30s"`), for deadlines and every setting.
 //!
 //! # The peer protocol
 //! - HTTP: HTTP/2 to the peer's inbound port. The exact instance travels in `x-hostmesh-dst:
@@ -22,6 +23,7 @@
 
 use std::time::Duration;
 
+pub mod duration;
 pub mod headers;
 pub mod traceparent;
 
@@ -130,7 +132,7 @@ pub fn parse_timeout(value: &str) -> Option<Duration> {
     let v = value.trim();
     let d = match v.parse::<u64>() {
         Ok(ms) => Duration::from_millis(ms),
-        Err(_) => humantime::parse_duration(v).ok()?,
+        Err(_) => duration::parse(v).ok()?,
     };
     Some(d.min(MAX_TIMEOUT))
 }

@@ -42,8 +42,8 @@ pub(super) fn string(v: &Value) -> Result<String, String> {
 
 pub(super) fn positive_duration(v: &Value) -> Result<Duration, String> {
     let s = v.as_str().ok_or_else(|| mismatch(DURATION, v))?;
-    let d = humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{s:?} is not {DURATION} ({e})"))?;
+    let d =
+        hostmesh_wire::duration::parse(s).map_err(|e| format!("{s:?} is not {DURATION} ({e})"))?;
     if d.is_zero() {
         return Err("must be greater than zero".to_owned());
     }
