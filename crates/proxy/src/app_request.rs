@@ -29,13 +29,20 @@ pub fn te_for_app(value: &[u8]) -> bool {
 }
 
 /// The fields the agent adds for the app: who called, from where, and what is left of the
-/// deadline. A gRPC app gets no `host`.
+/// deadline (`x-hostmesh-timeout`, as [`timeout_value`] writes it or as the peer sent it). A
+/// gRPC app gets no `host`.
 #[derive(Debug)]
 pub struct Added<'a> {
     pub caller: &'a HeaderValue,
     pub forwarded: &'a HeaderValue,
-    pub timeout: Duration,
+    pub timeout: &'a HeaderValue,
     pub grpc: bool,
+}
+
+/// `x-hostmesh-timeout`'s value for what is left of a deadline.
+pub fn timeout_value(remaining: Duration) -> HeaderValue {
+    HeaderValue::from_str(&wire::format_timeout(remaining))
+        .unwrap_or(HeaderValue::from_static("1ms"))
 }
 
 /// The lines the lean HTTP/1 path adds for `caller` and `forwarded` (made once per agent, as
@@ -63,14 +70,13 @@ pub fn write_map(h: &mut HeaderMap, added: &Added<'_>) {
         .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect();
     let trailers = h.get_all(TE).iter().any(|v| te_for_app(v.as_bytes()));
-    // Most requests carry a handful of fields; names are collected first because a map cannot
-    // lose keys while they are iterated.
-    let doomed: Vec<HeaderName> = h
+    // A map cannot lose keys while they are iterated; a request carries a handful of fields and
+    // a few to drop, so finding them one at a time costs less than collecting them.
+    while let Some(name) = h
         .keys()
-        .filter(|k| drops(k.as_str().as_bytes(), named.contains(k)))
+        .find(|k| drops(k.as_str().as_bytes(), named.contains(k)))
         .cloned()
-        .collect();
-    for name in doomed {
+    {
         h.remove(name);
     }
     if trailers {
@@ -78,9 +84,7 @@ pub fn write_map(h: &mut HeaderMap, added: &Added<'_>) {
     }
     h.insert(wire::names::CALLER, added.caller.clone());
     h.insert(FORWARDED, added.forwarded.clone());
-    if let Ok(v) = HeaderValue::from_str(&wire::format_timeout(added.timeout)) {
-        h.insert(wire::names::TIMEOUT, v);
-    }
+    h.insert(wire::names::TIMEOUT, added.timeout.clone());
     if added.grpc {
         h.remove(HOST);
     }
@@ -120,10 +124,11 @@ mod tests {
         ]);
         let caller = HeaderValue::from_static("web-01");
         let forwarded = HeaderValue::from_static("for=198.18.0.11");
+        let timeout = timeout_value(Duration::from_millis(1500));
         let added = Added {
             caller: &caller,
             forwarded: &forwarded,
-            timeout: Duration::from_millis(1500),
+            timeout: &timeout,
             grpc: false,
         };
         write_map(&mut h, &added);

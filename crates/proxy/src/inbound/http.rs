@@ -107,17 +107,23 @@ async fn handle(
     let caller = caller.unwrap_or_else(|| peer.ip().to_string());
 
     let (mut parts, incoming) = req.into_parts();
-    let ip = HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("-"));
     // A caller is a host name (from a certificate or the peer's claim, both checked) or an IP.
-    let caller = HeaderValue::from_str(&caller).unwrap_or_else(|_| ip.clone());
+    let caller = HeaderValue::from_str(&caller).unwrap_or(HeaderValue::from_static("unknown"));
     let forwarded = HeaderValue::from_str(&format!("for={}", peer.ip()))
         .unwrap_or(HeaderValue::from_static("for=unknown"));
+    // The deadline as the peer sent it, when it did (the app sees what this hop waits for).
+    let timeout_value = parts
+        .headers
+        .get(wire::names::TIMEOUT)
+        .filter(|v| v.to_str().ok().and_then(wire::parse_timeout).is_some())
+        .cloned()
+        .unwrap_or_else(|| app_request::timeout_value(timeout));
     app_request::write_map(
         &mut parts.headers,
         &app_request::Added {
             caller: &caller,
             forwarded: &forwarded,
-            timeout,
+            timeout: &timeout_value,
             grpc,
         },
     );

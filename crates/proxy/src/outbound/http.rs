@@ -394,7 +394,7 @@ fn build(
             &app_request::Added {
                 caller: &ctx.wire_headers.caller,
                 forwarded: &ctx.wire_headers.forwarded,
-                timeout: remaining,
+                timeout: &app_request::timeout_value(remaining),
                 grpc: route.protocol == Protocol::Grpc,
             },
         );
