@@ -1,13 +1,14 @@
 //! What an app receives (docs/reference/http.md, "What the app receives"), decided in one place.
 //! Three writers hand a request to an app: the lean HTTP/1 path writes bytes
 //! (`outbound::h1::request`), hyper's path to a same-host app and a peer's inbound side edit a
-//! `HeaderMap` ([`write_map`]). All of them keep or drop each field by [`drops`] and [`te_for_app`],
+//! `HeaderMap` ([`write_map`], whose hop-by-hop half is `headers::strip_hop_by_hop`, the same
+//! rules in a map's form). All of them keep or drop fields as [`drops`] and [`te_for_app`] say,
 //! and add the fields of [`Added`]; `tests/e2e/app_request.rs` checks they agree.
 
 use std::time::Duration;
 
 use http::HeaderMap;
-use http::header::{CONNECTION, FORWARDED, HOST, HeaderName, HeaderValue, TE};
+use http::header::{FORWARDED, HOST, HeaderValue};
 
 use hostmesh_wire::{self as wire, headers};
 
@@ -59,28 +60,20 @@ pub fn h1_lines(caller: &HeaderValue, forwarded: &HeaderValue) -> Vec<u8> {
     lines
 }
 
-/// Makes `h` what the app receives: the incoming fields by [`drops`] and [`te_for_app`], then
-/// the fields of `added`.
+/// Makes `h` what the app receives: the incoming fields by the same rules as [`drops`] and
+/// [`te_for_app`] (hop-by-hop ones by `headers::strip_hop_by_hop`, their form for a map), then
+/// the fields of `added`, which replace any the request brought.
 pub fn write_map(h: &mut HeaderMap, added: &Added<'_>) {
-    let named: Vec<HeaderName> = h
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(headers::connection_named)
-        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
-        .collect();
-    let trailers = h.get_all(TE).iter().any(|v| te_for_app(v.as_bytes()));
-    // A map cannot lose keys while they are iterated; a request carries a handful of fields and
-    // a few to drop, so finding them one at a time costs less than collecting them.
+    headers::strip_hop_by_hop(h);
+    // The rest of `drops`: every `x-hostmesh-*` (`forwarded` and the agent's own are replaced
+    // below). A map cannot lose keys while they are iterated; a request carries a handful of
+    // fields and a few to drop, so finding them one at a time costs less than collecting them.
     while let Some(name) = h
         .keys()
-        .find(|k| drops(k.as_str().as_bytes(), named.contains(k)))
+        .find(|k| headers::is_ours(k.as_str().as_bytes()))
         .cloned()
     {
         h.remove(name);
-    }
-    if trailers {
-        h.insert(TE, HeaderValue::from_static("trailers"));
     }
     h.insert(wire::names::CALLER, added.caller.clone());
     h.insert(FORWARDED, added.forwarded.clone());
@@ -93,6 +86,8 @@ pub fn write_map(h: &mut HeaderMap, added: &Added<'_>) {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    use http::header::HeaderName;
 
     use super::*;
 

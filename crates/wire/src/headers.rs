@@ -108,11 +108,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     } else {
         Vec::new()
     };
+    // Any `te` field asking for trailers keeps one `te: trailers`, as the lean path writes it.
     let keep_te = has(&TE)
         && headers
-            .get(TE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(te_wants_trailers);
+            .get_all(TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(te_wants_trailers);
     for name in named {
         headers.remove(name);
     }
