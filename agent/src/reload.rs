@@ -3,9 +3,9 @@
 //! the attempt is counted in `hostmesh_config_reloads_total{result}`.
 //!
 //! What a reload applies at once: the service definitions (registrar and the inbound side) and
-//! the TLS files. Other settings (listen addresses, etcd, timeouts) are read at start; a changed
+//! the TLS files. Other keys (listen addresses, etcd, timeouts) are read at start; each changed
 //! one is named in a warning so the operator knows a restart is needed, and nothing that is
-//! listening is closed.
+//! listening is closed. Which keys are which is declared with each key (`hostmesh_config::key`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use hostmesh_config::spec::InstanceSpec;
 
 use crate::metrics::Metrics;
+use hostmesh_config::key::Reload;
 use hostmesh_config::{self as config, AgentConfig};
 use hostmesh_proxy::local::LocalInstances;
 use hostmesh_tls::TlsStore;
@@ -50,8 +51,8 @@ impl Reloader {
                 return false;
             }
         };
-        for section in needs_restart(&self.running, &config) {
-            tracing::warn!("[{section}] changed; it takes effect when the agent restarts");
+        for key in needs_restart(&self.running, &config) {
+            tracing::warn!("{key} changed; it takes effect when the agent restarts");
         }
         tracing::info!(instances = specs.len(), "reloaded service definitions");
         self.local.replace(&specs);
@@ -61,25 +62,42 @@ impl Reloader {
     }
 }
 
-/// The sections whose changes a reload does not apply.
+/// The keys whose changes a reload does not apply, as each key declares.
 fn needs_restart(running: &AgentConfig, new: &AgentConfig) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    // `services_dir` is re-read on reload; any other [agent] key needs a restart.
-    let mut agent = new.agent.clone();
-    agent.services_dir.clone_from(&running.agent.services_dir);
-    if agent != running.agent {
-        changed.push("agent");
+    running
+        .changed_keys(new)
+        .into_iter()
+        .filter(|key| key.reload == Reload::Restart)
+        .map(|key| key.name)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::path::Path;
+
+    use super::*;
+
+    fn parse(text: &str) -> AgentConfig {
+        let text = format!("[agent]\nhost = \"web-01\"\n{text}");
+        AgentConfig::parse(&text, Path::new("agent.toml"), Vec::new()).unwrap()
     }
-    let sections = [
-        ("etcd", running.etcd != new.etcd),
-        ("dns", running.dns != new.dns),
-        ("proxy", running.proxy != new.proxy),
-        ("tls", running.tls.mode != new.tls.mode),
-        ("policy", running.policy != new.policy),
-        ("admin", running.admin != new.admin),
-        ("log", running.log != new.log),
-        ("tracing", running.tracing != new.tracing),
-    ];
-    changed.extend(sections.iter().filter(|(_, c)| *c).map(|(s, _)| *s));
-    changed
+
+    /// The services directory is applied and not warned about; a new TLS file path (the files
+    /// themselves are re-read, their paths are not) and a timeout are named one by one.
+    #[test]
+    fn a_reload_names_each_key_it_does_not_apply() {
+        let running = parse("[tls]\nmode = \"disabled\"\n");
+        let new = parse(
+            "services_dir = \"/srv/services\"\n[tls]\nmode = \"disabled\"\ncert_file = \"/x.pem\"\n\
+             [proxy]\nconnect_timeout = \"3s\"\n",
+        );
+        assert_eq!(
+            needs_restart(&running, &new),
+            ["proxy.connect_timeout", "tls.cert_file"]
+        );
+        assert!(needs_restart(&running, &running.clone()).is_empty());
+    }
 }

@@ -3,8 +3,9 @@
 
 use toml::Value;
 
+use super::key::{Key, Kind};
 use super::problem::{ENVIRONMENT, Origin, Problem};
-use super::raw::{Fields, Key, Kind, Leaf, is_section, known_here};
+use super::raw::{Fields, Leaf, is_section, known_here};
 
 const PREFIX: &str = "HOSTMESH_";
 
@@ -31,7 +32,7 @@ pub(crate) fn var_name(key: &str) -> String {
 /// alone: other tools share the prefix (`HOSTMESH_BIN`).
 pub(crate) fn overlay(
     fields: &mut Fields,
-    schema: &[Key],
+    schema: &[&Key],
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Vec<Problem> {
     let mut vars: Vec<(String, String)> = env
@@ -45,7 +46,7 @@ pub(crate) fn overlay(
     vars.sort();
     let mut problems = Vec::new();
     for (var, raw) in vars {
-        let Some(&(key, kind)) = schema.iter().find(|(key, _)| var_name(key) == var) else {
+        let Some(key) = schema.iter().find(|key| var_name(key.name) == var) else {
             problems.push(Problem::new(
                 ENVIRONMENT,
                 var.as_str(),
@@ -53,10 +54,10 @@ pub(crate) fn overlay(
             ));
             continue;
         };
-        match to_value(kind, &raw) {
+        match to_value(key.kind, &raw) {
             Ok(value) => {
                 let origin = Origin::Env { var };
-                fields.insert(key.to_owned(), Leaf { value, origin });
+                fields.insert(key.name.to_owned(), Leaf { value, origin });
             }
             Err(message) => problems.push(Problem::new(ENVIRONMENT, var, message)),
         }
@@ -65,9 +66,9 @@ pub(crate) fn overlay(
 }
 
 /// Why a variable names no key, with the keys its section does have.
-fn unknown(var: &str, schema: &[Key]) -> String {
+fn unknown(var: &str, schema: &[&Key]) -> String {
     let upper = var.to_ascii_uppercase();
-    if upper != var && schema.iter().any(|(key, _)| var_name(key) == upper) {
+    if upper != var && schema.iter().any(|key| var_name(key.name) == upper) {
         return format!("the variable must be uppercase: {upper}");
     }
     let rest = var.strip_prefix(PREFIX).unwrap_or(var);
@@ -202,7 +203,7 @@ password_file = "/base/password"
 
         // Every key of the schema has its case, so a new key cannot go untested.
         let mut covered: Vec<&str> = cases.iter().map(|(var, _, _)| *var).collect();
-        let mut all: Vec<String> = SCHEMA.iter().map(|(key, _)| var_name(key)).collect();
+        let mut all: Vec<String> = SCHEMA.iter().map(|key| var_name(key.name)).collect();
         covered.sort_unstable();
         all.sort_unstable();
         assert_eq!(covered, all);

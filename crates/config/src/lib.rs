@@ -3,6 +3,9 @@
 //! reports every problem at once with its file and key. Pure: files and the environment in,
 //! typed values or problems out; nothing here opens a socket or talks to etcd.
 //!
+//! - [`key`]: each key declared once (name, kind, default, whether SIGHUP applies it, its rules);
+//!   the schema, the environment variables, the defaults, the reload warnings and the key tables
+//!   of docs/config.md all come from the declarations in `agent/keys.rs` and `service/keys.rs`.
 //! - [`spec`]: what a service instance is once validated, the form the registrar publishes.
 //! - [`names`]: the name rules, for local files and for records read from etcd alike.
 //!
@@ -13,6 +16,7 @@
 mod agent;
 pub mod duration;
 mod env;
+pub mod key;
 pub mod names;
 mod net;
 mod problem;

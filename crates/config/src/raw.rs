@@ -7,21 +7,8 @@ use std::path::Path;
 
 use toml::{Table, Value};
 
+use super::key::Key;
 use super::problem::{Origin, Problem};
-
-/// The TOML type a key takes; it tells the environment overlay how to turn a string into a value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Str,
-    Int,
-    Float,
-    Bool,
-    /// A list of strings; comma-separated in the environment.
-    StrList,
-}
-
-/// One known key: dotted name (`etcd.lease_ttl`, or `name` at the top level) and kind.
-pub(crate) type Key = (&'static str, Kind);
 
 /// A value as written, with where it was written.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,7 +47,7 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 
 /// Flattens `table` into the known keys of `schema`; every unknown key, and every section that
 /// is not a table, is a problem.
-pub(crate) fn flatten(table: &Table, file: &Path, schema: &[Key]) -> (Fields, Vec<Problem>) {
+pub(crate) fn flatten(table: &Table, file: &Path, schema: &[&Key]) -> (Fields, Vec<Problem>) {
     let mut fields = Fields::new();
     let mut problems = Vec::new();
     walk(table, "", file, schema, &mut fields, &mut problems);
@@ -71,13 +58,13 @@ fn walk(
     table: &Table,
     prefix: &str,
     file: &Path,
-    schema: &[Key],
+    schema: &[&Key],
     fields: &mut Fields,
     problems: &mut Vec<Problem>,
 ) {
     for (name, value) in table {
         let key = join(prefix, name);
-        if schema.iter().any(|(known, _)| *known == key) {
+        if schema.iter().any(|known| known.name == key) {
             let origin = Origin::File {
                 file: file.to_owned(),
                 key: key.clone(),
@@ -119,9 +106,10 @@ fn join(prefix: &str, name: &str) -> String {
 }
 
 /// Whether `key` names a table that holds known keys.
-pub(crate) fn is_section(schema: &[Key], key: &str) -> bool {
-    schema.iter().any(|(known, _)| {
+pub(crate) fn is_section(schema: &[&Key], key: &str) -> bool {
+    schema.iter().any(|known| {
         known
+            .name
             .strip_prefix(key)
             .is_some_and(|rest| rest.starts_with('.'))
     })
@@ -129,13 +117,16 @@ pub(crate) fn is_section(schema: &[Key], key: &str) -> bool {
 
 /// "known keys in [etcd]: endpoints, prefix, …": the names right under `prefix`, so a typo's
 /// problem shows the right spelling.
-pub(crate) fn known_here(schema: &[Key], prefix: &str) -> String {
+pub(crate) fn known_here(schema: &[&Key], prefix: &str) -> String {
     let mut names: Vec<String> = Vec::new();
-    for (known, _) in schema {
+    for known in schema {
         let rest = if prefix.is_empty() {
-            Some(*known)
+            Some(known.name)
         } else {
-            known.strip_prefix(prefix).and_then(|r| r.strip_prefix('.'))
+            known
+                .name
+                .strip_prefix(prefix)
+                .and_then(|r| r.strip_prefix('.'))
         };
         let Some(rest) = rest else { continue };
         let name = match rest.split_once('.') {
@@ -169,11 +160,13 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    const SCHEMA: &[Key] = &[
-        ("name", Kind::Str),
-        ("check.http", Kind::Str),
-        ("check.tcp", Kind::Bool),
-    ];
+    use crate::key::{Default::Unset, keys};
+
+    keys! {
+        NAME = "name", Str, "string", Unset("—"), Applied, "";
+        CHECK_HTTP = "check.http", Str, "string", Unset("—"), Applied, "";
+        CHECK_TCP = "check.tcp", Bool, "bool", Unset("—"), Applied, "";
+    }
 
     #[test]
     fn syntax_error_has_line_and_column() {

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -279,6 +280,8 @@ fn defaults_are_the_documented_values() {
             otlp_endpoint: None,
             sample_ratio: 0.01,
         },
+        // Every key's rendered value: compared by `changed_keys_compare_values_not_text`.
+        values: config.values.clone(),
     };
     assert_eq!(config, expected);
 }
@@ -736,48 +739,126 @@ fn shipped_examples_parse() {
     assert_eq!(services.unwrap().len(), 2);
 }
 
-/// The keys docs/config.md documents in each `### [section]` table (and, for service
-/// definitions, the table before `### [check]`), as `section.key`.
-fn documented_keys(part: &str) -> Vec<String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let text = std::fs::read_to_string(root.join("docs/config.md")).expect("docs/config.md");
-    let body = text
-        .split("\n## ")
-        .find(|s| s.starts_with(part))
-        .unwrap_or_else(|| panic!("docs/config.md has no section {part:?}"));
-    let mut section = Some(String::new());
-    let mut keys = Vec::new();
-    for line in body.lines() {
-        if let Some(heading) = line.strip_prefix("### ") {
-            // Only `### [name]` headings hold keys; others (rules across keys) end a table.
-            section = heading
-                .strip_prefix('[')
-                .and_then(|h| h.strip_suffix(']'))
-                .map(|s| format!("{s}."));
-        } else if let (Some(prefix), Some(row)) = (&section, line.strip_prefix("| `"))
-            && let Some((key, _)) = row.split_once('`')
-        {
-            keys.push(format!("{prefix}{key}"));
+/// The key tables of docs/config.md, generated from the declarations
+/// (`agent/keys.rs`, `service/keys.rs`) between `<!-- keys: agent [SECTION] -->` or
+/// `<!-- keys: service [SECTION] -->` and `<!-- end keys -->`. Returns the text with every table
+/// regenerated and the sections that have one.
+fn regenerate_key_tables(text: &str) -> (String, BTreeSet<String>) {
+    let mut out = String::new();
+    let mut marked = BTreeSet::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        out.push_str(line);
+        out.push('\n');
+        let Some(label) = line
+            .strip_prefix("<!-- keys: ")
+            .and_then(|l| l.strip_suffix(" -->"))
+        else {
+            continue;
+        };
+        let (file, section) = match label.split_once(' ') {
+            Some((file, section)) => (file, section.trim_matches(['[', ']'])),
+            None => (label, ""),
+        };
+        let (schema, with_reload) = match file {
+            "agent" => (super::agent::SCHEMA, true),
+            "service" => (super::service::SCHEMA, false),
+            other => panic!("docs/config.md: unknown key table {other:?}"),
+        };
+        marked.insert(format!("{file} [{section}]"));
+        out.push_str(&key::markdown_table(schema, section, with_reload));
+        for skipped in lines.by_ref() {
+            if skipped == "<!-- end keys -->" {
+                out.push_str(skipped);
+                out.push('\n');
+                break;
+            }
         }
     }
-    keys.sort();
-    keys
+    (out, marked)
 }
 
-/// docs/config.md documents exactly the keys the readers know: a key added to the code without
-/// its row (or a row left behind by a removed key) fails here.
+/// docs/config.md's key tables are the declarations: a key added, changed or removed in the code
+/// changes its row. `HOSTMESH_WRITE_DOCS=1 cargo test -p hostmesh-config docs_key_tables`
+/// rewrites them.
 #[test]
-fn docs_list_every_key_and_no_other() {
-    let mut agent: Vec<String> = super::agent::SCHEMA
-        .iter()
-        .map(|(k, _)| (*k).to_owned())
-        .collect();
-    agent.sort();
-    assert_eq!(documented_keys("Agent config"), agent);
-    let mut service: Vec<String> = super::service::SCHEMA
-        .iter()
-        .map(|(k, _)| (*k).to_owned())
-        .collect();
-    service.sort();
-    assert_eq!(documented_keys("Service definitions"), service);
+fn docs_key_tables_are_generated_from_the_declarations() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/config.md");
+    let text = std::fs::read_to_string(&path).expect("docs/config.md");
+    let (generated, marked) = regenerate_key_tables(&text);
+    let sections = |file: &str, schema: &[&key::Key]| -> BTreeSet<String> {
+        schema
+            .iter()
+            .map(|k| format!("{file} [{}]", k.section()))
+            .collect()
+    };
+    let mut expected = sections("agent", super::agent::SCHEMA);
+    expected.extend(sections("service", super::service::SCHEMA));
+    assert_eq!(
+        marked, expected,
+        "docs/config.md needs one key table per section"
+    );
+    if std::env::var_os("HOSTMESH_WRITE_DOCS").is_some() {
+        std::fs::write(&path, &generated).expect("write docs/config.md");
+        return;
+    }
+    assert!(
+        text == generated,
+        "docs/config.md's key tables differ from the declarations in crates/config/src/*/keys.rs; \
+         run HOSTMESH_WRITE_DOCS=1 cargo test -p hostmesh-config docs_key_tables"
+    );
+}
+
+/// Every written default passes its key's own rule: a config that sets every key with a written
+/// default to that default reads the same as an empty one, with no problem.
+#[test]
+fn every_written_default_passes_its_rule() {
+    let mut text = String::new();
+    let mut section = "";
+    for key in super::agent::SCHEMA {
+        if let key::Default::Written(literal) = key.default {
+            if key.section() != section {
+                section = key.section();
+                text.push_str(&format!("[{section}]\n"));
+            }
+            text.push_str(&format!("{} = {literal}\n", key.short_name()));
+        }
+    }
+    // mtls would read the default TLS files, which this machine has no reason to hold.
+    text = text.replace("mode = \"mtls\"", "mode = \"disabled\"");
+    let explicit = parse_config(&text, &[]).unwrap_or_else(|p| panic!("{p}\n{text}"));
+    let empty = parse_config("[tls]\nmode = \"disabled\"\n", &[]).unwrap();
+    assert_eq!(explicit, empty);
+    assert!(empty.changed_keys(&explicit).is_empty());
+    // Every key is kept, so a reload can see any of them change.
+    let mut all: Vec<&str> = super::agent::SCHEMA.iter().map(|k| k.name).collect();
+    all.sort_unstable();
+    assert_eq!(empty.values.keys(), all);
+}
+
+/// A reload names the keys whose meaning changed: the same value written differently is no
+/// change, and an environment variable counts like the file.
+#[test]
+fn changed_keys_compare_values_not_text() {
+    let base = parse_config(
+        "[tls]\nmode = \"disabled\"\n[proxy]\nconnect_timeout = \"1s\"\n",
+        &[],
+    )
+    .unwrap();
+    let same = parse_config(
+        "[tls]\nmode = \"disabled\"\n[proxy]\nconnect_timeout = \"1000ms\"\n",
+        &[],
+    )
+    .unwrap();
+    assert!(base.changed_keys(&same).is_empty());
+    let other = parse_config(
+        "[tls]\nmode = \"disabled\"\ncert_file = \"/x.pem\"\n[agent]\nservices_dir = \"/srv\"\n",
+        &[("HOSTMESH_PROXY__IDLE_TIMEOUT", "2m")],
+    )
+    .unwrap();
+    let names: Vec<&str> = base.changed_keys(&other).iter().map(|k| k.name).collect();
+    assert_eq!(
+        names,
+        ["agent.services_dir", "proxy.idle_timeout", "tls.cert_file"]
+    );
 }

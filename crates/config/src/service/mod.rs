@@ -12,26 +12,16 @@ use super::agent::read_file;
 use super::duration::show;
 use super::names;
 use super::problem::{Problem, Problems};
-use super::raw::{self, Key, Kind};
-use super::read::Reader;
+use super::raw;
+use super::read::{Or, Reader};
 
-pub(crate) const SCHEMA: &[Key] = &[
-    ("name", Kind::Str),
-    ("port", Kind::Int),
-    ("target", Kind::Str),
-    ("protocol", Kind::Str),
-    ("tags", Kind::StrList),
-    ("weight", Kind::Int),
-    ("check.http", Kind::Str),
-    ("check.tcp", Kind::Bool),
-    ("check.exec", Kind::StrList),
-    ("check.interval", Kind::Str),
-    ("check.timeout", Kind::Str),
-    ("check.unhealthy_after", Kind::Int),
-    ("check.healthy_after", Kind::Int),
-];
+mod keys;
 
-const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+use keys::*;
+
+pub(crate) use keys::SCHEMA;
+
+/// `check.timeout` when unset, unless `check.interval` is shorter.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Parses one service definition; `file` is used in problems and its stem is the instance id.
@@ -55,48 +45,51 @@ pub fn parse_service(text: &str, file: &Path) -> Result<InstanceSpec, Problems> 
     problems.extend(found);
     let mut r = Reader::new(file, fields, problems);
 
-    if !r.has("name") {
+    if !r.has(NAME) {
         r.report(
-            "name",
+            NAME,
             "is required: the name of the service this instance serves",
         );
     }
-    let service = r.string("name", String::new(), "a string such as \"orders\"", |s| {
-        names::service(s).map(|()| s.to_owned())
-    });
-    if !r.has("port") {
-        r.report(
-            "port",
-            "is required: the port clients use (orders.mesh:8080)",
-        );
+    let service = r.string_or(
+        NAME,
+        Or::Given(String::new()),
+        "a string such as \"orders\"",
+        |s| names::service(s).map(|()| s.to_owned()),
+    );
+    if !r.has(PORT) {
+        r.report(PORT, "is required: the port clients use (orders.mesh:8080)");
     }
-    let port: u16 = r.integer("port", 0, 1..=65535);
-    let target = r.string(
-        "target",
-        SocketAddr::from(([127, 0, 0, 1], port)),
+    let port: u16 = r.integer(PORT, Or::Given(0), 1..=65535);
+    let target = r.string_or(
+        TARGET,
+        Or::Given(SocketAddr::from(([127, 0, 0, 1], port))),
         "an address IP:PORT such as \"127.0.0.1:18080\"",
         target,
     );
     let protocol = r.choice(
-        "protocol",
-        Protocol::Http,
+        PROTOCOL,
         &[
             ("http", Protocol::Http),
             ("grpc", Protocol::Grpc),
             ("tcp", Protocol::Tcp),
         ],
     );
-    let tags = r.list("tags", Vec::new(), "a tag such as \"v2\"", |s| {
+    let tags = r.list(TAGS, Or::Declared, "a tag such as \"v2\"", |s| {
         names::tag(s).map(|()| s.to_owned())
     });
     for (i, tag) in tags.iter().enumerate() {
         if tags[..i].contains(tag) {
-            r.report("tags", format!("{tag:?} is listed twice"));
+            r.report(TAGS, format!("{tag:?} is listed twice"));
         }
     }
     let weight: u32 = {
         let w = crate::spec::WEIGHT;
-        r.integer("weight", 100, i64::from(*w.start())..=i64::from(*w.end()))
+        r.integer(
+            WEIGHT,
+            Or::Declared,
+            i64::from(*w.start())..=i64::from(*w.end()),
+        )
     };
     // An empty `[check]` leaves no leaf behind, so look at the table itself.
     let check = match table.get("check") {
@@ -221,35 +214,37 @@ fn target(s: &str) -> Result<SocketAddr, String> {
 
 fn check(r: &mut Reader) -> Option<CheckSpec> {
     let mut kinds: Vec<(&str, CheckKind)> = Vec::new();
-    if r.has("check.http") {
-        let path = r.string(
-            "check.http",
-            String::new(),
+    if r.has(CHECK_HTTP) {
+        let path = r.string_or(
+            CHECK_HTTP,
+            Or::Given(String::new()),
             "a path such as \"/healthz\"",
             http_path,
         );
         kinds.push(("http", CheckKind::Http { path }));
     }
-    if r.has("check.tcp") {
-        let on = r.boolean("check.tcp", true);
+    if r.has(CHECK_TCP) {
+        let on = r.boolean(CHECK_TCP, Or::Given(true));
         if !on {
             r.report(
-                "check.tcp",
+                CHECK_TCP,
                 "tcp = false is no check; write tcp = true, or use http or exec",
             );
         }
         kinds.push(("tcp", CheckKind::Tcp));
     }
-    if r.has("check.exec") {
-        let argv = r.list("check.exec", Vec::new(), "a string", |s| Ok(s.to_owned()));
-        if r.ok(&["check.exec"]) {
+    if r.has(CHECK_EXEC) {
+        let argv = r.list(CHECK_EXEC, Or::Given(Vec::new()), "a string", |s| {
+            Ok(s.to_owned())
+        });
+        if r.ok(&[CHECK_EXEC]) {
             match argv.first() {
                 None => r.report(
-                    "check.exec",
+                    CHECK_EXEC,
                     "must name a program: exec = [\"/usr/bin/true\"]",
                 ),
                 Some(program) if program.is_empty() => {
-                    r.report("check.exec", "the program (item 1) must not be empty")
+                    r.report(CHECK_EXEC, "the program (item 1) must not be empty")
                 }
                 Some(_) => {}
             }
@@ -267,15 +262,15 @@ fn check(r: &mut Reader) -> Option<CheckSpec> {
                 names.join(" and ")
             )
         };
-        r.report("check", message);
+        r.report_at("check", message);
     }
 
-    let interval = r.duration("check.interval", DEFAULT_INTERVAL);
+    let interval = r.duration(CHECK_INTERVAL, Or::Declared);
     // The default timeout shrinks to a shorter interval, so `interval = "1s"` alone is valid.
-    let timeout = r.duration("check.timeout", DEFAULT_TIMEOUT.min(interval));
-    if timeout > interval && r.ok(&["check.interval", "check.timeout"]) {
+    let timeout = r.duration(CHECK_TIMEOUT, Or::Given(DEFAULT_TIMEOUT.min(interval)));
+    if timeout > interval && r.ok(&[CHECK_INTERVAL, CHECK_TIMEOUT]) {
         r.report(
-            "check.timeout",
+            CHECK_TIMEOUT,
             format!(
                 "{} is longer than check.interval {}; a check must end before the next one starts",
                 show(timeout),
@@ -283,8 +278,8 @@ fn check(r: &mut Reader) -> Option<CheckSpec> {
             ),
         );
     }
-    let unhealthy_after = r.integer("check.unhealthy_after", 2, 1..=100);
-    let healthy_after = r.integer("check.healthy_after", 1, 1..=100);
+    let unhealthy_after = r.integer(CHECK_UNHEALTHY_AFTER, Or::Declared, 1..=100);
+    let healthy_after = r.integer(CHECK_HEALTHY_AFTER, Or::Declared, 1..=100);
     let kind = kinds.into_iter().next()?.1;
     Some(CheckSpec {
         kind,
