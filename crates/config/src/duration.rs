@@ -8,11 +8,12 @@ use std::time::Duration;
 /// `u64::MAX` seconds overflowed that sum and panicked in a data path thread. A day is far
 /// beyond any sensible value and far from any overflow. The same as the longest deadline a hop
 /// passes on, so no configured timeout is cut short on the wire.
-pub(crate) const MAX: Duration = hostmesh_wire::MAX_TIMEOUT;
+pub const MAX: Duration = hostmesh_wire::MAX_TIMEOUT;
 
 /// Parses a duration that must be greater than zero: almost every duration in the config is a
-/// timeout, an interval or a TTL, where zero means nothing sensible.
-pub(crate) fn parse(s: &str) -> Result<Duration, String> {
+/// timeout, an interval or a TTL, where zero means nothing sensible. Route policies read theirs
+/// with it too, so a duration means the same wherever an operator writes one.
+pub fn parse(s: &str) -> Result<Duration, String> {
     let d = parse_allow_zero(s)?;
     if d.is_zero() {
         return Err("must be greater than zero".to_owned());
@@ -31,7 +32,7 @@ pub(crate) fn parse_allow_zero(s: &str) -> Result<Duration, String> {
 }
 
 /// Shows a duration the way the config writes it.
-pub(crate) fn show(d: Duration) -> String {
+pub fn show(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 

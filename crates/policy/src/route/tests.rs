@@ -112,6 +112,12 @@ fn malformed_files_name_their_keys() {
         ("timeout = \"0s\"".into(), vec!["timeout"]),
         ("timeout = 5".into(), vec!["timeout"]),
         ("timeout = \"soon\"".into(), vec!["timeout"]),
+        // Beyond a day, as in the agent config: the agent adds it to the current time.
+        ("timeout = \"25h\"".into(), vec!["timeout"]),
+        (
+            "[breaker]\nmax_ejection = \"1000000000000d\"".into(),
+            vec!["breaker.max_ejection"],
+        ),
         ("tiemout = \"1s\"".into(), vec!["tiemout"]),
         ("retry = 3".into(), vec!["retry"]),
         (
