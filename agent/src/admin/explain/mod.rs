@@ -111,7 +111,7 @@ fn build(state: &AdminState, input: &str, headers: &HeaderMap) -> Result<Report,
         })?;
     let request_timeout = state.stats.request_timeout();
     let path = target.path.split('?').next().unwrap_or("/");
-    let decision = match route.protocol {
+    let decision = match route.protocol() {
         Protocol::Http | Protocol::Grpc => Decision::new(&route, path, headers, request_timeout),
         // Opaque TCP has no path or headers: no rule applies (see `outbound::tcp`).
         Protocol::Tcp => Decision {
@@ -131,9 +131,9 @@ fn build(state: &AdminState, input: &str, headers: &HeaderMap) -> Result<Report,
         .collect();
     let picked = route.preview(|ep| decision.admits(ep));
     let pick = picked.map(|idx| {
-        let ep = &route.endpoints[idx];
+        let ep = &route.endpoints()[idx];
         let eligible = candidates.iter().filter(|c| c.excluded.is_none()).count();
-        let how = if ep.breaker.probe_ready(now) {
+        let how = if ep.breaker().probe_ready(now) {
             "probe"
         } else if eligible == 1 {
             "only"
@@ -141,39 +141,47 @@ fn build(state: &AdminState, input: &str, headers: &HeaderMap) -> Result<Report,
             "p2c"
         };
         Pick {
-            host: ep.host.clone(),
-            id: ep.id.clone(),
+            host: ep.host().to_owned(),
+            id: ep.id().to_owned(),
             how: how.to_owned(),
         }
     });
-    let outcome = match picked.map(|idx| &route.endpoints[idx]) {
+    let outcome = match picked.map(|idx| &route.endpoints()[idx]) {
         None => "503 no-endpoints: no eligible instance".to_owned(),
-        Some(ep) if ep.local && !state.stats.allows_same_host(&route.service, &state.host) => {
+        Some(ep)
+            if ep.is_local() && !state.stats.allows_same_host(route.service(), &state.host) =>
+        {
             format!(
                 "403 forbidden: {}'s access policy does not allow this host",
-                route.service
+                route.service()
             )
         }
-        Some(ep) if ep.local => {
-            format!("sent to {}/{} on this host, at its target", ep.host, ep.id)
+        Some(ep) if ep.is_local() => {
+            format!(
+                "sent to {}/{} on this host, at its target",
+                ep.host(),
+                ep.id()
+            )
         }
         Some(ep) => format!(
             "sent to {}/{} through its agent at {}",
-            ep.host, ep.id, ep.peer
+            ep.host(),
+            ep.id(),
+            ep.peer()
         ),
     };
-    let policy = &route.policy;
-    let max_attempts = match route.protocol {
+    let policy = route.policy();
+    let max_attempts = match route.protocol() {
         Protocol::Tcp => hostmesh_proxy::outbound::TCP_MAX_ATTEMPTS,
         Protocol::Http | Protocol::Grpc => policy.retry.max_attempts.max(1),
     };
     Ok(Report {
         target: input.to_owned(),
-        service: route.service.clone(),
+        service: route.service().to_owned(),
         tag: name.tag.clone(),
         vip,
         port,
-        protocol: route.protocol.as_str().to_owned(),
+        protocol: route.protocol().as_str().to_owned(),
         path: target.path.clone(),
         headers: header_map(headers),
         rules: policy.rules.len(),
@@ -203,7 +211,7 @@ fn build(state: &AdminState, input: &str, headers: &HeaderMap) -> Result<Report,
         },
         retry: RetryReport {
             max_attempts,
-            budget_left: Some(route.budget.retries_left()),
+            budget_left: Some(route.retries_left()),
             budget_ratio: policy.retry.budget_ratio,
             min_per_second: policy.retry.min_per_second,
         },
@@ -286,14 +294,14 @@ fn candidate(
     now: Instant,
 ) -> Candidate {
     let in_route = route
-        .endpoints
+        .endpoints()
         .iter()
-        .find(|e| e.host == i.host && e.id == i.id);
-    let key = EndpointKey::new(&route.service, &i.host, &i.id);
+        .find(|e| e.host() == i.host && e.id() == i.id);
+    let key = EndpointKey::new(route.service(), &i.host, &i.id);
     // The route's own handles first: they are the ones the pick reads.
     let (shared_stats, shared_breaker) = state.stats.readings(&key);
-    let stats = in_route.map(|e| e.stats.clone()).or(shared_stats);
-    let breaker = in_route.map(|e| e.breaker.clone()).or(shared_breaker);
+    let stats = in_route.map(|e| e.stats().clone()).or(shared_stats);
+    let breaker = in_route.map(|e| e.breaker().clone()).or(shared_breaker);
     let live = Readings::new(stats.as_deref(), breaker.as_deref(), now);
     let excluded = why_excluded(
         i,

@@ -19,33 +19,88 @@ use hostmesh_policy::route::RoutePolicy;
 /// One candidate instance for a route.
 #[derive(Debug)]
 pub struct Endpoint {
-    pub host: String,
-    pub id: String,
+    pub(crate) host: String,
+    pub(crate) id: String,
     /// The peer agent's inbound address; for a same-host instance, unused (reached directly).
-    pub peer: SocketAddr,
+    pub(crate) peer: SocketAddr,
     /// Runs on this host: reached at its `target`, skipping the inbound hop.
-    pub local: bool,
-    pub weight: u32,
-    pub tags: Vec<String>,
-    pub stats: Arc<EndpointStats>,
-    pub breaker: Arc<Breaker>,
+    pub(crate) local: bool,
+    pub(crate) weight: u32,
+    pub(crate) tags: Vec<String>,
+    pub(crate) stats: Arc<EndpointStats>,
+    pub(crate) breaker: Arc<Breaker>,
 }
 
 /// Everything needed to serve one VIP:port.
 #[derive(Debug)]
 pub struct Route {
-    pub service: String,
-    pub protocol: Protocol,
+    pub(crate) service: String,
+    pub(crate) protocol: Protocol,
     /// Passing instances serving this port (and tag), in a stable order.
-    pub endpoints: Vec<Endpoint>,
+    pub(crate) endpoints: Vec<Endpoint>,
     /// The service's route policy (`routes/<service>` in etcd, else the defaults).
-    pub policy: Arc<RoutePolicy>,
+    pub(crate) policy: Arc<RoutePolicy>,
     /// The service's breakers, shared by all its routes (the ejection limit is per service).
-    pub group: Arc<BreakerGroup>,
+    pub(crate) group: Arc<BreakerGroup>,
     /// The service's outbound metric handles.
-    pub metrics: crate::metrics::ServiceHandles,
+    pub(crate) metrics: crate::metrics::ServiceHandles,
     /// The service's retry budget (shared by all its routes, kept across tables).
-    pub budget: Arc<super::budget::RetryBudget>,
+    pub(crate) budget: Arc<super::budget::RetryBudget>,
+}
+
+/// What the admin endpoint reads of an instance (`/explain`).
+impl Endpoint {
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The peer agent's inbound address (unused for a same-host instance).
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Runs on this host, reached at its `target` without the inbound hop.
+    pub fn is_local(&self) -> bool {
+        self.local
+    }
+
+    /// The latency and in-flight readings the balancer picks by.
+    pub fn stats(&self) -> &Arc<EndpointStats> {
+        &self.stats
+    }
+
+    pub fn breaker(&self) -> &Arc<Breaker> {
+        &self.breaker
+    }
+}
+
+/// What the admin endpoint reads of a route (`/explain`).
+impl Route {
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Passing instances serving this port (and tag), in the order picks index them.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    pub fn policy(&self) -> &RoutePolicy {
+        &self.policy
+    }
+
+    /// Retries the service's budget would allow now.
+    pub fn retries_left(&self) -> u64 {
+        self.budget.retries_left()
+    }
 }
 
 /// VIP:port → route.
