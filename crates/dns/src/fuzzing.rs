@@ -4,18 +4,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::OnceLock;
 
 use hickory_proto::op::Message;
-use hostmesh_config::spec::Protocol;
-use hostmesh_registrar::catalog::{Instance, Service, Snapshot};
-use hostmesh_registrar::record::Health;
 
+use crate::fixture;
 use crate::table::Found;
-use crate::{Handled, Table, Transport, Zone};
+use crate::{Handled, Table, Transport};
 
 /// A DNS query packet through the shim: wire decoding and the answer from a small fixed
 /// catalog, over UDP and TCP, with a catalog and before any catalog was loaded.
@@ -26,9 +21,9 @@ use crate::{Handled, Table, Transport, Zone};
 pub fn dns(data: &[u8]) {
     static TABLES: OnceLock<[Table; 2]> = OnceLock::new();
     let tables = TABLES.get_or_init(|| {
-        let zone = Arc::new(Zone::new("mesh", Duration::from_secs(5), true).unwrap());
+        let zone = fixture::zone();
         [
-            Table::build(zone.clone(), Some(&dns_snapshot())),
+            Table::build(zone.clone(), Some(&fixture::snapshot())),
             Table::build(zone, None),
         ]
     });
@@ -57,52 +52,5 @@ pub fn dns(data: &[u8]) {
                 }
             }
         }
-    }
-}
-
-/// orders (VIP .1, two ports, tag v2 with its own VIP), payments, and a VIP reserved for a
-/// name with no instances: every kind of entry the table holds.
-fn dns_snapshot() -> Snapshot {
-    let ip = |n| Ipv4Addr::new(127, 77, 0, n);
-    let instance = |port, tags: &[&str]| Instance {
-        host: "web-01".into(),
-        id: format!("i{port}"),
-        address: None,
-        inbound_port: Some(4143),
-        zone: None,
-        port,
-        protocol: Protocol::Http,
-        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
-        weight: 100,
-        health: Health::Passing,
-    };
-    let service = |name: &str, vip, instances| {
-        (
-            name.to_owned(),
-            Arc::new(Service {
-                name: name.into(),
-                vip: Some(vip),
-                protocol: Protocol::Http,
-                instances,
-            }),
-        )
-    };
-    Snapshot {
-        revision: 42,
-        services: BTreeMap::from([
-            service(
-                "orders",
-                ip(1),
-                vec![instance(8080, &["v2"]), instance(9090, &[])],
-            ),
-            service("payments", ip(3), vec![instance(7000, &[])]),
-        ]),
-        vips: BTreeMap::from([
-            ("orders".to_owned(), ip(1)),
-            ("v2.orders".to_owned(), ip(2)),
-            ("payments".to_owned(), ip(3)),
-            ("gone".to_owned(), ip(4)),
-        ]),
-        ..Snapshot::default()
     }
 }

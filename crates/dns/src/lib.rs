@@ -13,6 +13,7 @@
 //! with `udp` and `tcp` (sockets and limits) and what they `shared`, `metrics`.
 
 mod answer;
+mod fixture;
 mod forward;
 mod metrics;
 mod server;

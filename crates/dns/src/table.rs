@@ -267,78 +267,9 @@ impl Catalog {
 #[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
     use super::*;
-    use hostmesh_config::spec::Protocol;
-    use hostmesh_registrar::catalog::{Instance, Service};
-    use hostmesh_registrar::record::Health;
-    use std::collections::BTreeMap;
+    pub(crate) use crate::fixture::{instance, snapshot};
 
-    pub(crate) fn instance(port: u16, tags: &[&str]) -> Instance {
-        Instance {
-            host: "web-01".into(),
-            id: format!("i{port}"),
-            address: None,
-            inbound_port: Some(4143),
-            zone: None,
-            port,
-            protocol: Protocol::Http,
-            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
-            weight: 100,
-            health: Health::Passing,
-        }
-    }
-
-    /// orders (VIP .1, ports 8080 and 9090, tag v2 with its own VIP .2), payments (VIP .3),
-    /// pending (instances but no VIP yet), and a VIP reserved for "gone" (no instances).
-    pub(crate) fn snapshot() -> Snapshot {
-        let mut services = BTreeMap::new();
-        let mut vips = BTreeMap::new();
-        let ip = |n| Ipv4Addr::new(127, 77, 0, n);
-        services.insert(
-            "orders".to_owned(),
-            Arc::new(Service {
-                name: "orders".into(),
-                vip: Some(ip(1)),
-                protocol: Protocol::Http,
-                instances: vec![
-                    instance(8080, &["v2"]),
-                    instance(8080, &["v1"]),
-                    instance(9090, &[]),
-                ],
-            }),
-        );
-        services.insert(
-            "payments".to_owned(),
-            Arc::new(Service {
-                name: "payments".into(),
-                vip: Some(ip(3)),
-                protocol: Protocol::Tcp,
-                instances: vec![instance(7000, &[])],
-            }),
-        );
-        services.insert(
-            "pending".to_owned(),
-            Arc::new(Service {
-                name: "pending".into(),
-                vip: None,
-                protocol: Protocol::Tcp,
-                instances: vec![instance(7001, &[])],
-            }),
-        );
-        vips.insert("orders".to_owned(), ip(1));
-        vips.insert("v2.orders".to_owned(), ip(2));
-        vips.insert("payments".to_owned(), ip(3));
-        vips.insert("gone".to_owned(), ip(4));
-        Snapshot {
-            revision: 42,
-            services,
-            vips,
-            ..Snapshot::default()
-        }
-    }
-
-    pub(crate) fn zone() -> Arc<Zone> {
-        Arc::new(Zone::new("mesh", Duration::from_secs(5), true).unwrap())
-    }
+    pub(crate) use crate::fixture::zone;
 
     fn name(s: &str) -> Name {
         Name::from_ascii(s).unwrap()
