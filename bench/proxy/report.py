@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Prints bench/proxy/run's tables and ratios from its results directory.
 
-results.tsv lines:  run  KEY  CONNS  WRK_OUTPUT_FILE  CPU_TICKS  ROUND
+results.tsv lines:  run  KEY  CONNS  OUTPUT_FILE  CPU_TICKS  ROUND   (wrk, or h2load for gRPC)
                     rss  KEY  KIB
+                    agent_rss  NAME  WHEN  KIB                   (each agent, idle and after)
                     skip KEY  REASON
 Every figure in the tables is the median over the rounds; a ratio is the ratio of the medians,
 followed by its lowest and highest value in any one round. Nothing passes or fails here: the
@@ -27,12 +28,37 @@ LABELS = {
     "hostmesh-tcp": "hostmesh tcp",
     "haproxy-tcp-chain": "HAProxy tcp -> HAProxy tcp",
     "hostmesh-tcp-2": "hostmesh tcp A -> B",
+    "haproxy-mtls-chain": "HAProxy -> mTLS h2 -> HAProxy",
+    "hostmesh-mtls-2": "hostmesh A -> mTLS h2 -> B",
+    "haproxy-tcp-mtls-chain": "HAProxy tcp -> mTLS -> HAProxy",
+    "hostmesh-tcp-mtls-2": "hostmesh tcp A -> mTLS -> B",
+    "haproxy-grpc-chain": "HAProxy -> h2c -> HAProxy",
+    "hostmesh-grpc-2": "hostmesh A -> h2c -> B",
+    "haproxy-grpc-mtls-chain": "HAProxy -> mTLS h2 -> HAProxy",
+    "hostmesh-grpc-mtls-2": "hostmesh A -> mTLS h2 -> B",
 }
 
 GROUPS = [
     ("One hop: wrk -> proxy -> nginx, same host", ["direct", "haproxy", "nginx-rp", "hostmesh"]),
-    ("Two hosts: wrk in A -> proxy A -> proxy B -> nginx in B", ["haproxy-chain", "hostmesh-2"]),
-    ("TCP (wrk HTTP over a TCP proxy)", ["haproxy-tcp", "hostmesh-tcp", "haproxy-tcp-chain", "hostmesh-tcp-2"]),
+    (
+        "Two hosts: wrk in A -> proxy A -> proxy B -> nginx in B",
+        ["haproxy-chain", "hostmesh-2", "haproxy-mtls-chain", "hostmesh-mtls-2"],
+    ),
+    (
+        "gRPC, two hosts: h2load (h2c) in A -> proxy A -> proxy B -> nginx h2c in B",
+        ["haproxy-grpc-chain", "hostmesh-grpc-2", "haproxy-grpc-mtls-chain", "hostmesh-grpc-mtls-2"],
+    ),
+    (
+        "TCP (wrk HTTP over a TCP proxy)",
+        [
+            "haproxy-tcp",
+            "hostmesh-tcp",
+            "haproxy-tcp-chain",
+            "hostmesh-tcp-2",
+            "haproxy-tcp-mtls-chain",
+            "hostmesh-tcp-mtls-2",
+        ],
+    ),
 ]
 
 UNIT_US = {"us": 1.0, "ms": 1e3, "s": 1e6}
@@ -63,6 +89,31 @@ def parse_wrk(path):
     return r
 
 
+def parse_h2load(path):
+    """h2load's summary, and p50/p99 from its per-request log (start, status, duration in us)."""
+    try:
+        text = open(path).read()
+    except OSError:
+        return None
+    r = {"rps": None, "p50": None, "p99": None, "requests": 0, "errors": 0, "text": text}
+    m = re.search(r"^finished in [\d.]+\w+, ([\d.]+) req/s", text, re.M)
+    if m:
+        r["rps"] = float(m.group(1))
+    m = re.search(r"^requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", text, re.M)
+    if m:
+        done, ok, failed, errored, timeout = (int(x) for x in m.groups())
+        r["requests"] = done
+        r["errors"] = failed + errored + timeout + (done - ok)
+    try:
+        durations = sorted(int(line.split("\t")[2]) for line in open(path + ".log") if line.count("\t") >= 2)
+    except (OSError, ValueError, IndexError):
+        durations = []
+    if durations:
+        r["p50"] = float(durations[len(durations) // 2])
+        r["p99"] = float(durations[min(len(durations) - 1, len(durations) * 99 // 100)])
+    return r
+
+
 def fmt_us(v):
     if v is None:
         return "-"
@@ -79,18 +130,21 @@ def fmt_x(v):
 
 def main():
     d = sys.argv[1]
-    rounds, rss, skips, order_conns = {}, {}, {}, []
+    rounds, rss, skips, order_conns, agent_rss = {}, {}, {}, [], {}
     for line in open(os.path.join(d, "results.tsv")):
         f = line.rstrip("\n").split("\t")
         if f[0] == "run":
             key, conns, path, ticks, rnd = f[1], int(f[2]), f[3], int(f[4]), int(f[5])
-            r = parse_wrk(path) or {"rps": None, "p50": None, "p99": None, "requests": 0, "errors": 0}
+            parse = parse_h2load if "grpc" in key else parse_wrk
+            r = parse(path) or {"rps": None, "p50": None, "p99": None, "requests": 0, "errors": 0}
             r["cpu100k"] = (ticks / CLK_TCK) / r["requests"] * 1e5 if r["requests"] else None
             rounds.setdefault((key, conns), {})[rnd] = r
             if conns not in order_conns:
                 order_conns.append(conns)
         elif f[0] == "rss":
             rss[f[1]] = int(f[2])
+        elif f[0] == "agent_rss":
+            agent_rss.setdefault(f[1], {})[f[2]] = int(f[3])
         elif f[0] == "skip":
             skips[f[1]] = f[2]
 
@@ -175,6 +229,30 @@ def main():
     diff = f"{a - b:+.0f}us" if a is not None and b is not None else "-"
     line(f"two hosts p50 c={lo}: hostmesh - HAProxy chain", diff, "(none)")
     for c in (hi, lo):
+        line(
+            f"two hosts mTLS req/s hostmesh/HAProxy chain, c={c}",
+            fmt_ratio("hostmesh-mtls-2", "haproxy-mtls-chain", c),
+            ">= 1.00x",
+        )
+    a, b = get("hostmesh-mtls-2", hi, "p99"), get("haproxy-mtls-chain", hi, "p99")
+    line(f"two hosts mTLS p99 c={hi}: hostmesh vs HAProxy", f"{fmt_us(a)} vs {fmt_us(b)}", "hostmesh <= HAProxy")
+    a, b = get("hostmesh-mtls-2", lo, "p50"), get("haproxy-mtls-chain", lo, "p50")
+    diff = f"{a - b:+.0f}us" if a is not None and b is not None else "-"
+    line(f"two hosts mTLS p50 c={lo}: hostmesh - HAProxy", diff, "<= +15us")
+    a, b = get("hostmesh-mtls-2", hi, "cpu100k"), get("haproxy-mtls-chain", hi, "cpu100k")
+    line(f"CPU s/100k two hosts mTLS c={hi}: hostmesh vs HAProxy", f"{fmt(a, '.2f')} vs {fmt(b, '.2f')}", "hostmesh <= HAProxy")
+    a, b = get("hostmesh-mtls-2", lo, "cpu100k"), get("haproxy-mtls-chain", lo, "cpu100k")
+    line(f"CPU s/100k two hosts mTLS c={lo}: hostmesh vs HAProxy", f"{fmt(a, '.2f')} vs {fmt(b, '.2f')}", "hostmesh <= HAProxy")
+    line(f"two hosts h2c req/s hostmesh/HAProxy chain, c={hi}", fmt_ratio("hostmesh-2", "haproxy-chain", hi), ">= 1.00x")
+    for c in (hi, lo):
+        line(f"gRPC two hosts h2c req/s hostmesh/HAProxy, c={c}", fmt_ratio("hostmesh-grpc-2", "haproxy-grpc-chain", c), ">= 1.00x" if c == hi else "(none)")
+    for c in (hi, lo):
+        line(
+            f"gRPC two hosts mTLS req/s hostmesh/HAProxy, c={c}",
+            fmt_ratio("hostmesh-grpc-mtls-2", "haproxy-grpc-mtls-chain", c),
+            ">= 1.00x" if c == hi else "(none)",
+        )
+    for c in (hi, lo):
         line(f"TCP one hop req/s hostmesh/HAProxy tcp, c={c}", fmt_ratio("hostmesh-tcp", "haproxy-tcp", c), ">= 1.00x")
     for c in (hi, lo):
         line(
@@ -182,8 +260,23 @@ def main():
             fmt_ratio("hostmesh-tcp-2", "haproxy-tcp-chain", c),
             ">= 1.00x",
         )
+    for c in (hi, lo):
+        line(
+            f"TCP two hosts mTLS req/s hostmesh/HAProxy, c={c}",
+            fmt_ratio("hostmesh-tcp-mtls-2", "haproxy-tcp-mtls-chain", c),
+            ">= 1.00x",
+        )
     a, b = get("hostmesh", hi, "cpu100k"), get("haproxy", hi, "cpu100k")
     line(f"CPU s/100k req one hop c={hi}: hostmesh vs HAProxy", f"{fmt(a, '.2f')} vs {fmt(b, '.2f')}", "(report)")
+
+    for name in sorted(agent_rss):
+        each = agent_rss[name]
+        idle, after = each.get("idle"), each.get("after")
+        line(
+            f"agent {name} RSS idle / after the runs",
+            f"{fmt(idle and idle / 1024, '.1f')}M / {fmt(after and after / 1024, '.1f')}M",
+            "<= 15M / <= 25M",
+        )
 
     bad = [(k, c) for (k, c), r in runs.items() if r["errors"] or not r["rps"]]
     if bad:
