@@ -306,7 +306,7 @@ fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>) -> AgentC
             net::advertise_address,
         ),
         zone: r.optional("agent.zone", "a string such as \"eu-1a\"", |s| {
-            names::zone(s).map(|()| s.to_owned())
+            names::owned(s, names::zone)
         }),
         services_dir: r.path("agent.services_dir", DEFAULT_SERVICES_DIR),
         data_dir: data_dir(r),
@@ -324,7 +324,7 @@ fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>) -> AgentC
             "dns.domain",
             "mesh".to_owned(),
             "a DNS name such as \"mesh\"",
-            |s| names::dns_name(s).map(|()| s.to_owned()),
+            |s| names::owned(s, names::dns_name),
         ),
         vip_range: r.string(
             "dns.vip_range",
@@ -443,7 +443,7 @@ fn host(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>) -> String
             "agent.host",
             String::new(),
             "a string such as \"web-01\"",
-            |s| names::host(s).map(|()| s.to_owned()),
+            |s| names::owned(s, names::host),
         );
     }
     match hostname() {
@@ -605,7 +605,7 @@ fn tls(r: &mut Reader) -> TlsSection {
             "tls.trust_domain",
             "hostmesh.local".to_owned(),
             "a string such as \"hostmesh.local\"",
-            |s| names::trust_domain(s).map(|()| s.to_owned()),
+            |s| names::owned(s, names::trust_domain),
         ),
     }
 }

@@ -62,7 +62,7 @@ pub fn parse_service(text: &str, file: &Path) -> Result<InstanceSpec, Problems> 
         );
     }
     let service = r.string("name", String::new(), "a string such as \"orders\"", |s| {
-        names::service(s).map(|()| s.to_owned())
+        names::owned(s, names::service)
     });
     if !r.has("port") {
         r.report(
@@ -87,7 +87,7 @@ pub fn parse_service(text: &str, file: &Path) -> Result<InstanceSpec, Problems> 
         ],
     );
     let tags = r.list("tags", Vec::new(), "a tag such as \"v2\"", |s| {
-        names::tag(s).map(|()| s.to_owned())
+        names::owned(s, names::tag)
     });
     for (i, tag) in tags.iter().enumerate() {
         if tags[..i].contains(tag) {
