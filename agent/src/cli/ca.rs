@@ -74,7 +74,7 @@ pub fn run(args: CaArgs) -> Result<(), CliError> {
 }
 
 fn init(dir: &Path, trust_domain: &str) -> Result<(), CliError> {
-    identity::check_trust_domain(trust_domain).map_err(CliError::Usage)?;
+    identity::check_trust_domain(trust_domain).map_err(|e| CliError::Usage(e.to_string()))?;
     let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
     for existing in [&key_path, &cert_path] {
         if existing.exists() {
@@ -99,7 +99,7 @@ fn init(dir: &Path, trust_domain: &str) -> Result<(), CliError> {
 }
 
 fn issue(dir: &Path, host: &str, out: &Path, days: u64, force: bool) -> Result<(), CliError> {
-    identity::check_host(host).map_err(CliError::Usage)?;
+    identity::check_host(host).map_err(|e| CliError::Usage(e.to_string()))?;
     if days == 0 || days > MAX_DAYS {
         return Err(CliError::Usage(format!(
             "--days {days}: must be 1..={MAX_DAYS}"

@@ -11,6 +11,7 @@ use hostmesh_registrar::keys::Layout;
 
 use super::{CliError, ClientArgs};
 use hostmesh_config::Problems;
+use hostmesh_policy::StoredPolicyError;
 
 /// A kind of per-service document in etcd.
 pub(super) trait Document: Sized {
@@ -24,7 +25,7 @@ pub(super) trait Document: Sized {
     fn parse_toml(text: &str, file: &Path) -> Result<Self, Problems>;
     fn to_toml(&self) -> String;
     fn to_json(&self) -> serde_json::Value;
-    fn from_json(v: &serde_json::Value) -> Result<Self, String>;
+    fn from_json(v: &serde_json::Value) -> Result<Self, StoredPolicyError>;
 }
 
 /// `set SERVICE FILE`, `get SERVICE`, `delete SERVICE` (the parent command says of what).
@@ -135,7 +136,7 @@ async fn get<D: Document>(service: String, args: ClientArgs) -> Result<(), CliEr
     }
     let doc = parsed
         .map_err(|e| e.to_string())
-        .and_then(|v| D::from_json(&v))
+        .and_then(|v| D::from_json(&v).map_err(|e| e.to_string()))
         .map_err(|e| {
             CliError::Runtime(format!(
                 "the {name} for {service} in etcd is invalid ({e}); {while_invalid} until it \

@@ -9,6 +9,7 @@ use hostmesh_registrar::keys::Layout;
 use super::CliError;
 use super::document::{self, Document, DocumentArgs};
 use hostmesh_config::Problems;
+use hostmesh_policy::StoredPolicyError;
 use hostmesh_policy::access::AccessPolicy;
 
 pub type PolicyArgs = DocumentArgs;
@@ -34,7 +35,7 @@ impl Document for AccessPolicy {
     fn to_json(&self) -> serde_json::Value {
         AccessPolicy::to_json(self)
     }
-    fn from_json(v: &serde_json::Value) -> Result<Self, String> {
+    fn from_json(v: &serde_json::Value) -> Result<Self, StoredPolicyError> {
         AccessPolicy::from_json(v)
     }
 }

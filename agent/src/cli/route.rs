@@ -9,6 +9,7 @@ use hostmesh_registrar::keys::Layout;
 use super::CliError;
 use super::document::{self, Document, DocumentArgs};
 use hostmesh_config::Problems;
+use hostmesh_policy::StoredPolicyError;
 use hostmesh_policy::route::RoutePolicy;
 
 pub type RouteArgs = DocumentArgs;
@@ -34,7 +35,7 @@ impl Document for RoutePolicy {
     fn to_json(&self) -> serde_json::Value {
         RoutePolicy::to_json(self)
     }
-    fn from_json(v: &serde_json::Value) -> Result<Self, String> {
+    fn from_json(v: &serde_json::Value) -> Result<Self, StoredPolicyError> {
         RoutePolicy::from_json(v)
     }
 }

@@ -6,9 +6,13 @@
 //! - [`route`]: route policy (docs/routes.md) and which rule and split a request takes.
 //! - [`access`]: access policy (docs/policy.md); the agent decides per caller in its
 //!   `access_table`, rebuilt from each catalog snapshot.
+//! - [`StoredPolicyError`]: why either policy's stored JSON is refused.
 //!
 //! Both read TOML the same way: every problem reported with its key, unknown keys are problems,
 //! and the stored JSON's reader ignores unknown fields so that older agents read newer values.
 
 pub mod access;
 pub mod route;
+mod stored;
+
+pub use stored::StoredPolicyError;

@@ -1,7 +1,8 @@
 //! The JSON values stored in etcd (docs/reference/etcd-layout.md). Readers ignore unknown fields so that old
 //! and new agents can run side by side; writers always write every field they know.
 
-use std::net::Ipv4Addr;
+use std::net::{AddrParseError, Ipv4Addr};
+use std::str::Utf8Error;
 
 use serde::{Deserialize, Serialize};
 
@@ -61,18 +62,29 @@ fn default_weight() -> u32 {
     100
 }
 
+/// Why a value under `vips/` is no VIP. It is never used: the catalog skips the record and
+/// allocation refuses the name, until an operator fixes the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VipValueError {
+    #[error("{0}")]
+    NotUtf8(Utf8Error),
+    /// Text that is not an IPv4 address, as a JSON string or bare.
+    #[error("VIP {text:?}: {error}")]
+    NotIpv4 { text: String, error: AddrParseError },
+}
+
 /// A VIP value is a JSON string (`"127.77.0.12"`); a bare address is accepted too, since
 /// operators sometimes write one with etcdctl.
-pub fn parse_vip(value: &[u8]) -> Result<Ipv4Addr, String> {
+pub fn parse_vip(value: &[u8]) -> Result<Ipv4Addr, VipValueError> {
     let text = std::str::from_utf8(value)
-        .map_err(|e| e.to_string())?
+        .map_err(VipValueError::NotUtf8)?
         .trim();
     let text = match serde_json::from_str::<String>(text) {
         Ok(s) => s,
         Err(_) => text.to_owned(),
     };
     text.parse::<Ipv4Addr>()
-        .map_err(|e| format!("VIP {text:?}: {e}"))
+        .map_err(|error| VipValueError::NotIpv4 { text, error })
 }
 
 #[cfg(test)]
@@ -87,6 +99,18 @@ mod tests {
         .expect("parses");
         assert_eq!(rec.port, 8080);
         assert_eq!(rec.health, Health::Passing);
+    }
+
+    #[test]
+    fn bad_vip_values_say_why() {
+        assert_eq!(
+            parse_vip(br#""::1""#).map_err(|e| e.to_string()),
+            Err("VIP \"::1\": invalid IPv4 address syntax".to_owned())
+        );
+        assert_eq!(
+            parse_vip(b"\xff").map_err(|e| e.to_string()),
+            Err("invalid utf-8 sequence of 1 bytes from index 0".to_owned())
+        );
     }
 
     #[test]

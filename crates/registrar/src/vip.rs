@@ -10,7 +10,7 @@ use etcd_client::{Compare, CompareOp, GetOptions, KvClient, Txn, TxnOp, TxnOpRes
 use ipnet::Ipv4Net;
 
 use crate::keys::{Layout, prefix_end};
-use crate::record::parse_vip;
+use crate::record::{VipValueError, parse_vip};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VipError {
@@ -19,7 +19,15 @@ pub enum VipError {
     RangeFull(Ipv4Net),
     /// A value under `vips/` that is not an address: an operator must fix it.
     #[error("vips/{name} holds a bad value: {why}")]
-    BadValue { name: String, why: String },
+    BadValue { name: String, why: VipValueError },
+    /// A value under `vips/` outside `vip_range` (the range changed, or someone wrote it): an
+    /// operator must fix the value or the range.
+    #[error("vips/{name} holds a bad value: {ip} lies outside vip_range {range}")]
+    OutsideRange {
+        name: String,
+        ip: Ipv4Addr,
+        range: Ipv4Net,
+    },
     #[error("etcd: {0}")]
     Etcd(#[from] etcd_client::Error),
 }
@@ -36,18 +44,19 @@ pub async fn ensure(
 ) -> Result<Ipv4Addr, VipError> {
     let vip_key = layout.vip(name);
     let checked = |value: &[u8]| {
-        parse_vip(value)
-            .and_then(|ip| {
-                if usable_contains(range, ip) {
-                    Ok(ip)
-                } else {
-                    Err(format!("{ip} lies outside vip_range {range}"))
-                }
-            })
-            .map_err(|why| VipError::BadValue {
+        let ip = parse_vip(value).map_err(|why| VipError::BadValue {
+            name: name.to_owned(),
+            why,
+        })?;
+        if usable_contains(range, ip) {
+            Ok(ip)
+        } else {
+            Err(VipError::OutsideRange {
                 name: name.to_owned(),
-                why,
+                ip,
+                range,
             })
+        }
     };
     if let Some(existing) = kv.get(vip_key.as_str(), None).await?.kvs().first() {
         return checked(existing.value());

@@ -16,7 +16,7 @@ use rustls::pki_types::pem::PemObject;
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::identity::{HostIdentity, uri_sans};
+use super::identity::{HostIdentity, IdentityError, uri_sans};
 
 /// How long a mesh CA is valid. Rotating a CA means distributing a new bundle to every host, so
 /// it is long; host certificates are the short-lived part.
@@ -29,7 +29,7 @@ const CLOCK_SKEW: Duration = Duration::from_secs(300);
 pub enum IssueError {
     /// The trust domain or host name breaks the identity rules: fix the input.
     #[error("{0}")]
-    Identity(String),
+    Identity(IdentityError),
     /// rcgen refused to make a key or sign: not the input's fault.
     #[error("making the certificate: {0}")]
     Rcgen(#[from] rcgen::Error),
@@ -46,13 +46,13 @@ pub enum CaError {
     #[error("ca.pem is not a CA certificate (basicConstraints CA is not set)")]
     NotACa,
     #[error("ca.pem: {0}")]
-    UnreadableSan(String),
+    UnreadableSan(IdentityError),
     #[error(
         "ca.pem must carry exactly one URI SAN spiffe://<trust_domain> (made by `hostmesh ca init`); it has {0}"
     )]
     UriSanCount(usize),
     #[error("ca.pem: {0}")]
-    TrustDomain(String),
+    TrustDomain(IdentityError),
     #[error("ca.key is not a usable private key: {0}")]
     UnusableKey(String),
     #[error("ca.key is not the key of ca.pem")]

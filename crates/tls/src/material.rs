@@ -153,8 +153,10 @@ impl Material {
         }
         let server_verifier =
             PeerServerVerifier::new(roots.clone(), &files.trust_domain, provider.clone())
+                .map_err(|e| e.to_string())
                 .map_err(at("tls.ca_file"))?;
         let client_verifier = PeerClientVerifier::new(roots, &files.trust_domain, provider.clone())
+            .map_err(|e| e.to_string())
             .map_err(at("tls.ca_file"))?;
         // Our own certificate must pass exactly what peers will check, both ways.
         let (leaf, intermediates) = chain
@@ -170,7 +172,9 @@ impl Material {
                 files.host
             )));
         }
-        let name = identity::server_name(&files.host).map_err(at("tls.cert_file"))?;
+        let name = identity::server_name(&files.host)
+            .map_err(|e| e.to_string())
+            .map_err(at("tls.cert_file"))?;
         let now = UnixTime::now();
         server_verifier
             .verify_server_cert(leaf, intermediates, &name, &[], now)

@@ -24,18 +24,37 @@ const UNITS: &[(&[&str], u128)] = &[
     (&["years", "year", "y"], 31_557_600_000_000_000),
 ];
 
+/// Why a text is not a duration. Whoever wrote it must fix it; the caller says where it came
+/// from (a config key, a header, a flag) and what a duration looks like.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Nothing but spaces.
+    #[error("empty")]
+    Empty,
+    /// Something other than a digit where a component starts (`"-1s"`, `"s"`).
+    #[error("expected a number at {rest:?}")]
+    ExpectedNumber { rest: String },
+    /// A number without a unit (`"10"`).
+    #[error("a time unit is needed after {number:?}")]
+    MissingUnit { number: String },
+    #[error("unknown time unit {unit:?}")]
+    UnknownUnit { unit: String },
+}
+
 /// Parses `text` as one or more `<number>[.<fraction>]<unit>` separated by optional spaces.
 /// A sum beyond `u64::MAX` nanoseconds (584 years) saturates there.
-pub fn parse(text: &str) -> Result<Duration, String> {
+pub fn parse(text: &str) -> Result<Duration, DurationError> {
     let mut rest = text.trim();
     if rest.is_empty() {
-        return Err("empty".to_owned());
+        return Err(DurationError::Empty);
     }
     let mut total: u128 = 0;
     while !rest.is_empty() {
         let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
         if digits == 0 {
-            return Err(format!("expected a number at {rest:?}"));
+            return Err(DurationError::ExpectedNumber {
+                rest: rest.to_owned(),
+            });
         }
         let (whole, after) = rest.split_at(digits);
         let (fraction, after) = match after.strip_prefix('.') {
@@ -49,13 +68,17 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         let unit_len = after.len() - after.trim_start_matches(char::is_alphabetic).len();
         let (unit, after) = after.split_at(unit_len);
         if unit.is_empty() {
-            return Err(format!("a time unit is needed after {whole:?}"));
+            return Err(DurationError::MissingUnit {
+                number: whole.to_owned(),
+            });
         }
         let per = UNITS
             .iter()
             .find(|(names, _)| names.contains(&unit))
             .map(|(_, per)| *per)
-            .ok_or_else(|| format!("unknown time unit {unit:?}"))?;
+            .ok_or_else(|| DurationError::UnknownUnit {
+                unit: unit.to_owned(),
+            })?;
         total = total.saturating_add(scaled(whole, fraction, per));
         rest = after.trim_start();
     }
@@ -105,6 +128,24 @@ mod tests {
         }
         for bad in ["", "10", "s", "1x", "1.s.", "-1s", "1s -"] {
             assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_say_what_is_wrong() {
+        for (text, want) in [
+            ("  ", "empty"),
+            ("-1s", "expected a number at \"-1s\""),
+            ("1s -", "expected a number at \"-\""),
+            ("10", "a time unit is needed after \"10\""),
+            ("1.5 ", "a time unit is needed after \"1\""),
+            ("1x", "unknown time unit \"x\""),
+        ] {
+            assert_eq!(
+                parse(text).map_err(|e| e.to_string()),
+                Err(want.to_owned()),
+                "{text:?}"
+            );
         }
     }
 

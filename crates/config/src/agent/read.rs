@@ -32,7 +32,7 @@ pub(super) fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>
             net::advertise_address,
         ),
         zone: r.optional(AGENT_ZONE, "a string such as \"eu-1a\"", |s| {
-            names::zone(s).map(|()| s.to_owned())
+            names::owned(s, names::zone)
         }),
         services_dir: r.path(AGENT_SERVICES_DIR),
         data_dir: data_dir(r),
@@ -42,7 +42,7 @@ pub(super) fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>
     let dns = DnsSection {
         listen: r.string(DNS_LISTEN, net::LISTEN, net::listen),
         domain: r.string(DNS_DOMAIN, "a DNS name such as \"mesh\"", |s| {
-            names::dns_name(s).map(|()| s.to_owned())
+            names::owned(s, names::dns_name)
         }),
         vip_range: r.string(
             DNS_VIP_RANGE,
@@ -138,7 +138,7 @@ fn host(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>) -> String
             AGENT_HOST,
             Or::Given(String::new()),
             "a string such as \"web-01\"",
-            |s| names::host(s).map(|()| s.to_owned()),
+            |s| names::owned(s, names::host),
         );
     }
     let name = match hostname() {
@@ -298,7 +298,7 @@ fn tls(r: &mut Reader) -> TlsSection {
         trust_domain: r.string(
             TLS_TRUST_DOMAIN,
             "a string such as \"hostmesh.local\"",
-            |s| names::trust_domain(s).map(|()| s.to_owned()),
+            |s| names::owned(s, names::trust_domain),
         ),
     }
 }

@@ -55,7 +55,7 @@ pub fn parse_service(text: &str, file: &Path) -> Result<InstanceSpec, Problems> 
         NAME,
         Or::Given(String::new()),
         "a string such as \"orders\"",
-        |s| names::service(s).map(|()| s.to_owned()),
+        |s| names::owned(s, names::service),
     );
     if !r.has(PORT) {
         r.report(PORT, "is required: the port clients use (orders.mesh:8080)");
@@ -76,7 +76,7 @@ pub fn parse_service(text: &str, file: &Path) -> Result<InstanceSpec, Problems> 
         ],
     );
     let tags = r.list(TAGS, Or::Declared, "a tag such as \"v2\"", |s| {
-        names::tag(s).map(|()| s.to_owned())
+        names::owned(s, names::tag)
     });
     for (i, tag) in tags.iter().enumerate() {
         if tags[..i].contains(tag) {

@@ -15,6 +15,7 @@ use serde_json::{Value as Json, json};
 
 use super::parse::check;
 use super::policy::AccessPolicy;
+use crate::StoredPolicyError;
 use crate::route::{Unknown, to_toml_value};
 
 impl AccessPolicy {
@@ -25,17 +26,14 @@ impl AccessPolicy {
     }
 
     /// Reads what is stored in etcd: unknown fields ignored, bad values → `Err` naming each.
-    pub fn from_json(v: &Json) -> Result<AccessPolicy, String> {
+    pub fn from_json(v: &Json) -> Result<AccessPolicy, StoredPolicyError> {
         if let Json::String(text) = v {
             // How the catalog keeps a stored value that is not JSON at all.
-            return Err(format!(
-                "the stored value is not JSON ({} bytes)",
-                text.len()
-            ));
+            return Err(StoredPolicyError::NotJson { bytes: text.len() });
         }
         let Some(toml::Value::Table(table)) = to_toml_value(v)? else {
-            return Err("expected a JSON object".to_owned());
+            return Err(StoredPolicyError::NotAnObject);
         };
-        check(&table, Path::new("etcd"), Unknown::Ignore).map_err(|problems| problems.one_line())
+        check(&table, Path::new("etcd"), Unknown::Ignore).map_err(StoredPolicyError::Invalid)
     }
 }

@@ -25,4 +25,4 @@ mod policy;
 mod tests;
 mod text;
 
-pub use policy::{AccessPolicy, HostPattern};
+pub use policy::{AccessPolicy, HostPattern, HostPatternError};

@@ -2,6 +2,7 @@
 //! goes on past a bad value, so every problem is found in one pass, each with its key
 //! (`allow[1]`, `allow_hosts[0]`).
 
+use std::fmt::Display;
 use std::path::Path;
 
 use toml::{Table, Value};
@@ -68,13 +69,13 @@ pub(super) fn check(
 
 /// `table[key]` as a list of strings, each through `convert`; each bad item is reported with
 /// its index (`allow[2]`). Missing: empty.
-fn list<T>(
+fn list<T, E: Display>(
     table: &Table,
     file: &Path,
     key: &str,
     expected: &str,
     problems: &mut Vec<Problem>,
-    convert: impl Fn(&str) -> Result<T, String>,
+    convert: impl Fn(&str) -> Result<T, E>,
 ) -> Vec<T> {
     let Some(value) = table.get(key) else {
         return Vec::new();

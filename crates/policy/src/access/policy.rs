@@ -12,6 +12,25 @@ pub struct AccessPolicy {
     pub allow_hosts: Vec<HostPattern>,
 }
 
+/// Why an `allow_hosts` entry is refused: whoever wrote the policy must fix it. The caller
+/// reports it after the pattern and its key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostPatternError {
+    #[error("must not be empty; a host name, or a prefix ending in '*'")]
+    Empty,
+    #[error("is {len} characters long; at most 253")]
+    TooLong { len: usize },
+    /// A '*' before the end (`a*b`), or more than one (`b**`).
+    #[error("'*' may only end a pattern, once; {RULE}")]
+    Star,
+    #[error("has the character {0:?}; {RULE}")]
+    Character(char),
+}
+
+/// What a host pattern may hold, said after what breaks it.
+const RULE: &str =
+    "a host pattern is lowercase letters, digits, '.' and '-', optionally ending in '*'";
+
 /// One entry of `allow_hosts`: `batch-7`, or `batch-*` for every host whose name starts with
 /// `batch-` (`*` alone: every host).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -23,30 +42,26 @@ pub enum HostPattern {
 impl HostPattern {
     /// Parses one pattern: host-name characters (lowercase `[a-z0-9.-]`, at most 253) with an
     /// optional single trailing `*`. The error says why it is refused.
-    pub fn parse(s: &str) -> Result<HostPattern, String> {
+    pub fn parse(s: &str) -> Result<HostPattern, HostPatternError> {
         let (name, prefix) = match s.strip_suffix('*') {
             Some(name) => (name, true),
             None => (s, false),
         };
         if !prefix && name.is_empty() {
-            return Err("must not be empty; a host name, or a prefix ending in '*'".to_owned());
+            return Err(HostPatternError::Empty);
         }
         if name.len() > 253 {
-            return Err(format!("is {} characters long; at most 253", name.len()));
+            return Err(HostPatternError::TooLong { len: name.len() });
         }
         if let Some(c) = name
             .chars()
             .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-')))
         {
-            let why = if c == '*' {
-                "'*' may only end a pattern, once".to_owned()
+            return Err(if c == '*' {
+                HostPatternError::Star
             } else {
-                format!("has the character {c:?}")
-            };
-            return Err(format!(
-                "{why}; a host pattern is lowercase letters, digits, '.' and '-', \
-                 optionally ending in '*'"
-            ));
+                HostPatternError::Character(c)
+            });
         }
         Ok(if prefix {
             HostPattern::Prefix(name.to_owned())

@@ -132,7 +132,54 @@ fn json_readers_ignore_unknown_fields_and_reject_bad_values() {
             "allow_hosts[0]: expected a string",
         ),
     ] {
-        let err = AccessPolicy::from_json(&v).unwrap_err();
+        let err = AccessPolicy::from_json(&v).unwrap_err().to_string();
         assert!(err.contains(want), "{v}: {err}");
+    }
+}
+
+#[test]
+fn refusals_read_in_full() {
+    let long = "a".repeat(254);
+    for (pattern, want) in [
+        (
+            "",
+            "must not be empty; a host name, or a prefix ending in '*'",
+        ),
+        (long.as_str(), "is 254 characters long; at most 253"),
+        (
+            "a*b",
+            "'*' may only end a pattern, once; a host pattern is lowercase letters, digits, '.' \
+             and '-', optionally ending in '*'",
+        ),
+        (
+            "h_1*",
+            "has the character '_'; a host pattern is lowercase letters, digits, '.' and '-', \
+             optionally ending in '*'",
+        ),
+    ] {
+        assert_eq!(
+            HostPattern::parse(pattern).unwrap_err().to_string(),
+            want,
+            "{pattern:?}"
+        );
+    }
+    for (v, want) in [
+        (
+            json!("{\"allow\""),
+            "the stored value is not JSON (8 bytes)",
+        ),
+        (json!({"allow": [null]}), "a list holds null"),
+        (
+            json!({"allow": ["Web"], "allow_hosts": ["x y"]}),
+            "allow[0]: \"Web\" has the character 'W'; a service name is a DNS label: lowercase \
+             letters, digits and '-'; allow_hosts[0]: \"x y\" has the character ' '; a host \
+             pattern is lowercase letters, digits, '.' and '-', optionally ending in '*'",
+        ),
+    ] {
+        assert_eq!(
+            AccessPolicy::from_json(&v).unwrap_err().to_string(),
+            want,
+            "{v}"
+        );
     }
 }

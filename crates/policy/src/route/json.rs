@@ -19,6 +19,7 @@ use serde_json::{Map, Value as Json, json};
 use super::parse::{Checker, Unknown};
 use super::policy::{RoutePolicy, Rule};
 use super::values::show;
+use crate::StoredPolicyError;
 
 impl RoutePolicy {
     /// What `route set` writes to etcd.
@@ -52,15 +53,13 @@ impl RoutePolicy {
 
     /// Reads what is stored in etcd: unknown fields ignored, bad values → `Err` naming each
     /// (agents then keep the defaults and warn once).
-    pub fn from_json(v: &Json) -> Result<RoutePolicy, String> {
+    pub fn from_json(v: &Json) -> Result<RoutePolicy, StoredPolicyError> {
         let Some(toml::Value::Table(table)) = to_toml_value(v)? else {
-            return Err("expected a JSON object".to_owned());
+            return Err(StoredPolicyError::NotAnObject);
         };
         let mut checker = Checker::new(Path::new("etcd"), Unknown::Ignore);
         let policy = checker.policy_of(&table);
-        checker
-            .finish(policy)
-            .map_err(|problems| problems.one_line())
+        checker.finish(policy).map_err(StoredPolicyError::Invalid)
     }
 }
 
@@ -97,7 +96,7 @@ fn rule_json(rule: &Rule) -> Json {
 
 /// JSON to the TOML value model the checks work on; `None` for `null`, which object members
 /// treat as absent.
-pub(crate) fn to_toml_value(v: &Json) -> Result<Option<toml::Value>, String> {
+pub(crate) fn to_toml_value(v: &Json) -> Result<Option<toml::Value>, StoredPolicyError> {
     Ok(Some(match v {
         Json::Null => return Ok(None),
         Json::Bool(b) => toml::Value::Boolean(*b),
@@ -109,7 +108,7 @@ pub(crate) fn to_toml_value(v: &Json) -> Result<Option<toml::Value>, String> {
         Json::Array(items) => {
             let mut out = Vec::with_capacity(items.len());
             for item in items {
-                out.push(to_toml_value(item)?.ok_or("a list holds null")?);
+                out.push(to_toml_value(item)?.ok_or(StoredPolicyError::NullInList)?);
             }
             toml::Value::Array(out)
         }
@@ -238,7 +237,7 @@ mod tests {
             (json!({"rules": [null]}), "a list holds null"),
         ];
         for (v, want) in cases {
-            let err = RoutePolicy::from_json(&v).unwrap_err();
+            let err = RoutePolicy::from_json(&v).unwrap_err().to_string();
             assert!(err.contains(want), "{v}: {err}");
         }
     }
@@ -246,7 +245,7 @@ mod tests {
     #[test]
     fn several_bad_values_are_all_named() {
         let v = json!({"timeout": "x", "retry": {"max_attempts": 0}});
-        let err = RoutePolicy::from_json(&v).unwrap_err();
+        let err = RoutePolicy::from_json(&v).unwrap_err().to_string();
         assert!(
             err.contains("timeout:") && err.contains("retry.max_attempts:"),
             "{err}"

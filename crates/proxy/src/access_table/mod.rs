@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use hostmesh_config::PolicyDefault;
+use hostmesh_policy::StoredPolicyError;
 use hostmesh_policy::access::{AccessPolicy, HostPattern};
 use hostmesh_registrar::catalog::{Snapshot, Snapshots};
 
@@ -40,7 +41,7 @@ enum ServiceAccess {
     /// next table warns only when it changes; `why` is for `/status`.
     Invalid {
         stored: serde_json::Value,
-        why: String,
+        why: StoredPolicyError,
     },
 }
 
@@ -91,11 +92,11 @@ impl PolicyTable {
     }
 
     /// The services whose stored policy does not parse (every caller denied), with the reason.
-    pub fn invalid(&self) -> impl Iterator<Item = (&str, &str)> {
+    pub fn invalid(&self) -> impl Iterator<Item = (&str, &StoredPolicyError)> {
         self.services
             .iter()
             .filter_map(|(service, access)| match access {
-                ServiceAccess::Invalid { why, .. } => Some((service.as_str(), why.as_str())),
+                ServiceAccess::Invalid { why, .. } => Some((service.as_str(), why)),
                 ServiceAccess::Allow { .. } => None,
             })
     }

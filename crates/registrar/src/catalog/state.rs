@@ -500,7 +500,7 @@ impl State {
                 Value::Instance(rec)
             }
             Key::Vip { .. } => {
-                let ip = parse_vip(value)?;
+                let ip = parse_vip(value).map_err(|e| e.to_string())?;
                 check::vip(ip, self.vip_range)?;
                 Value::Vip(ip)
             }

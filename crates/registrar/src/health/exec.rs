@@ -18,7 +18,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-use super::{io_msg, timed_out, truncate};
+use super::ProbeError;
+use super::error::truncate;
 
 /// Bytes kept per stream; more than the message shows, so trimming leading blank lines still
 /// leaves something.
@@ -29,10 +30,14 @@ const MESSAGE_OUTPUT: usize = 200;
 /// before we stop waiting for more output.
 const PIPE_GRACE: Duration = Duration::from_millis(100);
 
-pub(super) async fn probe(argv: &[String], timeout: Duration) -> Result<(), String> {
+pub(super) async fn probe(argv: &[String], timeout: Duration) -> Result<(), ProbeError> {
     let deadline = Instant::now() + timeout;
     let Some((program, args)) = argv.split_first() else {
-        return Err("exec: empty command".to_string());
+        return Err(ProbeError::EmptyCommand);
+    };
+    let failed = |error| ProbeError::Exec {
+        program: program.clone(),
+        error,
     };
     let mut child = Command::new(program)
         .args(args)
@@ -41,7 +46,7 @@ pub(super) async fn probe(argv: &[String], timeout: Duration) -> Result<(), Stri
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("exec {program}: {}", io_msg(&e)))?;
+        .map_err(failed)?;
 
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
@@ -51,28 +56,21 @@ pub(super) async fn probe(argv: &[String], timeout: Duration) -> Result<(), Stri
         Ok(Ok(status)) => status,
         Ok(Err(e)) => {
             let _ = child.kill().await;
-            return Err(format!("exec {program}: {}", io_msg(&e)));
+            return Err(failed(e));
         }
         Err(_elapsed) => {
             // kill() sends SIGKILL and then waits, which reaps the child.
             let _ = child.kill().await;
-            return Err(timed_out(timeout));
+            return Err(ProbeError::TimedOut(timeout));
         }
     };
     if status.success() {
         return Ok(());
     }
-    let status = match status.code() {
-        Some(code) => format!("exit status {code}"),
-        // Killed by a signal: std's wording names it ("signal: 9 (SIGKILL)").
-        None => status.to_string(),
-    };
-    let output = excerpt(&stdout, &stderr);
-    if output.is_empty() {
-        Err(status)
-    } else {
-        Err(format!("{status}: {output}"))
-    }
+    Err(ProbeError::Exited {
+        status,
+        output: excerpt(&stdout, &stderr),
+    })
 }
 
 /// Waits for the child to exit while collecting its output.
@@ -156,27 +154,26 @@ mod tests {
 
     #[tokio::test]
     async fn true_passes() {
-        assert_eq!(
-            probe(&exec(&["/bin/true"]), target(), TIMEOUT).await,
-            Ok(())
-        );
+        probe(&exec(&["/bin/true"]), target(), TIMEOUT)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
     async fn false_fails() {
-        assert_eq!(
-            probe(&exec(&["/bin/false"]), target(), TIMEOUT).await,
-            Err("exit status 1".to_string())
-        );
+        let err = probe(&exec(&["/bin/false"]), target(), TIMEOUT)
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "exit status 1");
     }
 
     #[tokio::test]
     async fn failure_quotes_output() {
         let script = "echo 'disk almost'; echo '  full ' >&2; exit 2";
-        assert_eq!(
-            probe(&exec(&["/bin/sh", "-c", script]), target(), TIMEOUT).await,
-            Err("exit status 2: disk almost full".to_string())
-        );
+        let err = probe(&exec(&["/bin/sh", "-c", script]), target(), TIMEOUT)
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "exit status 2: disk almost full");
     }
 
     #[tokio::test]
@@ -185,7 +182,8 @@ mod tests {
         let script = "head -c 1000000 /dev/zero | tr '\\0' x; exit 3";
         let err = probe(&exec(&["/bin/sh", "-c", script]), target(), TIMEOUT)
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("exit status 3: xxxx"), "{err}");
         assert!(err.len() < 250, "{} bytes", err.len());
     }
@@ -195,7 +193,10 @@ mod tests {
         let err = probe(&exec(&["/nonexistent/check"]), target(), TIMEOUT)
             .await
             .unwrap_err();
-        assert_eq!(err, "exec /nonexistent/check: no such file or directory");
+        assert_eq!(
+            err.to_string(),
+            "exec /nonexistent/check: no such file or directory"
+        );
     }
 
     #[tokio::test]
@@ -217,7 +218,7 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert_eq!(err, "timed out after 200ms");
+        assert_eq!(err.to_string(), "timed out after 200ms");
         assert!(
             start.elapsed() < Duration::from_secs(2),
             "{:?}",
@@ -239,10 +240,9 @@ mod tests {
         // The check exits at once but leaves something holding its stdout open.
         let start = Instant::now();
         let script = "sleep 3 & echo started; exit 0";
-        assert_eq!(
-            probe(&exec(&["/bin/sh", "-c", script]), target(), TIMEOUT).await,
-            Ok(())
-        );
+        probe(&exec(&["/bin/sh", "-c", script]), target(), TIMEOUT)
+            .await
+            .unwrap();
         assert!(
             start.elapsed() < Duration::from_secs(2),
             "{:?}",

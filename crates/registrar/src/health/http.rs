@@ -20,7 +20,8 @@ use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::{describe, io_msg};
+use super::ProbeError;
+use super::error::truncate;
 
 /// How much of a 2xx response body is read before the probe declares success anyway.
 const MAX_BODY: usize = 64 * 1024;
@@ -30,11 +31,13 @@ const AGENT: &str = concat!("hostmesh-health/", env!("CARGO_PKG_VERSION"));
 /// Longest Location quoted back in a failure message; it comes from the app and ends up in logs.
 const MAX_LOCATION: usize = 200;
 
-pub(super) async fn probe(target: SocketAddr, path: &str) -> Result<(), String> {
+pub(super) async fn probe(target: SocketAddr, path: &str) -> Result<(), ProbeError> {
     // Config validation should already guarantee this; an absolute URL here would make the
     // request line name some other host.
     if !path.starts_with('/') {
-        return Err(format!("invalid check path {path:?}: must start with '/'"));
+        return Err(ProbeError::RelativePath {
+            path: path.to_owned(),
+        });
     }
     let req = Request::builder()
         .method(Method::GET)
@@ -44,39 +47,44 @@ pub(super) async fn probe(target: SocketAddr, path: &str) -> Result<(), String> 
         // One request per connection: tell the app not to keep an idle socket for us.
         .header(CONNECTION, "close")
         .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("invalid check path {path:?}: {e}"))?;
+        .map_err(|error| ProbeError::BadPath {
+            path: path.to_owned(),
+            error,
+        })?;
 
     let stream = TcpStream::connect(target)
         .await
-        .map_err(|e| format!("connect {target}: {}", io_msg(&e)))?;
+        .map_err(|error| ProbeError::Connect { target, error })?;
     // Small request, latency matters more than batching.
     let _ = stream.set_nodelay(true);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| format!("HTTP handshake: {}", describe(&e)))?;
+        .map_err(|error| ProbeError::Handshake { error })?;
 
     let exchange = async move {
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| format!("HTTP request: {}", describe(&e)))?;
+            .map_err(|error| ProbeError::Request { error })?;
         let status = resp.status();
         if status.is_redirection() {
+            let status = status.as_u16();
             return Err(match resp.headers().get(LOCATION) {
                 Some(loc) => {
                     let loc = String::from_utf8_lossy(loc.as_bytes());
-                    format!(
-                        "HTTP {} redirect to {} (not followed)",
-                        status.as_u16(),
-                        super::truncate(&loc, MAX_LOCATION)
-                    )
+                    ProbeError::Redirect {
+                        status,
+                        location: truncate(&loc, MAX_LOCATION).into_owned(),
+                    }
                 }
-                None => format!("HTTP {} redirect without Location", status.as_u16()),
+                None => ProbeError::RedirectWithoutLocation { status },
             });
         }
         if !status.is_success() {
             // The status says it all; no point reading an error page.
-            return Err(format!("HTTP {}", status.as_u16()));
+            return Err(ProbeError::Status {
+                status: status.as_u16(),
+            });
         }
         let mut body = resp.into_body();
         let mut seen = 0usize;
@@ -85,12 +93,11 @@ pub(super) async fn probe(target: SocketAddr, path: &str) -> Result<(), String> 
                 None => break,
                 Some(Ok(frame)) => seen += frame.data_ref().map_or(0, Bytes::len),
                 // A 2xx whose body breaks off is not a healthy answer.
-                Some(Err(e)) => {
-                    return Err(format!(
-                        "HTTP {}: reading body: {}",
-                        status.as_u16(),
-                        describe(&e)
-                    ));
+                Some(Err(error)) => {
+                    return Err(ProbeError::Body {
+                        status: status.as_u16(),
+                        error,
+                    });
                 }
             }
         }
@@ -161,7 +168,9 @@ mod tests {
     #[tokio::test]
     async fn ok_passes_and_sends_expected_request() {
         let (addr, server) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
-        assert_eq!(probe(&http("/healthz?full=1"), addr, TIMEOUT).await, Ok(()));
+        probe(&http("/healthz?full=1"), addr, TIMEOUT)
+            .await
+            .unwrap();
         let head = server.await.unwrap().to_ascii_lowercase();
         assert!(
             head.starts_with("get /healthz?full=1 http/1.1\r\n"),
@@ -178,7 +187,7 @@ mod tests {
     #[tokio::test]
     async fn any_2xx_passes() {
         let (addr, _server) = serve_once(b"HTTP/1.1 204 No Content\r\n\r\n").await;
-        assert_eq!(probe(&http("/"), addr, TIMEOUT).await, Ok(()));
+        probe(&http("/"), addr, TIMEOUT).await.unwrap();
     }
 
     #[tokio::test]
@@ -186,10 +195,8 @@ mod tests {
         let (addr, _server) =
             serve_once(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\noops")
                 .await;
-        assert_eq!(
-            probe(&http("/healthz"), addr, TIMEOUT).await,
-            Err("HTTP 500".to_string())
-        );
+        let err = probe(&http("/healthz"), addr, TIMEOUT).await.unwrap_err();
+        assert_eq!(err.to_string(), "HTTP 500");
     }
 
     #[tokio::test]
@@ -205,7 +212,7 @@ mod tests {
 
         let err = probe(&http("/healthz"), addr, TIMEOUT).await.unwrap_err();
         assert_eq!(
-            err,
+            err.to_string(),
             format!("HTTP 301 redirect to http://{elsewhere_addr}/healthz (not followed)")
         );
         let followed = tokio::time::timeout(Duration::from_millis(200), elsewhere.accept()).await;
@@ -226,7 +233,7 @@ mod tests {
         let err = probe(&http("/healthz"), addr, Duration::from_millis(200))
             .await
             .unwrap_err();
-        assert_eq!(err, "timed out after 200ms");
+        assert_eq!(err.to_string(), "timed out after 200ms");
         assert!(
             start.elapsed() < Duration::from_secs(2),
             "{:?}",
@@ -255,10 +262,9 @@ mod tests {
             std::future::pending::<()>().await;
         });
         let start = Instant::now();
-        assert_eq!(
-            probe(&http("/"), addr, Duration::from_secs(5)).await,
-            Ok(())
-        );
+        probe(&http("/"), addr, Duration::from_secs(5))
+            .await
+            .unwrap();
         assert!(
             start.elapsed() < Duration::from_secs(2),
             "{:?}",
@@ -270,7 +276,10 @@ mod tests {
     async fn truncated_body_fails() {
         let (addr, _server) =
             serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort").await;
-        let err = probe(&http("/"), addr, TIMEOUT).await.unwrap_err();
+        let err = probe(&http("/"), addr, TIMEOUT)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("HTTP 200: reading body: "), "{err}");
     }
 
@@ -279,9 +288,10 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
+        let err = probe(&http("/healthz"), addr, TIMEOUT).await.unwrap_err();
         assert_eq!(
-            probe(&http("/healthz"), addr, TIMEOUT).await,
-            Err(format!("connect {addr}: connection refused"))
+            err.to_string(),
+            format!("connect {addr}: connection refused")
         );
     }
 
@@ -290,7 +300,8 @@ mod tests {
         let (addr, _server) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
         let err = probe(&http("http://elsewhere/"), addr, TIMEOUT)
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("invalid check path"), "{err}");
     }
 }

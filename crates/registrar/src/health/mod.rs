@@ -11,12 +11,12 @@
 //! Everything time-related goes through `tokio::time`, so tests (and anything else) can pause
 //! and advance the clock.
 
+mod error;
 mod exec;
 mod http;
 mod tcp;
 mod thresholds;
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -28,6 +28,7 @@ use tracing::{debug, info};
 use crate::record::Health;
 use hostmesh_config::spec::{CheckKind, CheckSpec};
 
+pub use error::ProbeError;
 pub use thresholds::Thresholds;
 
 /// Floor for the probe interval. Config validation is the real gate; this only keeps a zero
@@ -35,9 +36,13 @@ pub use thresholds::Thresholds;
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Runs one attempt of `kind` against `target` (ignored by `exec`), the whole attempt bounded by
-/// `timeout`. The error is a short human-readable reason ("HTTP 503", "timed out after 1s",
-/// "connect 127.0.0.1:8080: connection refused"), meant for logs and status output.
-pub async fn probe(kind: &CheckKind, target: SocketAddr, timeout: Duration) -> Result<(), String> {
+/// `timeout`. The error says why it failed, in a short message ("HTTP 503", "timed out after
+/// 1s", "connect 127.0.0.1:8080: connection refused") meant for logs and status output.
+pub async fn probe(
+    kind: &CheckKind,
+    target: SocketAddr,
+    timeout: Duration,
+) -> Result<(), ProbeError> {
     match kind {
         CheckKind::Http { path } => bounded(timeout, http::probe(target, path)).await,
         CheckKind::Tcp => bounded(timeout, tcp::probe(target)).await,
@@ -48,16 +53,11 @@ pub async fn probe(kind: &CheckKind, target: SocketAddr, timeout: Duration) -> R
 
 async fn bounded(
     timeout: Duration,
-    attempt: impl Future<Output = Result<(), String>>,
-) -> Result<(), String> {
+    attempt: impl Future<Output = Result<(), ProbeError>>,
+) -> Result<(), ProbeError> {
     tokio::time::timeout(timeout, attempt)
         .await
-        .unwrap_or_else(|_elapsed| Err(timed_out(timeout)))
-}
-
-fn timed_out(timeout: Duration) -> String {
-    // Duration's Debug is the readable one: "1s", "200ms", "1.5s".
-    format!("timed out after {timeout:?}")
+        .unwrap_or(Err(ProbeError::TimedOut(timeout)))
 }
 
 /// Checks `target` every `check.interval` until `cancel` fires, sending each passing/critical
@@ -96,7 +96,7 @@ pub async fn run(
         };
         if let Err(error) = &result {
             debug!(%target, kind, %error, "health check failed");
-            last_error = Some(error.clone());
+            last_error = Some(error.to_string());
         }
         if let Some(new) = thresholds.observe(result.is_ok()) {
             let old = health.send_replace(new);
@@ -106,59 +106,6 @@ pub async fn run(
     }
 }
 
-/// An I/O error as a short lowercase phrase: "connection refused", not
-/// "Connection refused (os error 111)".
-fn io_msg(e: &std::io::Error) -> String {
-    tidy(&e.to_string())
-}
-
-/// An error and its sources, joined with ": ", tidied like [`io_msg`]. hyper's errors in
-/// particular only say what failed in their own message and keep the why in the source.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = tidy(&e.to_string());
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let msg = tidy(&cause.to_string());
-        // Some errors already include their source in their own message.
-        if !msg.is_empty() && !out.ends_with(&msg) {
-            out.push_str(": ");
-            out.push_str(&msg);
-        }
-        source = cause.source();
-    }
-    out
-}
-
-fn tidy(msg: &str) -> String {
-    let msg = match msg.rfind(" (os error ") {
-        Some(i) if msg.ends_with(')') => &msg[..i],
-        _ => msg,
-    };
-    let mut chars = msg.chars();
-    match chars.next() {
-        // Only lowercase a capitalised word ("Connection"), not an acronym ("TLS").
-        Some(first) if first.is_uppercase() && !chars.next().is_some_and(char::is_uppercase) => {
-            first
-                .to_lowercase()
-                .chain(msg[first.len_utf8()..].chars())
-                .collect()
-        }
-        _ => msg.to_string(),
-    }
-}
-
-/// Cuts `s` to at most `max` bytes on a character boundary, marking the cut with "…".
-fn truncate(s: &str, max: usize) -> Cow<'_, str> {
-    if s.len() <= max {
-        return Cow::Borrowed(s);
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    Cow::Owned(format!("{}…", &s[..end]))
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -166,25 +113,6 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-
-    #[test]
-    fn tidy_messages() {
-        assert_eq!(
-            tidy("Connection refused (os error 111)"),
-            "connection refused"
-        );
-        assert_eq!(tidy("TLS handshake failed"), "TLS handshake failed");
-        assert_eq!(tidy("already fine"), "already fine");
-        assert_eq!(tidy(""), "");
-    }
-
-    #[test]
-    fn truncate_on_char_boundary() {
-        assert_eq!(truncate("short", 10), "short");
-        assert_eq!(truncate("abcdef", 3), "abc…");
-        // 'é' is two bytes; cutting at 2 would split it.
-        assert_eq!(truncate("aé", 2), "a…");
-    }
 
     /// An HTTP server that answers the n-th request with `script[n]` (`true`: 200, `false`: 500)
     /// and notes the health the runner was publishing when that request arrived. The runner

@@ -7,13 +7,13 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
 
-use super::io_msg;
+use super::ProbeError;
 
 /// Connects to `target` and closes the connection straight away.
-pub(super) async fn probe(target: SocketAddr) -> Result<(), String> {
+pub(super) async fn probe(target: SocketAddr) -> Result<(), ProbeError> {
     let stream = TcpStream::connect(target)
         .await
-        .map_err(|e| format!("connect {target}: {}", io_msg(&e)))?;
+        .map_err(|error| ProbeError::Connect { target, error })?;
     drop(stream);
     Ok(())
 }
@@ -35,7 +35,7 @@ mod tests {
     async fn passes_when_listening() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        assert_eq!(probe(&CheckKind::Tcp, addr, TIMEOUT).await, Ok(()));
+        probe(&CheckKind::Tcp, addr, TIMEOUT).await.unwrap();
     }
 
     #[tokio::test]
@@ -44,6 +44,9 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         drop(listener);
         let err = probe(&CheckKind::Tcp, addr, TIMEOUT).await.unwrap_err();
-        assert_eq!(err, format!("connect {addr}: connection refused"));
+        assert_eq!(
+            err.to_string(),
+            format!("connect {addr}: connection refused")
+        );
     }
 }
