@@ -11,7 +11,7 @@ use hostmesh_proxy::access_table::Policies;
 use hostmesh_proxy::inbound::Inbound;
 use hostmesh_proxy::local::LocalInstances;
 use hostmesh_proxy::outbound::{Outbound, OutboundParts};
-use hostmesh_proxy::pool::Pools;
+use hostmesh_proxy::pool::WorkerPools;
 use hostmesh_proxy::settings::Settings;
 use hostmesh_proxy::trace::Tracer;
 use hostmesh_tls::{PeerTls, TlsStore};
@@ -51,14 +51,15 @@ pub(super) fn data_path(
     };
     // The handshake gets the connect timeout again: together they bound a connection's setup.
     let peer_tls = PeerTls::new(tls.clone(), config.proxy.connect_timeout);
-    let pools = Pools::new(
-        config.proxy.connect_timeout,
-        config.proxy.idle_timeout,
-        peer_tls,
-    );
     let workers = Arc::new(
         hostmesh_proxy::workers::Workers::start(config.proxy.workers, config.proxy.pin_workers)
             .map_err(RunError::Threads)?,
+    );
+    let pools = WorkerPools::new(
+        workers.len(),
+        config.proxy.connect_timeout,
+        config.proxy.idle_timeout,
+        peer_tls,
     );
     let outbound = Arc::new(Outbound::new(OutboundParts {
         self_host: config.agent.host.clone(),

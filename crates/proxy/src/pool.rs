@@ -2,6 +2,12 @@
 //! kept by hyper-util's pool) and to this host's apps (HTTP/1.1 for `http` apps, h2c for `grpc`
 //! apps), with the configured connect and idle timeouts.
 //!
+//! Each data path worker has pools of its own ([`WorkerPools`]): hyper-util runs every
+//! connection on a task of the runtime that opened it, so with one pool for all workers a
+//! request served on one worker went through a connection driven by another, two cross-thread
+//! wake-ups per request. With a pool per worker a request stays on its thread end to end, as in
+//! HAProxy's per-thread idle connection lists; the price is a connection per worker per peer.
+//!
 //! The connector notes when it last finished connecting to each address, so the balancer can
 //! leave connection setup out of an endpoint's latency: a request that had to wait for a new
 //! connection measures from when the connection was ready, as Linkerd's balancer (which only
@@ -86,7 +92,42 @@ impl tower_service::Service<Uri> for TimedConnector {
     }
 }
 
-/// The clients, built once at start and shared by every request.
+/// One [`Pools`] per data path worker, each used only by connections its worker serves.
+#[derive(Debug, Clone)]
+pub struct WorkerPools {
+    each: Arc<[Pools]>,
+}
+
+impl WorkerPools {
+    /// Pools for `workers` workers, sharing the peer TLS settings and the connect times.
+    pub fn new(
+        workers: usize,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        peer_tls: PeerTls,
+    ) -> Self {
+        let connect_times = ConnectTimes::default();
+        let each = (0..workers.max(1))
+            .map(|_| {
+                Pools::new(
+                    connect_timeout,
+                    idle_timeout,
+                    peer_tls.clone(),
+                    &connect_times,
+                )
+            })
+            .collect();
+        WorkerPools { each }
+    }
+
+    /// The calling worker's pools; off the workers' threads, the first worker's.
+    pub fn get(&self) -> &Pools {
+        let i = crate::workers::current().unwrap_or(0);
+        &self.each[i % self.each.len()]
+    }
+}
+
+/// The clients of one worker, built at start.
 #[derive(Debug, Clone)]
 pub struct Pools {
     /// Peer agents' inbound ports, HTTP/2 only (over mTLS unless `tls.mode = "disabled"`).
@@ -100,17 +141,23 @@ pub struct Pools {
     /// The inbound side's view: requests whose bodies are already streams.
     pub local_http1_direct: Client<TimedConnector, ProxyBody>,
     pub local_h2c_direct: Client<TimedConnector, ProxyBody>,
-    /// When each address last got a new connection (see the module docs).
+    /// When each address last got a new connection (see the module docs), shared by all
+    /// workers' pools: the balancer's view of an endpoint is one.
     pub connect_times: ConnectTimes,
 }
 
 impl Pools {
-    pub fn new(connect_timeout: Duration, idle_timeout: Duration, peer_tls: PeerTls) -> Self {
+    fn new(
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        peer_tls: PeerTls,
+        connect_times: &ConnectTimes,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
         connector.enforce_http(true);
-        let connect_times = ConnectTimes::default();
+        let connect_times = connect_times.clone();
         let connector = TimedConnector {
             inner: connector,
             times: connect_times.clone(),

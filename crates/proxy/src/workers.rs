@@ -9,6 +9,7 @@
 //! (moving the socket to the worker's reactor) is all that is left. Everything else (the
 //! catalog, DNS, the admin API, etcd) stays on the main runtime.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +17,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
+
+thread_local! {
+    /// The index of the worker this thread is, on the workers' threads.
+    static CURRENT: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The index of the worker running the caller, or `None` off the workers' threads (the main
+/// runtime, tests). What is kept per worker (the connection pools) is picked by it.
+pub fn current() -> Option<usize> {
+    CURRENT.with(Cell::get)
+}
 
 #[derive(Debug)]
 pub struct Workers {
@@ -49,6 +61,7 @@ impl Workers {
             std::thread::Builder::new()
                 .name(format!("hostmesh-data-{i}"))
                 .spawn(move || {
+                    CURRENT.with(|c| c.set(Some(i)));
                     if let Some(cpu) = cpu {
                         pin_current_thread(cpu);
                     }
@@ -60,6 +73,16 @@ impl Workers {
             next: AtomicUsize::new(0),
             stop,
         })
+    }
+
+    /// How many workers there are.
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Never: `start` makes at least one.
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
     }
 
     /// Serves `stream` with `serve` on the next worker, for the rest of its life.
@@ -135,6 +158,14 @@ mod tests {
             let (server, _) = listener.accept().await.expect("accept");
             workers.run(server, |mut s| async move {
                 let name = std::thread::current().name().unwrap_or("").to_owned();
+                assert_eq!(
+                    Some(
+                        name.trim_start_matches("hostmesh-data-")
+                            .parse()
+                            .unwrap_or(99)
+                    ),
+                    current()
+                );
                 let _ = s.write_all(name.as_bytes()).await;
             });
             let mut name = String::new();

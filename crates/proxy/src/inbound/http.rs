@@ -143,9 +143,9 @@ async fn handle(
     parts.version = http::Version::HTTP_11;
     let req = Request::from_parts(parts, body::boxed(incoming));
     let client = if grpc {
-        &ctx.pools.local_h2c_direct
+        &ctx.pools.get().local_h2c_direct
     } else {
-        &ctx.pools.local_http1_direct
+        &ctx.pools.get().local_http1_direct
     };
     let resp = match tokio::time::timeout(timeout, client.request(req)).await {
         Err(_) => http_errors::response(Reason::DeadlineExceeded, grpc),

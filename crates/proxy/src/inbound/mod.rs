@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::access_table::Policies;
 use crate::local::LocalInstances;
 use crate::metrics::ProxyMetrics;
-use crate::pool::Pools;
+use crate::pool::WorkerPools;
 use crate::prefixed::Prefixed;
 use crate::settings::Settings;
 use hostmesh_tls::{Alpn, TlsStore};
@@ -43,7 +43,7 @@ pub struct Inbound {
     /// The TLS material with mTLS; `None` with `tls.mode = "disabled"`.
     pub tls: Option<Arc<TlsStore>>,
     pub local: Arc<LocalInstances>,
-    pub pools: Pools,
+    pub pools: WorkerPools,
     pub settings: Settings,
     pub metrics: ProxyMetrics,
     pub policies: Arc<Policies>,

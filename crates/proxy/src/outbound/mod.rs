@@ -31,7 +31,7 @@ use hostmesh_registrar::catalog::Snapshots;
 use crate::body::Lent;
 use crate::local::LocalInstances;
 use crate::metrics::ProxyMetrics;
-use crate::pool::Pools;
+use crate::pool::WorkerPools;
 use crate::settings::Settings;
 use hostmesh_balance::breaker::{Admission, BreakerTable};
 use hostmesh_balance::{EndpointKey, EndpointTable};
@@ -76,7 +76,7 @@ pub struct Outbound {
     pub(crate) breakers: BreakerTable,
     pub(crate) budgets: retry::Budgets,
     pub(crate) local: Arc<LocalInstances>,
-    pub(crate) pools: Pools,
+    pub(crate) pools: WorkerPools,
     pub(crate) settings: Settings,
     pub(crate) metrics: ProxyMetrics,
     /// Access policy, checked here only for same-host instances (the peer checks the rest).
@@ -97,7 +97,7 @@ pub struct OutboundParts {
     pub self_host: String,
     pub wire_headers: WireHeaders,
     pub local: Arc<LocalInstances>,
-    pub pools: Pools,
+    pub pools: WorkerPools,
     pub settings: Settings,
     pub metrics: ProxyMetrics,
     pub policies: Arc<crate::access_table::Policies>,
@@ -245,12 +245,13 @@ impl Outbound {
         }
         // The peers' client has a TLS-capable connector: a type of its own.
         let resp = match (ep.local, route.protocol) {
-            (false, _) => self.pools.peers.request(req).await?,
-            (true, Protocol::Grpc) => self.pools.local_h2c.request(req).await?,
-            (true, _) => self.pools.local_http1.request(req).await?,
+            (false, _) => self.pools.get().peers.request(req).await?,
+            (true, Protocol::Grpc) => self.pools.get().local_h2c.request(req).await?,
+            (true, _) => self.pools.get().local_http1.request(req).await?,
         };
         let ready_at = self
             .pools
+            .get()
             .connect_times
             .last(target)
             .filter(|t| *t > now)

@@ -119,6 +119,7 @@ async fn connect(
         .map_err(|e| e.to_string())?;
     let mut s = ctx
         .pools
+        .get()
         .peer_tls
         .tcp(s, &ep.host)
         .await
