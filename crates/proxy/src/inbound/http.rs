@@ -40,14 +40,18 @@ pub async fn serve(
     // The peer's pool drops a connection idle for idle_timeout; twice that here is only a
     // backstop, so that the peer (which knows when it is about to send) normally closes first.
     let idle = Idle::new(ctx.settings.idle_timeout.saturating_mul(2));
+    // What the app sees in `forwarded`: the same for every request of the connection.
+    let forwarded = HeaderValue::from_str(&format!("for={}", peer.ip()))
+        .unwrap_or(HeaderValue::from_static("for=unknown"));
     let svc = {
         let idle = idle.clone();
         service_fn(move |req| {
             let ctx = ctx.clone();
             let caller = caller.clone();
+            let forwarded = forwarded.clone();
             let busy = idle.busy();
             async move {
-                let resp = handle(ctx, peer, caller, req).await;
+                let resp = handle(ctx, peer, caller, &forwarded, req).await;
                 Ok::<_, Infallible>(resp.map(|b| BusyBody::new(b, busy)))
             }
         })
@@ -65,52 +69,43 @@ async fn handle(
     ctx: Arc<Inbound>,
     peer: SocketAddr,
     caller: Option<Arc<str>>,
+    forwarded: &HeaderValue,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    if header(wire::VERSION_HEADER).as_deref() != Some(wire::VERSION) {
+    let (mut parts, incoming) = req.into_parts();
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    if header(wire::VERSION_HEADER) != Some(wire::VERSION) {
         return http_errors::response(Reason::BadRequest, false);
     }
-    let Some((service, id)) = header(wire::DST)
-        .and_then(|d| d.split_once('/').map(|(s, i)| (s.to_owned(), i.to_owned())))
-    else {
+    let Some((service, id)) = header(wire::DST).and_then(|d| d.split_once('/')) else {
         return http_errors::response(Reason::BadRequest, false);
     };
     let Some(spec) = ctx
         .local
-        .get(&service, &id)
+        .get(service, id)
         .filter(|s| s.protocol != Protocol::Tcp)
     else {
         return http_errors::response(Reason::NoLocalInstance, false);
     };
+    let service = spec.service.as_str();
     let grpc = spec.protocol == Protocol::Grpc;
     let timeout = header(wire::TIMEOUT)
-        .as_deref()
         .and_then(wire::parse_timeout)
         .unwrap_or(ctx.settings.request_timeout);
-    let caller = caller::of_request(caller.as_ref(), req.headers());
+    let caller = caller::of_request(caller.as_ref(), &parts.headers);
     if !ctx
         .policies
-        .allows(&spec.service, caller.as_deref().unwrap_or(""))
+        .allows(service, caller.as_deref().unwrap_or(""))
     {
-        ctx.metrics.policy_denied(&spec.service, "inbound");
+        ctx.metrics.policy_denied(service, "inbound");
         ctx.metrics
-            .request(&spec.service, "inbound", 403, started.elapsed());
+            .request(service, "inbound", 403, started.elapsed());
         return http_errors::response(Reason::Forbidden, grpc);
     }
     let caller = caller.unwrap_or_else(|| peer.ip().to_string());
-
-    let (mut parts, incoming) = req.into_parts();
     // A caller is a host name (from a certificate or the peer's claim, both checked) or an IP.
     let caller = HeaderValue::from_str(&caller).unwrap_or(HeaderValue::from_static("unknown"));
-    let forwarded = HeaderValue::from_str(&format!("for={}", peer.ip()))
-        .unwrap_or(HeaderValue::from_static("for=unknown"));
     // The deadline as the peer sent it, when it did (the app sees what this hop waits for).
     let timeout_value = parts
         .headers
@@ -122,14 +117,14 @@ async fn handle(
         &mut parts.headers,
         &app_request::Added {
             caller: &caller,
-            forwarded: &forwarded,
+            forwarded,
             timeout: &timeout_value,
             grpc,
         },
     );
     let hop = ctx
         .tracer
-        .hop(&mut parts.headers, Kind::Server, &service, &parts.method);
+        .hop(&mut parts.headers, Kind::Server, service, &parts.method);
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let Ok(uri) = Uri::builder()
         .scheme("http")
@@ -167,7 +162,7 @@ async fn handle(
         hop.finish(resp.status().as_u16());
     }
     ctx.metrics.request(
-        &service,
+        service,
         "inbound",
         resp.status().as_u16(),
         started.elapsed(),
