@@ -179,7 +179,6 @@ impl Outbound {
                     &self.self_host,
                     &self.stats,
                     &self.breakers,
-                    &self.metrics,
                     &self.budgets,
                 );
                 self.routes.store(Arc::new(table));

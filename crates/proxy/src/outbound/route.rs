@@ -117,7 +117,6 @@ impl RouteTable {
         self_host: &str,
         stats: &EndpointTable,
         breakers: &BreakerTable,
-        metrics: &crate::metrics::ProxyMetrics,
         budgets: &super::retry::Budgets,
     ) -> RouteTable {
         let mut routes = HashMap::new();
@@ -171,7 +170,7 @@ impl RouteTable {
                         endpoints,
                         policy: policy.clone(),
                         group: group.clone(),
-                        metrics: metrics.service_handles(service, "outbound"),
+                        metrics: Default::default(),
                         budget: budgets.get(
                             service,
                             super::retry::BudgetSettings {
