@@ -18,7 +18,7 @@ pub enum Kind {
 
 /// What a key is when it is not set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Default {
+pub enum DefaultValue {
     /// A value as it would be written in TOML (`"10s"`, `10000`, `true`, `["system"]`), read
     /// through the key's own rule, so the documented default is the one used.
     Written(&'static str),
@@ -46,7 +46,7 @@ pub struct Key {
     pub kind: Kind,
     /// How docs/config.md names its type: "duration", "`IP:PORT`", "list of strings".
     pub type_name: &'static str,
-    pub default: Default,
+    pub default: DefaultValue,
     pub reload: Reload,
     /// Markdown: what the value may be and what it does.
     pub rules: &'static str,
@@ -70,7 +70,7 @@ impl Key {
     /// The written default as a TOML value. Declarations are checked by a unit test, so a bad
     /// literal is a bug in this crate, not an operator's problem.
     pub(crate) fn written_default(&self) -> Option<Value> {
-        let Default::Written(literal) = self.default else {
+        let DefaultValue::Written(literal) = self.default else {
             return None;
         };
         let table: Table = format!("v = {literal}")
@@ -95,9 +95,9 @@ pub(crate) fn markdown_table(keys: &[&Key], section: &str, with_reload: bool) ->
     }
     for key in keys.iter().filter(|k| k.section() == section) {
         let default = match key.default {
-            Default::Written(literal) => format!("`{}`", display_literal(literal)),
-            Default::Derived(text) | Default::Unset(text) => text.to_owned(),
-            Default::Required => "— (required)".to_owned(),
+            DefaultValue::Written(literal) => format!("`{}`", display_literal(literal)),
+            DefaultValue::Derived(text) | DefaultValue::Unset(text) => text.to_owned(),
+            DefaultValue::Required => "— (required)".to_owned(),
         };
         let _ = write!(
             out,

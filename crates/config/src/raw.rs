@@ -160,7 +160,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    use crate::key::{Default::Unset, keys};
+    use crate::key::{DefaultValue::Unset, keys};
 
     keys! {
         NAME = "name", Str, "string", Unset("—"), Applied, "";

@@ -41,7 +41,7 @@ impl Values {
 
 /// What stands in when a key is unset or its value is bad.
 pub(crate) enum Or<T> {
-    /// The key's declared default (`Default::Written`).
+    /// The key's declared default (`DefaultValue::Written`).
     Declared,
     /// A value the caller works out (derived, required and optional keys).
     Given(T),

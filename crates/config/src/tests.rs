@@ -816,7 +816,7 @@ fn every_written_default_passes_its_rule() {
     let mut text = String::new();
     let mut section = "";
     for key in super::agent::SCHEMA {
-        if let key::Default::Written(literal) = key.default {
+        if let key::DefaultValue::Written(literal) = key.default {
             if key.section() != section {
                 section = key.section();
                 text.push_str(&format!("[{section}]\n"));

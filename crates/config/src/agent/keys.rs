@@ -1,7 +1,7 @@
 //! Every key of the agent config (`agent.toml`), declared once. The tables under "Agent config"
 //! in docs/config.md are generated from these declarations.
 
-use crate::key::Default::{Derived, Unset, Written};
+use crate::key::DefaultValue::{Derived, Unset, Written};
 use crate::key::keys;
 
 const LISTEN: &str = "`IP:PORT`";

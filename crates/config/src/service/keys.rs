@@ -2,7 +2,7 @@
 //! "Service definitions" in docs/config.md are generated from these declarations. SIGHUP
 //! re-reads every definition, so every key is applied by a reload.
 
-use crate::key::Default::{Derived, Required, Unset, Written};
+use crate::key::DefaultValue::{Derived, Required, Unset, Written};
 use crate::key::keys;
 
 keys! {
