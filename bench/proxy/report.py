@@ -215,34 +215,35 @@ def main():
     def line(text, value, goal):
         print(f"  {text:52} {value:>22}   goal: {goal}")
 
+    def versus(text, a, b, c, field, goal):
+        """A field of two keys side by side: latencies in us, CPU in seconds."""
+        x, y = get(a, c, field), get(b, c, field)
+        shown = f"{fmt_us(x)} vs {fmt_us(y)}" if field in ("p50", "p99") else f"{fmt(x, '.2f')} vs {fmt(y, '.2f')}"
+        line(text, shown, goal)
+
+    def p50_gap(text, a, b, c, goal):
+        x, y = get(a, c, "p50"), get(b, c, "p50")
+        line(text, f"{x - y:+.0f}us" if x is not None and y is not None else "-", goal)
+
     line(f"one hop req/s hostmesh/HAProxy, c={hi}", fmt_ratio("hostmesh", "haproxy", hi), ">= 1.20x")
     line(f"one hop req/s hostmesh/HAProxy, c={lo}", fmt_ratio("hostmesh", "haproxy", lo), "(none)")
-    a, b = get("hostmesh", hi, "p99"), get("haproxy", hi, "p99")
-    line(f"one hop p99 c={hi}: hostmesh vs HAProxy", f"{fmt_us(a)} vs {fmt_us(b)}", "hostmesh <= HAProxy")
-    a, b = get("hostmesh", lo, "p50"), get("haproxy", lo, "p50")
-    diff = f"{a - b:+.0f}us" if a is not None and b is not None else "-"
-    line(f"one hop p50 c={lo}: hostmesh - HAProxy", diff, "<= +15us")
+    versus(f"one hop p99 c={hi}: hostmesh vs HAProxy", "hostmesh", "haproxy", hi, "p99", "hostmesh <= HAProxy")
+    p50_gap(f"one hop p50 c={lo}: hostmesh - HAProxy", "hostmesh", "haproxy", lo, "<= +15us")
     line(f"one hop req/s hostmesh/nginx proxy, c={hi}", fmt_ratio("hostmesh", "nginx-rp", hi), "(none)")
     for c in (hi, lo):
         line(f"two hosts req/s hostmesh/HAProxy chain, c={c}", fmt_ratio("hostmesh-2", "haproxy-chain", c), "(none)")
-    a, b = get("hostmesh-2", lo, "p50"), get("haproxy-chain", lo, "p50")
-    diff = f"{a - b:+.0f}us" if a is not None and b is not None else "-"
-    line(f"two hosts p50 c={lo}: hostmesh - HAProxy chain", diff, "(none)")
+    p50_gap(f"two hosts p50 c={lo}: hostmesh - HAProxy chain", "hostmesh-2", "haproxy-chain", lo, "(none)")
     for c in (hi, lo):
         line(
             f"two hosts mTLS req/s hostmesh/HAProxy chain, c={c}",
             fmt_ratio("hostmesh-mtls-2", "haproxy-mtls-chain", c),
             ">= 1.00x",
         )
-    a, b = get("hostmesh-mtls-2", hi, "p99"), get("haproxy-mtls-chain", hi, "p99")
-    line(f"two hosts mTLS p99 c={hi}: hostmesh vs HAProxy", f"{fmt_us(a)} vs {fmt_us(b)}", "hostmesh <= HAProxy")
-    a, b = get("hostmesh-mtls-2", lo, "p50"), get("haproxy-mtls-chain", lo, "p50")
-    diff = f"{a - b:+.0f}us" if a is not None and b is not None else "-"
-    line(f"two hosts mTLS p50 c={lo}: hostmesh - HAProxy", diff, "<= +15us")
-    a, b = get("hostmesh-mtls-2", hi, "cpu100k"), get("haproxy-mtls-chain", hi, "cpu100k")
-    line(f"CPU s/100k two hosts mTLS c={hi}: hostmesh vs HAProxy", f"{fmt(a, '.2f')} vs {fmt(b, '.2f')}", "hostmesh <= HAProxy")
-    a, b = get("hostmesh-mtls-2", lo, "cpu100k"), get("haproxy-mtls-chain", lo, "cpu100k")
-    line(f"CPU s/100k two hosts mTLS c={lo}: hostmesh vs HAProxy", f"{fmt(a, '.2f')} vs {fmt(b, '.2f')}", "hostmesh <= HAProxy")
+    mtls = ("hostmesh-mtls-2", "haproxy-mtls-chain")
+    versus(f"two hosts mTLS p99 c={hi}: hostmesh vs HAProxy", *mtls, hi, "p99", "hostmesh <= HAProxy")
+    p50_gap(f"two hosts mTLS p50 c={lo}: hostmesh - HAProxy", *mtls, lo, "<= +15us")
+    for c in (hi, lo):
+        versus(f"CPU s/100k two hosts mTLS c={c}: hostmesh vs HAProxy", *mtls, c, "cpu100k", "hostmesh <= HAProxy")
     line(f"two hosts h2c req/s hostmesh/HAProxy chain, c={hi}", fmt_ratio("hostmesh-2", "haproxy-chain", hi), ">= 1.00x")
     for c in (hi, lo):
         line(f"gRPC two hosts h2c req/s hostmesh/HAProxy, c={c}", fmt_ratio("hostmesh-grpc-2", "haproxy-grpc-chain", c), ">= 1.00x" if c == hi else "(none)")
@@ -266,8 +267,7 @@ def main():
             fmt_ratio("hostmesh-tcp-mtls-2", "haproxy-tcp-mtls-chain", c),
             ">= 1.00x",
         )
-    a, b = get("hostmesh", hi, "cpu100k"), get("haproxy", hi, "cpu100k")
-    line(f"CPU s/100k req one hop c={hi}: hostmesh vs HAProxy", f"{fmt(a, '.2f')} vs {fmt(b, '.2f')}", "(report)")
+    versus(f"CPU s/100k req one hop c={hi}: hostmesh vs HAProxy", "hostmesh", "haproxy", hi, "cpu100k", "(report)")
 
     for name in sorted(agent_rss):
         each = agent_rss[name]
