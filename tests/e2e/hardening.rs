@@ -6,6 +6,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use hostmesh_tests::raw_h2;
 use hostmesh_tests::raw_http::{Answer, exchange, read_until_closed};
 use hostmesh_tests::{Agent, AgentOpts, Backend, Etcd, Host, Net, wait_until};
 
@@ -261,7 +262,7 @@ fn h2_one_stream_too_many(addr: SocketAddr) -> (Option<u32>, Vec<u32>) {
         .build()
         .expect("a runtime");
     rt.block_on(async {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:18081")
             .await
@@ -273,13 +274,18 @@ fn h2_one_stream_too_many(addr: SocketAddr) -> (Option<u32>, Vec<u32>) {
             }
         });
         let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        out.extend_from_slice(&frame(0x4, 0, 0, &[]));
+        let mut out = raw_h2::PREFACE.to_vec();
+        out.extend_from_slice(&raw_h2::frame(raw_h2::SETTINGS, 0, 0, &[]));
         // HPACK: :method POST, :scheme http, :path / (static table), :authority "x" (literal).
         let block = [0x83, 0x86, 0x84, 0x01, 0x01, b'x'];
         for i in 0..=APP_MAX_STREAMS {
             // END_HEADERS but not END_STREAM: the request body stays open.
-            out.extend_from_slice(&frame(0x1, 0x4, 2 * i + 1, &block));
+            out.extend_from_slice(&raw_h2::frame(
+                raw_h2::HEADERS,
+                raw_h2::END_HEADERS,
+                2 * i + 1,
+                &block,
+            ));
         }
         s.write_all(&out).await.expect("write the streams");
 
@@ -287,37 +293,25 @@ fn h2_one_stream_too_many(addr: SocketAddr) -> (Option<u32>, Vec<u32>) {
         let mut refused = Vec::new();
         let last = 2 * APP_MAX_STREAMS + 1;
         let read = async {
-            loop {
-                let mut head = [0u8; 9];
-                if s.read_exact(&mut head).await.is_err() {
-                    return;
-                }
-                let len =
-                    usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
-                let (kind, flags) = (head[3], head[4]);
-                let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-                let mut payload = vec![0u8; len];
-                if s.read_exact(&mut payload).await.is_err() {
-                    return;
-                }
-                match kind {
+            while let Some(f) = raw_h2::read_frame(&mut s).await {
+                match f.kind {
                     // SETTINGS (not an ACK): 6-byte entries; 0x3 is MAX_CONCURRENT_STREAMS.
-                    0x4 if flags & 0x1 == 0 => {
-                        for e in payload.chunks_exact(6) {
+                    raw_h2::SETTINGS if f.flags & raw_h2::ACK == 0 => {
+                        for e in f.payload.chunks_exact(6) {
                             if u16::from_be_bytes([e[0], e[1]]) == 0x3 {
                                 max_streams = Some(u32::from_be_bytes([e[2], e[3], e[4], e[5]]));
                             }
                         }
                     }
                     // RST_STREAM with REFUSED_STREAM (0x7).
-                    0x3 if payload == [0, 0, 0, 7] => {
-                        refused.push(stream);
-                        if stream == last {
+                    raw_h2::RST_STREAM if f.payload == [0, 0, 0, 7] => {
+                        refused.push(f.stream);
+                        if f.stream == last {
                             return;
                         }
                     }
                     // GOAWAY: nothing more will come.
-                    0x7 => return,
+                    raw_h2::GOAWAY => return,
                     _ => {}
                 }
             }
@@ -325,17 +319,6 @@ fn h2_one_stream_too_many(addr: SocketAddr) -> (Option<u32>, Vec<u32>) {
         let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
         (max_streams, refused)
     })
-}
-
-/// One HTTP/2 frame.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len())
-        .expect("a small frame")
-        .to_be_bytes();
-    let mut f = vec![len[1], len[2], len[3], kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
 }
 
 /// Issue 14, finding 3: a client's broken chunked body is the client's fault. Each POST gets

@@ -5,6 +5,7 @@ mod app_request;
 mod bounds;
 mod cli;
 mod dns;
+mod early_answers;
 mod etcd_security;
 mod explain;
 mod fault_smoke;

@@ -20,6 +20,7 @@ mod logs;
 mod net;
 mod netns;
 mod process;
+pub mod raw_h2;
 pub mod raw_http;
 mod require;
 mod servers;

@@ -5,11 +5,12 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
-use hyper::body::{Body, Frame, SizeHint};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
@@ -21,6 +22,108 @@ where
     B::Error: Into<BoxError>,
 {
     body.map_err(Into::into).boxed()
+}
+
+/// How much of an HTTP/2 request body [`ReadToEnd`] still reads once nobody wants it, and for
+/// how long: what a client has in flight when the answer reaches it (a stream window, 1 MiB in
+/// hyper), not an upload the answer has made pointless.
+const DRAIN_BYTES: usize = 1 << 20;
+const DRAIN_WITHIN: Duration = Duration::from_secs(5);
+
+/// An HTTP/2 request body that, dropped before its end (the answer came first: an access
+/// policy's 403, an app that replied without reading, a failed attempt), is read to its end in
+/// the background rather than reset.
+///
+/// Why: h2 remembers only its 50 most recent resets, for a second. DATA the client had already
+/// sent that then arrives on a stream reset and forgotten counts as the client's protocol error,
+/// and after 1,024 of those in a connection's life h2 ends the connection (GOAWAY
+/// ENHANCE_YOUR_CALM), failing every request on it: on the peer connection, every request from
+/// one host to this one. Reading on leaves the stream open until the client's END_STREAM, as
+/// nginx and HAProxy do. Past [`DRAIN_BYTES`] or [`DRAIN_WITHIN`] the body is dropped (reset)
+/// after all: that client is uploading, not finishing.
+///
+/// HTTP/1 bodies are left to hyper, which reads a little on or closes the connection: there is
+/// no stream to keep open.
+#[derive(Debug)]
+pub struct ReadToEnd {
+    body: Option<Incoming>,
+    drain: bool,
+}
+
+impl ReadToEnd {
+    /// The body of a request that came as `version`.
+    pub fn new(body: Incoming, version: http::Version) -> ReadToEnd {
+        ReadToEnd {
+            body: Some(body),
+            drain: version == http::Version::HTTP_2,
+        }
+    }
+}
+
+impl Body for ReadToEnd {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.body.as_mut() {
+            Some(b) => Pin::new(b).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.as_ref().map(Body::size_hint).unwrap_or_default()
+    }
+}
+
+impl Drop for ReadToEnd {
+    fn drop(&mut self) {
+        let unread = self
+            .body
+            .take()
+            .filter(|b| self.drain && !b.is_end_stream());
+        let Some(body) = unread else {
+            return;
+        };
+        // Outside a runtime (never on the data path) the body is simply dropped.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(drain(body));
+        }
+    }
+}
+
+/// Reads `body` to its end, discarding it, within [`DRAIN_BYTES`] and [`DRAIN_WITHIN`]. hyper
+/// gives the flow-control window back as it reads, so the client can finish.
+async fn drain<B: Body<Data = Bytes> + Unpin>(mut body: B) -> Drained {
+    let read = async {
+        let mut left = DRAIN_BYTES;
+        while let Some(Ok(frame)) = body.frame().await {
+            let n = frame.data_ref().map_or(0, Bytes::len);
+            left = match left.checked_sub(n) {
+                Some(left) => left,
+                None => return Drained::TooLarge,
+            };
+        }
+        Drained::ToItsEnd
+    };
+    tokio::time::timeout(DRAIN_WITHIN, read)
+        .await
+        .unwrap_or(Drained::TooSlow)
+}
+
+/// How a drain ended (for the tests).
+#[derive(Debug, PartialEq, Eq)]
+enum Drained {
+    ToItsEnd,
+    TooLarge,
+    TooSlow,
 }
 
 /// A body lent to one attempt: it is taken from its slot only when the attempt first polls it.
@@ -183,6 +286,44 @@ mod tests {
         let (ok, reclaim) = lend(body("hello"));
         ok.collect().await.expect("body");
         assert!(!reclaim.body_failed());
+    }
+
+    /// A body of `chunks` frames of 64 KiB, then (if `ends`) its end, else nothing ever again.
+    struct Upload {
+        chunks: usize,
+        ends: bool,
+    }
+
+    impl Body for Upload {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            if self.chunks > 0 {
+                self.chunks -= 1;
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![0u8; 1 << 16])))))
+            } else if self.ends {
+                Poll::Ready(None)
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    fn upload(chunks: usize, ends: bool) -> Upload {
+        Upload { chunks, ends }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_body_is_read_to_its_end_within_bounds() {
+        assert_eq!(drain(upload(3, true)).await, Drained::ToItsEnd);
+        assert_eq!(drain(upload(16, true)).await, Drained::ToItsEnd);
+        assert_eq!(drain(upload(17, true)).await, Drained::TooLarge);
+        let started = tokio::time::Instant::now();
+        assert_eq!(drain(upload(1, false)).await, Drained::TooSlow);
+        assert_eq!(started.elapsed(), DRAIN_WITHIN);
     }
 
     #[tokio::test]

@@ -73,7 +73,10 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
+    let version = req.version();
     let (mut parts, incoming) = req.into_parts();
+    // Every early answer below leaves the peer's body to be read to its end (`ReadToEnd`).
+    let incoming = body::ReadToEnd::new(incoming, version);
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     if header(wire::VERSION_HEADER) != Some(wire::VERSION) {
         return http_errors::response(Reason::BadRequest, false);

@@ -144,10 +144,13 @@ pub(super) fn http1_server(settings: &Settings) -> hyper::server::conn::http1::B
 async fn handle(
     ctx: Arc<Outbound>,
     dst: SocketAddrV4,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     paired: Option<Arc<Paired>>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
+    // An answer that comes before the body is all in leaves it to be read to its end.
+    let version = req.version();
+    let mut req = req.map(|b| body::ReadToEnd::new(b, version));
     let route = ctx.routes.load().get(dst);
     let grpc_client = req
         .headers()
@@ -184,7 +187,7 @@ enum ReqBody {
 }
 
 impl ReqBody {
-    async fn new(incoming: Incoming, deadline: Instant) -> Result<ReqBody, Reason> {
+    async fn new(incoming: body::ReadToEnd, deadline: Instant) -> Result<ReqBody, Reason> {
         if incoming.is_end_stream() {
             return Ok(ReqBody::Buffered(Bytes::new()));
         }
@@ -246,7 +249,7 @@ impl ReqBody {
 async fn forward(
     ctx: &Outbound,
     route: &Route,
-    req: Request<Incoming>,
+    req: Request<body::ReadToEnd>,
     started: Instant,
     paired: Option<&Paired>,
 ) -> Response<ProxyBody> {
