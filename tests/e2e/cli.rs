@@ -51,8 +51,18 @@ fn endpoints_shows_each_instance_with_specs_columns() {
         ]
     );
     let addr = b_host.addr().to_string();
-    // The last three columns come from A's agent (on the default admin address): its latency
-    // estimate, in-flight count and breaker state for b.
+    let row = columns(lines[1]);
+    assert_eq!(row[..5], ["b", addr.as_str(), "8080", "passing", "v2,eu"]);
+    // A's agent keeps no state for a service its apps have not called.
+    assert_eq!(row[5..], ["-", "-", "-"], "{}", lines[1]);
+
+    // Once a's app calls orders (no app answers on b: any status does), the last three columns
+    // come from A's agent (on the default admin address): its latency estimate, in-flight count
+    // and breaker state for b.
+    let _ = a.host().curl("http://orders.mesh:8080/");
+    let out = a.run_cli(&["endpoints", "orders", "--etcd", &endpoint]);
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
     let row = columns(lines[1]);
     assert_eq!(row[..5], ["b", addr.as_str(), "8080", "passing", "v2,eu"]);
     assert!(

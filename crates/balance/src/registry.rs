@@ -4,8 +4,9 @@
 //!
 //! Locking: a `RwLock<HashMap>`. The request path is not meant to come here at all: a route
 //! built from a snapshot holds each candidate's `Arc<EndpointStats>` and picks over those. The
-//! table is touched when a snapshot is turned into routes (one `get_or_insert` per instance, then
-//! one `retain`) and by `/status`. Should a request path look something up, a read lock is
+//! table is touched when a route is built (one `get_or_insert` per instance, by the first
+//! connection to its VIP after a catalog change), once per snapshot (one `retain`) and by
+//! `/status`. Should a request path look something up, a read lock is
 //! shared and never held across an `await`. An arc-swapped immutable map was the alternative;
 //! it makes each insert copy the whole map, so a first snapshot of n instances costs O(n²).
 

@@ -33,8 +33,8 @@ use crate::local::LocalInstances;
 use crate::metrics::ProxyMetrics;
 use crate::pool::WorkerPools;
 use crate::settings::Settings;
-use hostmesh_balance::breaker::{Admission, BreakerTable};
-use hostmesh_balance::{EndpointKey, EndpointTable};
+use hostmesh_balance::EndpointKey;
+use hostmesh_balance::breaker::Admission;
 use paired::{Paired, PairedError};
 use route::{Endpoint, Route, RouteTable};
 
@@ -72,9 +72,8 @@ pub struct Outbound {
     pub(crate) self_host: String,
     pub(crate) wire_headers: WireHeaders,
     pub(crate) routes: ArcSwap<RouteTable>,
-    pub(crate) stats: EndpointTable,
-    pub(crate) breakers: BreakerTable,
-    pub(crate) budgets: retry::Budgets,
+    /// Balancer stats, breakers and retry budgets, which outlive route tables.
+    pub(crate) shared: Arc<route::Shared>,
     pub(crate) local: Arc<LocalInstances>,
     pub(crate) pools: WorkerPools,
     pub(crate) settings: Settings,
@@ -124,9 +123,7 @@ impl Outbound {
             self_host,
             wire_headers,
             routes: ArcSwap::default(),
-            stats: EndpointTable::new(),
-            breakers: BreakerTable::new(),
-            budgets: retry::Budgets::default(),
+            shared: Arc::default(),
             local,
             pools,
             settings,
@@ -158,7 +155,7 @@ impl Outbound {
         Option<Arc<hostmesh_balance::EndpointStats>>,
         Option<Arc<hostmesh_balance::breaker::Breaker>>,
     ) {
-        (self.stats.get(key), self.breakers.get(key))
+        (self.shared.stats.get(key), self.shared.breakers.get(key))
     }
 
     /// Whether `caller_host` may call `service` on this host (same-host instances are checked
@@ -174,13 +171,7 @@ impl Outbound {
         loop {
             let snapshot = snapshots.borrow_and_update().clone();
             if let Some(snapshot) = snapshot {
-                let table = RouteTable::build(
-                    &snapshot,
-                    &self.self_host,
-                    &self.stats,
-                    &self.breakers,
-                    &self.budgets,
-                );
+                let table = RouteTable::build(snapshot, &self.self_host, self.shared.clone());
                 self.routes.store(Arc::new(table));
             }
             tokio::select! {

@@ -1,10 +1,10 @@
 //! Where a captured connection goes: the VIP:port an app dialed → a service (or a tag subset of
-//! it) and its candidate instances. Rebuilt once per catalog snapshot and swapped whole, so the
-//! request path only reads an immutable table.
+//! it) and its candidate instances. A table per catalog snapshot, swapped whole; each VIP's
+//! routes are built once, by the first connection to it, and then only read.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use hostmesh_config::spec::Protocol;
 use hostmesh_registrar::catalog::Snapshot;
@@ -103,97 +103,159 @@ impl Route {
     }
 }
 
-/// VIP:port → route.
+/// What routes share across tables: each instance's balancer stats and breaker (by identity, so
+/// they survive a new snapshot) and each service's retry budget.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub(crate) stats: EndpointTable,
+    pub(crate) breakers: BreakerTable,
+    pub(crate) budgets: super::retry::Budgets,
+}
+
+/// VIP:port → route, for one catalog snapshot.
+///
+/// A route is built when the first connection to its VIP comes, not with the table: an agent
+/// follows the whole catalog but its apps call few services, and with 10,000 services building
+/// every route (its endpoints, their stats and breakers, the service's breaker group and retry
+/// budget) for each snapshot held ~25 MB for services nobody called (bench/catalog-scale). A
+/// table costs one small entry per VIP; the first request to a VIP after a catalog change builds
+/// that VIP's routes once (a few microseconds for a few instances).
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    routes: HashMap<SocketAddrV4, Arc<Route>>,
+    vips: HashMap<Ipv4Addr, VipRoutes>,
+    snapshot: Arc<Snapshot>,
+    self_host: String,
+    shared: Arc<Shared>,
+    /// Each service's policy and breaker group, made with its first route and shared by all its
+    /// routes in this table (its VIP and tag subsets; the ejection limit is per service).
+    services: Mutex<HashMap<String, ServiceParts>>,
+}
+
+/// What all of one service's routes in a table share: its route policy and breaker group.
+type ServiceParts = (Arc<RoutePolicy>, Arc<BreakerGroup>);
+
+/// The name a VIP serves (`orders`, `v2.orders`) and, once built, its routes by port.
+#[derive(Debug)]
+struct VipRoutes {
+    name: Box<str>,
+    by_port: OnceLock<HashMap<u16, Arc<Route>>>,
 }
 
 impl RouteTable {
-    /// Builds the table for `snapshot`. `stats` keeps each instance's latency and in-flight
-    /// state across snapshots; instances that left the catalog are dropped from it.
-    pub fn build(
-        snapshot: &Snapshot,
-        self_host: &str,
-        stats: &EndpointTable,
-        breakers: &BreakerTable,
-        budgets: &super::retry::Budgets,
-    ) -> RouteTable {
-        let mut routes = HashMap::new();
-        let mut policies: HashMap<&str, (Arc<RoutePolicy>, Arc<BreakerGroup>)> = HashMap::new();
-        for (name, vip) in &snapshot.vips {
-            let (tag, service) = match name.split_once('.') {
-                Some((tag, service)) => (Some(tag), service),
-                None => (None, name.as_str()),
-            };
-            let Some(svc) = snapshot.services.get(service) else {
-                continue;
-            };
-            let (policy, group) = policies
-                .entry(service)
-                .or_insert_with(|| service_policy(snapshot, service, self_host, breakers))
-                .clone();
-            let members = svc
-                .instances
-                .iter()
-                .filter(|i| tag.is_none_or(|t| i.tags.iter().any(|x| x == t)));
-            let mut by_port: HashMap<u16, Vec<Endpoint>> = HashMap::new();
-            for i in members {
-                let endpoints = by_port.entry(i.port).or_default();
-                if i.health != Health::Passing {
-                    continue;
-                }
-                let local = i.host == self_host;
-                let peer = match (i.address, i.inbound_port) {
-                    (Some(a), Some(p)) => SocketAddr::new(a, p),
-                    // A host without its info record cannot be reached through its agent.
-                    _ if !local => continue,
-                    _ => SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+    /// The table for `snapshot`. Instances that left the catalog are dropped from `shared`.
+    pub fn build(snapshot: Arc<Snapshot>, self_host: &str, shared: Arc<Shared>) -> RouteTable {
+        let vips = snapshot
+            .vips
+            .iter()
+            .map(|(name, vip)| {
+                let routes = VipRoutes {
+                    name: name.as_str().into(),
+                    by_port: OnceLock::new(),
                 };
-                endpoints.push(Endpoint {
-                    host: i.host.clone(),
-                    id: i.id.clone(),
-                    peer,
-                    local,
-                    weight: i.weight.max(1),
-                    tags: i.tags.clone(),
-                    stats: stats.get_or_insert(&EndpointKey::new(service, &i.host, &i.id)),
-                    breaker: breakers.get_or_insert(&EndpointKey::new(service, &i.host, &i.id)),
-                });
-            }
-            for (port, endpoints) in by_port {
-                routes.insert(
-                    SocketAddrV4::new(*vip, port),
-                    Arc::new(Route {
-                        service: service.to_owned(),
-                        protocol: svc.protocol,
-                        endpoints,
-                        policy: policy.clone(),
-                        group: group.clone(),
-                        metrics: Default::default(),
-                        budget: budgets.get(
-                            service,
-                            super::retry::BudgetSettings {
-                                ratio: policy.retry.budget_ratio,
-                                min_per_second: policy.retry.min_per_second,
-                            },
-                        ),
-                    }),
-                );
-            }
-        }
-        stats.retain(|key| {
+                (*vip, routes)
+            })
+            .collect();
+        let in_catalog = |key: &EndpointKey| {
             snapshot.services.get(key.service()).is_some_and(|s| {
                 s.instances
                     .iter()
                     .any(|i| i.host == key.host() && i.id == key.id())
             })
-        });
-        RouteTable { routes }
+        };
+        shared.stats.retain(in_catalog);
+        shared.breakers.retain(in_catalog);
+        RouteTable {
+            vips,
+            snapshot,
+            self_host: self_host.to_owned(),
+            shared,
+            services: Mutex::default(),
+        }
     }
 
+    /// The route for `dst`, built on first use.
     pub fn get(&self, dst: SocketAddrV4) -> Option<Arc<Route>> {
-        self.routes.get(&dst).cloned()
+        let vip = self.vips.get(dst.ip())?;
+        vip.by_port
+            .get_or_init(|| self.routes_of(&vip.name))
+            .get(&dst.port())
+            .cloned()
+    }
+
+    /// The routes of the VIP of `name` (a service, or `tag.service` for a tag subset), by port.
+    fn routes_of(&self, name: &str) -> HashMap<u16, Arc<Route>> {
+        let (tag, service) = match name.split_once('.') {
+            Some((tag, service)) => (Some(tag), service),
+            None => (None, name),
+        };
+        let Some(svc) = self.snapshot.services.get(service) else {
+            return HashMap::new();
+        };
+        let (policy, group) = self
+            .services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(service.to_owned())
+            .or_insert_with(|| {
+                service_policy(
+                    &self.snapshot,
+                    service,
+                    &self.self_host,
+                    &self.shared.breakers,
+                )
+            })
+            .clone();
+        let members = svc
+            .instances
+            .iter()
+            .filter(|i| tag.is_none_or(|t| i.tags.iter().any(|x| x == t)));
+        let mut by_port: HashMap<u16, Vec<Endpoint>> = HashMap::new();
+        for i in members {
+            let endpoints = by_port.entry(i.port).or_default();
+            if i.health != Health::Passing {
+                continue;
+            }
+            let local = i.host == self.self_host;
+            let peer = match (i.address, i.inbound_port) {
+                (Some(a), Some(p)) => SocketAddr::new(a, p),
+                // A host without its info record cannot be reached through its agent.
+                _ if !local => continue,
+                _ => SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            };
+            let key = EndpointKey::new(service, &i.host, &i.id);
+            endpoints.push(Endpoint {
+                host: i.host.clone(),
+                id: i.id.clone(),
+                peer,
+                local,
+                weight: i.weight.max(1),
+                tags: i.tags.clone(),
+                stats: self.shared.stats.get_or_insert(&key),
+                breaker: self.shared.breakers.get_or_insert(&key),
+            });
+        }
+        let budget = self.shared.budgets.get(
+            service,
+            super::retry::BudgetSettings {
+                ratio: policy.retry.budget_ratio,
+                min_per_second: policy.retry.min_per_second,
+            },
+        );
+        by_port
+            .into_iter()
+            .map(|(port, endpoints)| {
+                let route = Route {
+                    service: service.to_owned(),
+                    protocol: svc.protocol,
+                    endpoints,
+                    policy: policy.clone(),
+                    group: group.clone(),
+                    metrics: Default::default(),
+                    budget: budget.clone(),
+                };
+                (port, Arc::new(route))
+            })
+            .collect()
     }
 }
 
@@ -297,5 +359,136 @@ impl Route {
     fn index_of(&self, e: &Endpoint) -> usize {
         let base = self.endpoints.as_ptr() as usize;
         (e as *const Endpoint as usize - base) / std::mem::size_of::<Endpoint>()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::net::IpAddr;
+
+    use hostmesh_registrar::catalog::{Instance, Service};
+
+    use super::*;
+
+    fn instance(host: &str, id: &str, tags: &[&str]) -> Instance {
+        Instance {
+            host: host.to_owned(),
+            id: id.to_owned(),
+            address: Some(IpAddr::from([198, 18, 0, 2])),
+            inbound_port: Some(4143),
+            zone: None,
+            port: 8080,
+            protocol: Protocol::Http,
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            weight: 100,
+            health: Health::Passing,
+        }
+    }
+
+    /// `orders` (b/1 tagged v2, c/1) at 127.77.0.1, its `v2` subset at .2; `billing` (d/1) at .3.
+    fn snapshot(orders: Vec<Instance>) -> Arc<Snapshot> {
+        let service = |name: &str, vip: [u8; 4], instances| {
+            let svc = Service {
+                name: name.to_owned(),
+                vip: Some(vip.into()),
+                protocol: Protocol::Http,
+                instances,
+            };
+            (name.to_owned(), Arc::new(svc))
+        };
+        Arc::new(Snapshot {
+            services: BTreeMap::from([
+                service("orders", [127, 77, 0, 1], orders),
+                service("billing", [127, 77, 0, 3], vec![instance("d", "1", &[])]),
+            ]),
+            vips: BTreeMap::from([
+                ("orders".to_owned(), [127, 77, 0, 1].into()),
+                ("v2.orders".to_owned(), [127, 77, 0, 2].into()),
+                ("billing".to_owned(), [127, 77, 0, 3].into()),
+            ]),
+            ..Snapshot::default()
+        })
+    }
+
+    fn both() -> Vec<Instance> {
+        vec![instance("b", "1", &["v2"]), instance("c", "1", &[])]
+    }
+
+    fn dst(last: u8, port: u16) -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::new(127, 77, 0, last), port)
+    }
+
+    #[test]
+    fn routes_and_their_state_are_made_by_the_first_connection() {
+        let shared = Arc::new(Shared::default());
+        let table = RouteTable::build(snapshot(both()), "a", shared.clone());
+        assert!(shared.stats.is_empty() && shared.breakers.is_empty());
+
+        let orders = table.get(dst(1, 8080)).unwrap();
+        assert_eq!(orders.service(), "orders");
+        let hosts: Vec<&str> = orders.endpoints().iter().map(Endpoint::host).collect();
+        assert_eq!(hosts, ["b", "c"]);
+        // Only orders' instances have state; billing, never asked for, has none.
+        assert_eq!((shared.stats.len(), shared.breakers.len()), (2, 2));
+        assert!(Arc::ptr_eq(&orders, &table.get(dst(1, 8080)).unwrap()));
+        assert!(
+            table.get(dst(1, 9090)).is_none(),
+            "no instance on that port"
+        );
+        assert!(table.get(dst(9, 8080)).is_none(), "no such VIP");
+    }
+
+    #[test]
+    fn a_services_routes_share_its_breaker_group_and_instances_state() {
+        let shared = Arc::new(Shared::default());
+        let table = RouteTable::build(snapshot(both()), "a", shared.clone());
+        let all = table.get(dst(1, 8080)).unwrap();
+        let v2 = table.get(dst(2, 8080)).unwrap();
+        let hosts: Vec<&str> = v2.endpoints().iter().map(Endpoint::host).collect();
+        assert_eq!(hosts, ["b"]);
+        assert!(Arc::ptr_eq(&all.group, &v2.group));
+        assert_eq!(all.group.members().len(), 2);
+        assert!(Arc::ptr_eq(
+            &all.endpoints[0].breaker,
+            &v2.endpoints[0].breaker
+        ));
+        assert!(Arc::ptr_eq(&all.budget, &v2.budget));
+    }
+
+    #[test]
+    fn state_outlives_a_table_until_its_instance_leaves_the_catalog() {
+        let shared = Arc::new(Shared::default());
+        let first = RouteTable::build(snapshot(both()), "a", shared.clone());
+        let before = first.get(dst(1, 8080)).unwrap();
+
+        let next = RouteTable::build(snapshot(both()), "a", shared.clone());
+        let after = next.get(dst(1, 8080)).unwrap();
+        assert!(
+            !Arc::ptr_eq(&before, &after),
+            "a new table builds its own routes"
+        );
+        assert!(Arc::ptr_eq(
+            &before.endpoints[1].stats,
+            &after.endpoints[1].stats
+        ));
+        assert!(Arc::ptr_eq(
+            &before.endpoints[1].breaker,
+            &after.endpoints[1].breaker
+        ));
+
+        // c leaves: its stats and breaker go; b's stay.
+        let gone = RouteTable::build(
+            snapshot(vec![instance("b", "1", &["v2"])]),
+            "a",
+            shared.clone(),
+        );
+        assert_eq!((shared.stats.len(), shared.breakers.len()), (1, 1));
+        let b = gone.get(dst(1, 8080)).unwrap();
+        assert!(Arc::ptr_eq(
+            &before.endpoints[0].stats,
+            &b.endpoints[0].stats
+        ));
     }
 }
