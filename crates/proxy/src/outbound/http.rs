@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HOST, HeaderValue};
 use http::request::Parts;
-use http::uri::PathAndQuery;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
@@ -407,10 +407,7 @@ fn build(
             wire::names::TIMEOUT,
             HeaderValue::from_str(&wire::format_timeout(remaining)).ok()?,
         );
-        h.insert(
-            wire::names::DST,
-            HeaderValue::from_str(&format!("{}/{}", route.service, ep.id)).ok()?,
-        );
+        h.insert(wire::names::DST, ep.dst.clone()?);
         h.insert(wire::names::SRC, ctx.wire_headers.caller.clone());
         h.insert(
             wire::names::VERSION_HEADER,
@@ -429,16 +426,15 @@ fn build(
         // To a peer, its host rides in the user info: the pool keys connections by it and the
         // TLS connector demands that identity (`tls::connector`).
         let authority = if ep.local {
-            target.to_string()
+            Authority::try_from(target.to_string()).ok()?
         } else {
-            format!("{}@{}", ep.host, ep.peer)
+            ep.authority.clone()?
         };
-        Uri::builder()
-            .scheme("http")
-            .authority(authority)
-            .path_and_query(path)
-            .build()
-            .ok()?
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(authority);
+        uri.path_and_query = Some(path);
+        Uri::from_parts(uri).ok()?
     };
     Some((req, target))
 }

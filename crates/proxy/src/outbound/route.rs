@@ -6,6 +6,9 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use http::HeaderValue;
+use http::uri::Authority;
+
 use hostmesh_config::spec::Protocol;
 use hostmesh_registrar::catalog::Snapshot;
 use hostmesh_registrar::record::Health;
@@ -29,6 +32,12 @@ pub struct Endpoint {
     pub(crate) tags: Vec<String>,
     pub(crate) stats: Arc<EndpointStats>,
     pub(crate) breaker: Arc<Breaker>,
+    /// `x-hostmesh-dst` (`service/id`) and the URI authority (`host@peer`, see
+    /// `outbound::http::build`) of requests to a peer, made once here rather than per request.
+    /// `None` when the catalog's names do not make a valid header or authority: such an
+    /// instance cannot be sent to.
+    pub(crate) dst: Option<HeaderValue>,
+    pub(crate) authority: Option<Authority>,
 }
 
 /// Everything needed to serve one VIP:port.
@@ -223,6 +232,8 @@ impl RouteTable {
                 _ => SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             };
             let key = EndpointKey::new(service, &i.host, &i.id);
+            let dst = HeaderValue::from_str(&format!("{service}/{}", i.id)).ok();
+            let authority = Authority::try_from(format!("{}@{peer}", i.host)).ok();
             endpoints.push(Endpoint {
                 host: i.host.clone(),
                 id: i.id.clone(),
@@ -232,6 +243,8 @@ impl RouteTable {
                 tags: i.tags.clone(),
                 stats: self.shared.stats.get_or_insert(&key),
                 breaker: self.shared.breakers.get_or_insert(&key),
+                dst,
+                authority,
             });
         }
         let budget = self.shared.budgets.get(
