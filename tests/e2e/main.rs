@@ -9,6 +9,7 @@ mod early_answers;
 mod etcd_security;
 mod explain;
 mod fault_smoke;
+mod grpc_proxy;
 mod hardening;
 mod harness_smoke;
 mod lean_h1;

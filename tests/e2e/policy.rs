@@ -149,15 +149,6 @@ fn wait_status(host: &Host, code: u16, within: Duration) -> Duration {
     started.elapsed()
 }
 
-/// The value of one sample in an agent's /metrics, 0 when absent.
-fn sample(agent: &Agent, series: &str) -> f64 {
-    agent
-        .metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn denied(direction: &str, service: &str) -> String {
     format!("hostmesh_policy_denied_total{{direction=\"{direction}\",service=\"{service}\"}}")
 }
@@ -180,16 +171,16 @@ fn only_hosts_running_an_allowed_service_may_call_and_changes_apply_within_3s() 
     assert_eq!(get(&m.w, URL).0, 200, "w runs web");
     // The same-host caller is checked too: o1 runs orders, not web.
     assert_eq!(get(&m.o1, URL).0, 403);
-    assert!(sample(&m.agent_o1, &denied("outbound", "orders")) >= 1.0);
+    assert!(m.agent_o1.sample(&denied("outbound", "orders")) >= 1.0);
 
     // A 403 is the peer's answer, not a broken instance: passed on as is, never retried
     // elsewhere, never counted by the breaker (10 in a row would eject one of the two).
-    let denied_before = sample(&m.agent_b, &denied("outbound", "orders"));
+    let denied_before = m.agent_b.sample(&denied("outbound", "orders"));
     for _ in 0..10 {
         assert_eq!(get(&m.b, URL).0, 403);
     }
     assert_eq!(
-        sample(&m.agent_b, &denied("outbound", "orders")),
+        m.agent_b.sample(&denied("outbound", "orders")),
         denied_before + 10.0
     );
     let metrics = m.agent_b.metrics();
@@ -209,7 +200,7 @@ fn only_hosts_running_an_allowed_service_may_call_and_changes_apply_within_3s() 
     assert_eq!(breakers, ["closed", "closed"], "{status}");
     // Refused by whichever instances b's agent picked.
     let inbound = denied("inbound", "orders");
-    assert!(sample(&m.agent_o1, &inbound) + sample(&m.agent_o2, &inbound) >= 10.0);
+    assert!(m.agent_o1.sample(&inbound) + m.agent_o2.sample(&inbound) >= 10.0);
 
     // Adding batch lets b in; a prefix in allow_hosts lets o1 in.
     m.set(
@@ -251,8 +242,8 @@ fn a_denied_tcp_connection_is_closed_at_once() {
         redis_mesh(&m.b, &["PING"]).trim() != "PONG"
     });
     assert_eq!(redis_mesh(&m.w, &["PING"]).trim(), "PONG");
-    assert!(sample(&m.agent_o1, &denied("inbound", "redis")) >= 1.0);
-    assert!(sample(&m.agent_b, &denied("outbound", "redis")) >= 1.0);
+    assert!(m.agent_o1.sample(&denied("inbound", "redis")) >= 1.0);
+    assert!(m.agent_b.sample(&denied("outbound", "redis")) >= 1.0);
 
     // Closed at once, not left hanging; the same for a same-host caller (o1 runs redis only).
     for host in [&m.b, &m.o1] {
@@ -276,7 +267,7 @@ fn a_denied_tcp_connection_is_closed_at_once() {
             "{text}"
         );
     }
-    assert!(sample(&m.agent_o1, &denied("outbound", "redis")) >= 1.0);
+    assert!(m.agent_o1.sample(&denied("outbound", "redis")) >= 1.0);
 }
 
 #[test]
@@ -421,7 +412,8 @@ fn a_stored_policy_that_is_not_json_denies_at_start_as_at_runtime() {
             "/status problems: {problems}"
         );
         assert_eq!(
-            sample(&m.agent_o1, "hostmesh_policy_invalid{service=\"orders\"}"),
+            m.agent_o1
+                .sample("hostmesh_policy_invalid{service=\"orders\"}"),
             1.0
         );
     }
@@ -429,7 +421,8 @@ fn a_stored_policy_that_is_not_json_denies_at_start_as_at_runtime() {
     wait_status(&m.w, 200, APPLIES_WITHIN);
     assert_eq!(get(&m.b, URL).0, 403);
     assert_eq!(
-        sample(&m.agent_o1, "hostmesh_policy_invalid{service=\"orders\"}"),
+        m.agent_o1
+            .sample("hostmesh_policy_invalid{service=\"orders\"}"),
         0.0
     );
     assert!(

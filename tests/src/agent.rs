@@ -484,6 +484,16 @@ impl Agent {
         body
     }
 
+    /// The value of one sample (`name{labels}` exactly as exposed) in `/metrics`, 0 when absent
+    /// (a counter nothing has counted yet has no sample).
+    #[track_caller]
+    pub fn sample(&self, series: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// Sends `sig` to the agent (not to `ip`: see [`Proc::pid`]). No-op once it has been reaped.
     pub fn signal(&self, sig: Signal) {
         if let Some(p) = &self.proc {

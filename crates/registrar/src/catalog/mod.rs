@@ -4,9 +4,11 @@
 //! an agent restarted during an etcd outage serves what it knew. Then, in a loop: list every key
 //! under `<prefix>/v1/` in pages at one revision, replace the working state, and watch from that
 //! revision + 1, applying events as they come. Progress requests every second prove the watch is
-//! alive (a silent partition otherwise looks like a quiet mesh); a stall, a broken stream, a
-//! compacted revision or a lost leader ends the watch and the loop lists again after a backoff.
-//! A periodic re-list repairs any drift.
+//! alive (a silent partition otherwise looks like a quiet mesh); behind etcd's grpc-proxy, which
+//! drops them, HTTP/2 pings and require-leader do. A stall, a broken stream, a compacted revision
+//! or a lost leader ends the watch and the loop lists again after a jittered backoff. Nothing
+//! else lists again: a re-list on a clock, as before, had every agent of a fleet read the whole
+//! catalog every few minutes.
 //!
 //! Fail-static: an error never publishes anything, and a listing with no keys at all never
 //! replaces a non-empty snapshot (an etcd restored from nothing must not blank the mesh).
@@ -57,8 +59,6 @@ pub struct CatalogConfig {
     pub data_dir: PathBuf,
     /// How often the watch asks etcd for a progress notification.
     pub progress_interval: Duration,
-    /// How often a full re-list repairs drift.
-    pub relist_interval: Duration,
 }
 
 impl CatalogConfig {
@@ -68,7 +68,6 @@ impl CatalogConfig {
             vip_range,
             data_dir,
             progress_interval: Duration::from_secs(1),
-            relist_interval: Duration::from_secs(300),
         }
     }
 }
@@ -288,11 +287,9 @@ pub async fn fetch_decoding_at_most(
     Ok(state.snapshot())
 }
 
-/// Why a watch ended.
+/// Why a watch ended without an error.
 enum WatchEnd {
     Cancelled,
-    /// Time for the periodic re-list; not an error.
-    Relist,
 }
 
 /// Follows etcd and publishes snapshots; see the module docs.
@@ -317,10 +314,6 @@ impl Watcher {
         loop {
             match self.list_and_watch(&client, &cancel).await {
                 Ok(WatchEnd::Cancelled) => return,
-                Ok(WatchEnd::Relist) => {
-                    backoff = crate::etcd::backoff();
-                    continue;
-                }
                 Err(e) => {
                     self.metrics.watch_restarts.inc();
                     tracing::warn!("catalog watch on etcd ended: {e}; keeping the last snapshot");
@@ -396,17 +389,31 @@ impl Watcher {
         let interval = self.config.progress_interval;
         let mut progress = tokio::time::interval(interval);
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let relist_at = Instant::now() + self.config.relist_interval;
         let mut last_heard = Instant::now();
+        // Whether this stream has answered a progress request, and whether we still ask.
+        // etcd's grpc-proxy (3.4) drops progress requests without a word, so behind one the
+        // watch would look silent every few seconds and list the whole catalog again. A stream
+        // that never answers one is left to the transport's checks instead: HTTP/2 pings find a
+        // dead connection, and require-leader ends the watch of a member (or proxy) that lost
+        // its leader (`etcd::Connector`).
+        let mut answers_progress = false;
+        let mut asking = true;
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return Ok(WatchEnd::Cancelled),
-                () = tokio::time::sleep_until(relist_at) => return Ok(WatchEnd::Relist),
-                _ = progress.tick() => {
+                _ = progress.tick(), if asking => {
                     // No answer to several progress requests: the connection is dead even if
                     // TCP has not noticed (a partition drops packets silently).
                     if last_heard.elapsed() > interval * 3 + Duration::from_secs(1) {
-                        return Err(format!("watch silent for {:?}", last_heard.elapsed()));
+                        if answers_progress {
+                            return Err(format!("watch silent for {:?}", last_heard.elapsed()));
+                        }
+                        asking = false;
+                        tracing::info!(
+                            "etcd does not answer watch progress requests (etcd's grpc-proxy drops \
+                             them); the catalog watch relies on HTTP/2 pings and require-leader"
+                        );
+                        continue;
                     }
                     requests.request_progress().await.map_err(|e| format!("progress request: {e}"))?;
                 }
@@ -417,6 +424,9 @@ impl Watcher {
                         Err(e) => return Err(format!("watch: {e}")),
                     };
                     last_heard = Instant::now();
+                    if !resp.created() && !resp.canceled() && resp.events().is_empty() {
+                        answers_progress = true;
+                    }
                     if resp.canceled() {
                         return Err(if resp.compact_revision() > 0 {
                             format!("revision compacted (at {})", resp.compact_revision())

@@ -38,6 +38,14 @@ impl KeepAlive {
         }
     }
 
+    /// Sends one keep-alive and waits up to a third of the TTL for an answer.
+    ///
+    /// The stream stays open when the answer is late: etcd's grpc-proxy answers a keep-alive
+    /// only when its own keep-alive for the lease (sent every third of the TTL, on a 500 ms
+    /// clock) comes back from etcd, so an answer often takes longer than we wait. Dropping the
+    /// stream then, as this did, made the proxy start over each time and no beat ever got its
+    /// answer (20 agents behind a proxy, TTL 4 s: leases lost). A late answer is taken by the
+    /// next beat. Only an error, or a whole TTL without any answer, reopens the stream.
     pub(super) async fn beat(&mut self) -> Beat {
         let wait = (self.ttl / 3).max(Duration::from_millis(500));
         match tokio::time::timeout(wait, self.send()).await {
@@ -47,8 +55,14 @@ impl KeepAlive {
                 Beat::Alive { recovered }
             }
             Ok(Ok(_)) => Beat::Lost,
-            Ok(Err(e)) => self.failed(e, wait).await,
+            Ok(Err(e)) => {
+                self.stream = None;
+                self.failed(e, wait).await
+            }
             Err(_) => {
+                if self.last_ok.elapsed() >= self.ttl {
+                    self.stream = None;
+                }
                 self.failed(format!("no answer within {wait:?}"), wait)
                     .await
             }
@@ -63,7 +77,6 @@ impl KeepAlive {
     /// failed beats etcd is asked about the lease; only its answer that the lease is unknown
     /// (a partition from a live etcd outlived the TTL) ends the session.
     async fn failed(&mut self, e: String, wait: Duration) -> Beat {
-        self.stream = None;
         self.failing = true;
         if self.last_ok.elapsed() >= self.ttl && self.known_gone(wait).await {
             Beat::Lost
@@ -81,6 +94,9 @@ impl KeepAlive {
         )
     }
 
+    /// Sends a keep-alive and returns the TTL of the next answer on the stream: this one's, or
+    /// one that came after an earlier beat stopped waiting. Answers already waiting are all
+    /// read, and the newest counts.
     async fn send(&mut self) -> Result<i64, String> {
         if self.stream.is_none() {
             let s = self
@@ -95,11 +111,23 @@ impl KeepAlive {
             return Err("no keep-alive stream".into());
         };
         keeper.keep_alive().await.map_err(|e| e.to_string())?;
-        match stream.message().await {
-            Ok(Some(resp)) => Ok(resp.ttl()),
-            Ok(None) => Err("keep-alive stream closed".into()),
-            Err(e) => Err(e.to_string()),
+        let mut ttl = answer(stream.message().await)?;
+        // `timeout` polls once before it looks at the clock: with zero, "if one is ready".
+        while let Ok(next) = tokio::time::timeout(Duration::ZERO, stream.message()).await {
+            ttl = answer(next)?;
         }
+        Ok(ttl)
+    }
+}
+
+/// The TTL a keep-alive answer carries.
+fn answer(
+    msg: Result<Option<etcd_client::LeaseKeepAliveResponse>, etcd_client::Error>,
+) -> Result<i64, String> {
+    match msg {
+        Ok(Some(resp)) => Ok(resp.ttl()),
+        Ok(None) => Err("keep-alive stream closed".into()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
