@@ -11,7 +11,7 @@ use crate::etcd::{CLIENT_PORT, Etcd, START_TIMEOUT};
 use crate::process::{Proc, run};
 use crate::wait::try_wait_for;
 
-/// The proxy's client port.
+/// The first proxy's client port ([`GrpcProxy::start`]).
 pub const PROXY_PORT: u16 = 23790;
 
 /// A running grpc-proxy. Killed on drop; its log is shown if the test panicked.
@@ -24,13 +24,20 @@ pub struct GrpcProxy {
 }
 
 impl GrpcProxy {
-    /// Starts a proxy in `etcd`'s host in front of it (plain HTTP) and waits until it answers.
+    /// Starts a proxy in `etcd`'s host in front of it (plain HTTP) on [`PROXY_PORT`] and waits
+    /// until it answers.
     #[track_caller]
     pub fn start(etcd: &Etcd) -> GrpcProxy {
-        let dir = crate::tmp::tempdir("grpc-proxy");
+        GrpcProxy::start_on(etcd, PROXY_PORT)
+    }
+
+    /// [`GrpcProxy::start`] on `port`, for a second proxy beside the first.
+    #[track_caller]
+    pub fn start_on(etcd: &Etcd, port: u16) -> GrpcProxy {
+        let dir = crate::tmp::tempdir(&format!("grpc-proxy-{port}"));
         let log = dir.path().join("grpc-proxy.log");
         let host = etcd.host();
-        let listen = format!("{}:{PROXY_PORT}", host.addr());
+        let listen = format!("{}:{port}", host.addr());
         let mut cmd = host.cmd("etcd");
         cmd.args([
             "grpc-proxy",

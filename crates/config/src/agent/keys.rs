@@ -37,7 +37,9 @@ keys! {
          `http://HOST:PORT` or `https://HOST:PORT`. HOST is a name or IPv4 address \
          (`[A-Za-z0-9.-]`) or a bracketed IPv6 address (`[::1]`). PORT is 1..=65535. No path, \
          query, fragment or `user@`. A trailing `/` is dropped. Each bad item is its own problem \
-         (`item N (\"…\"): …`).";
+         (`item N (\"…\"): …`). Members of one etcd cluster, or etcd grpc-proxies in front of \
+         it: the agent spreads its requests over them and moves its lease and watch to another \
+         when one fails.";
     ETCD_PREFIX = "etcd.prefix", Str, "string", Written("\"/hostmesh\""), Restart,
         "Starts with `/`. Does not end with `/`, so `/` alone is refused. No `//`, whitespace or \
          control characters.";
