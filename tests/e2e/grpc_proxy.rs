@@ -116,6 +116,22 @@ fn agents_fail_over_between_grpc_proxies() {
             proxies[alive] = Some(GrpcProxy::start_on(&etcd, ports[alive]));
         }
         drop(proxies[dead].take());
+        // Each agent takes the dead proxy out of its rotation (else every other request goes
+        // there and fails).
+        let gone = format!("endpoint=\"http://{}:{}\"", etcd.addr(), ports[dead]);
+        for agent in [&agent_a, &agent_b] {
+            wait_until(
+                Duration::from_secs(5),
+                &format!("{} stops using proxy {dead}", agent.host().name()),
+                || {
+                    let log = agent.log();
+                    let taken_out = log
+                        .lines()
+                        .filter(|l| l.contains("does not accept connections") && l.contains(&gone));
+                    taken_out.count() > 0
+                },
+            );
+        }
         // Past a TTL with one proxy: the leases live on through the other.
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(6) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use hostmesh_registrar::etcd::{AuthError, EtcdOptions, SettingNames};
+use hostmesh_registrar::etcd::{AuthError, EtcdOptions, SettingNames, endpoints};
 use hostmesh_registrar::keys::Layout;
 use hostmesh_registrar::record::HostInfo;
 use hostmesh_registrar::register::{ClaimError, Registrar, RegistrarConfig};
@@ -15,7 +15,8 @@ use hostmesh_config::AgentConfig;
 
 use super::{CLAIM_WAIT, RunError};
 
-/// Builds the etcd client and logs in when `etcd.username` is set. Credentials etcd refuses stop
+/// Builds the etcd client (keeping endpoints that refuse connections out of its rotation,
+/// `etcd::endpoints`) and logs in when `etcd.username` is set. Credentials etcd refuses stop
 /// the start (naming the settings); an etcd that does not answer within [`CLAIM_WAIT`] does not:
 /// the login carries on in the background while the agent serves its saved catalog.
 pub(super) async fn connect_etcd(
@@ -23,6 +24,11 @@ pub(super) async fn connect_etcd(
     cancel: &CancellationToken,
 ) -> Result<etcd_client::Client, RunError> {
     let (mut client, login) = etcd_options(config).open().await?;
+    tokio::spawn(endpoints::keep_live_in_rotation(
+        client.clone(),
+        config.etcd.endpoints.clone(),
+        cancel.clone(),
+    ));
     let Some(login) = login else {
         return Ok(client);
     };

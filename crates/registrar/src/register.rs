@@ -23,6 +23,7 @@ use ipnet::Ipv4Net;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::keys::{Layout, prefix_end};
 use crate::metrics::RegistryMetrics;
@@ -274,9 +275,16 @@ impl Registrar {
         own.ensure(&self.client).await;
         // A foreign change is repaired once the burst of events it belongs to has passed.
         let mut repair_at: Option<Instant> = None;
-        let mut keepalive = KeepAlive::new(self.client.clone(), lease, self.config.lease_ttl);
-        let mut tick = tokio::time::interval(self.config.lease_ttl / 3);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The keep-alive beats on a task of its own and reports here: a beat waits up to a third
+        // of the TTL for its answer (behind etcd's grpc-proxy it often waits that long), and
+        // while it waited on this loop a new service (SIGHUP) or a health change waited too: 1 s
+        // more before a change reached the fleet (20 agents behind a proxy).
+        let (beats_tx, mut beats) = mpsc::channel(1);
+        let _beating = AbortOnDropHandle::new(tokio::spawn(beat(
+            KeepAlive::new(self.client.clone(), lease, self.config.lease_ttl),
+            self.config.lease_ttl / 3,
+            beats_tx,
+        )));
         let mut anti_entropy = tokio::time::interval_at(
             Instant::now() + self.config.anti_entropy_interval,
             self.config.anti_entropy_interval,
@@ -286,7 +294,7 @@ impl Registrar {
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
-                _ = tick.tick() => match keepalive.beat().await {
+                Some(beat) = beats.recv() => match beat {
                     lease::Beat::Alive { recovered } => {
                         own.ensure(&self.client).await;
                         if vips_pending {
@@ -579,5 +587,18 @@ impl Registrar {
         }
         self.status.set_registered(false);
         self.status.set_lease(None);
+    }
+}
+
+/// Beats `keepalive` every `every` and sends each outcome to the session, until the session
+/// drops its end (or the task is aborted with it).
+async fn beat(mut keepalive: KeepAlive, every: Duration, beats: mpsc::Sender<lease::Beat>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if beats.send(keepalive.beat().await).await.is_err() {
+            return;
+        }
     }
 }

@@ -10,6 +10,7 @@
 //! lease keep-alives. See [`auth`] for the agent's start-up while etcd is unreachable.
 
 pub mod auth;
+pub mod endpoints;
 mod files;
 pub mod launch;
 
