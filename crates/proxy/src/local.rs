@@ -5,12 +5,29 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use http::uri::Authority;
 
 use hostmesh_config::spec::InstanceSpec;
 
 /// service → instance id → definition: looked up with borrowed `&str`s, no allocation per
 /// request.
-type Table = HashMap<String, HashMap<String, Arc<InstanceSpec>>>;
+type Table = HashMap<String, HashMap<String, Arc<Local>>>;
+
+/// One of this host's instances: its definition, and its `target` as a URI authority (made once
+/// here, not formatted and parsed for every request sent to it).
+#[derive(Debug)]
+pub struct Local {
+    pub spec: InstanceSpec,
+    pub authority: Authority,
+}
+
+impl std::ops::Deref for Local {
+    type Target = InstanceSpec;
+
+    fn deref(&self) -> &InstanceSpec {
+        &self.spec
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct LocalInstances {
@@ -27,14 +44,23 @@ impl LocalInstances {
     pub fn replace(&self, specs: &[InstanceSpec]) {
         let mut map = Table::new();
         for s in specs {
+            // A socket address always makes an authority; one that did not would be a bug.
+            let Ok(authority) = Authority::try_from(s.target.to_string()) else {
+                tracing::error!(target = %s.target, "not a URI authority; instance skipped");
+                continue;
+            };
+            let local = Local {
+                spec: s.clone(),
+                authority,
+            };
             map.entry(s.service.clone())
                 .or_default()
-                .insert(s.id.clone(), Arc::new(s.clone()));
+                .insert(s.id.clone(), Arc::new(local));
         }
         self.by_id.store(Arc::new(map));
     }
 
-    pub fn get(&self, service: &str, id: &str) -> Option<Arc<InstanceSpec>> {
+    pub fn get(&self, service: &str, id: &str) -> Option<Arc<Local>> {
         self.by_id.load().get(service)?.get(id).cloned()
     }
 

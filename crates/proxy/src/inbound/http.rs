@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::HeaderValue;
+use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -128,13 +129,18 @@ async fn handle(
     let hop = ctx
         .tracer
         .hop(&mut parts.headers, Kind::Server, service, &parts.method);
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let Ok(uri) = Uri::builder()
-        .scheme("http")
-        .authority(spec.target.to_string())
-        .path_and_query(path)
-        .build()
-    else {
+    // The app's address and the path as they came, both already parsed.
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(spec.authority.clone());
+    uri.path_and_query = Some(
+        parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    let Ok(uri) = Uri::from_parts(uri) else {
         return http_errors::response(Reason::BadRequest, grpc);
     };
     parts.uri = uri;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HOST, HeaderValue};
 use http::request::Parts;
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
@@ -390,8 +390,10 @@ fn build(
     *req.method_mut() = parts.method.clone();
     *req.headers_mut() = parts.headers.clone();
     let h = req.headers_mut();
+    let mut local_authority = None;
     let target = if ep.local {
         let spec = ctx.local.get(&route.service, &ep.id)?;
+        local_authority = Some(spec.authority.clone());
         app_request::write_map(
             h,
             &app_request::Added {
@@ -425,10 +427,9 @@ fn build(
     } else {
         // To a peer, its host rides in the user info: the pool keys connections by it and the
         // TLS connector demands that identity (`tls::connector`).
-        let authority = if ep.local {
-            Authority::try_from(target.to_string()).ok()?
-        } else {
-            ep.authority.clone()?
+        let authority = match local_authority {
+            Some(a) => a,
+            None => ep.authority.clone()?,
         };
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(Scheme::HTTP);
