@@ -395,7 +395,7 @@ impl Watcher {
         // watch would look silent every few seconds and list the whole catalog again. A stream
         // that never answers one is left to the transport's checks instead: HTTP/2 pings find a
         // dead connection, and require-leader ends the watch of a member (or proxy) that lost
-        // its leader (`etcd::Connector`).
+        // its leader (both set in `etcd::EtcdOptions::open`).
         let mut answers_progress = false;
         let mut asking = true;
         loop {
