@@ -23,6 +23,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Uri;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -31,6 +32,24 @@ use tokio::time::Instant;
 
 use crate::body::{Lent, ProxyBody};
 use hostmesh_tls::{PeerConnector, PeerTls};
+
+/// The path (and query) of `uri`, `/` when it has none, for the request passed on.
+pub fn path_of(uri: &Uri) -> PathAndQuery {
+    uri.path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"))
+}
+
+/// The absolute `http://` URI a request sent through these clients carries: they pick (and the
+/// peer connector authenticates) the connection by its `authority`. Built from parts already
+/// parsed, so nothing is formatted or parsed per request.
+pub fn absolute_uri(authority: Authority, path: PathAndQuery) -> Option<Uri> {
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(authority);
+    uri.path_and_query = Some(path);
+    Uri::from_parts(uri).ok()
+}
 
 /// When each address last got a new connection.
 #[derive(Debug, Clone, Default)]

@@ -7,8 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::HeaderValue;
-use http::uri::{PathAndQuery, Scheme};
-use http::{Request, Response, Uri};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -21,6 +20,7 @@ use crate::app_request;
 use crate::body::{self, ProxyBody};
 use crate::h2_limits;
 use crate::http_errors::{self, Reason};
+use crate::pool;
 use crate::trace::Kind;
 use hostmesh_listen::idle::{BusyBody, Idle};
 use hostmesh_wire as wire;
@@ -129,18 +129,7 @@ async fn handle(
     let hop = ctx
         .tracer
         .hop(&mut parts.headers, Kind::Server, service, &parts.method);
-    // The app's address and the path as they came, both already parsed.
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(spec.authority.clone());
-    uri.path_and_query = Some(
-        parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/")),
-    );
-    let Ok(uri) = Uri::from_parts(uri) else {
+    let Some(uri) = pool::absolute_uri(spec.authority.clone(), pool::path_of(&parts.uri)) else {
         return http_errors::response(Reason::BadRequest, grpc);
     };
     parts.uri = uri;

@@ -16,7 +16,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HOST, HeaderValue};
 use http::request::Parts;
-use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
@@ -41,6 +40,7 @@ use crate::app_request;
 use crate::body::{self, ProxyBody};
 use crate::h2_limits;
 use crate::http_errors::{self, Reason};
+use crate::pool;
 use crate::prefixed::Prefixed;
 use crate::trace::Kind;
 use hostmesh_listen::idle::{BusyBody, Idle};
@@ -417,11 +417,7 @@ fn build(
         );
         ep.peer
     };
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let path = pool::path_of(&parts.uri);
     *req.uri_mut() = if origin_form {
         Uri::from(path)
     } else {
@@ -431,11 +427,7 @@ fn build(
             Some(a) => a,
             None => ep.authority.clone()?,
         };
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
-        uri.authority = Some(authority);
-        uri.path_and_query = Some(path);
-        Uri::from_parts(uri).ok()?
+        pool::absolute_uri(authority, path)?
     };
     Some((req, target))
 }
