@@ -4,53 +4,94 @@
 
 use std::time::{Duration, Instant};
 
-use hostmesh_tests::{AgentOpts, Backend, Etcd, GrpcProxy, Net, PROXY_PORT, toml_str, wait_until};
+use hostmesh_tests::{
+    Agent, AgentOpts, Backend, Etcd, GrpcProxy, Host, Net, PROXY_PORT, Signal, toml_str, wait_until,
+};
 
 use crate::proxy::agent;
 
 const ORDERS: &str = "name = \"orders\"\nport = 8080\ntarget = \"127.0.0.1:18080\"\n";
-const BILLING: &str = "name = \"billing\"\nport = 8081\ntarget = \"127.0.0.1:18080\"\n";
 
-/// Short, so that the window below spans several TTLs.
+/// Short, so that the windows below span several TTLs.
 const LEASE_TTL: &str = "4s";
 /// Three TTLs: a keep-alive every third of one, and a watch the old silence rule gave up on
 /// every 4 s.
 const STEADY: Duration = Duration::from_secs(12);
+
+/// Client `a` and `orders` on `b`, both agents talking to etcd only through `proxies`, with a
+/// short lease. Fields drop in order: agents and the app before the caller's etcd and network.
+struct Mesh {
+    a: Host,
+    agents: [Agent; 2],
+    _app: Backend,
+}
+
+impl Mesh {
+    /// Starts both agents and returns once `a` reaches `orders`.
+    fn start(net: &Net, etcd: &Etcd, proxies: &[&GrpcProxy]) -> Mesh {
+        let endpoints: Vec<String> = proxies.iter().map(|p| toml_str(p.endpoint())).collect();
+        let endpoints = format!("[{}]", endpoints.join(", "));
+        let opts = || {
+            AgentOpts::new()
+                .set("etcd", "endpoints", &endpoints)
+                .lease_ttl(LEASE_TTL)
+        };
+        let a = net.host("a");
+        let b = net.host("b");
+        let app = Backend::http(&b, 18080, "orders\n");
+        let agent_a = agent(&a, etcd, opts());
+        let agent_b = agent(&b, etcd, opts().service("orders-1", ORDERS));
+        wait_until(Duration::from_secs(10), "a reaches orders", || {
+            a.curl("http://orders.mesh:8080/")
+                .is_ok_and(|(code, _)| code == 200)
+        });
+        Mesh {
+            a,
+            agents: [agent_a, agent_b],
+            _app: app,
+        }
+    }
+
+    /// Watches both agents' logs for `window`, failing at the first lost lease.
+    fn keep_leases_for(&self, window: Duration, while_what: &str) {
+        let started = Instant::now();
+        while started.elapsed() < window {
+            for agent in &self.agents {
+                let log = agent.log();
+                assert!(
+                    !log.contains("lease lost"),
+                    "{} lost its lease {while_what}:\n{log}",
+                    agent.host().name()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Adds `service` on `b` (file + SIGHUP) and waits until `a` reaches it: the watch carries
+    /// news.
+    fn add_and_reach(&self, service: &str, port: u16, while_what: &str) {
+        let def = format!("name = \"{service}\"\nport = {port}\ntarget = \"127.0.0.1:18080\"\n");
+        self.agents[1].write_service(&format!("{service}-1"), &def);
+        self.agents[1].signal(Signal::Hup);
+        let url = format!("http://{service}.mesh:{port}/");
+        wait_until(
+            Duration::from_secs(10),
+            &format!("a reaches {service} {while_what}"),
+            || self.a.curl(&url).is_ok_and(|(code, _)| code == 200),
+        );
+    }
+}
 
 #[test]
 fn agents_behind_etcds_grpc_proxy_keep_their_leases_and_their_watch() {
     let net = Net::new();
     let etcd = Etcd::start(&net);
     let proxy = GrpcProxy::start(&etcd);
-    let endpoints = format!("[{}]", toml_str(proxy.endpoint()));
-    let opts = || {
-        AgentOpts::new()
-            .set("etcd", "endpoints", &endpoints)
-            .lease_ttl(LEASE_TTL)
-    };
-    let a = net.host("a");
-    let b = net.host("b");
-    let _app = Backend::http(&b, 18080, "orders\n");
-    let agent_a = agent(&a, &etcd, opts());
-    let agent_b = agent(&b, &etcd, opts().service("orders-1", ORDERS));
-    wait_until(Duration::from_secs(10), "a reaches orders", || {
-        a.curl("http://orders.mesh:8080/")
-            .is_ok_and(|(code, _)| code == 200)
-    });
+    let m = Mesh::start(&net, &etcd, &[&proxy]);
 
-    let started = Instant::now();
-    while started.elapsed() < STEADY {
-        for agent in [&agent_a, &agent_b] {
-            let log = agent.log();
-            assert!(
-                !log.contains("lease lost"),
-                "{} lost its lease behind the proxy:\n{log}",
-                agent.host().name()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    for agent in [&agent_a, &agent_b] {
+    m.keep_leases_for(STEADY, "behind the proxy");
+    for agent in &m.agents {
         let name = agent.host().name();
         // The proxy answers a keep-alive when its own comes back, on its own clock: a beat may
         // miss one now and then, not (as before) every one.
@@ -68,13 +109,7 @@ fn agents_behind_etcds_grpc_proxy_keep_their_leases_and_their_watch() {
         );
     }
 
-    // The watch carries news: a service added on b reaches a.
-    agent_b.write_service("billing-1", BILLING);
-    agent_b.signal(hostmesh_tests::Signal::Hup);
-    wait_until(Duration::from_secs(10), "a reaches billing", || {
-        a.curl("http://billing.mesh:8081/")
-            .is_ok_and(|(code, _)| code == 200)
-    });
+    m.add_and_reach("billing", 8081, "behind the proxy");
     assert!(!proxy.log().contains("panic"), "{}", proxy.log());
 }
 
@@ -87,26 +122,8 @@ fn agents_fail_over_between_grpc_proxies() {
     let etcd = Etcd::start(&net);
     let ports = [PROXY_PORT, PROXY_PORT + 1];
     let mut proxies = ports.map(|port| Some(GrpcProxy::start_on(&etcd, port)));
-    let endpoints: Vec<String> = proxies
-        .iter()
-        .flatten()
-        .map(|p| toml_str(p.endpoint()))
-        .collect();
-    let endpoints = format!("[{}]", endpoints.join(", "));
-    let opts = || {
-        AgentOpts::new()
-            .set("etcd", "endpoints", &endpoints)
-            .lease_ttl(LEASE_TTL)
-    };
-    let a = net.host("a");
-    let b = net.host("b");
-    let _app = Backend::http(&b, 18080, "orders\n");
-    let agent_a = agent(&a, &etcd, opts());
-    let agent_b = agent(&b, &etcd, opts().service("orders-1", ORDERS));
-    wait_until(Duration::from_secs(10), "a reaches orders", || {
-        a.curl("http://orders.mesh:8080/")
-            .is_ok_and(|(code, _)| code == 200)
-    });
+    let started: Vec<&GrpcProxy> = proxies.iter().flatten().collect();
+    let m = Mesh::start(&net, &etcd, &started);
 
     let news = [("billing", 8081), ("carts", 8082)];
     for (dead, (service, port)) in news.into_iter().enumerate() {
@@ -119,41 +136,21 @@ fn agents_fail_over_between_grpc_proxies() {
         // Each agent takes the dead proxy out of its rotation (else every other request goes
         // there and fails).
         let gone = format!("endpoint=\"http://{}:{}\"", etcd.addr(), ports[dead]);
-        for agent in [&agent_a, &agent_b] {
+        for agent in &m.agents {
             wait_until(
                 Duration::from_secs(5),
                 &format!("{} stops using proxy {dead}", agent.host().name()),
                 || {
-                    let log = agent.log();
-                    let taken_out = log
+                    agent
+                        .log()
                         .lines()
-                        .filter(|l| l.contains("does not accept connections") && l.contains(&gone));
-                    taken_out.count() > 0
+                        .any(|l| l.contains("does not accept connections") && l.contains(&gone))
                 },
             );
         }
-        // Past a TTL with one proxy: the leases live on through the other.
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(6) {
-            for agent in [&agent_a, &agent_b] {
-                assert!(
-                    !agent.log().contains("lease lost"),
-                    "{} lost its lease with proxy {dead} down:\n{}",
-                    agent.host().name(),
-                    agent.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        // And a change made now reaches a.
-        let def = format!("name = \"{service}\"\nport = {port}\ntarget = \"127.0.0.1:18080\"\n");
-        agent_b.write_service(&format!("{service}-1"), &def);
-        agent_b.signal(hostmesh_tests::Signal::Hup);
-        let url = format!("http://{service}.mesh:{port}/");
-        wait_until(
-            Duration::from_secs(10),
-            &format!("a reaches {service} with proxy {dead} down"),
-            || a.curl(&url).is_ok_and(|(code, _)| code == 200),
-        );
+        // Past a TTL with one proxy: the leases live on through the other, and news arrives.
+        let down = format!("with proxy {dead} down");
+        m.keep_leases_for(Duration::from_secs(6), &down);
+        m.add_and_reach(service, port, &down);
     }
 }
