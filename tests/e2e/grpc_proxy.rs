@@ -100,6 +100,7 @@ fn agents_behind_etcds_grpc_proxy_keep_their_leases_and_their_watch() {
             failures <= 2.0,
             "{name}: {failures} failed keep-alives in {STEADY:?}"
         );
+        assert_eq!(agent.sample("hostmesh_lease_losses_total"), 0.0, "{name}");
         let restarts = agent.sample("hostmesh_etcd_watch_restarts_total");
         assert_eq!(
             restarts,

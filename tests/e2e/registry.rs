@@ -311,6 +311,11 @@ fn a_host_cut_off_longer_than_its_ttl_reregisters_under_a_new_lease() {
     });
     let after = lease_of(&etcd).expect("b's info on a lease");
     assert_ne!(before, after, "a new lease after the old one expired");
+    assert_eq!(
+        b.sample("hostmesh_lease_losses_total"),
+        1.0,
+        "the lost lease is counted once"
+    );
     let keys: Vec<String> = etcd
         .get_prefix("/hostmesh/v1/hosts/b/")
         .into_iter()

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use hostmesh_registrar::etcd::launch::SingleMember;
+use hostmesh_registrar::etcd::launch::Member;
 use tempfile::TempDir;
 
 use crate::certs::{CertFiles, TestCa};
@@ -145,7 +145,7 @@ impl Etcd {
         // Loopback too, so etcdctl inside the etcd host needs no address.
         let listen = format!("{client},{scheme}://127.0.0.1:{CLIENT_PORT}");
         cmd.args(
-            SingleMember {
+            Member {
                 name: "hmt",
                 data_dir: &data,
                 client: &listen,

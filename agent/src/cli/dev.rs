@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use clap::Args;
-use hostmesh_registrar::etcd::launch::SingleMember;
+use hostmesh_registrar::etcd::launch::Member;
 
 use super::CliError;
 use hostmesh_config as config;
@@ -87,7 +87,7 @@ fn start_etcd(dir: &Path) -> Result<(Child, String), CliError> {
         .map_err(|e| CliError::Runtime(format!("etcd log: {e}")))?;
     let child = Command::new(&bin)
         .args(
-            SingleMember {
+            Member {
                 name: "dev",
                 data_dir: &dir.join("etcd"),
                 client: &url,

@@ -6,53 +6,15 @@
 
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, PutOptions, Txn, TxnOp};
-use hostmesh_registrar::etcd::launch::SingleMember;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// A plain HTTP/1.0 GET (keeps the benchmark free of client libraries).
-fn get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let code = out.split(' ').nth(1)?.parse().ok()?;
-    let body = out.split_once("\r\n\r\n")?.1.to_owned();
-    Some((code, body))
-}
+use etcd_client::{Client, PutOptions};
+use hostmesh_bench_support::{Killed, fill_catalog, free_port, http_get, rss_kib};
+use hostmesh_registrar::etcd::launch::Member;
 
 fn catalog_revision(admin: &str) -> i64 {
-    get(admin, "/metrics")
+    http_get(admin, "/metrics")
         .and_then(|(_, body)| {
             body.lines()
                 .find_map(|l| l.strip_prefix("hostmesh_catalog_revision "))
@@ -76,7 +38,7 @@ async fn main() {
     let etcd = Killed(
         Command::new("etcd")
             .args(
-                SingleMember {
+                Member {
                     name: "bench",
                     data_dir: &dir.path().join("etcd"),
                     client: &url,
@@ -100,52 +62,14 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
 
-    let fill = Instant::now();
-    let hosts = (services / 10).max(3);
+    let filled = fill_catalog(&client, services).await.expect("fill etcd");
+    let lease = filled.lease;
     let mut kv = client.kv_client();
-    let mut ops = Vec::new();
-    let lease = client
-        .lease_client()
-        .grant(3600, None)
-        .await
-        .expect("lease")
-        .id();
-    for h in 0..hosts {
-        ops.push(TxnOp::put(
-            format!("/hostmesh/v1/hosts/h{h}/info"),
-            format!(
-                r#"{{"address":"10.{}.{}.{}","inbound_port":4143,"version":"bench"}}"#,
-                h / 65536 % 256,
-                h / 256 % 256,
-                h % 256
-            ),
-            Some(PutOptions::new().with_lease(lease)),
-        ));
-    }
-    for s in 0..services {
-        ops.push(TxnOp::put(
-            format!("/hostmesh/v1/vips/svc-{s}"),
-            format!("\"127.77.{}.{}\"", s / 254 % 256, s % 254 + 1),
-            None,
-        ));
-        for i in 0..3 {
-            let host = (s * 3 + i) % hosts;
-            ops.push(TxnOp::put(
-                format!("/hostmesh/v1/hosts/h{host}/instances/svc-{s}/i{i}"),
-                r#"{"port":8080,"protocol":"http","tags":["v1"],"weight":100,"health":"passing"}"#,
-                Some(PutOptions::new().with_lease(lease)),
-            ));
-        }
-    }
-    let keys = ops.len();
-    for chunk in ops.chunks(100) {
-        kv.txn(Txn::new().and_then(chunk.to_vec()))
-            .await
-            .expect("fill txn");
-    }
     println!(
-        "filled etcd: {services} services x 3 instances on {hosts} hosts, {keys} keys in {:.1}s",
-        fill.elapsed().as_secs_f64()
+        "filled etcd: {services} services x 3 instances on {} hosts, {} keys in {:.1}s",
+        filled.hosts,
+        filled.keys,
+        filled.took.as_secs_f64()
     );
 
     let admin = format!("127.0.0.1:{}", free_port());
@@ -174,7 +98,7 @@ async fn main() {
             .expect("start the agent"),
     );
     let pid = agent.0.id();
-    while get(&admin, "/ready").map(|(c, _)| c) != Some(200) {
+    while http_get(&admin, "/ready").map(|(c, _)| c) != Some(200) {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "agent not ready within 120s"

@@ -18,6 +18,8 @@ pub struct RegistryMetrics {
     /// Names whose VIP in etcd differs from the one this agent keeps; set at scrape time.
     pub vip_conflicts: Gauge,
     pub lease_keepalive_failures: Counter,
+    /// Leases that expired under the agent (every key re-registered under a new one).
+    pub lease_losses: Counter,
     pub watch_restarts: Counter,
     pub own_keys_restored: Counter,
 }
@@ -49,6 +51,11 @@ impl RegistryMetrics {
             "hostmesh_lease_keepalive_failures",
             "Lease keep-alives that failed or went unanswered",
             m.lease_keepalive_failures.clone(),
+        );
+        registry.register(
+            "hostmesh_lease_losses",
+            "Times this host's lease expired and every key was registered again under a new one",
+            m.lease_losses.clone(),
         );
         registry.register(
             "hostmesh_etcd_watch_restarts",

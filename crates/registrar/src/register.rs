@@ -212,6 +212,7 @@ impl Registrar {
             match ended {
                 Ok(SessionEnd::Cancelled) => break,
                 Ok(SessionEnd::LeaseLost) => {
+                    self.metrics.lease_losses.inc();
                     tracing::warn!("lease lost; registering again under a new lease");
                     backoff = crate::etcd::backoff();
                     continue;

@@ -59,6 +59,10 @@ pub struct CatalogConfig {
     pub data_dir: PathBuf,
     /// How often the watch asks etcd for a progress notification.
     pub progress_interval: Duration,
+    /// Whether each new snapshot is written to `data_dir` (for a start without etcd). Off only
+    /// for bench/fleet's simulated agents: a thousand of them share one machine's disk and
+    /// CPU, where real agents each write to their own.
+    pub save: bool,
 }
 
 impl CatalogConfig {
@@ -68,6 +72,7 @@ impl CatalogConfig {
             vip_range,
             data_dir,
             progress_interval: Duration::from_secs(1),
+            save: true,
         }
     }
 }
@@ -250,7 +255,9 @@ impl Catalog {
             }
         };
         let (tx, rx) = watch::channel(initial);
-        tokio::spawn(persist_loop(rx.clone(), config.data_dir.clone(), cancel));
+        if config.save {
+            tokio::spawn(persist_loop(rx.clone(), config.data_dir.clone(), cancel));
+        }
         let watcher = Watcher {
             config,
             state,
