@@ -132,10 +132,9 @@ async fn main() {
         endpoints,
         lease_ttl: args.ttl,
     };
-    let apps = args.agents.min(APPS);
 
     let base_rss = rss_kib(std::process::id());
-    let (mut sims, cold) = start_fleet(args.agents, &config, dir.path(), apps).await;
+    let (mut sims, cold) = start_fleet(args.agents, &config, dir.path()).await;
     let per_agent =
         (rss_kib(std::process::id()).saturating_sub(base_rss)) as f64 / args.agents as f64;
     println!(
@@ -215,7 +214,7 @@ async fn main() {
         }
         stops.join_all().await;
         let stopped = stopping.elapsed();
-        let (restarted, took) = start_fleet(n, &config, dir.path(), apps).await;
+        let (restarted, took) = start_fleet(n, &config, dir.path()).await;
         sims = restarted;
         for line in window.report(&cluster, "mass restart") {
             println!("{line}");
@@ -260,15 +259,12 @@ async fn main() {
     );
 }
 
-/// Starts `n` simulated agents at once and waits until every one is registered and has the
-/// catalog (all the app services); returns them in index order and how long that took.
-async fn start_fleet(
-    n: usize,
-    config: &SimConfig,
-    root: &Path,
-    apps: usize,
-) -> (Vec<Sim>, Duration) {
+/// Starts simulated agents `0..n` at once and waits until every one is registered and has the
+/// catalog (all the app services they run between them); returns them in index order and how
+/// long that took.
+async fn start_fleet(n: usize, config: &SimConfig, root: &Path) -> (Vec<Sim>, Duration) {
     let started = Instant::now();
+    let apps = n.min(APPS);
     let mut starting = JoinSet::new();
     for i in 0..n {
         let (config, root) = (config.clone(), root.to_owned());

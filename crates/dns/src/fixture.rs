@@ -73,8 +73,8 @@ pub(crate) fn snapshot() -> Snapshot {
     vips.insert("gone".to_owned(), ip(4));
     Snapshot {
         revision: 42,
-        services,
-        vips,
+        services: services.into(),
+        vips: vips.into(),
         ..Snapshot::default()
     }
 }

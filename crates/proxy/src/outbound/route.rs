@@ -378,7 +378,7 @@ impl Route {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::collections::BTreeMap;
+    use hostmesh_registrar::catalog::Map;
     use std::net::IpAddr;
 
     use hostmesh_registrar::catalog::{Instance, Service};
@@ -412,14 +412,14 @@ mod tests {
             (name.to_owned(), Arc::new(svc))
         };
         Arc::new(Snapshot {
-            services: BTreeMap::from([
+            services: Map::from_iter([
                 service("orders", [127, 77, 0, 1], orders),
                 service("billing", [127, 77, 0, 3], vec![instance("d", "1", &[])]),
             ]),
-            vips: BTreeMap::from([
-                ("orders".to_owned(), [127, 77, 0, 1].into()),
-                ("v2.orders".to_owned(), [127, 77, 0, 2].into()),
-                ("billing".to_owned(), [127, 77, 0, 3].into()),
+            vips: Map::from_iter([
+                ("orders".to_owned(), Ipv4Addr::from([127, 77, 0, 1])),
+                ("v2.orders".to_owned(), Ipv4Addr::from([127, 77, 0, 2])),
+                ("billing".to_owned(), Ipv4Addr::from([127, 77, 0, 3])),
             ]),
             ..Snapshot::default()
         })

@@ -34,7 +34,7 @@ use crate::metrics::RegistryMetrics;
 
 pub use check::vip_name;
 pub use persist::{Persisted, load as load_persisted, save as save_persisted};
-pub use snapshot::{Instance, Service, Snapshot};
+pub use snapshot::{Instance, Map, Service, Snapshot};
 pub use state::{Applied, State, VipConflict, VipDuplicate};
 
 /// Keys per list page to start with; a page whose answer is too large is asked again at half

@@ -1,7 +1,6 @@
 //! The immutable view of the mesh that every reader (DNS, proxies, admin, CLI) works from.
 //! Built from etcd by [`super::state::State`]; published as `Arc<Snapshot>` and never mutated.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -10,25 +9,32 @@ use serde::{Deserialize, Serialize};
 use crate::record::{Health, HostInfo};
 use hostmesh_config::spec::Protocol;
 
+/// A map shared with the snapshots before and after it, node by node: publishing a snapshot after
+/// one change copies the few nodes on that change's path, not the whole catalog. With plain
+/// `BTreeMap`s every change cloned (and later freed) every service, host and VIP: 16 ms of CPU on
+/// every agent for every change with 10,000 services (bench/fleet), nine tenths of it in malloc
+/// and free.
+pub type Map<K, V> = imbl::OrdMap<K, V>;
+
 /// Everything the catalog knows at one etcd revision.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// The etcd revision this snapshot reflects.
     pub revision: i64,
-    pub hosts: BTreeMap<String, HostInfo>,
+    pub hosts: Map<String, HostInfo>,
     /// Services with at least one registered instance, whatever its health. Shared between
     /// snapshots while unchanged.
-    pub services: BTreeMap<String, Arc<Service>>,
+    pub services: Map<String, Arc<Service>>,
     /// Every known VIP by name (`orders`, `v2.orders`), including those of services that
     /// currently have no instance: a VIP stays reserved for its name.
-    pub vips: BTreeMap<String, Ipv4Addr>,
+    pub vips: Map<String, Ipv4Addr>,
     /// Route policies as stored, parsed by the component that applies them.
     #[serde(default)]
-    pub routes: BTreeMap<String, serde_json::Value>,
+    pub routes: Map<String, serde_json::Value>,
     /// Access policies as stored; a stored text that is not JSON is kept as a JSON string (never
     /// a valid policy), so that it denies rather than disappears.
     #[serde(default)]
-    pub policies: BTreeMap<String, serde_json::Value>,
+    pub policies: Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
