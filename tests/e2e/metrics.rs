@@ -64,6 +64,11 @@ fn a_thousand_requests_are_counted_alike_on_both_agents_and_every_documented_met
             .service(
                 "plain-1",
                 "name = \"plain\"\nport = 8081\ntarget = \"127.0.0.1:18080\"\nprotocol = \"tcp\"\n",
+            )
+            // Never called: its instance counts are b's to show, not a's.
+            .service(
+                "idle-1",
+                "name = \"idle\"\nport = 8082\ntarget = \"127.0.0.1:18080\"\n",
             ),
     );
     agent_a.wait_ready(Duration::from_secs(15));
@@ -116,6 +121,22 @@ fn a_thousand_requests_are_counted_alike_on_both_agents_and_every_documented_met
             },
         );
     }
+
+    // Instance counts for the services an agent calls or runs, not for the whole catalog.
+    let passing = |agent: &Agent, service: &str| {
+        sum(
+            &parse(&agent.metrics()),
+            "hostmesh_endpoints",
+            &[("service", service), ("state", "passing")],
+        )
+    };
+    assert_eq!(passing(&agent_a, "orders"), 1.0, "a calls orders");
+    assert_eq!(passing(&agent_b, "idle"), 1.0, "b runs idle");
+    assert!(
+        !agent_a.metrics().contains("service=\"idle\""),
+        "a neither calls nor runs idle:\n{}",
+        agent_a.metrics()
+    );
 
     // Families, not samples: a counter nothing has counted yet has no sample.
     let (families, _) = parse_families(&agent_a.metrics());

@@ -144,6 +144,10 @@ async fn main() {
         cold.as_secs_f64(),
         per_agent
     );
+    let after_cold = Counters::of(&sims, &reals);
+    println!("cold start: {after_cold}");
+    // Counters of the hosts killed below, taken just before they die.
+    let mut departed = Counters::default();
 
     let window = Window::open(&cluster);
     let steady_started = Instant::now();
@@ -166,6 +170,7 @@ async fn main() {
     for d in 0..args.dead {
         let name = format!("doomed-{d}");
         let mut victim = sims.pop().expect("a simulated agent");
+        departed = departed + Counters::of(std::slice::from_ref(&victim), &[]);
         let watching = catalogs(&sims);
         let round = reach(&watching, &dns, &name, true, victim.add(&name)).await;
         assert_eq!(round.missed, 0, "{name} did not reach every agent");
@@ -177,30 +182,12 @@ async fn main() {
     if let Some(rest) = args.steady.checked_sub(steady_started.elapsed()) {
         tokio::time::sleep(rest).await;
     }
-    let losses = tally(
-        &sims,
-        &reals,
-        |m| m.lease_losses.get(),
-        "hostmesh_lease_losses_total",
-    );
-    let failures = tally(
-        &sims,
-        &reals,
-        |m| m.lease_keepalive_failures.get(),
-        "hostmesh_lease_keepalive_failures_total",
-    );
-    let relists = tally(
-        &sims,
-        &reals,
-        |m| m.watch_restarts.get(),
-        "hostmesh_etcd_watch_restarts_total",
-    );
+    let steady = Counters::of(&sims, &reals) + departed - after_cold;
     for line in window.report(&cluster, "steady window") {
         println!("{line}");
     }
     println!(
-        "steady window: lease losses {losses:.0}, failed keep-alives {failures:.0}, \
-         watch restarts (re-lists) {relists:.0}, across {} agents",
+        "steady window: {steady}, across {} agents",
         sims.len() + reals.len()
     );
 
@@ -223,10 +210,10 @@ async fn main() {
             .alarms()
             .await
             .unwrap_or_else(|e| vec![format!("alarm list: {e}")]);
-        let relists = tally(&sims, &[], |m| m.watch_restarts.get(), "");
+        let restarted = Counters::of(&sims, &[]);
         println!(
             "mass restart: {n} agents stopped (deregistered) in {:.1} s, all registered again \
-             with the whole catalog in {:.1} s; watch restarts {relists:.0}, leader changes \
+             with the whole catalog in {:.1} s; restarted agents: {restarted}; leader changes \
              {:.0}, etcd alarms: {}",
             stopped.as_secs_f64(),
             took.as_secs_f64(),
@@ -391,13 +378,60 @@ impl Rounds {
     }
 }
 
-/// A counter summed over the simulated agents' metrics and the real agents' `series`.
-fn tally(
-    sims: &[Sim],
-    reals: &[Real],
-    of_sim: impl Fn(&hostmesh_registrar::metrics::RegistryMetrics) -> u64,
-    series: &str,
-) -> f64 {
-    sims.iter().map(|s| of_sim(&s.metrics) as f64).sum::<f64>()
-        + reals.iter().map(|r| r.sample(series)).sum::<f64>()
+/// The registrar's trouble counters summed over agents.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    lease_losses: f64,
+    failed_keepalives: f64,
+    watch_restarts: f64,
+}
+
+impl Counters {
+    /// Summed over the simulated agents' metrics and the real agents' /metrics.
+    fn of(sims: &[Sim], reals: &[Real]) -> Counters {
+        let mut c = Counters::default();
+        for m in sims.iter().map(|s| &s.metrics) {
+            c.lease_losses += m.lease_losses.get() as f64;
+            c.failed_keepalives += m.lease_keepalive_failures.get() as f64;
+            c.watch_restarts += m.watch_restarts.get() as f64;
+        }
+        for r in reals {
+            c.lease_losses += r.sample("hostmesh_lease_losses_total");
+            c.failed_keepalives += r.sample("hostmesh_lease_keepalive_failures_total");
+            c.watch_restarts += r.sample("hostmesh_etcd_watch_restarts_total");
+        }
+        c
+    }
+}
+
+impl std::ops::Add for Counters {
+    type Output = Counters;
+    fn add(self, o: Counters) -> Counters {
+        Counters {
+            lease_losses: self.lease_losses + o.lease_losses,
+            failed_keepalives: self.failed_keepalives + o.failed_keepalives,
+            watch_restarts: self.watch_restarts + o.watch_restarts,
+        }
+    }
+}
+
+impl std::ops::Sub for Counters {
+    type Output = Counters;
+    fn sub(self, o: Counters) -> Counters {
+        Counters {
+            lease_losses: self.lease_losses - o.lease_losses,
+            failed_keepalives: self.failed_keepalives - o.failed_keepalives,
+            watch_restarts: self.watch_restarts - o.watch_restarts,
+        }
+    }
+}
+
+impl std::fmt::Display for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "lease losses {:.0}, failed keep-alives {:.0}, watch restarts (re-lists) {:.0}",
+            self.lease_losses, self.failed_keepalives, self.watch_restarts
+        )
+    }
 }

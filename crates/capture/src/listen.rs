@@ -113,7 +113,7 @@ struct Reconciler {
 
 impl Reconciler {
     async fn run(mut self, mut snapshots: Snapshots) {
-        let current = wanted_of(&snapshots.borrow_and_update());
+        let current = wanted_of(&latest(&mut snapshots));
         self.reconcile(&current);
         let mut watching = true;
         loop {
@@ -122,7 +122,7 @@ impl Reconciler {
                 () = self.cancel.cancelled() => break,
                 changed = snapshots.changed(), if watching => match changed {
                     Ok(()) => {
-                        let wanted = wanted_of(&snapshots.borrow_and_update());
+                        let wanted = wanted_of(&latest(&mut snapshots));
                         self.reconcile(&wanted);
                     }
                     // The catalog is gone (shutting down): keep what is bound until cancelled.
@@ -227,6 +227,13 @@ impl Reconciler {
             }
         }
     }
+}
+
+/// The newest snapshot, taken out of the channel before any work is done on it: a borrow holds
+/// the channel's lock, and the catalog's next publish would wait while [`wanted`] walks every
+/// service.
+fn latest(snapshots: &mut Snapshots) -> Option<std::sync::Arc<Snapshot>> {
+    snapshots.borrow_and_update().clone()
 }
 
 fn wanted_of(snapshot: &Option<std::sync::Arc<Snapshot>>) -> BTreeSet<SocketAddrV4> {
