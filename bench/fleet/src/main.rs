@@ -94,6 +94,18 @@ fn parse_args() -> Args {
 
 #[tokio::main]
 async fn main() {
+    // Interrupted, the fleet still ends through its destructors: the etcd members, proxies and
+    // real agents are killed with it instead of outliving it.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler");
+    tokio::select! {
+        () = run() => {}
+        _ = tokio::signal::ctrl_c() => eprintln!("interrupted"),
+        _ = term.recv() => eprintln!("terminated"),
+    }
+}
+
+async fn run() {
     let args = parse_args();
     hostmesh_bench_support::raise_open_files_limit();
     let dir = tempfile::tempdir().expect("tempdir");

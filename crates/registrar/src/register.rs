@@ -276,7 +276,7 @@ impl Registrar {
         own.ensure(&self.client).await;
         // A foreign change is repaired once the burst of events it belongs to has passed.
         let mut repair_at: Option<Instant> = None;
-        // The keep-alive beats on a task of its own and reports here: a beat waits up to a third
+        // The keep-alive beats on a task of its own and reports here: a beat waits up to half
         // of the TTL for its answer (behind etcd's grpc-proxy it often waits that long), and
         // while it waited on this loop a new service (SIGHUP) or a health change waited too: 1 s
         // more before a change reached the fleet (20 agents behind a proxy).
