@@ -107,15 +107,28 @@ async fn main() {
 
 async fn run() {
     let args = parse_args();
+    // The simulated agents' own logs (the registrar's warnings) with RUST_LOG=warn.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     hostmesh_bench_support::raise_open_files_limit();
-    let dir = tempfile::tempdir().expect("tempdir");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().to_owned();
+    // FLEET_KEEP=1 keeps the members', proxies' and real agents' logs for a look afterwards.
+    let _removed_at_exit = if std::env::var_os("FLEET_KEEP").is_some() {
+        println!("keeping {}", tmp.keep().display());
+        None
+    } else {
+        Some(tmp)
+    };
     println!(
         "fleet: {} simulated agents + {} real, catalog {} services x 3, lease_ttl {:?}, \
          3 etcd members, {} grpc-proxies",
         args.agents, args.real, args.services, args.ttl, args.proxies
     );
 
-    let mut cluster = Cluster::start(dir.path(), 3, args.proxies).await;
+    let mut cluster = Cluster::start(&root, 3, args.proxies).await;
     let filled = fill_catalog(&cluster.direct, args.services)
         .await
         .expect("fill etcd");
@@ -128,15 +141,7 @@ async fn run() {
     let endpoints = cluster.agent_endpoints();
     let mut reals: Vec<Real> = tokio::task::block_in_place(|| {
         (0..args.real)
-            .map(|i| {
-                Real::start(
-                    &args.bin,
-                    &format!("real-{i}"),
-                    &endpoints,
-                    args.ttl,
-                    dir.path(),
-                )
-            })
+            .map(|i| Real::start(&args.bin, &format!("real-{i}"), &endpoints, args.ttl, &root))
             .collect()
     });
     let dns: Vec<SocketAddr> = reals.iter().map(Real::dns).collect();
@@ -146,7 +151,7 @@ async fn run() {
     };
 
     let base_rss = rss_kib(std::process::id());
-    let (mut sims, cold) = start_fleet(args.agents, &config, dir.path()).await;
+    let (mut sims, cold) = start_fleet(args.agents, &config, &root).await;
     let per_agent =
         (rss_kib(std::process::id()).saturating_sub(base_rss)) as f64 / args.agents as f64;
     println!(
@@ -213,7 +218,7 @@ async fn run() {
         }
         stops.join_all().await;
         let stopped = stopping.elapsed();
-        let (restarted, took) = start_fleet(n, &config, dir.path()).await;
+        let (restarted, took) = start_fleet(n, &config, &root).await;
         sims = restarted;
         for line in window.report(&cluster, "mass restart") {
             println!("{line}");
