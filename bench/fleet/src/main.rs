@@ -10,87 +10,33 @@
 //! - a mass restart: every simulated agent stopped (deregistering) and started at once.
 //!
 //! Usage: fleet HOSTMESH_BIN [--agents N] [--services N] [--proxies N] [--real N] [--ttl S]
-//!        [--steady S] [--changes N] [--dead N] [--no-restart]
+//!        [--steady S] [--changes N] [--dead N] [--ramp N] [--no-restart]
 
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
+mod args;
 mod cluster;
+mod counters;
+mod reach;
 mod real;
 mod sim;
 mod stats;
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hostmesh_bench_support::{fill_catalog, rss_kib};
-use hostmesh_registrar::catalog::{Snapshot, Snapshots};
+use hostmesh_registrar::catalog::Snapshots;
 use tokio::task::JoinSet;
 
+use args::parse_args;
 use cluster::Cluster;
-use real::{Answer, Real, resolve};
-use sim::{APPS, Sim, SimConfig};
-use stats::{Spread, Window};
-
-/// How long a change may take to reach every agent before the round counts it as missed.
-const REACH_WITHIN: Duration = Duration::from_secs(30);
-
-#[derive(Debug)]
-struct Args {
-    bin: PathBuf,
-    agents: usize,
-    services: usize,
-    proxies: usize,
-    real: usize,
-    ttl: Duration,
-    steady: Duration,
-    changes: usize,
-    dead: usize,
-    restart: bool,
-}
-
-fn parse_args() -> Args {
-    let mut it = std::env::args().skip(1);
-    let usage = "usage: fleet HOSTMESH_BIN [--agents N] [--services N] [--proxies N] [--real N] \
-                 [--ttl S] [--steady S] [--changes N] [--dead N] [--no-restart]";
-    let mut args = Args {
-        bin: PathBuf::from(it.next().expect(usage)),
-        agents: 100,
-        services: 10_000,
-        proxies: 1,
-        real: 3,
-        ttl: Duration::from_secs(10),
-        steady: Duration::from_secs(60),
-        changes: 20,
-        dead: 3,
-        restart: true,
-    };
-    while let Some(flag) = it.next() {
-        if flag == "--no-restart" {
-            args.restart = false;
-            continue;
-        }
-        let value: u64 = it
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{flag} needs a number; {usage}"));
-        let n = usize::try_from(value).expect("a count");
-        match flag.as_str() {
-            "--agents" => args.agents = n.max(1),
-            "--services" => args.services = n,
-            "--proxies" => args.proxies = n,
-            "--real" => args.real = n,
-            "--ttl" => args.ttl = Duration::from_secs(value.max(2)),
-            "--steady" => args.steady = Duration::from_secs(value),
-            "--changes" => args.changes = n,
-            "--dead" => args.dead = n,
-            _ => panic!("unknown flag {flag}; {usage}"),
-        }
-    }
-    args.dead = args.dead.min(args.agents.saturating_sub(1));
-    args
-}
+use counters::Counters;
+use reach::{Rounds, reach};
+use real::Real;
+use sim::{Sim, SimConfig};
+use stats::Window;
 
 #[tokio::main]
 async fn main() {
@@ -151,13 +97,18 @@ async fn run() {
     };
 
     let base_rss = rss_kib(std::process::id());
-    let (mut sims, cold) = start_fleet(args.agents, &config, &root).await;
+    let (mut sims, cold) = start_fleet(args.agents, &config, &root, args.ramp).await;
     let per_agent =
         (rss_kib(std::process::id()).saturating_sub(base_rss)) as f64 / args.agents as f64;
     println!(
-        "cold start (all {} at once): every agent registered with the whole catalog in {:.1} s; \
+        "cold start ({} agents, {}): every agent registered with the whole catalog in {:.1} s; \
          memory per simulated agent {:.0} KiB",
         args.agents,
+        if args.ramp == 0 {
+            "all at once".to_owned()
+        } else {
+            format!("{} a second", args.ramp)
+        },
         cold.as_secs_f64(),
         per_agent
     );
@@ -218,7 +169,7 @@ async fn run() {
         }
         stops.join_all().await;
         let stopped = stopping.elapsed();
-        let (restarted, took) = start_fleet(n, &config, &root).await;
+        let (restarted, took) = start_fleet(n, &config, &root, 0).await;
         sims = restarted;
         for line in window.report(&cluster, "mass restart") {
             println!("{line}");
@@ -263,16 +214,29 @@ async fn run() {
     );
 }
 
-/// Starts simulated agents `0..n` at once and waits until every one is registered and has the
-/// catalog (all the app services they run between them); returns them in index order and how
-/// long that took.
-async fn start_fleet(n: usize, config: &SimConfig, root: &Path) -> (Vec<Sim>, Duration) {
+/// Starts simulated agents `0..n`, `ramp` a second (0: all at once), and waits until every one
+/// is registered and has the catalog (all the app services they run between them); returns them
+/// in index order and how long that took.
+async fn start_fleet(
+    n: usize,
+    config: &SimConfig,
+    root: &Path,
+    ramp: usize,
+) -> (Vec<Sim>, Duration) {
     let started = Instant::now();
-    let apps = n.min(APPS);
+    let apps = sim::app_names(n);
     let mut starting = JoinSet::new();
     for i in 0..n {
         let (config, root) = (config.clone(), root.to_owned());
-        starting.spawn(async move { (i, Sim::start(i, &config, &root).await) });
+        let delay = if ramp == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(i as f64 / ramp as f64)
+        };
+        starting.spawn(async move {
+            tokio::time::sleep(delay).await;
+            (i, Sim::start(i, &config, &root).await)
+        });
     }
     let mut sims: Vec<Option<Sim>> = (0..n).map(|_| None).collect();
     while let Some(done) = starting.join_next().await {
@@ -280,175 +244,23 @@ async fn start_fleet(n: usize, config: &SimConfig, root: &Path) -> (Vec<Sim>, Du
         sims[i] = Some(sim.unwrap_or_else(|e| panic!("sim-{i}: {e}")));
     }
     let sims: Vec<Sim> = sims.into_iter().flatten().collect();
+    // Checked every 200 ms, only those not settled yet, then all once more: checking all of a
+    // thousand agents every 50 ms was this process's heaviest work, and slowed the agents down.
+    let mut pending: Vec<usize> = (0..n).collect();
     loop {
-        let waiting = sims.iter().filter(|s| !s.settled(apps)).count();
-        if waiting == 0 {
-            break;
+        pending.retain(|&i| !sims[i].settled(&apps));
+        if pending.is_empty() {
+            pending = (0..n).filter(|&i| !sims[i].settled(&apps)).collect();
+            if pending.is_empty() {
+                break;
+            }
         }
         assert!(
             started.elapsed() < Duration::from_secs(600),
-            "{waiting} of {n} simulated agents not registered with the whole catalog in 600 s"
+            "{} of {n} simulated agents not registered with the whole catalog in 600 s",
+            pending.len()
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     (sims, started.elapsed())
-}
-
-/// A service `name` that agents can route to: it has a VIP and a passing instance.
-fn visible(s: &Snapshot, name: &str) -> bool {
-    s.service(name)
-        .is_some_and(|svc| svc.vip.is_some() && svc.passing().next().is_some())
-}
-
-/// How long one change took to reach each agent.
-#[derive(Debug, Default)]
-struct Round {
-    sims: Vec<Duration>,
-    reals: Vec<Duration>,
-    /// Agents it did not reach within [`REACH_WITHIN`].
-    missed: usize,
-}
-
-/// Runs `change` and times, from just before it, how long until every catalog (of the simulated
-/// agents) and every real agent's DNS shows `name` as `present` (or gone).
-async fn reach(
-    catalogs: &[Snapshots],
-    dns: &[SocketAddr],
-    name: &str,
-    present: bool,
-    change: impl Future<Output = ()>,
-) -> Round {
-    let mut sim_waits = JoinSet::new();
-    for rx in catalogs {
-        let mut rx = rx.clone();
-        let name = name.to_owned();
-        sim_waits.spawn(async move {
-            let seen = rx.wait_for(|s| s.as_ref().is_some_and(|s| visible(s, &name) == present));
-            tokio::time::timeout(REACH_WITHIN, seen)
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .map(|_| Instant::now())
-        });
-    }
-    let mut dns_waits = JoinSet::new();
-    let want = if present {
-        Answer::Address
-    } else {
-        Answer::NxDomain
-    };
-    for &addr in dns {
-        let name = format!("{name}.mesh.");
-        dns_waits.spawn(async move {
-            let started = Instant::now();
-            while started.elapsed() < REACH_WITHIN {
-                if resolve(addr, &name).await == want {
-                    return Some(Instant::now());
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            None
-        });
-    }
-    let t0 = Instant::now();
-    change.await;
-    let mut round = Round::default();
-    for (waits, into) in [(sim_waits, &mut round.sims), (dns_waits, &mut round.reals)] {
-        for seen in waits.join_all().await {
-            match seen {
-                Some(at) => into.push(at.saturating_duration_since(t0)),
-                None => round.missed += 1,
-            }
-        }
-    }
-    round
-}
-
-#[derive(Debug, Default)]
-struct Rounds(Vec<Round>);
-
-impl Rounds {
-    fn push(&mut self, r: Round) {
-        self.0.push(r);
-    }
-
-    fn print(&self, what: &str) {
-        if self.0.is_empty() {
-            return;
-        }
-        let every: Vec<Duration> = self
-            .0
-            .iter()
-            .filter(|r| r.missed == 0)
-            .filter_map(|r| r.sims.iter().chain(&r.reals).max().copied())
-            .collect();
-        let sims: Vec<Duration> = self.0.iter().flat_map(|r| r.sims.clone()).collect();
-        let reals: Vec<Duration> = self.0.iter().flat_map(|r| r.reals.clone()).collect();
-        let missed: usize = self.0.iter().map(|r| r.missed).sum();
-        println!("{what}, {} changes:", self.0.len());
-        println!("  reached every agent: {}", Spread::of(&every));
-        println!("  each simulated agent's catalog: {}", Spread::of(&sims));
-        println!("  each real agent's DNS: {}", Spread::of(&reals));
-        if missed > 0 {
-            println!("  MISSED: {missed} agent-changes not seen within {REACH_WITHIN:?}");
-        }
-    }
-}
-
-/// The registrar's trouble counters summed over agents.
-#[derive(Debug, Clone, Copy, Default)]
-struct Counters {
-    lease_losses: f64,
-    failed_keepalives: f64,
-    watch_restarts: f64,
-}
-
-impl Counters {
-    /// Summed over the simulated agents' metrics and the real agents' /metrics.
-    fn of(sims: &[Sim], reals: &[Real]) -> Counters {
-        let mut c = Counters::default();
-        for m in sims.iter().map(|s| &s.metrics) {
-            c.lease_losses += m.lease_losses.get() as f64;
-            c.failed_keepalives += m.lease_keepalive_failures.get() as f64;
-            c.watch_restarts += m.watch_restarts.get() as f64;
-        }
-        for r in reals {
-            c.lease_losses += r.sample("hostmesh_lease_losses_total");
-            c.failed_keepalives += r.sample("hostmesh_lease_keepalive_failures_total");
-            c.watch_restarts += r.sample("hostmesh_etcd_watch_restarts_total");
-        }
-        c
-    }
-}
-
-impl std::ops::Add for Counters {
-    type Output = Counters;
-    fn add(self, o: Counters) -> Counters {
-        Counters {
-            lease_losses: self.lease_losses + o.lease_losses,
-            failed_keepalives: self.failed_keepalives + o.failed_keepalives,
-            watch_restarts: self.watch_restarts + o.watch_restarts,
-        }
-    }
-}
-
-impl std::ops::Sub for Counters {
-    type Output = Counters;
-    fn sub(self, o: Counters) -> Counters {
-        Counters {
-            lease_losses: self.lease_losses - o.lease_losses,
-            failed_keepalives: self.failed_keepalives - o.failed_keepalives,
-            watch_restarts: self.watch_restarts - o.watch_restarts,
-        }
-    }
-}
-
-impl std::fmt::Display for Counters {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "lease losses {:.0}, failed keep-alives {:.0}, watch restarts (re-lists) {:.0}",
-            self.lease_losses, self.failed_keepalives, self.watch_restarts
-        )
-    }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hostmesh_config::spec::{InstanceSpec, Protocol};
-use hostmesh_registrar::catalog::{Catalog, CatalogConfig, Snapshot, Snapshots};
+use hostmesh_registrar::catalog::{Catalog, CatalogConfig, Snapshots};
 use hostmesh_registrar::etcd::{EtcdOptions, endpoints};
 use hostmesh_registrar::keys::Layout;
 use hostmesh_registrar::metrics::RegistryMetrics;
@@ -134,15 +134,14 @@ impl Sim {
         })
     }
 
-    /// Registered under a live lease, with a catalog from etcd that has the first `apps` app
-    /// services (all of them once every simulated host registered).
-    pub fn settled(&self, apps: usize) -> bool {
-        self.status.report().registered
-            && self
-                .snapshots
-                .borrow()
-                .as_ref()
-                .is_some_and(|s| has_apps(s, apps))
+    /// Registered under a live lease, with a catalog from etcd that has every service of
+    /// `names` (the app services the simulated hosts run between them).
+    pub fn settled(&self, names: &[String]) -> bool {
+        self.snapshots
+            .borrow()
+            .as_ref()
+            .is_some_and(|s| names.iter().all(|n| s.services.contains_key(n)))
+            && self.status.report().registered
     }
 
     /// Starts one more instance on this host (a new file and SIGHUP).
@@ -174,6 +173,7 @@ impl Sim {
     }
 }
 
-pub fn has_apps(s: &Snapshot, apps: usize) -> bool {
-    (0..apps).all(|a| s.services.contains_key(&format!("app-{a}")))
+/// The app services hosts `0..n` run between them.
+pub fn app_names(n: usize) -> Vec<String> {
+    (0..n.min(APPS)).map(|a| format!("app-{a}")).collect()
 }

@@ -39,7 +39,7 @@ keys! {
          query, fragment or `user@`. A trailing `/` is dropped. Each bad item is its own problem \
          (`item N (\"…\"): …`). Members of one etcd cluster, or etcd grpc-proxies in front of \
          it: the agent spreads its requests over them and moves its lease and watch to another \
-         when one fails.";
+         when one fails. List two or more proxies behind a proxy tier (docs/scale.md).";
     ETCD_PREFIX = "etcd.prefix", Str, "string", Written("\"/hostmesh\""), Restart,
         "Starts with `/`. Does not end with `/`, so `/` alone is refused. No `//`, whitespace or \
          control characters.";

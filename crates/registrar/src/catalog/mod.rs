@@ -5,10 +5,10 @@
 //! under `<prefix>/v1/` in pages at one revision, replace the working state, and watch from that
 //! revision + 1, applying events as they come. Progress requests every second prove the watch is
 //! alive (a silent partition otherwise looks like a quiet mesh); behind etcd's grpc-proxy, which
-//! drops them, HTTP/2 pings and require-leader do. A stall, a broken stream, a compacted revision
-//! or a lost leader ends the watch and the loop lists again after a jittered backoff. Nothing
-//! else lists again: a re-list on a clock, as before, had every agent of a fleet read the whole
-//! catalog every few minutes.
+//! drops them, the connection checks (`crate::etcd`) and require-leader do. A stall, a broken
+//! stream, a compacted revision or a lost leader ends the watch and the loop lists again after a
+//! jittered backoff. Nothing else lists again: a re-list on a clock, as before, had every agent
+//! of a fleet read the whole catalog every few minutes.
 //!
 //! Fail-static: an error never publishes anything, and a listing with no keys at all never
 //! replaces a non-empty snapshot (an etcd restored from nothing must not blank the mesh).
@@ -400,9 +400,10 @@ impl Watcher {
         // Whether this stream has answered a progress request, and whether we still ask.
         // etcd's grpc-proxy (3.4) drops progress requests without a word, so behind one the
         // watch would look silent every few seconds and list the whole catalog again. A stream
-        // that never answers one is left to the transport's checks instead: HTTP/2 pings find a
-        // dead connection, and require-leader ends the watch of a member (or proxy) that lost
-        // its leader (both set in `etcd::EtcdOptions::open`).
+        // that never answers one is left to the transport's checks instead: the endpoint probes
+        // (`etcd::endpoints`), or HTTP/2 pings with a single endpoint, find a dead connection,
+        // and require-leader ends the watch of a member (or proxy) that lost its leader (set in
+        // `etcd::EtcdOptions::open`).
         let mut answers_progress = false;
         let mut asking = true;
         loop {
@@ -418,7 +419,7 @@ impl Watcher {
                         asking = false;
                         tracing::info!(
                             "etcd does not answer watch progress requests (etcd's grpc-proxy drops \
-                             them); the catalog watch relies on HTTP/2 pings and require-leader"
+                             them); the catalog watch relies on the connection checks and require-leader"
                         );
                         continue;
                     }
