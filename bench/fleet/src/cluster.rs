@@ -167,8 +167,8 @@ impl Cluster {
             .collect())
     }
 
-    /// Every member and proxy still running (none crashed or was killed by the OOM killer).
-    pub fn all_running(&mut self) -> Vec<String> {
+    /// The members and proxies no longer running (crashed, or killed by the OOM killer).
+    pub fn down(&mut self) -> Vec<String> {
         self.members
             .iter_mut()
             .chain(self.proxies.iter_mut())

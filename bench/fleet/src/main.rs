@@ -138,10 +138,10 @@ async fn run() {
     for d in 0..args.dead {
         let name = format!("doomed-{d}");
         let mut victim = sims.pop().expect("a simulated agent");
-        departed = departed + Counters::of(std::slice::from_ref(&victim), &[]);
         let watching = catalogs(&sims);
         let round = reach(&watching, &dns, &name, true, victim.add(&name)).await;
         assert_eq!(round.missed, 0, "{name} did not reach every agent");
+        departed = departed + Counters::of(std::slice::from_ref(&victim), &[]);
         let round = reach(&watching, &dns, &name, false, async move { victim.kill() }).await;
         dead.push(round);
     }
@@ -186,32 +186,32 @@ async fn run() {
             stopped.as_secs_f64(),
             took.as_secs_f64(),
             window.leader_changes(&cluster),
-            if alarms.is_empty() {
-                "none".to_owned()
-            } else {
-                alarms.join("; ")
-            }
+            or_none(&alarms)
         );
     }
 
-    let down = cluster.all_running();
+    let down = cluster.down();
     let crashed: Vec<&str> = reals
         .iter_mut()
         .filter_map(|r| (!r.proc.is_running()).then_some(r.name.as_str()))
         .collect();
     println!(
         "end: etcd members and proxies down: {}; real agents exited: {}",
-        if down.is_empty() {
-            "none".to_owned()
-        } else {
-            down.join(", ")
-        },
-        if crashed.is_empty() {
-            "none".to_owned()
-        } else {
-            crashed.join(", ")
-        }
+        or_none(&down),
+        or_none(&crashed)
     );
+}
+
+/// `items` joined for the report, or "none".
+fn or_none(items: &[impl AsRef<str>]) -> String {
+    if items.is_empty() {
+        return "none".to_owned();
+    }
+    items
+        .iter()
+        .map(AsRef::as_ref)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Starts simulated agents `0..n`, `ramp` a second (0: all at once), and waits until every one
