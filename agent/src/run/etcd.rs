@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use hostmesh_registrar::etcd::{AuthError, EtcdOptions, SettingNames, endpoints};
+use hostmesh_registrar::etcd::{AuthError, EtcdOptions, SettingNames};
 use hostmesh_registrar::keys::Layout;
 use hostmesh_registrar::record::HostInfo;
 use hostmesh_registrar::register::{ClaimError, Registrar, RegistrarConfig};
@@ -23,12 +23,9 @@ pub(super) async fn connect_etcd(
     config: &AgentConfig,
     cancel: &CancellationToken,
 ) -> Result<etcd_client::Client, RunError> {
-    let (mut client, login) = etcd_options(config).open().await?;
-    tokio::spawn(endpoints::keep_live_in_rotation(
-        client.clone(),
-        config.etcd.endpoints.clone(),
-        cancel.clone(),
-    ));
+    let (mut client, login) = etcd_options(config)
+        .open_with_probes(cancel.clone())
+        .await?;
     let Some(login) = login else {
         return Ok(client);
     };

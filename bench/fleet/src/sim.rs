@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use hostmesh_config::spec::{InstanceSpec, Protocol};
 use hostmesh_registrar::catalog::{Catalog, CatalogConfig, Snapshots};
-use hostmesh_registrar::etcd::{EtcdOptions, endpoints};
+use hostmesh_registrar::etcd::EtcdOptions;
 use hostmesh_registrar::keys::Layout;
 use hostmesh_registrar::metrics::RegistryMetrics;
 use hostmesh_registrar::record::HostInfo;
 use hostmesh_registrar::register::{Registrar, RegistrarConfig, RegistrarStatus};
-use ipnet::Ipv4Net;
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -73,7 +72,7 @@ impl Sim {
             .tempdir_in(root)
             .map_err(|e| format!("data dir: {e}"))?;
         let layout = Layout::new("/hostmesh");
-        let vip_range: Ipv4Net = "127.77.0.0/16".parse().map_err(|e| format!("{e}"))?;
+        let vip_range = hostmesh_config::default_vip_range();
         let metrics = RegistryMetrics::default();
         let stop_registrar = CancellationToken::new();
         let stop_rest = CancellationToken::new();
@@ -84,14 +83,9 @@ impl Sim {
         let (catalog, watcher) = Catalog::open(catalog_config, metrics.clone(), stop_rest.clone());
 
         let (client, _) = EtcdOptions::with_endpoints(config.endpoints.clone())
-            .open()
+            .open_with_probes(stop_rest.clone())
             .await
             .map_err(|e| e.to_string())?;
-        tokio::spawn(endpoints::keep_live_in_rotation(
-            client.clone(),
-            config.endpoints.clone(),
-            stop_rest.clone(),
-        ));
         let specs = vec![spec(&format!("app-{}", index % APPS), &host)];
         let address = Ipv4Addr::from(0x0a00_0000 | u32::try_from(index).unwrap_or(0));
         let mut registrar = Registrar::new(

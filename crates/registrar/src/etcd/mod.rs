@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions};
+use tokio_util::sync::CancellationToken;
 
 pub use auth::{AuthError, Credentials, Login};
 
@@ -149,6 +150,24 @@ impl EtcdOptions {
         // No user in the options: etcd-client would authenticate inside `connect` and fail
         // while etcd is down. The login sets the user on this client's shared credentials.
         let client = Client::connect(&self.endpoints, Some(options)).await?;
+        Ok((client, login))
+    }
+
+    /// [`open`](Self::open), then spawns [`endpoints::keep_live_in_rotation`] for this client and
+    /// these endpoints until `cancel`. A client with several endpoints needs that task (without
+    /// it, requests keep going to an endpoint that refuses connections), so everything that runs
+    /// the registrar opens its client here: the agent and bench/fleet's simulated agents, which
+    /// would otherwise each repeat both steps. Must be called within a Tokio runtime.
+    pub async fn open_with_probes(
+        &self,
+        cancel: CancellationToken,
+    ) -> Result<(Client, Option<Login>), ConnectError> {
+        let (client, login) = self.open().await?;
+        tokio::spawn(endpoints::keep_live_in_rotation(
+            client.clone(),
+            self.endpoints.clone(),
+            cancel,
+        ));
         Ok((client, login))
     }
 }
