@@ -8,18 +8,19 @@ use std::sync::Arc;
 
 use http::header::HeaderValue;
 use http::{Request, Response};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
 
 use hostmesh_config::spec::Protocol;
 
-use super::{Inbound, PeerIo, caller};
+use super::{Inbound, PeerIo, app_h1, caller};
 use crate::app_request;
 use crate::body::{self, ProxyBody};
 use crate::h2_limits;
 use crate::http_errors::{self, Reason};
+use crate::outbound::retry;
 use crate::pool;
 use crate::trace::Kind;
 use hostmesh_listen::idle::{BusyBody, Idle};
@@ -97,6 +98,8 @@ async fn handle(
     let timeout = header(wire::TIMEOUT)
         .and_then(wire::parse_timeout)
         .unwrap_or(ctx.settings.request_timeout);
+    // Read before `write_map` drops the agent's own fields.
+    let replayable = retry::is_safe_with(&parts.method, header(wire::RETRYABLE));
     let caller = caller::of_request(caller.as_ref(), &parts.headers);
     if !ctx
         .policies
@@ -129,31 +132,51 @@ async fn handle(
     let hop = ctx
         .tracer
         .hop(&mut parts.headers, Kind::Server, service, &parts.method);
-    let Some(uri) = pool::absolute_uri(spec.authority.clone(), pool::path_of(&parts.uri)) else {
-        return http_errors::response(Reason::BadRequest, grpc);
-    };
-    parts.uri = uri;
-    parts.version = http::Version::HTTP_11;
-    let req = Request::from_parts(parts, body::boxed(incoming));
-    let client = if grpc {
-        &ctx.pools.get().local_h2c_direct
+    let path = pool::path_of(&parts.uri);
+    let sent = if !grpc && app_h1::takes(&parts, incoming.is_end_stream()) {
+        let send = app_h1::send(
+            &parts,
+            &path,
+            &spec.authority,
+            spec.target,
+            &ctx.settings,
+            replayable,
+        );
+        tokio::time::timeout(timeout, send)
+            .await
+            .map(|r| r.map_err(|e| (e.never_reached(), e.to_string())))
     } else {
-        &ctx.pools.get().local_http1_direct
+        let Some(uri) = pool::absolute_uri(spec.authority.clone(), path) else {
+            return http_errors::response(Reason::BadRequest, grpc);
+        };
+        parts.uri = uri;
+        parts.version = http::Version::HTTP_11;
+        let req = Request::from_parts(parts, body::boxed(incoming));
+        let client = if grpc {
+            &ctx.pools.get().local_h2c_direct
+        } else {
+            &ctx.pools.get().local_http1_direct
+        };
+        tokio::time::timeout(timeout, client.request(req))
+            .await
+            .map(|r| {
+                r.map(|resp| resp.map(body::boxed))
+                    .map_err(|e| (e.is_connect(), e.to_string()))
+            })
     };
-    let resp = match tokio::time::timeout(timeout, client.request(req)).await {
+    let resp = match sent {
         Err(_) => http_errors::response(Reason::DeadlineExceeded, grpc),
-        Ok(Err(e)) if e.is_connect() => {
+        Ok(Err((true, e))) => {
             tracing::debug!(service, target = %spec.target, "inbound: app unreachable: {e}");
             http_errors::response(Reason::UpstreamUnreachable, grpc)
         }
-        Ok(Err(e)) => {
+        Ok(Err((false, e))) => {
             tracing::debug!(service, target = %spec.target, "inbound: app failed: {e}");
             http_errors::response(Reason::UpstreamReset, grpc)
         }
-        Ok(Ok(resp)) => {
-            let (mut rparts, rbody) = resp.into_parts();
-            headers::strip_hop_by_hop(&mut rparts.headers);
-            Response::from_parts(rparts, body::boxed(rbody))
+        Ok(Ok(mut resp)) => {
+            headers::strip_hop_by_hop(resp.headers_mut());
+            resp
         }
     };
     if let Some(hop) = hop {

@@ -11,6 +11,7 @@
 //! The instance is always looked up in this host's own definitions; an address from the wire is
 //! never dialed.
 
+mod app_h1;
 pub(crate) mod caller;
 mod http;
 mod tcp;

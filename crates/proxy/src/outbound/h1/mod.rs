@@ -15,11 +15,11 @@
 //! over a limit, a service with an instance on another host) is handed, before a byte of it is
 //! consumed, to hyper's path, which serves the connection from then on.
 
-mod fields;
+pub(crate) mod fields;
 pub(crate) mod request;
 pub(crate) mod response;
 mod timer;
-mod upstream;
+pub(crate) mod upstream;
 
 use std::io;
 use std::net::SocketAddrV4;

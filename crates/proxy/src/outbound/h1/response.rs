@@ -21,6 +21,15 @@ pub enum Framing {
     UntilClose,
 }
 
+/// What becomes of a chunked body's framing on the way on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    /// The body goes on as it came (HTTP/1.1 to HTTP/1.1): `Transfer-Encoding` with it.
+    Relayed,
+    /// The body is decoded (passed on as HTTP/2 DATA): `Transfer-Encoding` stays behind.
+    Decoded,
+}
+
 /// What the start of the buffer holds.
 #[derive(Debug)]
 pub enum Parsed {
@@ -133,6 +142,28 @@ impl Response {
         std::str::from_utf8(&buf[at]).ok()
     }
 
+    /// The fields that go on with the response: the app's less the hop-by-hop ones (by name or
+    /// because `Connection` names them) and less a `Content-Length` beside a `Transfer-Encoding`
+    /// (RFC 9112 §6.3 asks a proxy to drop it). `Transfer-Encoding` itself goes on only when
+    /// the body is relayed as it came (`coding`).
+    pub fn passed_on<'a>(
+        &'a self,
+        buf: &'a [u8],
+        coding: Coding,
+    ) -> impl Iterator<Item = &'a Field> + 'a {
+        let connection = fields::connection_named(buf, &self.fields);
+        self.fields.iter().filter(move |f| {
+            let name = f.name(buf);
+            let framing = name.eq_ignore_ascii_case(b"transfer-encoding");
+            let overridden = self.coded && name.eq_ignore_ascii_case(b"content-length");
+            let hop = headers::is_hop_by_hop(name)
+                || connection
+                    .iter()
+                    .any(|c| c.as_bytes().eq_ignore_ascii_case(name));
+            (framing && coding == Coding::Relayed) || !(hop || overridden)
+        })
+    }
+
     /// Writes the head the client gets: the app's status and fields less the hop-by-hop ones
     /// (the framing fields stay: the body is relayed as it is; but a `Content-Length` beside a
     /// `Transfer-Encoding` goes, as RFC 9112 §6.3 asks of a proxy), and `connection: close` when
@@ -153,18 +184,8 @@ impl Response {
             out.extend_from_slice(reason);
         }
         out.extend_from_slice(b"\r\n");
-        let connection = fields::connection_named(buf, &self.fields);
-        for f in &self.fields {
-            let name = f.name(buf);
-            let framing = name.eq_ignore_ascii_case(b"transfer-encoding");
-            let overridden = self.coded && name.eq_ignore_ascii_case(b"content-length");
-            let hop = headers::is_hop_by_hop(name)
-                || connection
-                    .iter()
-                    .any(|c| c.as_bytes().eq_ignore_ascii_case(name));
-            if framing || !(hop || overridden) {
-                f.write(buf, out);
-            }
+        for f in self.passed_on(buf, Coding::Relayed) {
+            f.write(buf, out);
         }
         if close {
             out.extend_from_slice(b"connection: close\r\n");

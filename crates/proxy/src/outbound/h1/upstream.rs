@@ -74,7 +74,7 @@ impl Upstream {
     /// Whether an idle connection can take another request: the app has neither closed it nor
     /// sent anything unasked. Reads only when the reactor has seen it readable, so the usual
     /// answer costs no system call.
-    fn still_open(&mut self) -> bool {
+    pub fn still_open(&mut self) -> bool {
         if !self.buf.is_empty() {
             return false;
         }

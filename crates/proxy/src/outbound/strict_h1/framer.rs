@@ -110,7 +110,7 @@ impl Framer {
                 }
                 Feed::Release(n)
             }
-            State::Chunked(chunk, size) => match chunked(chunk, size, data) {
+            State::Chunked(chunk, size) => match chunked(chunk, size, data, &mut |_| {}) {
                 Some((n, true)) => {
                     self.state = State::Head(Head::default());
                     Feed::Release(n)
@@ -217,13 +217,29 @@ impl ChunkedBody {
     /// How many of `data`'s bytes belong to the body and whether it ends there; `None` when
     /// the framing is broken.
     pub fn feed(&mut self, data: &[u8]) -> Option<(usize, bool)> {
-        chunked(&mut self.chunk, &mut self.size, data)
+        chunked(&mut self.chunk, &mut self.size, data, &mut |_| {})
+    }
+
+    /// [`feed`](Self::feed), also handing `payload` where in `data` each run of chunk data is
+    /// (for a body that is decoded rather than relayed as it is: an app's response passed on
+    /// over HTTP/2). Trailers are walked over, not handed on.
+    pub fn decode(
+        &mut self,
+        data: &[u8],
+        payload: &mut impl FnMut(std::ops::Range<usize>),
+    ) -> Option<(usize, bool)> {
+        chunked(&mut self.chunk, &mut self.size, data, payload)
     }
 }
 
 /// Walks chunked framing over `data`: how many bytes belong to the body and whether it ended
-/// there; `None` when the framing is broken.
-fn chunked(chunk: &mut Chunk, size: &mut u64, data: &[u8]) -> Option<(usize, bool)> {
+/// there; `None` when the framing is broken. `payload` gets the ranges of chunk data.
+fn chunked(
+    chunk: &mut Chunk,
+    size: &mut u64,
+    data: &[u8],
+    payload: &mut impl FnMut(std::ops::Range<usize>),
+) -> Option<(usize, bool)> {
     let mut i = 0;
     while i < data.len() {
         match *chunk {
@@ -231,6 +247,9 @@ fn chunked(chunk: &mut Chunk, size: &mut u64, data: &[u8]) -> Option<(usize, boo
                 let n = usize::try_from(*size)
                     .unwrap_or(usize::MAX)
                     .min(data.len() - i);
+                if n > 0 {
+                    payload(i..i + n);
+                }
                 i += n;
                 *size -= n as u64;
                 if *size == 0 {

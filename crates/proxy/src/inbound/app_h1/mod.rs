@@ -1,0 +1,123 @@
+//! The inbound side's HTTP/1.1 leg to this host's `http` apps, without hyper's client: the
+//! request head is written from the peer's HTTP/2 request in one piece, the response head is
+//! parsed in place (the lean outbound path's parser, `outbound::h1::response`), and the body is
+//! read from the app connection by the peer's stream itself ([`AppBody`]). Connections are kept
+//! per data path worker ([`idle`]).
+//!
+//! Why not hyper's pooled client, as before: each request there was a pool checkout, a channel
+//! to the connection's own task and back, and that task's wake-ups: the profile of the two-host
+//! path put the inbound app leg at about a quarter of both agents' CPU. Here the peer's stream
+//! writes the request and reads the answer on its own task.
+//!
+//! The leg takes requests without a body (the peer's HEADERS ended the stream: GET, HEAD, most
+//! DELETEs and some POSTs), which need no concurrent upload while the answer is read. Requests
+//! with a body, and `grpc` apps (h2c), keep hyper's client.
+
+mod body;
+mod idle;
+
+use std::net::SocketAddr;
+
+use http::header::{HOST, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderMap, Method, Response};
+
+use crate::body::{ProxyBody, boxed};
+use crate::outbound::h1::response::{Coding, Response as Head};
+use crate::outbound::h1::upstream::{Upstream, UpstreamError};
+use crate::settings::Settings;
+pub use body::AppBody;
+
+/// Whether a request takes this leg rather than hyper's client: it has no body (`ended`: the
+/// peer's HEADERS ended the stream) and is not a `CONNECT`.
+pub fn takes(parts: &Parts, ended: bool) -> bool {
+    ended && parts.method != Method::CONNECT
+}
+
+/// Sends a request the app is to receive as `parts` (its fields already as `app_request`
+/// makes them) to `target`, and returns the app's response as the peer gets it. `replayable`:
+/// the request may be sent again when a kept connection turns out closed under it (as Go's and
+/// hyper's clients do for idempotent requests).
+pub async fn send(
+    parts: &Parts,
+    path: &PathAndQuery,
+    authority: &Authority,
+    target: SocketAddr,
+    settings: &Settings,
+    replayable: bool,
+) -> Result<Response<ProxyBody>, UpstreamError> {
+    let mut head = Vec::with_capacity(512);
+    write_head(parts, path, authority, &mut head);
+    let head_request = parts.method == Method::HEAD;
+    let max = settings.max_header_bytes;
+    if let Some(mut up) = idle::take(target, settings.idle_timeout) {
+        match up.exchange(&head, head_request, max).await {
+            Ok(resp) => return respond(resp, up, settings),
+            Err(e) if e.before_response() && replayable => {
+                tracing::debug!(%target, "kept app connection closed under a request: {e}");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let mut up = Upstream::connect(target, settings.connect_timeout).await?;
+    let resp = up.exchange(&head, head_request, max).await?;
+    respond(resp, up, settings)
+}
+
+/// The request line and fields as the app gets them. A request without `host` gets the app's
+/// own address, as hyper's client gave it (port 80 left out).
+fn write_head(parts: &Parts, path: &PathAndQuery, authority: &Authority, out: &mut Vec<u8>) {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_str().as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    if !parts.headers.contains_key(HOST) {
+        out.extend_from_slice(b"host: ");
+        let host = match authority.port_u16() {
+            Some(80) => authority.host(),
+            _ => authority.as_str(),
+        };
+        out.extend_from_slice(host.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The response the peer gets for the app's `head`: its status and end-to-end fields, and the
+/// body still to come on `up`.
+fn respond(
+    head: Head,
+    mut up: Upstream,
+    settings: &Settings,
+) -> Result<Response<ProxyBody>, UpstreamError> {
+    let mut fields = HeaderMap::with_capacity(16);
+    for f in head.passed_on(&up.buf, Coding::Decoded) {
+        // httparse took only tokens and visible values, which these accept; anything else is
+        // a response hyper's client refused too.
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(f.name(&up.buf)),
+            HeaderValue::from_bytes(f.value(&up.buf)),
+        ) else {
+            return Err(UpstreamError::Invalid(
+                "a response field HTTP/2 cannot carry",
+            ));
+        };
+        fields.append(name, value);
+    }
+    let _ = up.buf.split_to(head.head_len);
+    let body = AppBody::new(up, head.framing, head.reusable, settings.idle_timeout);
+    let mut resp = Response::new(boxed(body));
+    *resp.status_mut() = head.status;
+    *resp.headers_mut() = fields;
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,214 @@
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::Request;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::*;
+
+fn settings() -> Settings {
+    Settings {
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(30),
+        header_read_timeout: Duration::from_secs(5),
+        max_headers: 100,
+        max_header_bytes: 65536,
+    }
+}
+
+/// An app answering the requests on each connection with `answers` in turn (then closing; an
+/// empty answer closes at once), and
+/// what it received: per connection, the request heads.
+async fn app(answers: &'static [&'static str]) -> (SocketAddr, Arc<Mutex<Vec<Vec<String>>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let conn = {
+                let mut seen = record.lock().unwrap();
+                seen.push(Vec::new());
+                seen.len() - 1
+            };
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                for answer in answers {
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut more = [0u8; 4096];
+                        match s.read(&mut more).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&more[..n]),
+                        }
+                    };
+                    let head: Vec<u8> = buf.drain(..end).collect();
+                    record.lock().unwrap()[conn].push(String::from_utf8(head).unwrap());
+                    // An empty answer: close without one.
+                    if answer.is_empty() || s.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn parts(method: &str, host: Option<&str>) -> Parts {
+    let mut b = Request::builder()
+        .method(method)
+        .uri("/items?x=1")
+        .header("x-keep", "1");
+    if let Some(h) = host {
+        b = b.header(HOST, h);
+    }
+    b.body(()).unwrap().into_parts().0
+}
+
+async fn call(
+    addr: SocketAddr,
+    method: &str,
+    replayable: bool,
+) -> Result<(u16, HeaderMap, Result<bytes::Bytes, String>), UpstreamError> {
+    let parts = parts(method, Some("orders.mesh"));
+    let authority = Authority::try_from(addr.to_string()).unwrap();
+    let path = PathAndQuery::from_static("/items?x=1");
+    let resp = send(&parts, &path, &authority, addr, &settings(), replayable).await?;
+    let (head, body) = resp.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| e.to_string());
+    Ok((head.status.as_u16(), head.headers, body))
+}
+
+#[tokio::test]
+async fn a_response_by_length_comes_whole_and_its_connection_is_used_again() {
+    let (addr, seen) = app(&[
+        "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: keep-alive, x-private\r\nx-private: 1\r\nx-app: a\r\n\r\nhello",
+        "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+    ])
+    .await;
+    let (status, fields, body) = call(addr, "GET", true).await.unwrap();
+    assert_eq!((status, body.unwrap().as_ref()), (200, &b"hello"[..]));
+    assert_eq!(fields.get("x-app").unwrap(), "a");
+    assert_eq!(fields.get("content-length").unwrap(), "5");
+    for hop in ["connection", "x-private"] {
+        assert!(fields.get(hop).is_none(), "{hop} passed on");
+    }
+    assert_eq!(idle::kept(), 1);
+    let (status, _, body) = call(addr, "GET", true).await.unwrap();
+    assert_eq!((status, body.unwrap().len()), (404, 0));
+    assert_eq!(
+        idle::kept(),
+        1,
+        "an empty body gives the connection back at once"
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "one connection for both: {seen:?}");
+    assert_eq!(
+        seen[0][0],
+        "GET /items?x=1 HTTP/1.1\r\nx-keep: 1\r\nhost: orders.mesh\r\n\r\n"
+    );
+}
+
+#[tokio::test]
+async fn a_chunked_response_is_decoded_and_a_missing_host_is_the_apps_address() {
+    let (addr, seen) = app(&[
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 99\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-trailer: t\r\n\r\n",
+    ])
+    .await;
+    let parts = parts("GET", None);
+    let authority = Authority::try_from(addr.to_string()).unwrap();
+    let resp = send(
+        &parts,
+        &PathAndQuery::from_static("/"),
+        &authority,
+        addr,
+        &settings(),
+        true,
+    )
+    .await
+    .unwrap();
+    assert!(resp.headers().get("transfer-encoding").is_none());
+    assert!(
+        resp.headers().get("content-length").is_none(),
+        "a length beside a coding is dropped"
+    );
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.as_ref(), b"hello world");
+    assert_eq!(idle::kept(), 1);
+    let head = seen.lock().unwrap()[0][0].clone();
+    assert_eq!(
+        head,
+        format!("GET / HTTP/1.1\r\nhost: {addr}\r\nx-keep: 1\r\n\r\n")
+    );
+}
+
+#[tokio::test]
+async fn a_response_cut_short_fails_rather_than_ends_early() {
+    let (addr, _) = app(&["HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf"]).await;
+    let (status, _, body) = call(addr, "GET", true).await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body.unwrap_err().contains("cut its response short"));
+    let (addr, _) = app(&["HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"]).await;
+    let (_, _, body) = call(addr, "GET", true).await.unwrap();
+    assert!(body.unwrap_err().contains("chunked"));
+    assert_eq!(idle::kept(), 0);
+}
+
+#[tokio::test]
+async fn a_body_until_close_ends_with_the_connection() {
+    let (addr, _) = app(&["HTTP/1.1 200 OK\r\n\r\nall of it"]).await;
+    let (_, _, body) = call(addr, "GET", true).await.unwrap();
+    assert_eq!(body.unwrap().as_ref(), b"all of it");
+    assert_eq!(idle::kept(), 0);
+}
+
+#[tokio::test]
+async fn a_kept_connection_closed_under_a_request_is_retried_only_when_replayable() {
+    // Each connection answers one request and closes under the next.
+    let (addr, seen) = app(&["HTTP/1.1 204 No Content\r\n\r\n", ""]).await;
+    let (status, _, _) = call(addr, "GET", true).await.unwrap();
+    assert_eq!(status, 204);
+    let (status, _, _) = call(addr, "GET", true).await.unwrap();
+    assert_eq!(status, 204, "sent again on a new connection");
+    assert_eq!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .map(Vec::len)
+            .collect::<Vec<_>>(),
+        [2, 1]
+    );
+    let err = call(addr, "POST", false).await.unwrap_err();
+    assert!(err.before_response(), "{err}");
+    assert_eq!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .map(Vec::len)
+            .collect::<Vec<_>>(),
+        [2, 2],
+        "the POST was not sent again"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_connection_never_reached_the_app() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let err = call(addr, "GET", true).await.unwrap_err();
+    assert!(err.never_reached(), "{err}");
+}
