@@ -31,8 +31,9 @@ const LOCAL_ERROR_RESETS: usize = 1024;
 
 /// The response heads an h2 client takes (`SETTINGS_MAX_HEADER_LIST_SIZE`): as large as hyper's
 /// HTTP/1 client takes by default (8 KiB + 100 × 4 KiB), so a response a same-host app may send
-/// also passes through a peer agent (h2's default is only 16 KiB).
-const RESPONSE_HEAD_LIMIT: u32 = 8192 + 4096 * 100;
+/// also passes through a peer agent (h2's default is only 16 KiB). The inbound side's HTTP/1
+/// leg to apps (`inbound::app_h1`) reads response heads up to the same size.
+pub const RESPONSE_HEAD_LIMIT: u32 = 8192 + 4096 * 100;
 
 /// The h2 server for app connections: request heads within `max_header_bytes` (larger: 431).
 pub fn app_server<E>(b: &mut http2::Builder<E>, settings: &Settings) {
@@ -58,11 +59,17 @@ pub fn peer_server<E>(b: &mut http2::Builder<E>, settings: &Settings) {
         .max_header_list_size(saturate(list));
 }
 
-/// Every h2 client (to peers, to `grpc` apps). The stream limits of a client only concern
+/// The pooled h2 clients (to `grpc` apps). The stream limits of a client only concern
 /// streams the server opens (push), which hyper's client refuses, so they are not set.
 pub fn client(b: &mut hyper_util::client::legacy::Builder) {
     b.http2_max_local_error_reset_streams(LOCAL_ERROR_RESETS)
         .http2_max_header_list_size(RESPONSE_HEAD_LIMIT);
+}
+
+/// The h2 client to peer agents (`peers`): the same limits as [`client`]'s.
+pub fn peer_client<E: Clone>(b: &mut hyper::client::conn::http2::Builder<E>) {
+    b.max_local_error_reset_streams(LOCAL_ERROR_RESETS)
+        .max_header_list_size(RESPONSE_HEAD_LIMIT);
 }
 
 fn saturate(n: usize) -> u32 {

@@ -5,7 +5,8 @@
 //! - [`outbound`]: from a captured connection to an instance: the route table per snapshot, the
 //!   lean HTTP/1 path and hyper's path, the strict HTTP/1 guard, retries, TCP.
 //! - [`inbound`]: from a peer (mTLS, ALPN `h2` or `hostmesh-tcp/1`) to the local app.
-//! - [`pool`], [`connect`], [`h2_limits`]: connections to peers and local apps; [`prefixed`]: a
+//! - [`peers`], [`pool`], [`connect`], [`h2_limits`]: connections to peers (one HTTP/2
+//!   connection per peer per worker) and to local apps; [`prefixed`]: a
 //!   stream with its sniffed head put back; [`settings`]: the `[proxy]` settings both sides read.
 //! - [`workers`]: the per-core runtimes connections are served on.
 //! - [`local`]: this host's instances, as the inbound side resolves them.
@@ -28,6 +29,7 @@ pub mod inbound;
 pub mod local;
 pub mod metrics;
 pub mod outbound;
+pub mod peers;
 pub mod pool;
 pub mod prefixed;
 pub mod settings;

@@ -1,6 +1,6 @@
 //! Connections the agent opens: to peer agents (HTTP/2, one multiplexed connection per peer,
-//! kept by hyper-util's pool) and to this host's apps (HTTP/1.1 for `http` apps, h2c for `grpc`
-//! apps), with the configured connect and idle timeouts.
+//! kept by `peers`) and to this host's apps (HTTP/1.1 for `http` apps, h2c for `grpc` apps, kept
+//! by hyper-util's pool), with the configured connect and idle timeouts.
 //!
 //! Each data path worker has pools of its own ([`WorkerPools`]): hyper-util runs every
 //! connection on a task of the runtime that opened it, so with one pool for all workers a
@@ -31,6 +31,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::{Lent, ProxyBody};
+use crate::peers::PeerClient;
 use hostmesh_tls::{PeerConnector, PeerTls};
 
 /// The path (and query) of `uri`, `/` when it has none, for the request passed on.
@@ -150,7 +151,7 @@ impl WorkerPools {
 #[derive(Debug, Clone)]
 pub struct Pools {
     /// Peer agents' inbound ports, HTTP/2 only (over mTLS unless `tls.mode = "disabled"`).
-    pub peers: Client<PeerConnector<TimedConnector>, Lent>,
+    pub peers: PeerClient,
     /// Dials peers for opaque TCP the same way.
     pub peer_tls: PeerTls,
     /// This host's `http` apps.
@@ -197,7 +198,10 @@ impl Pools {
             b
         };
         Pools {
-            peers: builder(true).build(PeerConnector::new(connector.clone(), peer_tls.clone())),
+            peers: PeerClient::new(
+                PeerConnector::new(connector.clone(), peer_tls.clone()),
+                idle_timeout,
+            ),
             peer_tls,
             local_http1: builder(false).build(connector.clone()),
             local_h2c: builder(true).build(connector.clone()),

@@ -233,7 +233,6 @@ impl Outbound {
                 .await?;
             return Ok((resp, fresh.unwrap_or(now)));
         }
-        // The peers' client has a TLS-capable connector: a type of its own.
         let resp = match (ep.local, route.protocol) {
             (false, _) => self.pools.get().peers.request(req).await?,
             (true, Protocol::Grpc) => self.pools.get().local_h2c.request(req).await?,
@@ -257,6 +256,8 @@ enum SendError {
     Pool(#[from] hyper_util::client::legacy::Error),
     #[error(transparent)]
     Paired(#[from] PairedError),
+    #[error(transparent)]
+    Peer(#[from] crate::peers::PeerError),
 }
 
 impl SendError {
@@ -266,6 +267,8 @@ impl SendError {
             SendError::Pool(e) => retry::classify_error(e),
             SendError::Paired(e) if e.never_reached() => retry::Failure::NeverReached,
             SendError::Paired(_) => retry::Failure::MayHaveReached,
+            SendError::Peer(e) if e.never_reached() => retry::Failure::NeverReached,
+            SendError::Peer(_) => retry::Failure::MayHaveReached,
         }
     }
 }

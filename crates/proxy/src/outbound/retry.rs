@@ -65,10 +65,10 @@ pub fn classify_error(e: &hyper_util::client::legacy::Error) -> Failure {
     }
 }
 
-/// HTTP/2 REFUSED_STREAM (also what a GOAWAY means for streams above its last stream id): the
-/// peer did not process the request at all.
-fn refused_stream(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+/// Whether `e` is, or was caused by, HTTP/2's REFUSED_STREAM (also what a GOAWAY means for
+/// streams above its last stream id): the peer did not process the request at all.
+pub fn refused_stream(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if let Some(h2) = err.downcast_ref::<h2::Error>()
             && h2.reason() == Some(h2::Reason::REFUSED_STREAM)

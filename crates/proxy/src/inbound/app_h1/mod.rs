@@ -50,7 +50,8 @@ pub async fn send(
     let mut head = Vec::with_capacity(512);
     write_head(parts, path, authority, &mut head);
     let head_request = parts.method == Method::HEAD;
-    let max = settings.max_header_bytes;
+    // As large as hyper's client took, and the peer's h2 client takes (`h2_limits`).
+    let max = crate::h2_limits::RESPONSE_HEAD_LIMIT as usize;
     if let Some(mut up) = idle::take(target, settings.idle_timeout) {
         match up.exchange(&head, head_request, max).await {
             Ok(resp) => return respond(resp, up, settings),

@@ -7,7 +7,6 @@ use std::ops::Range;
 use http::StatusCode;
 
 use super::fields::{self, Field};
-use super::request::MAX_FIELDS;
 use hostmesh_wire::headers;
 
 /// How the response body ends.
@@ -20,6 +19,10 @@ pub enum Framing {
     /// Read until the app closes; the client's connection closes after it.
     UntilClose,
 }
+
+/// The fields a response head may have: as many as hyper's HTTP/1 client takes (its default),
+/// so that a response hyper's path passes on is not refused here.
+pub const MAX_RESPONSE_FIELDS: usize = 100;
 
 /// What becomes of a chunked body's framing on the way on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +64,7 @@ impl Response {
     /// Parses the response head at the start of `buf`, answering a `head_request` (no body
     /// whatever the head says).
     pub fn parse(buf: &[u8], head_request: bool, max_bytes: usize) -> Parsed {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_FIELDS];
         let mut resp = httparse::Response::new(&mut slots);
         let head_len = match resp.parse(buf) {
             Ok(httparse::Status::Complete(n)) if n <= max_bytes => n,
