@@ -1,6 +1,7 @@
-//! The lean HTTP/1 path (`crates/proxy/src/outbound/h1`): an app's HTTP/1.1 connection to a service
-//! whose instances all run on the caller's own host, proxied without hyper. One host, one agent,
-//! the apps beside it, and raw sockets where the bytes on the wire matter.
+//! The lean HTTP/1 path (`crates/proxy/src/outbound/h1`): an app's HTTP/1.1 connection to an
+//! `http` service, proxied without hyper's server. Mostly one host, one agent, the apps beside
+//! it, and raw sockets where the bytes on the wire matter; `handover` also has instances on
+//! another host.
 //!
 //! Where the app answers, the tests also check which path carried the answer ([`lean`]), so that
 //! a change quietly sending these requests to hyper's path (or keeping on the lean path what it

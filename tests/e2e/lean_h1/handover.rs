@@ -5,7 +5,7 @@ use std::time::Duration;
 use hostmesh_tests::raw_http::exchange;
 use hostmesh_tests::{AgentOpts, Backend, Etcd, Net, RawConn, wait_until};
 
-use super::{assert_lean, get, lean, one_host};
+use super::{assert_lean, get, head, lean, one_host};
 use crate::hardening::{MAX_HEADER_BYTES, MAX_HEADERS, client_opts, vip};
 use crate::proxy::agent;
 use crate::resilience::ORDERS;
@@ -166,12 +166,12 @@ fn bare_lf_heads_get_400_oversized_ones_431_and_none_reaches_the_app() {
 }
 
 #[test]
-fn a_service_with_an_instance_on_another_host_is_served_by_hyper_and_reaches_both() {
+fn a_service_with_an_instance_on_another_host_reaches_both_on_one_connection() {
     let net = Net::new();
     let etcd = Etcd::start(&net);
     let a = net.host("a");
     let b = net.host("b");
-    let _app_a = Backend::http(&a, 18080, "a\n");
+    let app_a = Backend::http(&a, 18080, "a\n");
     let app_b = Backend::http(&b, 18080, "b\n");
     let agent_a = agent(&a, &etcd, AgentOpts::new().service("orders-1", ORDERS));
     let _agent_b = agent(&b, &etcd, AgentOpts::new().service("orders-2", ORDERS));
@@ -185,25 +185,81 @@ fn a_service_with_an_instance_on_another_host_is_served_by_hyper_and_reaches_bot
         },
     );
     let vip = vip(&agent_a, "orders", 8080);
-    wait_until(
-        Duration::from_secs(10),
-        "b's instance gets a request",
-        || {
-            let rs = a.in_ns(|| {
-                let mut c = RawConn::connect(vip);
-                (0..10)
-                    .map(|_| c.request(&get("/", "")))
-                    .collect::<Vec<_>>()
-            });
-            for r in &rs {
-                assert_eq!(r.status, 200, "{}", r.head);
-                assert!(
-                    !lean(r),
-                    "a service with a remote instance was served lean:\n{}",
-                    r.head
-                );
+    // The lean path serves both (same-host answers keep the app's header case, which shows
+    // which path carried them; a peer's come over HTTP/2, lowercase either way), and the
+    // client's connection carries on from one to the other.
+    a.in_ns(|| {
+        let mut c = RawConn::connect(vip);
+        wait_until(Duration::from_secs(10), "both instances answer", || {
+            let r = c.request(&get("/", ""));
+            assert_eq!(r.status, 200, "{}", r.head);
+            match r.text().as_str() {
+                "a\n" => assert_lean(&r, "same-host answer"),
+                "b\n" => assert_eq!(r.header("content-length"), Some("2"), "{}", r.head),
+                other => panic!("unexpected body {other:?}"),
             }
-            app_b.request_count() > 0
-        },
-    );
+            app_a.request_count() > 0 && app_b.request_count() > 0
+        });
+    });
+}
+
+#[test]
+fn answers_from_another_host_keep_their_framing_on_the_lean_path() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = net.host("a");
+    let b = net.host("b");
+    let app_b = Backend::http(&b, 18080, "b\n");
+    let agent_a = agent(&a, &etcd, AgentOpts::new());
+    let _agent_b = agent(&b, &etcd, AgentOpts::new().service("orders-2", ORDERS));
+    let vip = vip(&agent_a, "orders", 8080);
+    a.in_ns(|| {
+        let mut c = RawConn::connect(vip);
+        // A body by length, one the app sent chunked (decoded into HTTP/2 DATA by b, chunked
+        // again for this HTTP/1.1 client), a HEAD, and an empty answer, on one connection.
+        let sized = c.request(&get("/bytes?n=100000", ""));
+        assert_eq!(sized.status, 200, "{}", sized.head);
+        assert_eq!(
+            sized.header("content-length"),
+            Some("100000"),
+            "{}",
+            sized.head
+        );
+        assert_eq!(sized.body, Backend::bytes(100_000));
+        let chunked = c.request(&get("/chunked?n=70000", ""));
+        assert_eq!(chunked.status, 200, "{}", chunked.head);
+        assert_eq!(
+            chunked.header("transfer-encoding"),
+            Some("chunked"),
+            "{}",
+            chunked.head
+        );
+        assert!(
+            chunked.header("content-length").is_none(),
+            "{}",
+            chunked.head
+        );
+        assert_eq!(chunked.body, Backend::bytes(70_000));
+        c.send(&head("/bytes?n=5"));
+        let headed = c.response(true);
+        assert_eq!(headed.status, 200, "{}", headed.head);
+        assert_eq!(
+            headed.header("content-length"),
+            Some("5"),
+            "{}",
+            headed.head
+        );
+        assert!(headed.body.is_empty());
+        let empty = c.request(&get("/empty?status=404", ""));
+        assert_eq!(empty.status, 404, "{}", empty.head);
+        assert!(empty.body.is_empty());
+        let after = c.request(&get("/", ""));
+        assert_eq!(after.text(), "b\n");
+    });
+    let paths: Vec<String> = app_b
+        .requests()
+        .iter()
+        .map(|r| r["path"].to_string())
+        .collect();
+    assert!(paths.iter().any(|p| p.contains("/chunked")), "{paths:?}");
 }

@@ -377,7 +377,7 @@ impl Exchange for HyperExchange<'_> {
 /// The request for one attempt, to the app directly (same host) or to the peer agent, and the
 /// address it goes to. `origin_form`: the URI carries only the path (a connection of our own to
 /// the app); else the target's address too (the shared pools pick the connection by it).
-fn build(
+pub(super) fn build(
     ctx: &Outbound,
     route: &Route,
     ep: &Endpoint,

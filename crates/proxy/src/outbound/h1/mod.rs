@@ -1,9 +1,10 @@
-//! The lean HTTP/1 path: an app's HTTP/1.1 connection to a service whose instances all run on
-//! this host, proxied without hyper. Request and response heads are parsed in place (httparse),
-//! rewritten once into the bytes that go out, and bodies are relayed as they came; the upstream
-//! connections belong to the app connection and run on its task. Which instance, how often, and
-//! within which deadline is decided by the same code as on hyper's path ([`Decision`],
-//! [`attempts::run`]).
+//! The lean HTTP/1 path: an app's HTTP/1.1 connection to an `http` service, proxied without
+//! hyper's server. Request and response heads are parsed in place (httparse), rewritten once
+//! into what goes out, and bodies are relayed as they came. A same-host instance gets the bytes
+//! over upstream connections that belong to the app connection and run on its task; an instance
+//! on another host gets an HTTP/2 request on the worker's peer connection (`peer`), whose answer
+//! is written back as HTTP/1.1. Which instance, how often, and within which deadline is decided
+//! by the same code as on hyper's path ([`Decision`], [`attempts::run`]).
 //!
 //! Why a path of its own: an app calling a service beside it on its host is the cheapest request
 //! the mesh carries, and there the proxy's own cost is all there is. With two full hyper
@@ -12,10 +13,11 @@
 //!
 //! The path takes only requests it can pass on exactly; anything else (another HTTP version, a
 //! chunked, streamed or `Expect` request body, an upgrade, an absolute URI, anything malformed or
-//! over a limit, a service with an instance on another host) is handed, before a byte of it is
+//! over a limit, a field a peer's HTTP/2 request cannot carry) is handed, before a byte of it is
 //! consumed, to hyper's path, which serves the connection from then on.
 
-pub(crate) mod fields;
+mod fields;
+mod peer;
 pub(crate) mod request;
 pub(crate) mod response;
 mod timer;
@@ -41,9 +43,11 @@ use super::retry::Failure;
 use super::route::{Endpoint, Route};
 use super::strict_h1::ChunkedBody;
 use super::{Outbound, Settings};
+use crate::body;
 use crate::http_errors::{self, Reason};
 use crate::trace::{Kind, TRACEPARENT};
 use hostmesh_wire::headers::HeaderLookup;
+use http_body_util::{BodyExt, Full};
 use request::{Parsed, Request, TraceHeaders};
 use response::{Framing, Response};
 use timer::LazyTimer;
@@ -136,10 +140,20 @@ impl Conn {
                 self.answer(Reason::NoEndpoints, true).await?;
                 return Ok(None);
             };
-            if route.protocol != Protocol::Http || route.endpoints.iter().any(|e| !e.local) {
+            if route.protocol != Protocol::Http {
                 return Ok(Some(()));
             }
-            let close = self.serve(&route, req, &settings).await?;
+            // A route with instances elsewhere: the request as peers get it, made now so that one
+            // that cannot be made goes to hyper's path before a byte of it is consumed.
+            let peer_head = if route.endpoints.iter().any(|e| !e.local) {
+                match peer::parts(&req, &self.buf) {
+                    Some(head) => Some(head),
+                    None => return Ok(Some(())),
+                }
+            } else {
+                None
+            };
+            let close = self.serve(&route, req, peer_head, &settings).await?;
             if close || self.late || self.ctx.draining.is_cancelled() {
                 let _ = self.app.shutdown().await;
                 return Ok(None);
@@ -153,6 +167,7 @@ impl Conn {
         &mut self,
         route: &Route,
         req: Request,
+        peer_head: Option<http::request::Parts>,
         settings: &Settings,
     ) -> io::Result<bool> {
         let started = Instant::now();
@@ -199,6 +214,13 @@ impl Conn {
             buf: &self.buf,
             out: &mut self.out,
             idle: &mut self.idle,
+            peer_request: peer_head.map(|mut head| {
+                if let Some(h) = &hop {
+                    peer::trace(&mut head.headers, &h.traceparent(), h.continues());
+                }
+                let body = bytes::Bytes::copy_from_slice(&self.buf[req.head_len..req.len()]);
+                (head, body)
+            }),
             traceparent: hop.as_ref().map(|h| {
                 let mode = if h.continues() {
                     TraceHeaders::Replace
@@ -222,7 +244,7 @@ impl Conn {
         )
         .await;
         let status = match &outcome {
-            Ok(a) | Err(Last::Response(a)) => a.head.status,
+            Ok(a) | Err(Last::Response(a)) => Lean::status(a),
             Err(Last::Reason(r)) => r.status(),
         };
         if let Some(hop) = hop {
@@ -241,12 +263,15 @@ impl Conn {
         // client sends nothing more on it.
         let mut close = req.close || self.late || ctx.draining.is_cancelled();
         match outcome {
-            Ok(mut answer) | Err(Last::Response(mut answer)) => {
+            Ok(Answer::App(mut answer)) | Err(Last::Response(Answer::App(mut answer))) => {
                 close |= answer.head.framing == Framing::UntilClose;
                 let reusable = relay(&mut self.app, &mut answer, close, &mut self.out).await?;
                 if reusable {
                     self.idle.put(answer.up);
                 }
+            }
+            Ok(Answer::Peer(resp)) | Err(Last::Response(Answer::Peer(resp))) => {
+                peer::relay(&mut self.app, resp, &req.method, close, &mut self.out).await?;
             }
             Err(Last::Reason(r)) => self.answer(r, close).await?,
         }
@@ -279,11 +304,11 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usi
 /// caller closes the connection, which is how HTTP/1 says so.
 async fn relay(
     app: &mut TcpStream,
-    answer: &mut Answer,
+    answer: &mut AppAnswer,
     close: bool,
     out: &mut Vec<u8>,
 ) -> io::Result<bool> {
-    let Answer { head, up } = answer;
+    let AppAnswer { head, up } = answer;
     out.clear();
     head.write_to_client(&up.buf, close, out);
     up.buf.advance(head.head_len);
@@ -360,8 +385,14 @@ async fn send_body(app: &mut TcpStream, out: &mut Vec<u8>, body: &[u8]) -> io::R
     Ok(())
 }
 
+/// An answer from a same-host app or from a peer agent.
+enum Answer {
+    App(AppAnswer),
+    Peer(http::Response<hyper::body::Incoming>),
+}
+
 /// An app's answer: its response head, and the connection the rest of it comes on.
-struct Answer {
+struct AppAnswer {
     head: Response,
     up: Upstream,
 }
@@ -375,6 +406,9 @@ struct Lean<'a> {
     idle: &'a mut Idle,
     /// The hop's `traceparent` line, and what it replaces, when tracing is on.
     traceparent: Option<(String, TraceHeaders)>,
+    /// The request as peers get it (before each attempt's own fields), when the route has
+    /// instances on other hosts.
+    peer_request: Option<(http::request::Parts, bytes::Bytes)>,
     max_head: usize,
     connect_timeout: Duration,
     /// The request may be sent again once it may have reached the app.
@@ -391,6 +425,18 @@ impl Exchange for Lean<'_> {
         ep: &Endpoint,
         remaining: Duration,
     ) -> Result<(Answer, Option<Instant>), Refused> {
+        if !ep.local {
+            let (head, body) = self.peer_request.as_ref().ok_or(Refused::Undefined)?;
+            let body = body::boxed(Full::new(body.clone()).map_err(|never| match never {}));
+            let (req, target) =
+                super::http::build(ctx, route, ep, head, remaining, body::lend(body).0, false)
+                    .ok_or(Refused::Undefined)?;
+            return ctx
+                .send(route, ep, target, req, None)
+                .await
+                .map(|(resp, ready_at)| (Answer::Peer(resp), Some(ready_at)))
+                .map_err(|e| Refused::Failed(e.failure(), e.to_string()));
+        }
         let target = ctx
             .local
             .get(&route.service, &ep.id)
@@ -419,7 +465,7 @@ impl Exchange for Lean<'_> {
         let head_request = self.req.method == Method::HEAD;
         if let Some(mut up) = self.idle.take(target) {
             match up.exchange(self.out, head_request, self.max_head).await {
-                Ok(head) => return Ok((Answer { head, up }, None)),
+                Ok(head) => return Ok((Answer::App(AppAnswer { head, up }), None)),
                 // A kept connection the app closed as the request went out: a request that may
                 // be repeated goes again on a new connection to the same instance (as Go's and
                 // hyper's clients do); any other fails as one that may have reached the app.
@@ -437,15 +483,24 @@ impl Exchange for Lean<'_> {
             .exchange(self.out, head_request, self.max_head)
             .await
             .map_err(failed)?;
-        Ok((Answer { head, up }, Some(ready_at)))
+        Ok((Answer::App(AppAnswer { head, up }), Some(ready_at)))
     }
 
     fn status(answer: &Answer) -> StatusCode {
-        answer.head.status
+        match answer {
+            Answer::App(a) => a.head.status,
+            Answer::Peer(resp) => resp.status(),
+        }
     }
 
     fn agent_error(answer: &Answer) -> Option<&str> {
-        answer.head.agent_error(&answer.up.buf)
+        match answer {
+            Answer::App(a) => a.head.agent_error(&a.up.buf),
+            Answer::Peer(resp) => resp
+                .headers()
+                .get(hostmesh_wire::ERROR)
+                .and_then(|v| v.to_str().ok()),
+        }
     }
 
     fn ready_again(&mut self, failure: Failure, safe: bool) -> bool {
