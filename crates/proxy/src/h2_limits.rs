@@ -59,15 +59,9 @@ pub fn peer_server<E>(b: &mut http2::Builder<E>, settings: &Settings) {
         .max_header_list_size(saturate(list));
 }
 
-/// The pooled h2 clients (to `grpc` apps). The stream limits of a client only concern
-/// streams the server opens (push), which hyper's client refuses, so they are not set.
-pub fn client(b: &mut hyper_util::client::legacy::Builder) {
-    b.http2_max_local_error_reset_streams(LOCAL_ERROR_RESETS)
-        .http2_max_header_list_size(RESPONSE_HEAD_LIMIT);
-}
-
-/// The h2 client to peer agents (`peers`): the same limits as [`client`]'s.
-pub fn peer_client<E: Clone>(b: &mut hyper::client::conn::http2::Builder<E>) {
+/// Every h2 client (`h2_client`: to peers, to `grpc` apps). The stream limits of a client only
+/// concern streams the server opens (push), which hyper's client refuses, so they are not set.
+pub fn client<E: Clone>(b: &mut hyper::client::conn::http2::Builder<E>) {
     b.max_local_error_reset_streams(LOCAL_ERROR_RESETS)
         .max_header_list_size(RESPONSE_HEAD_LIMIT);
 }

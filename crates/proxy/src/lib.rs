@@ -5,8 +5,8 @@
 //! - [`outbound`]: from a captured connection to an instance: the route table per snapshot, the
 //!   lean HTTP/1 path and hyper's path, the strict HTTP/1 guard, retries, TCP.
 //! - [`inbound`]: from a peer (mTLS, ALPN `h2` or `hostmesh-tcp/1`) to the local app.
-//! - [`peers`], [`pool`], [`connect`], [`h2_limits`]: connections to peers (one HTTP/2
-//!   connection per peer per worker) and to local apps; [`prefixed`]: a
+//! - [`h2_client`], [`pool`], [`connect`], [`h2_limits`]: connections to peers and `grpc` apps
+//!   (HTTP/2, one per peer or app per worker) and to `http` apps; [`prefixed`]: a
 //!   stream with its sniffed head put back; [`settings`]: the `[proxy]` settings both sides read.
 //! - [`workers`]: the per-core runtimes connections are served on.
 //! - [`local`]: this host's instances, as the inbound side resolves them.
@@ -23,13 +23,13 @@ pub mod connect;
 // The fuzz targets' entry points, re-exported by the agent's `hostmesh::fuzzing`; not an API.
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod h2_client;
 pub mod h2_limits;
 pub mod http_errors;
 pub mod inbound;
 pub mod local;
 pub mod metrics;
 pub mod outbound;
-pub mod peers;
 pub mod pool;
 pub mod prefixed;
 pub mod settings;

@@ -1,6 +1,6 @@
-//! Connections the agent opens: to peer agents (HTTP/2, one multiplexed connection per peer,
-//! kept by `peers`) and to this host's apps (HTTP/1.1 for `http` apps, h2c for `grpc` apps, kept
-//! by hyper-util's pool), with the configured connect and idle timeouts.
+//! Connections the agent opens: to peer agents (HTTP/2, one multiplexed connection per peer) and
+//! to this host's `grpc` apps (h2c), kept by `h2_client`; to `http` apps (HTTP/1.1), kept by
+//! hyper-util's pool; with the configured connect and idle timeouts.
 //!
 //! Each data path worker has pools of its own ([`WorkerPools`]): hyper-util runs every
 //! connection on a task of the runtime that opened it, so with one pool for all workers a
@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::{Lent, ProxyBody};
-use crate::peers::PeerClient;
+use crate::h2_client::H2Client;
 use hostmesh_tls::{PeerConnector, PeerTls};
 
 /// The path (and query) of `uri`, `/` when it has none, for the request passed on.
@@ -151,16 +151,15 @@ impl WorkerPools {
 #[derive(Debug, Clone)]
 pub struct Pools {
     /// Peer agents' inbound ports, HTTP/2 only (over mTLS unless `tls.mode = "disabled"`).
-    pub peers: PeerClient,
+    pub peers: H2Client,
     /// Dials peers for opaque TCP the same way.
     pub peer_tls: PeerTls,
     /// This host's `http` apps.
     pub local_http1: Client<TimedConnector, Lent>,
-    /// This host's `grpc` apps (h2c).
-    pub local_h2c: Client<TimedConnector, Lent>,
+    /// This host's `grpc` apps (h2c), for both sides.
+    pub local_h2c: H2Client,
     /// The inbound side's view: requests whose bodies are already streams.
     pub local_http1_direct: Client<TimedConnector, ProxyBody>,
-    pub local_h2c_direct: Client<TimedConnector, ProxyBody>,
     /// When each address last got a new connection (see the module docs), shared by all
     /// workers' pools: the balancer's view of an endpoint is one.
     pub connect_times: ConnectTimes,
@@ -182,31 +181,23 @@ impl Pools {
             inner: connector,
             times: connect_times.clone(),
         };
-        let builder = |h2: bool| {
-            let mut b = Client::builder(TokioExecutor::new());
-            b.pool_idle_timeout(idle_timeout)
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new());
-            if h2 {
-                b.http2_only(true)
-                    // Find a dead peer in seconds rather than at the next request's timeout.
-                    .http2_keep_alive_interval(Some(Duration::from_secs(10)))
-                    .http2_keep_alive_timeout(Duration::from_secs(5))
-                    .http2_keep_alive_while_idle(false);
-                crate::h2_limits::client(&mut b);
-            }
-            b
-        };
+        let mut http1 = Client::builder(TokioExecutor::new());
+        http1
+            .pool_idle_timeout(idle_timeout)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new());
         Pools {
-            peers: PeerClient::new(
+            peers: H2Client::new(
                 PeerConnector::new(connector.clone(), peer_tls.clone()),
                 idle_timeout,
             ),
+            local_h2c: H2Client::new(
+                PeerConnector::new(connector.clone(), PeerTls::disabled()),
+                idle_timeout,
+            ),
             peer_tls,
-            local_http1: builder(false).build(connector.clone()),
-            local_h2c: builder(true).build(connector.clone()),
-            local_http1_direct: builder(false).build(connector.clone()),
-            local_h2c_direct: builder(true).build(connector),
+            local_http1: http1.build(connector.clone()),
+            local_http1_direct: http1.build(connector),
             connect_times,
         }
     }

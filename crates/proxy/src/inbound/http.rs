@@ -150,19 +150,26 @@ async fn handle(
             return http_errors::response(Reason::BadRequest, grpc);
         };
         parts.uri = uri;
-        parts.version = http::Version::HTTP_11;
-        let req = Request::from_parts(parts, body::boxed(incoming));
-        let client = if grpc {
-            &ctx.pools.get().local_h2c_direct
+        let pools = ctx.pools.get();
+        if grpc {
+            parts.version = http::Version::HTTP_2;
+            let req = Request::from_parts(parts, body::lend(body::boxed(incoming)).0);
+            tokio::time::timeout(timeout, pools.local_h2c.request(req))
+                .await
+                .map(|r| {
+                    r.map(|resp| resp.map(body::boxed))
+                        .map_err(|e| (e.is_connect(), e.to_string()))
+                })
         } else {
-            &ctx.pools.get().local_http1_direct
-        };
-        tokio::time::timeout(timeout, client.request(req))
-            .await
-            .map(|r| {
-                r.map(|resp| resp.map(body::boxed))
-                    .map_err(|e| (e.is_connect(), e.to_string()))
-            })
+            parts.version = http::Version::HTTP_11;
+            let req = Request::from_parts(parts, body::boxed(incoming));
+            tokio::time::timeout(timeout, pools.local_http1_direct.request(req))
+                .await
+                .map(|r| {
+                    r.map(|resp| resp.map(body::boxed))
+                        .map_err(|e| (e.is_connect(), e.to_string()))
+                })
+        }
     };
     let resp = match sent {
         Err(_) => http_errors::response(Reason::DeadlineExceeded, grpc),

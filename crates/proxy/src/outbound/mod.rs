@@ -257,7 +257,7 @@ enum SendError {
     #[error(transparent)]
     Paired(#[from] PairedError),
     #[error(transparent)]
-    Peer(#[from] crate::peers::PeerError),
+    H2(#[from] crate::h2_client::H2Error),
 }
 
 impl SendError {
@@ -267,8 +267,8 @@ impl SendError {
             SendError::Pool(e) => retry::classify_error(e),
             SendError::Paired(e) if e.never_reached() => retry::Failure::NeverReached,
             SendError::Paired(_) => retry::Failure::MayHaveReached,
-            SendError::Peer(e) if e.never_reached() => retry::Failure::NeverReached,
-            SendError::Peer(_) => retry::Failure::MayHaveReached,
+            SendError::H2(e) if e.never_reached() => retry::Failure::NeverReached,
+            SendError::H2(_) => retry::Failure::MayHaveReached,
         }
     }
 }

@@ -1,16 +1,17 @@
-//! Connections to peer agents: HTTP/2 (over mTLS unless `tls.mode = "disabled"`), one per peer
-//! per data path worker, opened by the first request that needs it and shared by every request
-//! of the worker's to that peer, driven by a task on the worker.
+//! The HTTP/2 connections the agent opens: to peer agents (over mTLS unless `tls.mode =
+//! "disabled"`) and to this host's `grpc` apps (h2c). One per peer or app per data path worker,
+//! opened by the first request that needs it and shared by every request of the worker's to
+//! it, driven by a task on the worker.
 //!
 //! Why not hyper-util's pooled client, as before: for a multiplexed connection its pool is
 //! bookkeeping per request (a checkout future, a `Pooled` guard and its return, a key built from
 //! the URI, the client cloned), about a tenth of both agents' CPU on the two-host path. One
-//! `SendRequest` per peer kept here is a map lookup and a clone.
+//! `SendRequest` per connection kept here is a map lookup and a clone.
 //!
-//! The pool's other duties are kept: one connection attempt at a time per peer (requests that
-//! arrive meanwhile wait for it), a request that never went out because the connection had just
-//! closed (the peer's GOAWAY, a dead connection not yet noticed) goes once more on a new one,
-//! and a connection no request used for `idle_timeout` is let go (its streams finish first).
+//! The pool's other duties are kept: one connection attempt at a time per authority (requests
+//! that arrive meanwhile wait for it), a request that never went out because the connection had
+//! just closed (a GOAWAY, a dead connection not yet noticed) goes once more on a new one, and a
+//! connection no request used for `idle_timeout` is let go (its streams finish first).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -36,72 +37,78 @@ type Attempt = Arc<OnceCell<Result<Sender, Arc<str>>>>;
 /// the attempt fails: as long as the peer gives a new connection to say something.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Why a request got no response from a peer.
+/// Why a request got no response.
 #[derive(Debug, thiserror::Error)]
-pub enum PeerError {
+pub enum H2Error {
     /// No connection: nothing was sent.
-    #[error("connecting to the peer: {0}")]
+    #[error("connecting: {0}")]
     Connect(Arc<str>),
-    #[error("request to a peer has no authority")]
+    #[error("request has no authority")]
     NoAuthority,
     #[error(transparent)]
     Http(#[from] hyper::Error),
 }
 
-impl PeerError {
-    /// Whether the peer provably never processed the request: no connection, or HTTP/2's
+impl H2Error {
+    /// Whether the other side provably never processed the request: no connection, or HTTP/2's
     /// REFUSED_STREAM (also what a GOAWAY means for streams above its last stream id).
     pub fn never_reached(&self) -> bool {
         match self {
-            PeerError::Connect(_) | PeerError::NoAuthority => true,
-            PeerError::Http(e) => crate::outbound::retry::refused_stream(e),
+            H2Error::Connect(_) | H2Error::NoAuthority => true,
+            H2Error::Http(e) => crate::outbound::retry::refused_stream(e),
         }
+    }
+
+    /// Whether there was no connection to send it on.
+    pub fn is_connect(&self) -> bool {
+        matches!(self, H2Error::Connect(_))
     }
 }
 
-struct Peer {
+struct Conn {
     attempt: Attempt,
     used: Instant,
 }
 
-/// One worker's connections to peers, by the authority of the requests' URIs (`host@address`:
-/// the TLS connector demands that host's certificate).
+/// One worker's connections, by the authority of the requests' URIs (a peer's `host@address`:
+/// the TLS connector demands that host's certificate; an app's `address`).
 #[derive(Clone)]
-pub struct PeerClient {
+pub struct H2Client {
     connector: PeerConnector<TimedConnector>,
     idle_timeout: Duration,
-    peers: Arc<Mutex<Peers>>,
+    conns: Arc<Mutex<Conns>>,
 }
 
 #[derive(Default)]
-struct Peers {
-    by_authority: HashMap<Authority, Peer>,
-    /// A task lets idle connections go while there are any (see [`PeerClient::sweep`]).
+struct Conns {
+    by_authority: HashMap<Authority, Conn>,
+    /// A task lets idle connections go while there are any (see [`H2Client::sweep`]).
     swept: bool,
 }
 
-impl std::fmt::Debug for PeerClient {
+impl std::fmt::Debug for H2Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PeerClient")
+        f.debug_struct("H2Client")
             .field("idle_timeout", &self.idle_timeout)
             .finish_non_exhaustive()
     }
 }
 
-impl PeerClient {
+impl H2Client {
+    /// With TLS disabled in `connector`, plain h2c (this host's apps).
     pub fn new(connector: PeerConnector<TimedConnector>, idle_timeout: Duration) -> Self {
-        PeerClient {
+        H2Client {
             connector,
             idle_timeout,
-            peers: Arc::default(),
+            conns: Arc::default(),
         }
     }
 
-    /// Sends `req` (an absolute URI naming the peer) on the peer's connection, opening it first
+    /// Sends `req` (an absolute URI naming the peer or app) on its connection, opening it first
     /// if there is none.
-    pub async fn request(&self, req: Request<Lent>) -> Result<Response<Incoming>, PeerError> {
+    pub async fn request(&self, req: Request<Lent>) -> Result<Response<Incoming>, H2Error> {
         let uri = req.uri().clone();
-        let key = uri.authority().cloned().ok_or(PeerError::NoAuthority)?;
+        let key = uri.authority().cloned().ok_or(H2Error::NoAuthority)?;
         let mut send = self.sender(&key, &uri).await?;
         let mut refused = match send.try_send_request(req).await {
             Ok(resp) => return Ok(resp),
@@ -112,40 +119,40 @@ impl PeerClient {
         };
         // The connection closed before the request went out: once more, on a new connection
         // (`sender` passes over a closed one).
-        tracing::debug!(peer = %key, "peer connection closed under a request; reconnecting");
+        tracing::debug!(to = %key, "HTTP/2 connection closed under a request; reconnecting");
         let mut send = self.sender(&key, &uri).await?;
         Ok(send.send_request(req).await?)
     }
 
     /// The open connection to `key`, or the one being opened, or a new one.
-    async fn sender(&self, key: &Authority, uri: &Uri) -> Result<Sender, PeerError> {
+    async fn sender(&self, key: &Authority, uri: &Uri) -> Result<Sender, H2Error> {
         let (attempt, sweep) = {
-            let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
             let usable = |a: &Attempt| match a.get() {
                 Some(Ok(send)) => !send.is_closed(),
                 Some(Err(_)) => false,
                 None => true,
             };
-            let attempt = match peers.by_authority.get_mut(key) {
-                Some(peer) if usable(&peer.attempt) => {
-                    peer.used = now;
-                    if let Some(Ok(send)) = peer.attempt.get() {
+            let attempt = match conns.by_authority.get_mut(key) {
+                Some(conn) if usable(&conn.attempt) => {
+                    conn.used = now;
+                    if let Some(Ok(send)) = conn.attempt.get() {
                         return Ok(send.clone());
                     }
-                    peer.attempt.clone()
+                    conn.attempt.clone()
                 }
                 _ => {
                     let attempt = Attempt::default();
-                    let peer = Peer {
+                    let conn = Conn {
                         attempt: attempt.clone(),
                         used: now,
                     };
-                    peers.by_authority.insert(key.clone(), peer);
+                    conns.by_authority.insert(key.clone(), conn);
                     attempt
                 }
             };
-            (attempt, !std::mem::replace(&mut peers.swept, true))
+            (attempt, !std::mem::replace(&mut conns.swept, true))
         };
         if sweep {
             tokio::spawn(self.clone().sweep());
@@ -153,11 +160,11 @@ impl PeerClient {
         let connect = || self.connect(uri.clone());
         match attempt.get_or_init(connect).await {
             Ok(send) => Ok(send.clone()),
-            Err(e) => Err(PeerError::Connect(e.clone())),
+            Err(e) => Err(H2Error::Connect(e.clone())),
         }
     }
 
-    /// Opens a connection to the peer `uri` names and starts its task on this thread's runtime.
+    /// Opens a connection to what `uri` names and starts its task on this thread's runtime.
     async fn connect(&self, uri: Uri) -> Result<Sender, Arc<str>> {
         let mut connector = self.connector.clone();
         let opened = async {
@@ -171,7 +178,7 @@ impl PeerClient {
                 .keep_alive_interval(Duration::from_secs(10))
                 .keep_alive_timeout(Duration::from_secs(5))
                 .keep_alive_while_idle(false);
-            crate::h2_limits::peer_client(&mut builder);
+            crate::h2_limits::client(&mut builder);
             builder
                 .handshake(io)
                 .await
@@ -182,7 +189,7 @@ impl PeerClient {
             .map_err(|_| Arc::<str>::from("handshake timed out"))??;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                tracing::debug!("peer connection ended: {e}");
+                tracing::debug!("HTTP/2 connection ended: {e}");
             }
         });
         Ok(send)
@@ -194,14 +201,14 @@ impl PeerClient {
         let every = (self.idle_timeout / 2).max(Duration::from_millis(100));
         loop {
             tokio::time::sleep(every).await;
-            let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
             let idle_timeout = self.idle_timeout;
-            peers
+            conns
                 .by_authority
                 .retain(|_, p| now.duration_since(p.used) < idle_timeout);
-            if peers.by_authority.is_empty() {
-                peers.swept = false;
+            if conns.by_authority.is_empty() {
+                conns.swept = false;
                 return;
             }
         }
@@ -251,7 +258,7 @@ mod tests {
         (format!("http://peer-b@{addr}/x"), accepted, conns)
     }
 
-    fn client() -> PeerClient {
+    fn client() -> H2Client {
         let pools = WorkerPools::new(
             1,
             Duration::from_secs(1),
@@ -268,9 +275,9 @@ mod tests {
         req
     }
 
-    fn open(client: &PeerClient) -> usize {
-        let peers = client.peers.lock().unwrap();
-        peers
+    fn open(client: &H2Client) -> usize {
+        let conns = client.conns.lock().unwrap();
+        conns
             .by_authority
             .values()
             .filter(|p| matches!(p.attempt.get(), Some(Ok(s)) if !s.is_closed()))
