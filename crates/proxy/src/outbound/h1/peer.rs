@@ -8,7 +8,7 @@
 //! CPU. Here the head is parsed once in place, as for same-host instances, and only the map the
 //! HTTP/2 client needs is built.
 
-use std::io;
+use std::io::{self, Write as _};
 
 use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue};
 use http::request::Parts;
@@ -83,20 +83,25 @@ pub async fn relay(
     let no_body = *method == Method::HEAD
         || head.status == StatusCode::NO_CONTENT
         || head.status == StatusCode::NOT_MODIFIED;
-    let mut length = None;
+    // The length is written once, by the agent, from the first value that is one (h2 checks
+    // the body against it): never beside a chunked coding, never twice.
+    let length = head
+        .headers
+        .get_all(CONTENT_LENGTH)
+        .iter()
+        .find_map(|v| fields::digits(v.as_bytes()));
     for (name, value) in &head.headers {
-        if headers::is_hop_by_hop(name.as_str().as_bytes()) {
+        if name == CONTENT_LENGTH || headers::is_hop_by_hop(name.as_str().as_bytes()) {
             continue;
-        }
-        if name == CONTENT_LENGTH {
-            length = fields::digits(value.as_bytes());
         }
         write_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     let chunked = !no_body && length.is_none() && !body.is_end_stream();
-    if chunked {
+    if let Some(n) = length {
+        write_field(out, b"content-length", n.to_string().as_bytes());
+    } else if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    } else if !no_body && length.is_none() {
+    } else if !no_body {
         out.extend_from_slice(b"content-length: 0\r\n");
     }
     if close {
@@ -121,7 +126,8 @@ pub async fn relay(
         }
         sent += data.len() as u64;
         if chunked {
-            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, "{:x}\r\n", data.len());
             out.extend_from_slice(&data);
             out.extend_from_slice(b"\r\n");
         } else {
