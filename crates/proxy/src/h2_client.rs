@@ -26,7 +26,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::body::Lent;
-use crate::pool::TimedConnector;
+use crate::connect::TimedConnector;
 use hostmesh_tls::PeerConnector;
 
 type Sender = SendRequest<Lent>;
@@ -55,7 +55,7 @@ impl H2Error {
     pub fn never_reached(&self) -> bool {
         match self {
             H2Error::Connect(_) | H2Error::NoAuthority => true,
-            H2Error::Http(e) => crate::outbound::retry::refused_stream(e),
+            H2Error::Http(e) => refused_stream(e),
         }
     }
 
@@ -63,6 +63,21 @@ impl H2Error {
     pub fn is_connect(&self) -> bool {
         matches!(self, H2Error::Connect(_))
     }
+}
+
+/// Whether `e` is, or was caused by, HTTP/2's REFUSED_STREAM (also what a GOAWAY means for
+/// streams above its last stream id): the peer did not process the request at all.
+pub fn refused_stream(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>()
+            && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 struct Conn {

@@ -8,29 +8,18 @@
 //! wake-ups per request. With a pool per worker a request stays on its thread end to end, as in
 //! HAProxy's per-thread idle connection lists; the price is a connection per worker per peer.
 //!
-//! The connector notes when it last finished connecting to each address, so the balancer can
-//! leave connection setup out of an endpoint's latency: a request that had to wait for a new
-//! connection measures from when the connection was ready, as Linkerd's balancer (which only
-//! sees established connections) does. Otherwise one handshake would mark an endpoint slow for
-//! tens of seconds.
+//! The connector records when each address last got a new connection (`connect::ConnectTimes`).
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::Uri;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
-use tokio::time::Instant;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{Lent, ProxyBody};
+use crate::connect::{ConnectTimes, TimedConnector};
 use crate::h2_client::H2Client;
 use hostmesh_tls::{PeerConnector, PeerTls};
 
@@ -50,66 +39,6 @@ pub fn absolute_uri(authority: Authority, path: PathAndQuery) -> Option<Uri> {
     uri.authority = Some(authority);
     uri.path_and_query = Some(path);
     Uri::from_parts(uri).ok()
-}
-
-/// When each address last got a new connection.
-#[derive(Debug, Clone, Default)]
-pub struct ConnectTimes(Arc<Mutex<HashMap<SocketAddr, Instant>>>);
-
-impl ConnectTimes {
-    /// When the latest connection to `addr` finished, if any.
-    pub fn last(&self, addr: SocketAddr) -> Option<Instant> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&addr)
-            .copied()
-    }
-
-    fn record(&self, addr: SocketAddr) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(addr, Instant::now());
-    }
-}
-
-/// An [`HttpConnector`] that records [`ConnectTimes`].
-#[derive(Debug, Clone)]
-pub struct TimedConnector {
-    inner: HttpConnector,
-    times: ConnectTimes,
-}
-
-type ConnectFuture =
-    Pin<Box<dyn Future<Output = Result<TokioIo<TcpStream>, BoxConnectError>> + Send>>;
-type BoxConnectError = Box<dyn std::error::Error + Send + Sync>;
-
-impl tower_service::Service<Uri> for TimedConnector {
-    type Response = TokioIo<TcpStream>;
-    type Error = BoxConnectError;
-    type Future = ConnectFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        tower_service::Service::<Uri>::poll_ready(&mut self.inner, cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, dst: Uri) -> Self::Future {
-        // Peer URIs name the host in their user info (see `tls::connector`); the time is kept
-        // by address, as the balancer looks it up.
-        let addr = dst
-            .authority()
-            .and_then(|a| a.as_str().rsplit('@').next()?.parse::<SocketAddr>().ok());
-        let times = self.times.clone();
-        let connecting = tower_service::Service::<Uri>::call(&mut self.inner, dst);
-        Box::pin(async move {
-            let io = connecting.await?;
-            if let Some(a) = addr {
-                times.record(a);
-            }
-            Ok(io)
-        })
-    }
 }
 
 /// One [`Pools`] per data path worker, each used only by connections its worker serves.
@@ -172,15 +101,8 @@ impl Pools {
         peer_tls: PeerTls,
         connect_times: &ConnectTimes,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
         let connect_times = connect_times.clone();
-        let connector = TimedConnector {
-            inner: connector,
-            times: connect_times.clone(),
-        };
+        let connector = TimedConnector::new(connect_timeout, connect_times.clone());
         let mut http1 = Client::builder(TokioExecutor::new());
         http1
             .pool_idle_timeout(idle_timeout)

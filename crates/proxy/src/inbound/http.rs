@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use http::header::HeaderValue;
 use http::{Request, Response};
-use hyper::body::{Body as _, Incoming};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
@@ -133,18 +134,28 @@ async fn handle(
         .tracer
         .hop(&mut parts.headers, Kind::Server, service, &parts.method);
     let path = pool::path_of(&parts.uri);
-    let sent = if !grpc && app_h1::takes(&parts, incoming.is_end_stream()) {
-        let send = app_h1::send(
-            &parts,
-            &path,
-            &spec.authority,
-            spec.target,
-            &ctx.settings,
-            replayable,
-        );
-        tokio::time::timeout(timeout, send)
+    let sent = if !grpc && app_h1::takes(&parts, &incoming) {
+        let send = async {
+            // A small body is read whole first (see `app_h1`); a peer that resets it meanwhile
+            // is gone, and its answer with it.
+            let body = incoming
+                .collect()
+                .await
+                .map_err(|e| (false, format!("reading the request body: {e}")))?
+                .to_bytes();
+            app_h1::send(
+                &parts,
+                &path,
+                &spec.authority,
+                spec.target,
+                &ctx.settings,
+                replayable,
+                &body,
+            )
             .await
-            .map(|r| r.map_err(|e| (e.never_reached(), e.to_string())))
+            .map_err(|e| (e.never_reached(), e.to_string()))
+        };
+        tokio::time::timeout(timeout, send).await
     } else {
         let Some(uri) = pool::absolute_uri(spec.authority.clone(), path) else {
             return http_errors::response(Reason::BadRequest, grpc);

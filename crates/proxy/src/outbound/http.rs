@@ -9,14 +9,14 @@
 //! and drive them on their own task (see `paired`).
 
 use std::convert::Infallible;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HOST, HeaderValue};
 use http::request::Parts;
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
 use hyper::body::Incoming;
@@ -31,16 +31,15 @@ use super::attempts::{self, Exchange, Last, Refused};
 use super::decision::Decision;
 use super::detect::{self, Version};
 use super::h1;
+use super::instance_request;
 use super::paired::Paired;
 use super::retry::{self, Failure};
 use super::route::{Endpoint, Route};
 use super::strict_h1::StrictH1;
 use super::{Outbound, Settings};
-use crate::app_request;
 use crate::body::{self, ProxyBody};
 use crate::h2_limits;
 use crate::http_errors::{self, Reason};
-use crate::pool;
 use crate::prefixed::Prefixed;
 use crate::trace::Kind;
 use hostmesh_listen::idle::{BusyBody, Idle};
@@ -337,7 +336,7 @@ impl Exchange for HyperExchange<'_> {
             .paired
             .filter(|_| ep.local && route.protocol == Protocol::Http);
         // A same-host instance that is no longer defined here never saw the request.
-        let (req, target) = build(
+        let (req, target) = instance_request::build(
             ctx,
             route,
             ep,
@@ -372,62 +371,4 @@ impl Exchange for HyperExchange<'_> {
             .as_ref()
             .is_some_and(body::Reclaim::body_failed)
     }
-}
-
-/// The request for one attempt, to the app directly (same host) or to the peer agent, and the
-/// address it goes to. `origin_form`: the URI carries only the path (a connection of our own to
-/// the app); else the target's address too (the shared pools pick the connection by it).
-pub(super) fn build(
-    ctx: &Outbound,
-    route: &Route,
-    ep: &Endpoint,
-    parts: &Parts,
-    remaining: Duration,
-    body: body::Lent,
-    origin_form: bool,
-) -> Option<(Request<body::Lent>, SocketAddr)> {
-    let mut req = Request::new(body);
-    *req.method_mut() = parts.method.clone();
-    *req.headers_mut() = parts.headers.clone();
-    let h = req.headers_mut();
-    let mut local_authority = None;
-    let target = if ep.local {
-        let spec = ctx.local.get(&route.service, &ep.id)?;
-        local_authority = Some(spec.authority.clone());
-        app_request::write_map(
-            h,
-            &app_request::Added {
-                caller: &ctx.wire_headers.caller,
-                forwarded: &ctx.wire_headers.forwarded,
-                timeout: &app_request::timeout_value(remaining),
-                grpc: route.protocol == Protocol::Grpc,
-            },
-        );
-        spec.target
-    } else {
-        h.insert(
-            wire::names::TIMEOUT,
-            HeaderValue::from_str(&wire::format_timeout(remaining)).ok()?,
-        );
-        h.insert(wire::names::DST, ep.dst.clone()?);
-        h.insert(wire::names::SRC, ctx.wire_headers.caller.clone());
-        h.insert(
-            wire::names::VERSION_HEADER,
-            HeaderValue::from_static(wire::VERSION),
-        );
-        ep.peer
-    };
-    let path = pool::path_of(&parts.uri);
-    *req.uri_mut() = if origin_form {
-        Uri::from(path)
-    } else {
-        // To a peer, its host rides in the user info: the pool keys connections by it and the
-        // TLS connector demands that identity (`tls::connector`).
-        let authority = match local_authority {
-            Some(a) => a,
-            None => ep.authority.clone()?,
-        };
-        pool::absolute_uri(authority, path)?
-    };
-    Some((req, target))
 }

@@ -9,6 +9,7 @@ mod detect;
 // pub(crate): the fuzz entry points (`crate::fuzzing`) drive these parsers directly.
 pub(crate) mod h1;
 mod http;
+mod instance_request;
 mod paired;
 pub mod retry;
 pub mod route;

@@ -58,26 +58,11 @@ pub fn classify_status(status: StatusCode, agent_error: Option<&str>) -> Option<
 
 /// The failure class of a transport error.
 pub fn classify_error(e: &hyper_util::client::legacy::Error) -> Failure {
-    if e.is_connect() || refused_stream(e) {
+    if e.is_connect() || crate::h2_client::refused_stream(e) {
         Failure::NeverReached
     } else {
         Failure::MayHaveReached
     }
-}
-
-/// Whether `e` is, or was caused by, HTTP/2's REFUSED_STREAM (also what a GOAWAY means for
-/// streams above its last stream id): the peer did not process the request at all.
-pub fn refused_stream(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if let Some(h2) = err.downcast_ref::<h2::Error>()
-            && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
-        {
-            return true;
-        }
-        source = err.source();
-    }
-    false
 }
 
 /// The wait before retry number `retry` (1-based): 25 ms doubling to 250 ms, full jitter.

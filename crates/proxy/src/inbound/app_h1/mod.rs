@@ -9,9 +9,11 @@
 //! path put the inbound app leg at about a quarter of both agents' CPU. Here the peer's stream
 //! writes the request and reads the answer on its own task.
 //!
-//! The leg takes requests without a body (the peer's HEADERS ended the stream: GET, HEAD, most
-//! DELETEs and some POSTs), which need no concurrent upload while the answer is read. Requests
-//! with a body, and `grpc` apps (h2c), keep hyper's client.
+//! The leg takes requests without a body (the peer's HEADERS ended the stream) and requests
+//! whose `content-length` is at most 64 KiB (`retry::MAX_REPLAY_BODY`, what the outbound side
+//! buffers too): their body is read whole first and written with the head, so no upload runs
+//! while the answer is read. Larger or unsized bodies stream through hyper's client, and `grpc`
+//! apps (h2c) use `h2_client`.
 
 mod body;
 mod idle;
@@ -29,14 +31,19 @@ use crate::outbound::h1::upstream::{Upstream, UpstreamError};
 use crate::settings::Settings;
 pub use body::AppBody;
 
-/// Whether a request takes this leg rather than hyper's client: it has no body (`ended`: the
-/// peer's HEADERS ended the stream) and is not a `CONNECT`.
-pub fn takes(parts: &Parts, ended: bool) -> bool {
-    ended && parts.method != Method::CONNECT
+/// Whether a request takes this leg rather than hyper's client: it is not a `CONNECT`, and its
+/// body (as the peer's stream describes it) has ended or has a length of at most 64 KiB.
+pub fn takes(parts: &Parts, body: &impl hyper::body::Body) -> bool {
+    let small = body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= crate::outbound::retry::MAX_REPLAY_BODY);
+    (body.is_end_stream() || small) && parts.method != Method::CONNECT
 }
 
 /// Sends a request the app is to receive as `parts` (its fields already as `app_request`
-/// makes them) to `target`, and returns the app's response as the peer gets it. `replayable`:
+/// makes them) and `body` to `target`, and returns the app's response as the peer gets it.
+/// `replayable`:
 /// the request may be sent again when a kept connection turns out closed under it (as Go's and
 /// hyper's clients do for idempotent requests).
 pub async fn send(
@@ -46,9 +53,11 @@ pub async fn send(
     target: SocketAddr,
     settings: &Settings,
     replayable: bool,
+    body: &[u8],
 ) -> Result<Response<ProxyBody>, UpstreamError> {
-    let mut head = Vec::with_capacity(512);
+    let mut head = Vec::with_capacity(512 + body.len());
     write_head(parts, path, authority, &mut head);
+    head.extend_from_slice(body);
     let head_request = parts.method == Method::HEAD;
     // As large as hyper's client took, and the peer's h2 client takes (`h2_limits`).
     let max = crate::h2_limits::RESPONSE_HEAD_LIMIT as usize;

@@ -50,7 +50,22 @@ async fn app(answers: &'static [&'static str]) -> (SocketAddr, Arc<Mutex<Vec<Vec
                             Ok(n) => buf.extend_from_slice(&more[..n]),
                         }
                     };
-                    let head: Vec<u8> = buf.drain(..end).collect();
+                    let mut head: Vec<u8> = buf.drain(..end).collect();
+                    // The body, by its length, is recorded after the head.
+                    let text = String::from_utf8_lossy(&head).to_lowercase();
+                    let length = text
+                        .split("content-length: ")
+                        .nth(1)
+                        .and_then(|v| v.split("\r\n").next()?.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    while buf.len() < length {
+                        let mut more = [0u8; 4096];
+                        match s.read(&mut more).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&more[..n]),
+                        }
+                    }
+                    head.extend(buf.drain(..length));
                     record.lock().unwrap()[conn].push(String::from_utf8(head).unwrap());
                     // An empty answer: close without one.
                     if answer.is_empty() || s.write_all(answer.as_bytes()).await.is_err() {
@@ -82,7 +97,16 @@ async fn call(
     let parts = parts(method, Some("orders.mesh"));
     let authority = Authority::try_from(addr.to_string()).unwrap();
     let path = PathAndQuery::from_static("/items?x=1");
-    let resp = send(&parts, &path, &authority, addr, &settings(), replayable).await?;
+    let resp = send(
+        &parts,
+        &path,
+        &authority,
+        addr,
+        &settings(),
+        replayable,
+        b"",
+    )
+    .await?;
     let (head, body) = resp.into_parts();
     let body = body
         .collect()
@@ -137,6 +161,7 @@ async fn a_chunked_response_is_decoded_and_a_missing_host_is_the_apps_address() 
         addr,
         &settings(),
         true,
+        b"",
     )
     .await
     .unwrap();
@@ -211,4 +236,79 @@ async fn a_refused_connection_never_reached_the_app() {
     drop(listener);
     let err = call(addr, "GET", true).await.unwrap_err();
     assert!(err.never_reached(), "{err}");
+}
+
+#[tokio::test]
+async fn a_small_body_goes_with_the_head_and_a_kept_connection_takes_the_next() {
+    let (addr, seen) = app(&[
+        "HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+    ])
+    .await;
+    let mut parts = parts("POST", Some("orders.mesh"));
+    parts
+        .headers
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+    let authority = Authority::try_from(addr.to_string()).unwrap();
+    let path = PathAndQuery::from_static("/orders");
+    let resp = send(
+        &parts,
+        &path,
+        &authority,
+        addr,
+        &settings(),
+        false,
+        b"hello",
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 201);
+    let resp = send(
+        &parts,
+        &path,
+        &authority,
+        addr,
+        &settings(),
+        false,
+        b"again",
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        *seen,
+        [[
+            "POST /orders HTTP/1.1\r\nx-keep: 1\r\nhost: orders.mesh\r\ncontent-length: 5\r\n\r\nhello",
+            "POST /orders HTTP/1.1\r\nx-keep: 1\r\nhost: orders.mesh\r\ncontent-length: 5\r\n\r\nagain",
+        ]]
+    );
+}
+
+#[test]
+fn bodies_without_a_small_length_are_not_taken() {
+    use http_body_util::{Empty, Full};
+    let get = parts("GET", None);
+    assert!(takes(&get, &Empty::<bytes::Bytes>::new()));
+    assert!(takes(&get, &Full::new(bytes::Bytes::from_static(b"small"))));
+    let large = Full::new(bytes::Bytes::from(vec![0u8; 64 * 1024 + 1]));
+    assert!(!takes(&get, &large), "over 64 KiB");
+    assert!(!takes(&get, &Unsized), "no length");
+    let connect = parts("CONNECT", None);
+    assert!(!takes(&connect, &Empty::<bytes::Bytes>::new()));
+}
+
+/// A body of unknown length, as an HTTP/2 request without `content-length` has.
+struct Unsized;
+
+impl hyper::body::Body for Unsized {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>> {
+        std::task::Poll::Ready(None)
+    }
 }

@@ -428,9 +428,16 @@ impl Exchange for Lean<'_> {
         if !ep.local {
             let (head, body) = self.peer_request.as_ref().ok_or(Refused::Undefined)?;
             let body = body::boxed(Full::new(body.clone()).map_err(|never| match never {}));
-            let (req, target) =
-                super::http::build(ctx, route, ep, head, remaining, body::lend(body).0, false)
-                    .ok_or(Refused::Undefined)?;
+            let (req, target) = super::instance_request::build(
+                ctx,
+                route,
+                ep,
+                head,
+                remaining,
+                body::lend(body).0,
+                false,
+            )
+            .ok_or(Refused::Undefined)?;
             return ctx
                 .send(route, ep, target, req, None)
                 .await
