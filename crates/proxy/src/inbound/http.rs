@@ -9,7 +9,7 @@ use std::sync::Arc;
 use http::header::HeaderValue;
 use http::{Request, Response};
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
@@ -137,12 +137,16 @@ async fn handle(
     let sent = if !grpc && app_h1::takes(&parts, &incoming) {
         let send = async {
             // A small body is read whole first (see `app_h1`); a peer that resets it meanwhile
-            // is gone, and its answer with it.
-            let body = incoming
-                .collect()
-                .await
-                .map_err(|e| (false, format!("reading the request body: {e}")))?
-                .to_bytes();
+            // is gone, and its answer with it. Most requests have none to wait for.
+            let body = if incoming.is_end_stream() {
+                bytes::Bytes::new()
+            } else {
+                incoming
+                    .collect()
+                    .await
+                    .map_err(|e| (false, format!("reading the request body: {e}")))?
+                    .to_bytes()
+            };
             app_h1::send(
                 &parts,
                 &path,
