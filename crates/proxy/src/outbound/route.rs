@@ -33,7 +33,8 @@ pub struct Endpoint {
     pub(crate) stats: Arc<EndpointStats>,
     pub(crate) breaker: Arc<Breaker>,
     /// `x-hostmesh-dst` (`service/id`) and the URI authority (`host@peer`, see
-    /// `outbound::http::build`) of requests to a peer, made once here rather than per request.
+    /// `outbound::instance_request::build`) of requests to a peer, made once here rather than
+    /// per request.
     /// `None` when the catalog's names do not make a valid header or authority: such an
     /// instance cannot be sent to.
     pub(crate) dst: Option<HeaderValue>,

@@ -25,9 +25,9 @@ use crate::trace::{TRACEPARENT, TRACESTATE};
 use hostmesh_wire::{self as wire, headers};
 
 /// The request's head as hyper's path would have it before an attempt's own fields
-/// (`http::build`): the client's fields less the hop-by-hop ones and the agent's own, `host` as
-/// the client sent it. `None` when a field cannot go into a map (bytes httparse takes and `http`
-/// refuses): such a request is left to hyper's path, which answers it.
+/// (`instance_request::build`): the client's fields less the hop-by-hop ones and the agent's
+/// own, `host` as the client sent it. `None` when a field cannot go into a map (bytes httparse
+/// takes and `http` refuses): such a request is left to hyper's path, which answers it.
 pub fn parts(req: &Request, buf: &[u8]) -> Option<Parts> {
     let mut map = HeaderMap::with_capacity(req.fields.len() + 6);
     for f in &req.fields {
