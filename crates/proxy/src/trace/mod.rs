@@ -82,13 +82,7 @@ impl Tracer {
     ) -> Option<Hop> {
         let incoming = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok());
         let hop = self.begin(incoming, kind, service, method.as_str())?;
-        if !hop.continues() {
-            // W3C: tracestate means nothing without a valid traceparent.
-            headers.remove(TRACESTATE);
-        }
-        if let Ok(v) = HeaderValue::from_str(&hop.traceparent()) {
-            headers.insert(TRACEPARENT, v);
-        }
+        hop.write_headers(headers);
         Some(hop)
     }
 
@@ -145,6 +139,18 @@ pub struct Hop {
 
 impl Hop {
     /// The `traceparent` the next hop gets: this span as the parent.
+    /// Makes this hop the parent the next hop sees in `headers`: its `traceparent`, and no
+    /// `tracestate` unless it continues the client's trace (W3C: tracestate means nothing
+    /// without a valid traceparent).
+    pub fn write_headers(&self, headers: &mut HeaderMap) {
+        if !self.continues() {
+            headers.remove(TRACESTATE);
+        }
+        if let Ok(v) = HeaderValue::from_str(&self.traceparent()) {
+            headers.insert(TRACEPARENT, v);
+        }
+    }
+
     pub fn traceparent(&self) -> String {
         self.this.header()
     }

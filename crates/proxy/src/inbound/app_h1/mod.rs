@@ -26,6 +26,7 @@ use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, Method, Response};
 
 use crate::body::{ProxyBody, boxed};
+use crate::outbound::h1::fields::write_line;
 use crate::outbound::h1::response::{Coding, Response as Head};
 use crate::outbound::h1::upstream::{Upstream, UpstreamError};
 use crate::settings::Settings;
@@ -83,19 +84,14 @@ fn write_head(parts: &Parts, path: &PathAndQuery, authority: &Authority, out: &m
     out.extend_from_slice(path.as_str().as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     if !parts.headers.contains_key(HOST) {
-        out.extend_from_slice(b"host: ");
         let host = match authority.port_u16() {
             Some(80) => authority.host(),
             _ => authority.as_str(),
         };
-        out.extend_from_slice(host.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        write_line(out, b"host", host.as_bytes());
     }
     for (name, value) in &parts.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        write_line(out, name.as_str().as_bytes(), value.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
 }

@@ -31,11 +31,16 @@ impl Field {
 
     /// Writes the field as a header line.
     pub fn write(&self, buf: &[u8], out: &mut Vec<u8>) {
-        out.extend_from_slice(self.name(buf));
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(self.value(buf));
-        out.extend_from_slice(b"\r\n");
+        write_line(out, self.name(buf), self.value(buf));
     }
+}
+
+/// Writes `name: value` and CRLF: a header line of a head the agent writes.
+pub fn write_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Where `part`, a slice of `buf`, sits in it. An empty `part` may come from elsewhere (httparse

@@ -16,7 +16,7 @@
 //! over a limit, a field a peer's HTTP/2 request cannot carry) is handed, before a byte of it is
 //! consumed, to hyper's path, which serves the connection from then on.
 
-mod fields;
+pub(crate) mod fields;
 mod peer;
 pub(crate) mod request;
 pub(crate) mod response;
@@ -216,7 +216,7 @@ impl Conn {
             idle: &mut self.idle,
             peer_request: peer_head.map(|mut head| {
                 if let Some(h) = &hop {
-                    peer::trace(&mut head.headers, &h.traceparent(), h.continues());
+                    h.write_headers(&mut head.headers);
                 }
                 let body = bytes::Bytes::copy_from_slice(&self.buf[req.head_len..req.len()]);
                 (head, body)

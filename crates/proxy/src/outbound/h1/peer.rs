@@ -21,7 +21,6 @@ use tokio::net::TcpStream;
 
 use super::fields;
 use super::request::Request;
-use crate::trace::{TRACEPARENT, TRACESTATE};
 use hostmesh_wire::{self as wire, headers};
 
 /// The request's head as hyper's path would have it before an attempt's own fields
@@ -44,17 +43,6 @@ pub fn parts(req: &Request, buf: &[u8]) -> Option<Parts> {
     *head.uri_mut() = http::Uri::from(path);
     *head.headers_mut() = map;
     Some(head.into_parts().0)
-}
-
-/// Puts the hop's `traceparent` in `map`, as `trace::Tracer::hop` does on hyper's path: a hop
-/// that does not continue the client's trace drops its `tracestate`.
-pub fn trace(map: &mut HeaderMap, traceparent: &str, continues: bool) {
-    if !continues {
-        map.remove(TRACESTATE);
-    }
-    if let Ok(v) = HeaderValue::from_str(traceparent) {
-        map.insert(TRACEPARENT, v);
-    }
 }
 
 /// Writes the peer's response to the client: its head as HTTP/1.1 (`connection: close` when
@@ -94,11 +82,11 @@ pub async fn relay(
         if name == CONTENT_LENGTH || headers::is_hop_by_hop(name.as_str().as_bytes()) {
             continue;
         }
-        write_field(out, name.as_str().as_bytes(), value.as_bytes());
+        fields::write_line(out, name.as_str().as_bytes(), value.as_bytes());
     }
     let chunked = !no_body && length.is_none() && !body.is_end_stream();
     if let Some(n) = length {
-        write_field(out, b"content-length", n.to_string().as_bytes());
+        fields::write_line(out, b"content-length", n.to_string().as_bytes());
     } else if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     } else if !no_body {
@@ -151,11 +139,4 @@ pub async fn relay(
     app.write_all(out).await?;
     out.clear();
     Ok(())
-}
-
-fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
