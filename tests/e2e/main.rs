@@ -20,3 +20,4 @@ mod proxy;
 mod registry;
 mod resilience;
 mod tls;
+mod zones;

@@ -51,6 +51,9 @@ pub struct EndpointStatus {
     pub host: String,
     pub id: String,
     pub address: Option<IpAddr>,
+    /// Its host's `agent.zone`; `null` when the host has none.
+    #[serde(default)]
+    pub zone: Option<String>,
     pub port: u16,
     pub health: Health,
     pub tags: Vec<String>,
@@ -70,6 +73,7 @@ impl EndpointStatus {
             host: i.host.clone(),
             id: i.id.clone(),
             address: i.address,
+            zone: i.zone.clone(),
             port: i.port,
             health: i.health,
             tags: i.tags.clone(),

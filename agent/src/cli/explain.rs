@@ -137,8 +137,8 @@ fn render(r: &Report) -> String {
     let rows: Vec<Vec<String>> = r.candidates.iter().map(row).collect();
     out.push_str(&table::render(
         &[
-            "HOST", "ID", "ADDRESS", "PORT", "HEALTH", "TAGS", "WEIGHT", "EWMA", "INFLIGHT",
-            "COST", "BREAKER", "EXCLUDED",
+            "HOST", "ID", "ADDRESS", "ZONE", "PORT", "HEALTH", "TAGS", "WEIGHT", "EWMA",
+            "INFLIGHT", "COST", "BREAKER", "EXCLUDED",
         ],
         &rows,
     ));
@@ -155,6 +155,29 @@ fn render(r: &Report) -> String {
         }
     };
     let _ = writeln!(out, "pick:      {pick}");
+    if r.locality == "zone" {
+        let zones = match (&r.zone, r.zone_share) {
+            (None, _) => "this agent has no agent.zone, so zones do not apply".to_owned(),
+            (Some(z), share) => {
+                let share = share.map_or(String::new(), |s| {
+                    format!(
+                        " (it keeps {:.0}% of requests while it has an eligible instance)",
+                        s * 100.0
+                    )
+                });
+                let decided = match r.pick.as_ref().map(|p| p.zone.as_str()) {
+                    Some("in-zone") => "picked in it",
+                    Some("spilled-none-left") => {
+                        "no eligible instance in it is left: another zone's"
+                    }
+                    Some("spilled-share") => "this request drew the share it sends to other zones",
+                    _ => "nothing picked",
+                };
+                format!("this agent is in {z}{share}; {decided}")
+            }
+        };
+        let _ = writeln!(out, "zones:     locality = \"zone\": {zones}");
+    }
     let _ = writeln!(out, "outcome:   {}", r.outcome);
     out
 }
@@ -171,6 +194,7 @@ fn row(candidate: &Candidate) -> Vec<String> {
         c.host.clone(),
         c.id.clone(),
         c.address.map_or_else(dash, |a| a.to_string()),
+        c.zone.clone().unwrap_or_else(dash),
         c.port.to_string(),
         c.health.to_string(),
         if c.tags.is_empty() {
@@ -217,6 +241,7 @@ mod tests {
                 host: host.into(),
                 id: "orders-1".into(),
                 address: Some(Ipv4Addr::new(10, 0, 0, 2).into()),
+                zone: Some("z2".into()),
                 port: 8080,
                 health: Health::Passing,
                 tags: vec!["v2".into()],
@@ -253,6 +278,9 @@ mod tests {
                     weight: 90,
                 }],
             }),
+            locality: "any".into(),
+            zone: Some("z1".into()),
+            zone_share: None,
             split: Some(vec!["v2".into()]),
             deadline: DeadlineReport {
                 ms: 500,
@@ -273,6 +301,7 @@ mod tests {
                 host: "c".into(),
                 id: "orders-1".into(),
                 how: "only".into(),
+                zone: "not-applied".into(),
             }),
             outcome: "sent to c/orders-1 through its agent at 10.0.0.3:4143".into(),
         }
@@ -292,6 +321,28 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn zones_are_reported_only_for_zone_aware_routes() {
+        let mut r = report();
+        assert!(!render(&r).contains("zones:"));
+        r.locality = "zone".into();
+        r.zone_share = Some(0.8);
+        if let Some(p) = r.pick.as_mut() {
+            p.zone = "spilled-share".into();
+        }
+        let text = render(&r);
+        assert!(
+            text.contains(
+                "zones:     locality = \"zone\": this agent is in z1 (it keeps 80% of requests \
+                 while it has an eligible instance); this request drew the share it sends to \
+                 other zones"
+            ),
+            "{text}"
+        );
+        r.zone = None;
+        assert!(render(&r).contains("this agent has no agent.zone"));
     }
 
     #[test]

@@ -63,6 +63,7 @@ pub(super) fn data_path(
     );
     let outbound = Arc::new(Outbound::new(OutboundParts {
         self_host: config.agent.host.clone(),
+        self_zone: config.agent.zone.clone(),
         // The config's name rules make agent.host a valid header value, and an address always is.
         wire_headers: hostmesh_proxy::outbound::WireHeaders::new(&config.agent.host, advertise)
             .expect("agent.host passed the host-name rules"),

@@ -48,6 +48,9 @@ pub struct DirectionLabels {
 #[derive(Debug, Default)]
 pub struct ServiceHandles {
     made: std::sync::OnceLock<Made>,
+    /// `hostmesh_zone_attempts_total{zone="same"}` and `{zone="other"}`, made at the first
+    /// attempt between zoned hosts (most services of an unzoned fleet never have them).
+    zones: std::sync::OnceLock<[Counter; 2]>,
 }
 
 #[derive(Debug)]
@@ -70,6 +73,14 @@ pub struct ProxyMetrics {
     endpoints: Family<EndpointStateLabels, Gauge>,
     policy_denied: Family<ServiceLabels, Counter>,
     policy_invalid: Family<OneService, Gauge>,
+    zone_attempts: Family<ZoneLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ZoneLabels {
+    pub service: String,
+    /// `same`: the instance is in this agent's zone; `other`: in another one.
+    pub zone: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -105,6 +116,7 @@ impl ProxyMetrics {
             open_connections: Family::default(),
             retries: Family::default(),
             budget_exhausted: Family::default(),
+            zone_attempts: Family::default(),
             ejections: Family::default(),
             endpoints: Family::default(),
             policy_denied: Family::default(),
@@ -160,6 +172,12 @@ impl ProxyMetrics {
             "Calls refused by the service's access policy. inbound: a peer's call refused here; \
              outbound: this host's app refused (by the peer, or here for a same-host instance)",
             m.policy_denied.clone(),
+        );
+        registry.register(
+            "hostmesh_zone_attempts",
+            "Attempts (HTTP requests and retries, TCP connects) sent to an instance, by whether it \
+             is in this agent's zone; only when both hosts have an agent.zone",
+            m.zone_attempts.clone(),
         );
         registry.register(
             "hostmesh_policy_invalid",
@@ -258,6 +276,25 @@ impl ProxyMetrics {
                 })
                 .clone(),
         }
+    }
+
+    /// Counts one attempt to an instance in this agent's zone (`same`) or another (`!same`).
+    pub fn zone_attempt(&self, handles: &ServiceHandles, service: &str, same: bool) {
+        let [here, there] = handles.zones.get_or_init(|| {
+            ["same", "other"].map(|zone| {
+                self.zone_attempts
+                    .get_or_create(&ZoneLabels {
+                        service: service.to_owned(),
+                        zone,
+                    })
+                    .clone()
+            })
+        });
+        if same {
+            here.inc()
+        } else {
+            there.inc()
+        };
     }
 
     /// Like [`Self::request`], through a service's handles.

@@ -129,8 +129,9 @@ fn build(state: &AdminState, input: &str, headers: &HeaderMap) -> Result<Report,
         .iter()
         .map(|i| candidate(state, &route, &decision, &name, port, i, now))
         .collect();
-    let picked = route.preview(|ep| decision.admits(ep));
-    let pick = picked.map(|idx| {
+    let previewed = route.preview(|ep| decision.admits(ep));
+    let picked = previewed.map(|(idx, _)| idx);
+    let pick = previewed.map(|(idx, zone)| {
         let ep = &route.endpoints()[idx];
         let eligible = candidates.iter().filter(|c| c.excluded.is_none()).count();
         let how = if ep.breaker().probe_ready(now) {
@@ -144,6 +145,7 @@ fn build(state: &AdminState, input: &str, headers: &HeaderMap) -> Result<Report,
             host: ep.host().to_owned(),
             id: ep.id().to_owned(),
             how: how.to_owned(),
+            zone: zone.as_str().to_owned(),
         }
     });
     let outcome = match picked.map(|idx| &route.endpoints()[idx]) {
@@ -203,6 +205,9 @@ fn build(state: &AdminState, input: &str, headers: &HeaderMap) -> Result<Report,
                 })
                 .collect(),
         }),
+        locality: policy.locality.as_str().to_owned(),
+        zone: state.stats.zone().map(str::to_owned),
+        zone_share: route.zone_share(),
         split: decision.split.map(|s| s.tags.clone()),
         deadline: DeadlineReport {
             ms: millis(decision.deadline.after),

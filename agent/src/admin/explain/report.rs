@@ -27,6 +27,16 @@ pub struct Report {
     pub rules: usize,
     /// The first rule that matches; `None` when none does (or for TCP, which has no rules).
     pub rule: Option<RuleReport>,
+    /// The route policy's `locality`: `any` or `zone`.
+    #[serde(default)]
+    pub locality: String,
+    /// This agent's zone (`agent.zone`); `null` when it has none.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// With `locality = "zone"` and a zone: the share of requests kept in this agent's zone
+    /// while it has an eligible instance (docs/routes.md#zones); `null` otherwise.
+    #[serde(default)]
+    pub zone_share: Option<f64>,
     /// The split drawn for this request (each request draws one by weight).
     pub split: Option<Vec<String>>,
     pub deadline: DeadlineReport,
@@ -95,4 +105,9 @@ pub struct Pick {
     /// `probe`: its ejection is over and it gets the one probe; `only`: the one eligible
     /// instance; `p2c`: the cheaper of two drawn at random (another run may differ).
     pub how: String,
+    /// How zones decided: `in-zone`; `spilled-none-left` (no eligible instance in this agent's
+    /// zone); `spilled-share` (drawn into the share this zone sends to others, see
+    /// `zone_share`); `not-applied` (`locality = "any"`, or no zone on this agent).
+    #[serde(default)]
+    pub zone: String,
 }

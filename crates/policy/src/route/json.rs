@@ -28,6 +28,7 @@ impl RoutePolicy {
         if let Some(t) = self.timeout {
             top.insert("timeout".into(), json!(show(t)));
         }
+        top.insert("locality".into(), json!(self.locality.as_str()));
         let mut retry = Map::new();
         retry.insert("budget_ratio".into(), json!(self.retry.budget_ratio));
         retry.insert("min_per_second".into(), json!(self.retry.min_per_second));

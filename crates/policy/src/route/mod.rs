@@ -15,6 +15,8 @@
 //! - A missing `[retry]` or `[breaker]` section, or a missing key in one, means the default
 //!   (20 % + 10/s, 3 attempts; 5 failures, 5s doubling to 60s, 50 %). A missing `timeout` means
 //!   the agent's `request_timeout`; a rule's `timeout` replaces the top-level one.
+//! - `locality = "zone"` keeps requests in the caller's zone while it has a candidate that is
+//!   not overloaded (the rule is the proxy's, in `outbound::route`); `"any"` (default) ignores zones.
 //! - Rules are tried in order and the first match wins. A rule without `match` takes every request.
 //!   `path_prefix` matches whole path segments (`/api` takes `/api/x`, not `/apix`; query ignored);
 //!   `headers` are exact, case-sensitive values, all of which must be present.
@@ -30,7 +32,7 @@ mod tests;
 mod text;
 mod values;
 
-pub use policy::{BreakerPolicy, RetryPolicy, RoutePolicy, Rule, Split};
+pub use policy::{BreakerPolicy, Locality, RetryPolicy, RoutePolicy, Rule, Split};
 
 // The TOML and JSON plumbing the access policy (`crate::access`) shares.
 pub(crate) use json::to_toml_value;

@@ -7,7 +7,7 @@ use std::path::Path;
 use toml::{Table, Value};
 
 use super::policy::{
-    BASE_EJECTION, BUDGET_RATIO, BreakerPolicy, CONSECUTIVE_FAILURES, MAX_ATTEMPTS,
+    BASE_EJECTION, BUDGET_RATIO, BreakerPolicy, CONSECUTIVE_FAILURES, Locality, MAX_ATTEMPTS,
     MAX_EJECTED_PERCENT, MAX_EJECTION, MIN_PER_SECOND, RetryPolicy, RoutePolicy, Rule, Split,
 };
 use super::values::{
@@ -139,11 +139,23 @@ impl<'a> Checker<'a> {
     }
 
     pub fn policy_of(&mut self, table: &Table) -> RoutePolicy {
-        self.known(table, "", &["timeout", "retry", "breaker", "rules"]);
+        self.known(
+            table,
+            "",
+            &["timeout", "locality", "retry", "breaker", "rules"],
+        );
         let timeout = self
             .field(table, "", "timeout", positive_duration)
             .ok()
             .flatten();
+        let locality = self
+            .field(table, "", "locality", |v| {
+                let s = string(v)?;
+                Locality::parse(&s).ok_or_else(|| format!("{s:?} is not \"any\" or \"zone\""))
+            })
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         let retry = match self.section(table, "", "retry") {
             Some(t) => self.retry(t),
             None => RetryPolicy::default(),
@@ -155,6 +167,7 @@ impl<'a> Checker<'a> {
         let rules = self.rules(table);
         RoutePolicy {
             timeout,
+            locality,
             retry,
             breaker,
             rules,

@@ -12,10 +12,43 @@ pub struct RoutePolicy {
     /// has its own. `None`: the agent's `request_timeout`. Clients' `x-hostmesh-timeout` and
     /// `grpc-timeout` can only shorten it.
     pub timeout: Option<Duration>,
+    /// Which instances a request may go to by zone (`locality`, default `any`).
+    pub locality: Locality,
     pub retry: RetryPolicy,
     pub breaker: BreakerPolicy,
     /// Tried in order; the first that matches a request decides ([`RoutePolicy::matching_rule`]).
     pub rules: Vec<Rule>,
+}
+
+/// `locality`: whether requests prefer instances in the caller's zone (`agent.zone`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Locality {
+    /// Every candidate instance, whatever its zone (the default).
+    #[default]
+    Any,
+    /// Instances in the caller's zone first: other zones take a request only when the caller's
+    /// zone has no candidate left or its pick is overloaded compared with another zone's
+    /// (docs/routes.md#zones). A caller without a zone, or a service with no instance in it,
+    /// behaves as with `Any`.
+    Zone,
+}
+
+impl Locality {
+    /// The value as written in TOML and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Locality::Any => "any",
+            Locality::Zone => "zone",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Locality> {
+        match s {
+            "any" => Some(Locality::Any),
+            "zone" => Some(Locality::Zone),
+            _ => None,
+        }
+    }
 }
 
 /// `[retry]`; a missing section or key means its default.

@@ -28,6 +28,7 @@ fn the_documented_example_parses() {
     let policy = parse(include_str!("testdata/example.toml"));
     let expected = RoutePolicy {
         timeout: Some(Duration::from_secs(2)),
+        locality: Locality::Zone,
         retry: RetryPolicy {
             budget_ratio: 0.2,
             min_per_second: 10,
@@ -356,6 +357,7 @@ fn toml_round_trip() {
     let texts = [
         include_str!("testdata/example.toml"),
         "",
+        "locality = \"any\"",
         "[retry]\nbudget_ratio = 0.333\nmin_per_second = 0\nmax_attempts = 1\n\
          [breaker]\nbase_ejection = \"1m 30s 250ms\"\nmax_ejection = \"2h\"\nmax_ejected_percent = 0\n",
         r#"
@@ -384,6 +386,7 @@ timeout = "10s"
 fn printed_toml_looks_like_the_spec() {
     let printed = parse(include_str!("testdata/example.toml")).to_toml();
     let expected = r#"timeout = "2s"
+locality = "zone"
 
 [retry]
 budget_ratio = 0.2
@@ -403,4 +406,25 @@ split = [ { tags = ["v2"], weight = 90 }, { tags = ["v1"], weight = 10 } ]
 timeout = "500ms"
 "#;
     assert_eq!(printed, expected);
+}
+
+#[test]
+fn locality_is_any_or_zone() {
+    assert_eq!(parse("").locality, Locality::Any);
+    assert_eq!(parse("locality = \"any\"").locality, Locality::Any);
+    assert_eq!(parse("locality = \"zone\"").locality, Locality::Zone);
+    for bad in [
+        "locality = \"region\"",
+        "locality = \"Zone\"",
+        "locality = 1",
+    ] {
+        assert_eq!(problem_keys(bad), ["locality"], "{bad}");
+    }
+    let problems = RoutePolicy::parse_toml("locality = \"region\"", Path::new(FILE)).unwrap_err();
+    assert!(
+        problems.0[0]
+            .message
+            .contains(r#""region" is not "any" or "zone""#),
+        "{problems}"
+    );
 }

@@ -14,8 +14,9 @@ impl RoutePolicy {
         let mut out = String::new();
         if let Some(t) = self.timeout {
             line(&mut out, "timeout", &duration(t));
-            out.push('\n');
         }
+        line(&mut out, "locality", &string(self.locality.as_str()));
+        out.push('\n');
         let r = &self.retry;
         out.push_str("[retry]\n");
         line(

@@ -123,6 +123,7 @@ pub(super) async fn run<X: Exchange>(
             continue;
         };
         attempt += 1;
+        route.count_zone(&ctx.metrics, ep);
         let try_deadline = policy
             .retry
             .per_try_timeout

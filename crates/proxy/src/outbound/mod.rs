@@ -71,6 +71,8 @@ impl WireHeaders {
 #[derive(Debug)]
 pub struct Outbound {
     pub(crate) self_host: String,
+    /// `agent.zone`, for `locality = "zone"` routes.
+    pub(crate) self_zone: Option<String>,
     pub(crate) wire_headers: WireHeaders,
     pub(crate) routes: ArcSwap<RouteTable>,
     /// Balancer stats, breakers and retry budgets, which outlive route tables.
@@ -95,6 +97,8 @@ pub struct Outbound {
 pub struct OutboundParts {
     /// This host's name (`agent.host`).
     pub self_host: String,
+    /// This host's zone (`agent.zone`).
+    pub self_zone: Option<String>,
     pub wire_headers: WireHeaders,
     pub local: Arc<LocalInstances>,
     pub pools: WorkerPools,
@@ -110,6 +114,7 @@ impl Outbound {
     pub fn new(parts: OutboundParts) -> Self {
         let OutboundParts {
             self_host,
+            self_zone,
             wire_headers,
             local,
             pools,
@@ -122,6 +127,7 @@ impl Outbound {
         } = parts;
         Outbound {
             self_host,
+            self_zone,
             wire_headers,
             routes: ArcSwap::default(),
             shared: Arc::default(),
@@ -139,6 +145,11 @@ impl Outbound {
     /// The route a connection to `dst` takes now, if the current table has one.
     pub fn route(&self, dst: SocketAddrV4) -> Option<Arc<Route>> {
         self.routes.load().get(dst)
+    }
+
+    /// `agent.zone`: the zone `locality = "zone"` routes prefer.
+    pub fn zone(&self) -> Option<&str> {
+        self.self_zone.as_deref()
     }
 
     /// `[proxy] request_timeout`: the deadline when neither the client nor a route sets one.
@@ -172,7 +183,12 @@ impl Outbound {
         loop {
             let snapshot = snapshots.borrow_and_update().clone();
             if let Some(snapshot) = snapshot {
-                let table = RouteTable::build(snapshot, &self.self_host, self.shared.clone());
+                let table = RouteTable::build(
+                    snapshot,
+                    &self.self_host,
+                    self.self_zone.as_deref(),
+                    self.shared.clone(),
+                );
                 self.routes.store(Arc::new(table));
             }
             tokio::select! {

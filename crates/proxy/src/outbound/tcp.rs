@@ -42,6 +42,7 @@ pub async fn serve(ctx: Arc<Outbound>, mut app: TcpStream, dst: SocketAddrV4) {
             continue;
         };
         attempts += 1;
+        route.count_zone(&ctx.metrics, ep);
         let inflight = ep.stats.start();
         let attempt_started = Instant::now();
         match connect(&ctx, &route, ep, started).await {
