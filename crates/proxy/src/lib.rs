@@ -11,11 +11,13 @@
 //! - [`workers`]: the per-core runtimes connections are served on.
 //! - [`local`]: this host's instances, as the inbound side resolves them.
 //! - [`app_request`]: what an app receives, decided once for the three paths that write it.
+//! - [`access_log`]: a line per request or TCP connection, written off the data path.
 //! - [`access_table`]: who may call each service, from access policies and the catalog.
 //! - [`http_errors`], [`body`]: the agent's own answers, and bodies passed through.
 //! - [`trace`]: W3C trace context across hops, spans exported over OTLP/HTTP.
 //! - [`metrics`]: the data path's metric handles.
 
+pub mod access_log;
 pub mod access_table;
 pub mod app_request;
 pub mod body;
