@@ -55,10 +55,10 @@ fn lockdown_refuses_direct_connections_from_other_hosts_but_not_the_mesh() {
     );
     // Directly from c: refused. From b itself: answered.
     assert!(direct_refused(&c, &b));
-    assert_eq!(b.curl("http://127.0.0.1:18080/").unwrap().0, 200);
+    assert_eq!(b.curl("http://127.0.0.1:18080/").map(|r| r.0), Ok(200));
     assert_eq!(
-        b.curl(&format!("http://{}:18080/", b.addr())).unwrap().0,
-        200
+        b.curl(&format!("http://{}:18080/", b.addr())).map(|r| r.0),
+        Ok(200)
     );
 
     // Reported: b's /status, and every agent's view of the record in etcd.
@@ -66,7 +66,11 @@ fn lockdown_refuses_direct_connections_from_other_hosts_but_not_the_mesh() {
     assert_eq!(status["lockdown"]["enabled"], true, "{status:#}");
     assert_eq!(status["lockdown"]["table"], "inet hostmesh_lockdown");
     assert_eq!(status["lockdown"]["ports"][0]["port"], 18080, "{status:#}");
-    assert_eq!(status["registration"]["instances"][0]["locked"], true);
+    wait_until(
+        Duration::from_secs(5),
+        "b's instance locked in /status",
+        || agent_b.status()["registration"]["instances"][0]["locked"] == true,
+    );
     wait_until(Duration::from_secs(5), "c sees orders locked", || {
         agent_c.status()["services"]["orders"]["endpoints"][0]["locked"] == true
     });
@@ -98,12 +102,13 @@ fn lockdown_refuses_direct_connections_from_other_hosts_but_not_the_mesh() {
     wait_until(Duration::from_secs(5), "c allowed directly", || {
         !direct_refused(&c, &b)
     });
-    let status = agent_b.status();
-    assert_eq!(
-        status["registration"]["instances"][0]["allow_direct"][0],
-        format!("{}/32", c.addr()),
-        "{status:#}"
-    );
+    // The registrar and /status follow the reload a moment after the kernel does.
+    let allowed = format!("{}/32", c.addr());
+    wait_until(Duration::from_secs(5), "allow_direct in /status", || {
+        let status = agent_b.status();
+        status["registration"]["instances"][0]["allow_direct"][0] == allowed.as_str()
+            && status["lockdown"]["ports"][0]["allow_direct"][0] == allowed.as_str()
+    });
     // Taken out again: refused again.
     agent_b.write_service("orders-1", ORDERS);
     agent_b.signal(Signal::Hup);
@@ -117,7 +122,9 @@ fn lockdown_refuses_direct_connections_from_other_hosts_but_not_the_mesh() {
     wait_until(Duration::from_secs(5), "port 18080 unlocked", || {
         !direct_refused(&c, &b)
     });
-    assert_eq!(agent_b.status()["lockdown"]["ports"], serde_json::json!([]));
+    wait_until(Duration::from_secs(5), "no port locked in /status", || {
+        agent_b.status()["lockdown"]["ports"] == serde_json::json!([])
+    });
 
     // The rules outlive the agent: locked again, then stopped, still locked.
     agent_b.write_service("orders-1", ORDERS);

@@ -111,6 +111,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::unwrap_used)]
     fn lockdown_is_written_only_when_on() {
         let mut rec: InstanceRecord =
             serde_json::from_str(r#"{"port":8080,"protocol":"http","health":"passing"}"#).unwrap();
