@@ -17,6 +17,7 @@ pub struct Metrics {
     pub proxy: hostmesh_proxy::metrics::ProxyMetrics,
     pub dns: hostmesh_dns::DnsMetrics,
     pub capture: hostmesh_capture::CaptureMetrics,
+    pub lockdown: hostmesh_capture::lockdown::LockdownMetrics,
     pub tls: hostmesh_tls::CertMetrics,
     reloads: Family<ResultLabels, Counter>,
 }
@@ -42,6 +43,7 @@ impl Metrics {
         let proxy = hostmesh_proxy::metrics::ProxyMetrics::register(&mut registry);
         let dns = hostmesh_dns::DnsMetrics::register(&mut registry);
         let capture = hostmesh_capture::CaptureMetrics::register(&mut registry);
+        let lockdown = hostmesh_capture::lockdown::LockdownMetrics::register(&mut registry);
         let tls = hostmesh_tls::CertMetrics::register(&mut registry);
         hostmesh_listen::descriptors::exhaustion().register(&mut registry);
         let reloads = Family::<ResultLabels, Counter>::default();
@@ -60,6 +62,7 @@ impl Metrics {
             proxy,
             dns,
             capture,
+            lockdown,
             tls,
             reloads,
         }

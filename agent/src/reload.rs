@@ -2,7 +2,9 @@
 //! nothing. A bad file is rejected with every problem logged and the old state kept; either way
 //! the attempt is counted in `hostmesh_config_reloads_total{result}`.
 //!
-//! What a reload applies at once: the service definitions (registrar and the inbound side) and
+//! What a reload applies at once: the service definitions (registrar and the inbound side),
+//! lockdown (`proxy.lockdown` and the ports it locks: one nft transaction, applied first, so
+//! that a reload whose lockdown cannot be applied is rejected whole and the old rules stay) and
 //! the TLS files. Other keys (listen addresses, etcd, timeouts) are read at start; each changed
 //! one is named in a warning so the operator knows a restart is needed, and nothing that is
 //! listening is closed. Which keys are which is declared with each key (`hostmesh_config::key`).
@@ -15,6 +17,7 @@ use tokio::sync::mpsc;
 use hostmesh_config::spec::InstanceSpec;
 
 use crate::metrics::Metrics;
+use hostmesh_capture::lockdown::Lockdown;
 use hostmesh_config::key::Reload;
 use hostmesh_config::{self as config, AgentConfig};
 use hostmesh_proxy::local::LocalInstances;
@@ -32,6 +35,7 @@ pub struct Reloader {
     /// The TLS files (mTLS): re-read on every reload, on their own (material that fails its
     /// checks is logged and the old kept, whatever happens to the config).
     pub tls: Option<Arc<TlsStore>>,
+    pub lockdown: Arc<Lockdown>,
 }
 
 impl Reloader {
@@ -51,6 +55,14 @@ impl Reloader {
                 return false;
             }
         };
+        if let Err(e) = self.lockdown.set(&specs, config.proxy.lockdown).await {
+            tracing::error!("reload rejected: {e}");
+            tracing::error!(
+                "reload rejected: keeping the running configuration and the lockdown rules in place"
+            );
+            self.metrics.config_reload("rejected");
+            return false;
+        }
         for key in needs_restart(&self.running, &config) {
             tracing::warn!("{key} changed; it takes effect when the agent restarts");
         }

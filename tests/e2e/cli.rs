@@ -47,14 +47,14 @@ fn endpoints_shows_each_instance_with_specs_columns() {
     assert_eq!(
         columns(lines[0]),
         [
-            "HOST", "ADDRESS", "PORT", "HEALTH", "TAGS", "EWMA", "INFLIGHT", "BREAKER"
+            "HOST", "ADDRESS", "PORT", "HEALTH", "TAGS", "EWMA", "INFLIGHT", "BREAKER", "LOCKED"
         ]
     );
     let addr = b_host.addr().to_string();
     let row = columns(lines[1]);
     assert_eq!(row[..5], ["b", addr.as_str(), "8080", "passing", "v2,eu"]);
-    // A's agent keeps no state for a service its apps have not called.
-    assert_eq!(row[5..], ["-", "-", "-"], "{}", lines[1]);
+    // A's agent keeps no state for a service its apps have not called; b has no lockdown.
+    assert_eq!(row[5..], ["-", "-", "-", "-"], "{}", lines[1]);
 
     // Once a's app calls orders (no app answers on b: any status does), the last three columns
     // come from A's agent (on the default admin address): its latency estimate, in-flight count
@@ -72,7 +72,7 @@ fn endpoints_shows_each_instance_with_specs_columns() {
         "EWMA: {}",
         lines[1]
     );
-    assert_eq!(row[6..], ["0", "closed"]);
+    assert_eq!(row[6..], ["0", "closed", "-"]);
     // Without an agent to ask, the live columns are "-".
     let out = a.run_cli(&[
         "endpoints",
@@ -83,7 +83,7 @@ fn endpoints_shows_each_instance_with_specs_columns() {
         "127.0.0.1:1",
     ]);
     assert_eq!(
-        columns(text(&out.stdout).lines().nth(1).unwrap_or_default())[5..],
+        columns(text(&out.stdout).lines().nth(1).unwrap_or_default())[5..8],
         ["-", "-", "-"]
     );
     let out = a.run_cli(&["endpoints", "orders", "--etcd", &endpoint, "--json"]);
@@ -91,6 +91,7 @@ fn endpoints_shows_each_instance_with_specs_columns() {
     assert_eq!(rows[0]["host"], "b");
     assert_eq!(rows[0]["address"], addr);
     assert_eq!(rows[0]["tags"], serde_json::json!(["v2", "eu"]));
+    assert_eq!(rows[0]["locked"], false);
 
     let out = a.run_cli(&["endpoints", "nosuch", "--etcd", &endpoint]);
     assert_eq!(out.status.code(), Some(1));

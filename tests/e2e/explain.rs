@@ -135,10 +135,17 @@ fn explain_names_the_ejected_instance_and_picks_the_passing_one() {
         .lines()
         .find(|l| l.starts_with("b "))
         .unwrap_or_else(|| panic!("no row for b in:\n{table}"));
-    assert!(b_row.contains("ejected "), "{table}");
-    assert!(b_row.trim_end().ends_with('s'), "time left shown: {table}");
+    // BREAKER, then LOCKED (`-`: no lockdown here) last.
+    let cells: Vec<&str> = b_row.split_whitespace().collect();
+    assert_eq!(cells[cells.len() - 3..][..1], ["ejected"], "{table}");
+    assert!(
+        cells[cells.len() - 2].ends_with('s'),
+        "time left shown: {table}"
+    );
+    assert_eq!(cells.last(), Some(&"-"), "{table}");
     let c_row = table.lines().find(|l| l.starts_with("c ")).unwrap_or("");
-    assert!(c_row.trim_end().ends_with("closed"), "{table}");
+    let cells: Vec<&str> = c_row.split_whitespace().collect();
+    assert!(cells.ends_with(&["closed", "-"]), "{table}");
 
     // Looking changed nothing: c is still the only one taking traffic, b still ejected.
     let seen = statuses(&t.a, &[], URL, 20, 2);

@@ -14,6 +14,7 @@ mod hardening;
 mod harness_smoke;
 mod lean_h1;
 mod lifecycle;
+mod lockdown;
 mod metrics;
 mod policy;
 mod proxy;

@@ -38,6 +38,8 @@ pub struct AdminState {
     pub local: Arc<hostmesh_proxy::local::LocalInstances>,
     pub metrics: Arc<Metrics>,
     pub capture: hostmesh_capture::CaptureStatus,
+    /// What lockdown locks now, for `/status`.
+    pub lockdown: Arc<hostmesh_capture::lockdown::Lockdown>,
     /// Live balancer state per endpoint (EWMA, in flight) for `/status`.
     pub stats: Arc<hostmesh_proxy::outbound::Outbound>,
     /// Unparsable access policies are problems in `/status`.

@@ -26,6 +26,7 @@ pub struct Status {
     pub etcd: EtcdStatus,
     pub catalog: CatalogReport,
     pub registration: RegistrarReport,
+    pub lockdown: LockdownStatus,
     pub services: BTreeMap<String, ServiceStatus>,
     /// Listener, capture and VIP problems an operator should see.
     pub problems: Vec<String>,
@@ -35,6 +36,39 @@ pub struct Status {
 pub struct EtcdStatus {
     pub endpoints: Vec<String>,
     pub connected: bool,
+}
+
+/// What this agent locks down (`proxy.lockdown`): the ports of its nftables table.
+#[derive(Debug, Serialize)]
+pub struct LockdownStatus {
+    pub enabled: bool,
+    /// `inet hostmesh_lockdown`, for `nft list table`.
+    pub table: &'static str,
+    pub ports: Vec<LockedPortStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LockedPortStatus {
+    pub port: u16,
+    /// The networks still allowed to connect directly (`allow_direct` of its instances).
+    pub allow_direct: Vec<String>,
+}
+
+impl LockdownStatus {
+    fn new(report: &hostmesh_capture::lockdown::LockdownReport) -> Self {
+        LockdownStatus {
+            enabled: report.enabled,
+            table: hostmesh_capture::lockdown::TABLE,
+            ports: report
+                .ports
+                .iter()
+                .map(|p| LockedPortStatus {
+                    port: p.port,
+                    allow_direct: p.allow.iter().map(|n| n.to_string()).collect(),
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -58,6 +92,9 @@ pub struct EndpointStatus {
     pub health: Health,
     pub tags: Vec<String>,
     pub weight: u32,
+    /// Its host refuses direct connections to it from other hosts (`proxy.lockdown`).
+    #[serde(default)]
+    pub locked: bool,
     /// Filled by the balancer once the data path exists; `null` until then.
     pub ewma_ms: Option<f64>,
     pub inflight: Option<u64>,
@@ -78,6 +115,7 @@ impl EndpointStatus {
             health: i.health,
             tags: i.tags.clone(),
             weight: i.weight,
+            locked: i.locked,
             ewma_ms: live.ewma_ms,
             inflight: live.inflight,
             breaker: live.breaker_name(),
@@ -99,6 +137,8 @@ pub fn build(state: &AdminState) -> Status {
         .map(|(name, e)| format!("VIP for {name}: {e}"))
         .collect();
     problems.extend(state.capture.problems());
+    let lockdown = state.lockdown.report();
+    problems.extend(lockdown.problem.clone());
     problems.extend(state.descriptors.clone());
     problems.extend(state.policies.problems());
     if catalog.refused_empty_listing {
@@ -154,6 +194,7 @@ pub fn build(state: &AdminState) -> Status {
         },
         catalog,
         registration,
+        lockdown: LockdownStatus::new(&lockdown),
         services,
         problems,
     }

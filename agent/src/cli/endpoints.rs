@@ -1,6 +1,9 @@
-//! `hostmesh endpoints SERVICE`: HOST ADDRESS PORT HEALTH TAGS EWMA INFLIGHT BREAKER. The first
-//! columns come from etcd; the last three from the local agent's `/status` when one answers
-//! (`-` otherwise). BREAKER reads `closed`, `half-open` or `ejected 4.2s` (the time left).
+//! `hostmesh endpoints SERVICE`: HOST ADDRESS PORT HEALTH TAGS EWMA INFLIGHT BREAKER LOCKED. The
+//! first columns and LOCKED come from etcd; EWMA, INFLIGHT and BREAKER from the local agent's
+//! `/status` when one answers (`-` otherwise). BREAKER reads `closed`, `half-open` or `ejected
+//! 4.2s` (the time left). LOCKED reads `locked` when the instance's host refuses direct
+//! connections to it (`proxy.lockdown`), `-` otherwise; it is the last column so that scripts
+//! reading the others by position keep working.
 
 use serde::Serialize;
 
@@ -20,6 +23,7 @@ struct Row {
     inflight: Option<u64>,
     breaker: Option<String>,
     ejected_for_ms: Option<u64>,
+    locked: bool,
 }
 
 pub async fn run(service: String, args: ClientArgs) -> Result<(), CliError> {
@@ -58,6 +62,7 @@ pub async fn run(service: String, args: ClientArgs) -> Result<(), CliError> {
                 inflight: field("inflight").and_then(|v| v.as_u64()),
                 breaker: field("breaker").and_then(|v| v.as_str().map(str::to_owned)),
                 ejected_for_ms: field("ejected_for_ms").and_then(|v| v.as_u64()),
+                locked: i.locked,
             }
         })
         .collect();
@@ -82,6 +87,11 @@ pub async fn run(service: String, args: ClientArgs) -> Result<(), CliError> {
                 r.ewma_ms.map_or_else(dash, |v| format!("{v:.1}ms")),
                 r.inflight.map_or_else(dash, |v| v.to_string()),
                 breaker_cell(r.breaker.as_deref(), r.ejected_for_ms),
+                if r.locked {
+                    "locked".to_owned()
+                } else {
+                    dash()
+                },
             ]
         })
         .collect();
@@ -89,6 +99,7 @@ pub async fn run(service: String, args: ClientArgs) -> Result<(), CliError> {
         table::render(
             &[
                 "HOST", "ADDRESS", "PORT", "HEALTH", "TAGS", "EWMA", "INFLIGHT", "BREAKER",
+                "LOCKED",
             ],
             &cells,
         )

@@ -246,6 +246,7 @@ mod tests {
                 health: Health::Passing,
                 tags: vec!["v2".into()],
                 weight: 100,
+                locked: false,
                 ewma_ms: Some(3.2),
                 inflight: Some(0),
                 breaker: Some(breaker.into()),

@@ -18,6 +18,7 @@ use crate::admin::{self, AdminState};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::signals::{Signal, Signals};
+use hostmesh_capture::lockdown::{Lockdown, TABLE_CHECK_INTERVAL};
 use hostmesh_capture::{Capture, Handoff};
 use hostmesh_config::AgentConfig;
 use hostmesh_proxy::access_table::Policies;
@@ -84,6 +85,10 @@ pub enum RunError {
     /// nftables or the VIP listeners could not be set up: the message names which.
     #[error("capture: {0}")]
     Capture(#[from] hostmesh_capture::CaptureError),
+    /// `proxy.lockdown = true` and the lockdown table could not be installed: running without
+    /// it would leave the apps open while the config says they are not.
+    #[error(transparent)]
+    Lockdown(#[from] hostmesh_capture::lockdown::LockdownError),
     /// The etcd settings or files are unusable (a bad endpoint, an unreadable certificate).
     #[error(transparent)]
     Etcd(#[from] hostmesh_registrar::etcd::ConnectError),
@@ -126,6 +131,15 @@ pub async fn run(
     );
 
     let client = connect_etcd(&config, &cancel).await?;
+
+    // Before anything is registered: a record says `lockdown: true` only once it is so.
+    let lockdown = Lockdown::new(metrics.lockdown.clone());
+    if config.proxy.lockdown {
+        lockdown.set(&specs, true).await?;
+    } else {
+        lockdown.remove_leftover().await;
+    }
+    tokio::spawn(lockdown.clone().keep(TABLE_CHECK_INTERVAL, cancel.clone()));
 
     let local = Arc::new(LocalInstances::new(&specs));
     let mut registrar = Registrar::new(
@@ -178,6 +192,7 @@ pub async fn run(
         local: local.clone(),
         metrics: metrics.clone(),
         capture: capture.status(),
+        lockdown: lockdown.clone(),
         stats: outbound.clone(),
         policies: policies.clone(),
         listeners_up: Default::default(),
@@ -219,6 +234,7 @@ pub async fn run(
         local: local.clone(),
         metrics: metrics.clone(),
         tls: tls.clone(),
+        lockdown,
     };
     while signals.next().await == Signal::Reload {
         crate::notify::reloading();
@@ -243,6 +259,7 @@ pub async fn run(
     }
     cancel.cancel();
     // The nftables table goes with the agent: apps must not be redirected to a closed port.
+    // The lockdown table stays (fail closed; docs/lockdown.md).
     if let Err(e) = capture.shutdown().await {
         tracing::warn!("capture shutdown: {e}");
     }

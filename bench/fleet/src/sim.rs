@@ -60,6 +60,8 @@ fn spec(service: &str, id: &str) -> InstanceSpec {
         tags: Vec::new(),
         weight: 100,
         check: None,
+        allow_direct: Vec::new(),
+        lockdown: false,
     }
 }
 

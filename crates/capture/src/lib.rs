@@ -11,11 +11,19 @@
 //!
 //! [`Capture::start`] runs whichever mode the config names; [`Capture::shutdown`] stops it and
 //! removes the nftables table.
+//!
+//! [`lockdown`] lives here too, for the nftables runner it shares with [`nft`] (`nft_cmd`): its
+//! own table, which refuses direct connections from other hosts to this host's apps, with a
+//! lifecycle of its own (it outlives the agent; capture's table does not).
 
 pub mod listen;
+pub mod lockdown;
 pub mod nft;
+mod nft_cmd;
 pub mod original_dst;
 pub mod status;
+#[cfg(test)]
+mod test_netns;
 
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4};

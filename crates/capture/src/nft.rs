@@ -11,24 +11,20 @@
 //! (a crashed agent leaves one behind).
 
 use std::ffi::{OsStr, OsString};
-use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::nft_cmd::{self, NftError};
 use super::original_dst::original_dst;
 use super::{CaptureError, CaptureMetrics, CaptureStatus, Handoff, accept_loop, human};
 
-/// The name of the agent's table (family `ip`). Nothing else of ours lives in nftables.
+/// The name of capture's table (family `ip`). Lockdown keeps its own (`lockdown::TABLE`), so
+/// that each can be replaced or deleted without touching the other.
 pub const TABLE: &str = "hostmesh";
-
-/// An `nft` call that takes longer than this is stuck (it normally takes milliseconds).
-const NFT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The installed table. Deleting it is [`NftCapture::remove`]; dropping it deletes it too.
 #[derive(Debug)]
@@ -92,16 +88,16 @@ impl NftCapture {
     }
 
     async fn apply(&self) -> Result<(), CaptureError> {
-        run_nft(&self.program, &["-f", "-"], Some(&self.ruleset())).await?;
+        nft_cmd::apply(&self.program, &self.ruleset()).await?;
         Ok(())
     }
 
     /// Whether our table is (still) in the ruleset.
     pub async fn is_installed(&self) -> Result<bool, CaptureError> {
-        match run_nft(&self.program, &["list", "table", "ip", TABLE], None).await {
+        match nft_cmd::run(&self.program, &["list", "table", "ip", TABLE], None).await {
             Ok(_) => Ok(true),
-            Err(CaptureError::Nft(e)) if e.contains("No such file or directory") => Ok(false),
-            Err(e) => Err(e),
+            Err(e) if e.is_no_such_table() => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -110,7 +106,7 @@ impl NftCapture {
     pub async fn remove(mut self) -> Result<(), CaptureError> {
         // Whatever the outcome, drop must not try again behind the caller's back.
         self.installed = false;
-        run_nft(&self.program, &["-f", "-"], Some(&delete_batch())).await?;
+        nft_cmd::apply(&self.program, &delete_batch()).await?;
         Ok(())
     }
 
@@ -197,113 +193,40 @@ impl Drop for NftCapture {
         }
         // The fallback for paths that never reached remove() (an early return, a panic):
         // blocking briefly here is better than leaving the redirect behind.
-        match run_nft_blocking(&self.program, &delete_batch()) {
+        match nft_cmd::apply_blocking(&self.program, &delete_batch()) {
             Ok(()) => tracing::info!("nftables table ip {TABLE} removed on drop"),
             Err(e) => tracing::error!("removing nftables table ip {TABLE} on drop: {e}"),
         }
     }
 }
 
-/// Deletes our table whether or not it exists (declaring it first makes the delete succeed).
+/// Deletes our table whether or not it exists.
 fn delete_batch() -> String {
-    format!("table ip {TABLE}\ndelete table ip {TABLE}\n")
+    nft_cmd::delete_batch(&format!("ip {TABLE}"))
 }
 
-/// Runs `nft ARGS` with `stdin` on its standard input; its standard output on success.
-async fn run_nft(
-    program: &OsStr,
-    args: &[&str],
-    stdin: Option<&str>,
-) -> Result<String, CaptureError> {
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(spawn_error)?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())
-            .await
-            .map_err(|e| CaptureError::Nft(format!("writing to nft: {e}")))?;
-        // Dropping the pipe closes it: nft reads to end of file before it applies anything.
-    }
-    let output = tokio::time::timeout(NFT_TIMEOUT, child.wait_with_output())
-        .await
-        .map_err(|_| CaptureError::Nft(format!("nft did not finish within {NFT_TIMEOUT:?}")))?
-        .map_err(|e| CaptureError::Nft(e.to_string()))?;
-    check(output)
-}
-
-fn run_nft_blocking(program: &OsStr, batch: &str) -> Result<(), CaptureError> {
-    let mut child = std::process::Command::new(program)
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn_error)?;
-    if let Some(mut pipe) = child.stdin.take() {
-        pipe.write_all(batch.as_bytes())
-            .map_err(|e| CaptureError::Nft(format!("writing to nft: {e}")))?;
-    }
-    let output = child
-        .wait_with_output()
-        .map_err(|e| CaptureError::Nft(e.to_string()))?;
-    check(output).map(drop)
-}
-
-fn spawn_error(e: io::Error) -> CaptureError {
-    if e.kind() == io::ErrorKind::NotFound {
-        CaptureError::NftNotFound
-    } else {
-        CaptureError::Nft(format!("cannot run nft: {e}"))
-    }
-}
-
-fn check(output: Output) -> Result<String, CaptureError> {
-    if output.status.success() {
-        return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
-    }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    Err(classify(&stderr, output.status))
-}
-
-fn classify(stderr: &str, status: std::process::ExitStatus) -> CaptureError {
-    // nft prints the failing batch line with a caret line under it; the first line says why.
-    let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    let why = if first.is_empty() {
-        format!("nft exited with {status}")
-    } else {
-        first.trim().to_owned()
-    };
-    if stderr.contains("Operation not permitted") || stderr.contains("Permission denied") {
-        CaptureError::PermissionDenied(why)
-    } else {
-        CaptureError::Nft(why)
+impl From<NftError> for CaptureError {
+    fn from(e: NftError) -> Self {
+        match e {
+            NftError::NotFound => CaptureError::NftNotFound,
+            NftError::PermissionDenied(why) => CaptureError::PermissionDenied(why),
+            NftError::Failed(why) => CaptureError::Nft(why),
+        }
     }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::fs::File;
-    use std::process::Command;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use nix::sched::{CloneFlags, setns};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
     use tokio::sync::{Semaphore, mpsc};
 
     use super::*;
     use crate::Capture;
+    use crate::test_netns::{Netns, sh};
 
     const WAIT: Duration = Duration::from_secs(5);
 
@@ -323,18 +246,16 @@ mod tests {
     }
 
     #[test]
-    fn errors_are_classified() {
-        let status = Command::new("false").status().unwrap();
-        let e = classify(
-            "netlink: Error: cache initialization failed: Operation not permitted\n",
-            status,
-        );
+    fn errors_say_what_to_do_about_capture() {
+        let e = CaptureError::from(NftError::PermissionDenied("Operation not permitted".into()));
         assert!(matches!(e, CaptureError::PermissionDenied(_)), "{e}");
         assert!(e.to_string().contains("CAP_NET_ADMIN"), "{e}");
-        let e = classify("Error: syntax error\nfoo\n^^^\n", status);
+        let e = CaptureError::from(NftError::Failed("Error: syntax error".into()));
         assert_eq!(e.to_string(), "nft failed: Error: syntax error");
-        let e = classify("", status);
-        assert!(e.to_string().contains("exited"), "{e}");
+        assert!(matches!(
+            CaptureError::from(NftError::NotFound),
+            CaptureError::NftNotFound
+        ));
     }
 
     #[tokio::test]
@@ -363,68 +284,9 @@ mod tests {
         assert!(matches!(e, CaptureError::NotIpv4(_)), "{e}");
     }
 
-    /// A throwaway network namespace, deleted on drop (also when the test panics).
-    struct Netns {
-        name: String,
-    }
-
-    impl Netns {
-        fn new() -> Self {
-            assert!(
-                nix::unistd::geteuid().is_root(),
-                "this test needs root: it creates a network namespace to install nftables rules in"
-            );
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let name = format!(
-                "hm-capture-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            );
-            sh(&["ip", "netns", "add", &name]);
-            let ns = Netns { name };
-            sh(&["ip", "-n", &ns.name, "link", "set", "lo", "up"]);
-            ns
-        }
-
-        /// Runs `f` on a thread that lives in this namespace, with its own single-threaded
-        /// runtime: every socket, task and child process it makes stays inside.
-        fn run<F: Future<Output = ()>>(&self, f: impl FnOnce() -> F + Send) {
-            let path = format!("/run/netns/{}", self.name);
-            std::thread::scope(|s| {
-                s.spawn(|| {
-                    let fd = File::open(&path).unwrap();
-                    setns(&fd, CloneFlags::CLONE_NEWNET).unwrap();
-                    tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .unwrap()
-                        .block_on(f());
-                });
-            });
-        }
-    }
-
-    impl Drop for Netns {
-        fn drop(&mut self) {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.name])
-                .status();
-        }
-    }
-
-    fn sh(args: &[&str]) -> String {
-        let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
     /// Must be called from inside the namespace's thread.
     fn nft_stdin(batch: &str) {
-        run_nft_blocking(OsStr::new("nft"), batch).unwrap();
+        nft_cmd::apply_blocking(OsStr::new("nft"), batch).unwrap();
     }
 
     type Captured = (TcpStream, SocketAddrV4, tokio::sync::OwnedSemaphorePermit);

@@ -51,6 +51,35 @@ pub fn load_all(
     load_all_inner(&text, path, env, &agent::machine_hostname)
 }
 
+/// With lockdown on, a target port that is also the port of the agent's inbound or admin
+/// listener would lock peers (or a remote Prometheus) out of the agent itself.
+fn lockdown_problems(config: &AgentConfig, services: &[InstanceSpec]) -> Vec<Problem> {
+    if !config.proxy.lockdown {
+        return Vec::new();
+    }
+    let own = [
+        ("proxy.inbound_listen", config.proxy.inbound_listen.port()),
+        ("admin.listen", config.admin.listen.port()),
+    ];
+    services
+        .iter()
+        .flat_map(|spec| {
+            own.iter()
+                .filter(move |(_, port)| *port == spec.target.port())
+                .map(move |(key, port)| {
+                    Problem::new(
+                        config.agent.services_dir.join(format!("{}.toml", spec.id)),
+                        "target",
+                        format!(
+                            "port {port} is also the agent's {key}; with proxy.lockdown = true \
+                             locking it would shut peers out of the agent"
+                        ),
+                    )
+                })
+        })
+        .collect()
+}
+
 fn load_all_inner(
     text: &str,
     path: &Path,
@@ -63,7 +92,11 @@ fn load_all_inner(
     // a directory the operator did not mean.
     let services = if parsed.services_dir_ok {
         match load_services(&parsed.config.agent.services_dir) {
-            Ok(services) => services,
+            Ok(mut services) => {
+                problems.extend(lockdown_problems(&parsed.config, &services));
+                spec::lock_down(&mut services, parsed.config.proxy.lockdown);
+                services
+            }
             Err(found) => {
                 problems.extend(found.0);
                 Vec::new()

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 
 /// Where the DNS shim sends names outside the mesh domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +106,27 @@ pub(crate) fn vip_range(s: &str) -> Result<Ipv4Net, String> {
     Ok(net)
 }
 
+/// A source network (`allow_direct`): IPv4 or IPv6, written as its network address; a bare
+/// address is that one host (/32 or /128).
+pub(crate) fn cidr(s: &str) -> Result<IpNet, String> {
+    let net = match (s.parse::<IpNet>(), s.parse::<IpAddr>()) {
+        (Ok(net), _) => net,
+        (_, Ok(ip)) => IpNet::from(ip),
+        _ => {
+            return Err(format!(
+                "{s:?} is not a network such as \"10.20.0.0/16\" or \"fd00::/8\", or an address"
+            ));
+        }
+    };
+    if net.addr() != net.network() {
+        return Err(format!(
+            "has host bits set; did you mean \"{}\"?",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
 /// Where other hosts reach this one: a concrete unicast address.
 pub(crate) fn advertise_address(s: &str) -> Result<IpAddr, String> {
     let ip: IpAddr = s
@@ -182,6 +203,23 @@ mod tests {
         assert!(vip_range("10.0.0.0/8").is_err());
         assert!(vip_range("127.0.0.0/31").is_err());
         assert!(vip_range("127.0.0.0/7").is_err());
+    }
+
+    #[test]
+    fn cidrs() {
+        assert_eq!(cidr("10.20.0.0/16").unwrap().to_string(), "10.20.0.0/16");
+        assert_eq!(cidr("fd00:20::/32").unwrap().to_string(), "fd00:20::/32");
+        assert_eq!(cidr("10.20.0.7").unwrap().to_string(), "10.20.0.7/32");
+        assert_eq!(cidr("::1").unwrap().to_string(), "::1/128");
+        assert_eq!(cidr("0.0.0.0/0").unwrap().to_string(), "0.0.0.0/0");
+        assert!(
+            cidr("10.20.0.1/16")
+                .unwrap_err()
+                .contains("\"10.20.0.0/16\"")
+        );
+        assert!(cidr("10.20.0.0/33").is_err());
+        assert!(cidr("lb.example").is_err());
+        assert!(cidr("").is_err());
     }
 
     #[test]

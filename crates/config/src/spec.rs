@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 use serde::{Deserialize, Serialize};
 
 /// The wire protocol of a service, as clients speak it.
@@ -50,6 +52,21 @@ pub struct InstanceSpec {
     pub tags: Vec<String>,
     pub weight: u32,
     pub check: Option<CheckSpec>,
+    /// Networks that may connect to `target`'s port directly while lockdown is on.
+    pub allow_direct: Vec<IpNet>,
+    /// Whether this agent locks `target`'s port down (`proxy.lockdown`). Never read from the
+    /// service file: the agent sets it ([`lock_down`]) once the agent config is known, and the
+    /// registrar publishes it in the instance record.
+    pub lockdown: bool,
+}
+
+/// Marks every spec as locked down or not, as `proxy.lockdown` says. Every local instance is
+/// locked when lockdown is on: its port is locked on every address of the host, whatever
+/// address `target` names, since an app told to listen on 127.0.0.1 often binds 0.0.0.0.
+pub fn lock_down(specs: &mut [InstanceSpec], on: bool) {
+    for spec in specs {
+        spec.lockdown = on;
+    }
 }
 
 /// A local health check with its rise/fall thresholds.

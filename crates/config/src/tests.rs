@@ -258,6 +258,7 @@ fn defaults_are_the_documented_values() {
             max_header_bytes: 65_536,
             workers: 0,
             pin_workers: true,
+            lockdown: false,
         },
         tls: TlsSection {
             mode: TlsMode::Disabled,
@@ -441,6 +442,11 @@ fn malformed_services() {
         ("exec empty", "name = \"orders\"\nport = 80\n[check]\nexec = []\n", &[(F, "check.exec")]),
         ("exec not strings", "name = \"orders\"\nport = 80\n[check]\nexec = [\"/bin/check\", 1]\n", &[(F, "check.exec")]),
         ("bad interval", "name = \"orders\"\nport = 80\n[check]\ntcp = true\ninterval = \"often\"\n", &[(F, "check.interval")]),
+        ("allow_direct not networks", "name = \"orders\"\nport = 80\nallow_direct = [\"lb\", \"10.0.0.1/8\", 5]\n",
+            &[(F, "allow_direct"), (F, "allow_direct"), (F, "allow_direct")]),
+        ("allow_direct twice", "name = \"orders\"\nport = 80\nallow_direct = [\"10.20.0.0/16\", \"10.20.0.0/16\"]\n",
+            &[(F, "allow_direct")]),
+        ("allow_direct not a list", "name = \"orders\"\nport = 80\nallow_direct = \"10.0.0.0/8\"\n", &[(F, "allow_direct")]),
         ("thresholds out of range", "name = \"orders\"\nport = 80\n[check]\ntcp = true\nunhealthy_after = 0\nhealthy_after = 101\n",
             &[(F, "check.unhealthy_after"), (F, "check.healthy_after")]),
     ];
@@ -534,6 +540,8 @@ healthy_after = 2
             protocol: Protocol::Grpc,
             tags: vec!["v2".into(), "canary".into()],
             weight: 50,
+            allow_direct: Vec::new(),
+            lockdown: false,
             check: Some(CheckSpec {
                 kind: CheckKind::Http {
                     path: "/healthz".into()
@@ -692,6 +700,54 @@ fn load_all_reports_config_and_services_at_once() {
     let vars = env(&[("HOSTMESH_AGENT__SERVICES_DIR", other.to_str().unwrap())]);
     let (_, specs) = load_all(&config, vars).unwrap();
     assert!(specs.is_empty());
+}
+
+/// `allow_direct` takes IPv4 and IPv6 networks and single addresses; lockdown marks every spec
+/// and refuses a target on the agent's own inbound or admin port.
+#[test]
+fn lockdown_marks_specs_and_guards_the_agents_ports() {
+    let spec = parse_svc(
+        "orders-1",
+        "name = \"orders\"\nport = 80\nallow_direct = [\"10.20.0.0/16\", \"fd00:20::/32\", \"10.9.0.7\"]\n",
+    )
+    .unwrap();
+    let shown: Vec<String> = spec.allow_direct.iter().map(|n| n.to_string()).collect();
+    assert_eq!(shown, ["10.20.0.0/16", "fd00:20::/32", "10.9.0.7/32"]);
+    assert!(!spec.lockdown);
+
+    let dir = tempfile::tempdir().unwrap();
+    let services = dir.path().join("services.d");
+    std::fs::create_dir(&services).unwrap();
+    write(&services, "orders.toml", "name = \"orders\"\nport = 80\n");
+    let svc = write(
+        &services,
+        "peer.toml",
+        "name = \"peer\"\nport = 81\ntarget = \"10.0.0.5:4143\"\n",
+    );
+    let config_text = |lockdown: bool| {
+        format!(
+            "[agent]\nservices_dir = \"{}\"\n[tls]\nmode = \"disabled\"\n[proxy]\nlockdown = {lockdown}\n",
+            services.display()
+        )
+    };
+    let config = dir.path().join("agent.toml");
+    let load = |text: &str| super::load_all_inner(text, &config, Vec::new(), &fixed_host);
+    let (_, specs) = load(&config_text(false)).unwrap();
+    assert!(specs.iter().all(|s| !s.lockdown));
+    let problems = load(&config_text(true)).unwrap_err();
+    assert_eq!(
+        places(&problems),
+        vec![(svc.display().to_string(), "target".to_owned())]
+    );
+    assert!(
+        problems.0[0].message.contains("proxy.inbound_listen"),
+        "{}",
+        problems.0[0].message
+    );
+    std::fs::remove_file(&svc).unwrap();
+    let (loaded, specs) = load(&config_text(true)).unwrap();
+    assert!(loaded.proxy.lockdown);
+    assert!(specs.iter().all(|s| s.lockdown));
 }
 
 #[test]

@@ -27,6 +27,7 @@ pub(crate) fn instance(port: u16, tags: &[&str]) -> Instance {
         tags: tags.iter().map(|t| (*t).to_owned()).collect(),
         weight: 100,
         health: Health::Passing,
+        locked: false,
     }
 }
 

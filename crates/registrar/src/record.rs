@@ -56,6 +56,15 @@ pub struct InstanceRecord {
     #[serde(default = "default_weight")]
     pub weight: u32,
     pub health: Health,
+    /// The instance's host locks its target port against direct connections from other hosts
+    /// (`proxy.lockdown`). Written only when true, so records of hosts without lockdown are
+    /// unchanged, and older agents, which ignore unknown fields, read it as before.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub lockdown: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_weight() -> u32 {
@@ -99,6 +108,19 @@ mod tests {
         .expect("parses");
         assert_eq!(rec.port, 8080);
         assert_eq!(rec.health, Health::Passing);
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn lockdown_is_written_only_when_on() {
+        let mut rec: InstanceRecord =
+            serde_json::from_str(r#"{"port":8080,"protocol":"http","health":"passing"}"#).unwrap();
+        assert!(!rec.lockdown);
+        assert!(!serde_json::to_string(&rec).unwrap().contains("lockdown"));
+        rec.lockdown = true;
+        let text = serde_json::to_string(&rec).unwrap();
+        assert!(text.ends_with(r#","lockdown":true}"#), "{text}");
+        assert_eq!(serde_json::from_str::<InstanceRecord>(&text).unwrap(), rec);
     }
 
     #[test]

@@ -456,6 +456,7 @@ impl Registrar {
                 tags: l.spec.tags.clone(),
                 weight: l.spec.weight,
                 health: self.health(l),
+                lockdown: l.spec.lockdown,
             };
             desired.insert(
                 self.config
@@ -564,6 +565,12 @@ impl Registrar {
                     service: l.spec.service.clone(),
                     id: l.spec.id.clone(),
                     health: self.health(l),
+                    locked: l.spec.lockdown,
+                    allow_direct: if l.spec.lockdown {
+                        l.spec.allow_direct.iter().map(|n| n.to_string()).collect()
+                    } else {
+                        Vec::new()
+                    },
                 })
                 .collect(),
         );

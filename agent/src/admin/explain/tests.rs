@@ -21,6 +21,7 @@ fn instance(port: u16, tags: &[&str], health: Health) -> Instance {
         tags: tags.iter().map(|t| (*t).to_owned()).collect(),
         weight: 100,
         health,
+        locked: false,
     }
 }
 

@@ -105,6 +105,13 @@ keys! {
         "With one worker per CPU, keep each on its own CPU (better tail latency on busy hosts). \
          Set `false` where the host's apps are pinned to CPUs themselves or one CPU is kept busy \
          by something else; a worker that cannot be pinned logs a warning and runs unpinned.";
+    PROXY_LOCKDOWN = "proxy.lockdown", Bool, "bool", Written("false"), Applied,
+        "`true`: the agent refuses, with an nftables table of its own (`inet hostmesh_lockdown`), \
+         TCP connections to the `target` port of each of this host's instances unless they come \
+         from this host itself or from the service's `allow_direct` networks, so peers reach \
+         the apps only through the mesh. Needs `nft` and CAP_NET_ADMIN: when they fail, the \
+         agent does not start (a reload is rejected). A target port equal to the port of \
+         `proxy.inbound_listen` or `admin.listen` is a problem. See [lockdown.md](lockdown.md).";
 
     TLS_MODE = "tls.mode", Str, "string", Written("\"mtls\""), Restart,
         "`\"mtls\"` or `\"disabled\"`. `\"mtls\"`: every agent-to-agent connection is TLS 1.3 \

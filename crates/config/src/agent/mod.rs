@@ -95,6 +95,9 @@ pub struct ProxySection {
     pub workers: usize,
     /// Whether each of those threads stays on one CPU (only when there is one per CPU).
     pub pin_workers: bool,
+    /// Whether the target ports of this host's instances refuse connections from other hosts
+    /// (except each service's `allow_direct`), so that the mesh is the only way in.
+    pub lockdown: bool,
 }
 
 /// How connections to VIPs reach the agent.

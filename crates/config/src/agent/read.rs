@@ -76,6 +76,7 @@ pub(super) fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>
         max_header_bytes: r.integer(PROXY_MAX_HEADER_BYTES, Or::Declared, 1..=MAX_HEADER_BYTES),
         workers: r.integer(PROXY_WORKERS, Or::Declared, 0..=1024),
         pin_workers: r.boolean(PROXY_PIN_WORKERS, Or::Declared),
+        lockdown: r.boolean(PROXY_LOCKDOWN, Or::Declared),
     };
     let tls = tls(r);
     let policy = PolicySection {

@@ -21,6 +21,13 @@ keys! {
          bad item is its own problem.";
     WEIGHT = "weight", Int, "integer", Written("100"), Applied,
         "1..=10000.";
+    ALLOW_DIRECT = "allow_direct", StrList, "list of strings", Written("[]"), Applied,
+        "Only with `proxy.lockdown = true`: the networks that may still connect to `target`'s \
+         port directly, past the mesh (a load balancer during a migration). Each item is an \
+         IPv4 or IPv6 network written as its network address (`\"10.20.0.0/16\"`, \
+         `\"fd00:20::/32\"`) or one address (`\"10.20.0.7\"`, meaning /32 or /128). No \
+         duplicates. Each bad item is its own problem. Instances on one port share their \
+         lists.";
 
     CHECK_HTTP = "check.http", Str, "string", Unset("—"), Applied,
         "A path that starts with `/`, with no whitespace or control characters. The probe sends \

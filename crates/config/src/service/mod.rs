@@ -91,6 +91,17 @@ pub fn parse_service(text: &str, file: &Path) -> Result<InstanceSpec, Problems> 
             i64::from(*w.start())..=i64::from(*w.end()),
         )
     };
+    let allow_direct = r.list(
+        ALLOW_DIRECT,
+        Or::Declared,
+        "a network such as \"10.20.0.0/16\"",
+        super::net::cidr,
+    );
+    for (i, net) in allow_direct.iter().enumerate() {
+        if allow_direct[..i].contains(net) {
+            r.report(ALLOW_DIRECT, format!("{net} is listed twice"));
+        }
+    }
     // An empty `[check]` leaves no leaf behind, so look at the table itself.
     let check = match table.get("check") {
         Some(Value::Table(_)) => check(&mut r),
@@ -109,6 +120,8 @@ pub fn parse_service(text: &str, file: &Path) -> Result<InstanceSpec, Problems> 
         tags,
         weight,
         check,
+        allow_direct,
+        lockdown: false,
     })
 }
 

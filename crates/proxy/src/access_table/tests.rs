@@ -23,6 +23,7 @@ fn instance(host: &str, health: Health) -> Instance {
         tags: Vec::new(),
         weight: 100,
         health,
+        locked: false,
     }
 }
 

@@ -584,6 +584,7 @@ mod tests {
             tags: tags.iter().map(|t| (*t).to_owned()).collect(),
             weight: 100,
             health: Health::Passing,
+            locked: false,
         }
     }
 

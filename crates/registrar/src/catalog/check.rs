@@ -108,6 +108,7 @@ mod tests {
             tags: tags.iter().map(|t| (*t).to_owned()).collect(),
             weight,
             health: crate::record::Health::Passing,
+            lockdown: false,
         }
     }
 

@@ -62,6 +62,10 @@ pub struct Instance {
     pub tags: Vec<String>,
     pub weight: u32,
     pub health: Health,
+    /// Its host refuses direct connections from other hosts to it (`proxy.lockdown`): the mesh
+    /// is the only way in.
+    #[serde(default)]
+    pub locked: bool,
 }
 
 impl Service {

@@ -138,6 +138,7 @@ impl State {
                     tags: i.tags.clone(),
                     weight: i.weight,
                     health: i.health,
+                    lockdown: i.locked,
                 };
                 put(
                     &mut state,
@@ -565,6 +566,7 @@ impl State {
                     tags: rec.tags.clone(),
                     weight: rec.weight,
                     health: rec.health,
+                    locked: rec.lockdown,
                 })
             })
             .collect();

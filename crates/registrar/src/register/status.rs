@@ -12,6 +12,10 @@ pub struct LocalInstance {
     pub service: String,
     pub id: String,
     pub health: Health,
+    /// Its target port is locked against direct connections from other hosts.
+    pub locked: bool,
+    /// The networks still allowed past the lock (`allow_direct`); empty when not locked.
+    pub allow_direct: Vec<String>,
 }
 
 #[derive(Debug, Default)]
