@@ -75,6 +75,8 @@ pub struct DnsSection {
     pub ttl: Duration,
     /// Empty: refuse non-mesh names.
     pub upstream: Vec<Upstream>,
+    /// Also answer Consul's names (`NAME.service.consul`, `HOST.node.consul`, …).
+    pub consul: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

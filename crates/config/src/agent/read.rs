@@ -56,6 +56,7 @@ pub(super) fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>
             "\"system\" or an address",
             net::upstream,
         ),
+        consul: r.boolean(DNS_CONSUL, Or::Declared),
     };
     let proxy = ProxySection {
         capture: r.choice(
@@ -118,7 +119,24 @@ pub(super) fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>
         values: Default::default(),
     };
     check_listeners(r, &config);
+    check_consul_domain(r, &config.dns);
     config
+}
+
+/// With Consul names on, the mesh domain must not overlap `consul`: one name would belong to
+/// both zones.
+fn check_consul_domain(r: &mut Reader, dns: &DnsSection) {
+    let overlaps = dns.domain == "consul" || dns.domain.ends_with(".consul");
+    if dns.consul && overlaps && r.ok(&[DNS_DOMAIN, DNS_CONSUL]) {
+        r.report(
+            DNS_DOMAIN,
+            format!(
+                "{:?} overlaps the consul domain that dns.consul = true answers; choose another \
+                 domain or turn dns.consul off",
+                dns.domain
+            ),
+        );
+    }
 }
 
 /// `agent.data_dir`: a directory, or a path where one can be made at start.
