@@ -18,7 +18,8 @@ use hickory_proto::rr::rdata::{A, AAAA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::metrics::Outcome;
-use super::table::{CONSUL_DOMAIN, Entry, Table};
+use super::table::{Entry, Table};
+use hostmesh_config::CONSUL_DOMAIN;
 
 /// SRV fields, as for the mesh's: every port equally good, the VIP balancing behind each.
 const SRV_PRIORITY: u16 = 0;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{Name, RData, Record};
+use hostmesh_config::CONSUL_DOMAIN;
 use hostmesh_registrar::catalog::Snapshot;
 
 /// SOA timers. Nothing transfers this zone, so only `minimum` (the negative-caching TTL, set to
@@ -45,9 +46,6 @@ struct ConsulApex {
     mname: Name,
     rname: Name,
 }
-
-/// The zone Consul's names live in (Consul's default `-domain`).
-pub(crate) const CONSUL_DOMAIN: &str = "consul";
 
 impl Zone {
     pub fn new(domain: &str, ttl: Duration, forwarding: bool) -> io::Result<Zone> {
@@ -85,8 +83,8 @@ impl Zone {
         };
         self.consul = Some(ConsulApex {
             domain: name(CONSUL_DOMAIN),
-            mname: name("ns.consul"),
-            rname: name("hostmaster.consul"),
+            mname: name(&format!("ns.{CONSUL_DOMAIN}")),
+            rname: name(&format!("hostmaster.{CONSUL_DOMAIN}")),
         });
         self
     }

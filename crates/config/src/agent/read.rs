@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use super::keys::*;
 use super::{
-    AdminSection, AgentConfig, AgentSection, Capture, DnsSection, EtcdSection, LogFormat,
-    LogSection, PolicyDefault, PolicySection, ProxySection, TlsMode, TlsSection, TracingSection,
+    AdminSection, AgentConfig, AgentSection, CONSUL_DOMAIN, Capture, DnsSection, EtcdSection,
+    LogFormat, LogSection, PolicyDefault, PolicySection, ProxySection, TlsMode, TlsSection,
+    TracingSection,
 };
 use crate::duration;
 use crate::key::Key;
@@ -126,7 +127,11 @@ pub(super) fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>
 /// With Consul names on, the mesh domain must not overlap `consul`: one name would belong to
 /// both zones.
 fn check_consul_domain(r: &mut Reader, dns: &DnsSection) {
-    let overlaps = dns.domain == "consul" || dns.domain.ends_with(".consul");
+    let overlaps = dns.domain == CONSUL_DOMAIN
+        || dns
+            .domain
+            .strip_suffix(CONSUL_DOMAIN)
+            .is_some_and(|above| above.ends_with('.'));
     if dns.consul && overlaps && r.ok(&[DNS_DOMAIN, DNS_CONSUL]) {
         r.report(
             DNS_DOMAIN,
