@@ -225,3 +225,117 @@ fn an_agent_that_never_saw_a_catalog_answers_servfail() {
     assert_eq!(answer.status, "SERVFAIL", "{}", answer.raw);
     assert_eq!(a.admin_get("/ready").0, 503, "not ready without a catalog");
 }
+
+#[test]
+fn consul_names_answer_the_mesh_vips_when_on_and_are_forwarded_when_off() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    // An upstream that has its own `orders.service.consul`, so that "forwarded" is visible.
+    let upstream_host = net.host("upstream");
+    let elsewhere = Ipv4Addr::new(192, 0, 2, 77);
+    let upstream = Dnsmasq::start(&upstream_host, &[("orders.service.consul", elsewhere)]);
+    let to_upstream = format!("[{}]", toml_str(&upstream.addr().to_string()));
+    let a_host = net.host("a");
+    let b_host = net.host("b");
+    let c_host = net.host("c");
+    let consul_on = || {
+        AgentOpts::new()
+            .set("dns", "consul", "true")
+            .set("dns", "upstream", &to_upstream)
+    };
+    let _a = agent(&a_host, &etcd, consul_on());
+    let _b = agent(
+        &b_host,
+        &etcd,
+        consul_on()
+            .service("orders-1", ORDERS_1)
+            .service("orders-2", ORDERS_2),
+    );
+    // Off by default.
+    let _c = agent(
+        &c_host,
+        &etcd,
+        AgentOpts::new().set("dns", "upstream", &to_upstream),
+    );
+    let orders = vip(&etcd, "orders");
+    let v2 = vip(&etcd, "v2.orders");
+
+    let a = wait_for(Duration::from_secs(5), "orders.service.consul on a", || {
+        let d = a_host.dig(&["orders.service.consul"]);
+        (d.data("A") == std::slice::from_ref(&orders)).then_some(d)
+    });
+    assert_eq!(a.status, "NOERROR", "{}", a.raw);
+    assert!(a.has_flag("aa"), "{}", a.raw);
+    assert_eq!(a.answer[0].ttl, 5, "{}", a.raw);
+    // Through the host's resolver, as an unmodified app resolves.
+    let out = a_host.run("getent", &["hosts", "orders.service.consul"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with(&orders),
+        "{out:?}"
+    );
+    // Any datacenter label is this mesh; case does not matter.
+    let dc = a_host.dig(&["OrDeRs.service.dc1.consul"]);
+    assert_eq!(dc.data("A"), std::slice::from_ref(&orders), "{}", dc.raw);
+    assert_eq!(
+        a_host.dig(&["v2.orders.service.consul"]).data("A"),
+        std::slice::from_ref(&v2)
+    );
+
+    let srv = a_host.dig(&["SRV", "_orders._tcp.service.consul"]);
+    let mut ports: Vec<String> = srv
+        .data("SRV")
+        .iter()
+        .map(|d| {
+            let f: Vec<&str> = d.split_whitespace().collect();
+            assert_eq!(f[3], "orders.service.consul.", "{}", srv.raw);
+            f[2].to_owned()
+        })
+        .collect();
+    ports.sort();
+    assert_eq!(ports, ["8080", "8081"], "{}", srv.raw);
+    assert!(
+        srv.additional
+            .iter()
+            .any(|r| r.name == "orders.service.consul." && r.rtype == "A" && r.data == orders),
+        "the A record in the additional section:\n{}",
+        srv.raw
+    );
+    // A tag in RFC 2782's proto place: the instances carrying it.
+    let tagged = a_host.dig(&["SRV", "_orders._v2.service.consul"]);
+    assert_eq!(
+        tagged.data("SRV"),
+        ["0 1 8080 v2.orders.service.consul."],
+        "{}",
+        tagged.raw
+    );
+
+    // A host's advertised address.
+    let node = a_host.dig(&["b.node.consul"]);
+    assert_eq!(node.data("A"), [b_host.addr().to_string()], "{}", node.raw);
+    assert!(node.has_flag("aa"), "{}", node.raw);
+
+    let missing = a_host.dig(&["nosuch.service.consul"]);
+    assert_eq!(missing.status, "NXDOMAIN", "{}", missing.raw);
+    assert!(
+        missing
+            .authority
+            .iter()
+            .any(|r| r.rtype == "SOA" && r.name == "consul."),
+        "consul.'s SOA for negative caching:\n{}",
+        missing.raw
+    );
+    let aaaa = a_host.dig(&["AAAA", "orders.service.consul"]);
+    assert_eq!(
+        (aaaa.status.as_str(), aaaa.answer.len()),
+        ("NOERROR", 0),
+        "{}",
+        aaaa.raw
+    );
+
+    // Off (the default): `*.consul` goes upstream like any other name.
+    let off = c_host.dig(&["orders.service.consul"]);
+    assert_eq!(off.data("A"), [elsewhere.to_string()], "{}", off.raw);
+    assert_eq!(c_host.dig(&["b.node.consul"]).status, "NXDOMAIN");
+    // Mesh names are unchanged there.
+    assert_eq!(c_host.dig(&["orders.mesh"]).data("A"), [orders]);
+}

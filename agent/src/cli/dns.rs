@@ -3,8 +3,9 @@
 //!
 //! - `enable` finds the resolver the host uses (systemd-resolved, dnsmasq or unbound: the one
 //!   running, or in a `--root` tree the one installed; `--resolver` overrides), reads `[dns]
-//!   listen` and `domain` from the agent config, and writes one drop-in of ours that forwards
-//!   only the mesh domain. `/etc/resolv.conf` is never touched.
+//!   listen`, `domain` and `consul` from the agent config, and writes one drop-in of ours that
+//!   forwards only the mesh domain (and `consul` with Consul names on). `/etc/resolv.conf` is
+//!   never touched.
 //! - `disable` removes every drop-in of ours, whichever resolver it belongs to (no config needed,
 //!   so package removal can call it).
 //! - Both are idempotent: an unchanged file is not rewritten and no resolver is reloaded.
@@ -20,7 +21,7 @@ use std::process::Command;
 use clap::{Args, Subcommand};
 
 use super::CliError;
-use hostmesh_config::{AgentConfig, DEFAULT_CONFIG_PATH, Upstream};
+use hostmesh_config::{AgentConfig, CONSUL_DOMAIN, DEFAULT_CONFIG_PATH, Upstream};
 
 mod resolver;
 #[cfg(test)]
@@ -42,7 +43,7 @@ pub struct DnsArgs {
 enum Action {
     /// Forward the mesh domain from the host resolver to the shim
     Enable {
-        /// The agent config whose [dns] listen and domain are used [default: /etc/hostmesh/agent.toml, under --root]
+        /// The agent config whose [dns] listen, domain and consul are used [default: /etc/hostmesh/agent.toml, under --root]
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// The resolver to configure, instead of detecting it
@@ -85,7 +86,11 @@ fn enable(
     let config = AgentConfig::load(&config_path, hostmesh_config::process_env())
         .map_err(|p| CliError::Usage(format!("invalid configuration:\n{p}")))?;
     let shim = config.dns.listen;
-    let domain = config.dns.domain.trim_end_matches('.');
+    let mut domains = vec![config.dns.domain.trim_end_matches('.')];
+    if config.dns.consul {
+        domains.push(CONSUL_DOMAIN);
+    }
+    let domain = domains.join(", ");
 
     let resolver = match resolver {
         Some(r) => r,
@@ -115,7 +120,7 @@ fn enable(
     }
 
     let path = resolver.drop_in(root);
-    let text = resolver.drop_in_text(shim, domain);
+    let text = resolver.drop_in_text(shim, &domains);
     if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
         super::print(&format!(
             "already enabled: {resolver} forwards {domain} to {shim} ({})",

@@ -175,6 +175,7 @@ password_file = "/base/password"
             ("HOSTMESH_DNS__DOMAIN", "mesh.example", |c| c.dns.domain == "mesh.example"),
             ("HOSTMESH_DNS__VIP_RANGE", "127.88.0.0/24", |c| c.dns.vip_range == "127.88.0.0/24".parse().unwrap()),
             ("HOSTMESH_DNS__TTL", "30s", |c| c.dns.ttl == Duration::from_secs(30)),
+            ("HOSTMESH_DNS__CONSUL", "true", |c| c.dns.consul),
             ("HOSTMESH_DNS__UPSTREAM", "system, 1.1.1.1", |c| c.dns.upstream == [Upstream::System, Upstream::Addr(addr("1.1.1.1:53"))]),
             ("HOSTMESH_PROXY__CAPTURE", "listen", |c| c.proxy.capture == Capture::Listen),
             ("HOSTMESH_PROXY__OUTBOUND_LISTEN", "127.0.0.1:5140", |c| c.proxy.outbound_listen == addr("127.0.0.1:5140")),

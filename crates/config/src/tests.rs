@@ -83,6 +83,10 @@ fn malformed_configs() {
         ("cert without key", "[etcd]\ncert_file = \"/c.pem\"\n", TLS_OFF, &[(CONFIG, "etcd.cert_file")]),
         ("password without user", "[etcd]\npassword_file = \"/pw\"\n", TLS_OFF, &[(CONFIG, "etcd.password_file")]),
         ("bad domain", "[dns]\ndomain = \"Mesh.\"\n", TLS_OFF, &[(CONFIG, "dns.domain")]),
+        ("consul over the mesh domain", "[dns]\ndomain = \"consul\"\nconsul = true\n", TLS_OFF, &[(CONFIG, "dns.domain")]),
+        ("consul over a domain under it", "[dns]\ndomain = \"mesh.consul\"\nconsul = true\n", TLS_OFF, &[(CONFIG, "dns.domain")]),
+        ("consul domain with consul names off", "[dns]\ndomain = \"consul\"\n", TLS_OFF, &[]),
+        ("consul not a bool", "[dns]\nconsul = \"yes\"\n", TLS_OFF, &[(CONFIG, "dns.consul")]),
         ("dns ttl sub-second", "[dns]\nttl = \"1500ms\"\n", TLS_OFF, &[(CONFIG, "dns.ttl")]),
         ("bad upstream", "[dns]\nupstream = [\"system\", \"dns.google\", 53]\n", TLS_OFF,
             &[(CONFIG, "dns.upstream"), (CONFIG, "dns.upstream")]),
@@ -244,6 +248,7 @@ fn defaults_are_the_documented_values() {
             vip_range: "127.77.0.0/16".parse().unwrap(),
             ttl: Duration::from_secs(5),
             upstream: vec![Upstream::System],
+            consul: false,
         },
         proxy: ProxySection {
             capture: Capture::Nft,

@@ -8,6 +8,7 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::{A, PTR, SRV};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
+use super::consul;
 use super::metrics::{Outcome, QType};
 use super::table::{Entry, Found, Table};
 use super::wire::{self, Rejected, Request, Transport};
@@ -72,6 +73,13 @@ pub fn answer_local(packet: &[u8], table: &Table, transport: Transport) -> Handl
 
     let name = req.query.name();
     let found = table.find(name);
+    if found == Found::OutOfZone
+        && let Some(found) = consul::find(table, name)
+    {
+        let mut m = respond(&req, ResponseCode::NoError, forwarding);
+        let outcome = consul::answer(table, &found, name, qtype, &mut m);
+        return finish(&req, m, outcome, transport);
+    }
     if found == Found::OutOfZone {
         if let Some(owner) = vip_ptr(table, name, qtype) {
             let mut m = respond(&req, ResponseCode::NoError, forwarding);
@@ -111,8 +119,8 @@ pub fn answer_local(packet: &[u8], table: &Table, transport: Transport) -> Handl
             m.add_answer(record);
             Outcome::Answered
         }
-        Found::Entry(Entry::Address(ip)) if wants(RecordType::A) => {
-            m.add_answer(answer(RData::A(A(*ip))));
+        Found::Entry(Entry::Address { vip, .. }) if wants(RecordType::A) => {
+            m.add_answer(answer(RData::A(A(*vip))));
             Outcome::Answered
         }
         Found::Entry(Entry::Srv { ports, target, vip }) if wants(RecordType::SRV) => {

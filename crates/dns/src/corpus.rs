@@ -1,7 +1,9 @@
 //! The malformed-packet corpus (`tests-data/dns-corpus/`): every file in it is replayed
 //! through the pure handler and through a running server's UDP and TCP sockets. Each must get
 //! FORMERR, NOTIMP (opcodes other than QUERY) or no answer at all, and the server must answer
-//! the next valid query. Files added to the directory later are picked up as they are.
+//! the next valid query. Files added to the directory later are picked up as they are. The
+//! handler is asked with Consul's names off and on, and the server runs with them on; the
+//! `consul-*` files carry Consul names.
 //!
 //! The files themselves come from [`generate`] (`cargo test -p hostmesh dns::corpus::generate
 //! -- --ignored` rewrites them); they are kept as bytes so that the replay does not depend on
@@ -17,6 +19,7 @@ use hickory_proto::rr::RecordType;
 use tokio::net::{TcpStream, UdpSocket};
 
 use super::answer::{Handled, answer_local};
+use super::fixture::consul_zone;
 use super::server_tests::{Running, query, tcp_read, tcp_send};
 use super::table::Table;
 use super::table::tests::{snapshot, zone};
@@ -71,10 +74,14 @@ fn check_answer(name: &str, packet: &[u8], answer: &[u8]) {
 #[test]
 fn corpus_through_the_pure_handler() {
     let snap = snapshot();
-    let loaded = Table::build(zone(), Some(&snap));
-    let unloaded = Table::build(zone(), None);
+    let tables = [
+        Table::build(zone(), Some(&snap)),
+        Table::build(zone(), None),
+        Table::build(consul_zone(), Some(&snap)),
+        Table::build(consul_zone(), None),
+    ];
     for (name, packet) in corpus() {
-        for table in [&loaded, &unloaded] {
+        for table in &tables {
             for transport in [Transport::Udp, Transport::Tcp] {
                 match answer_local(&packet, table, transport) {
                     Handled::Ignore => {}
@@ -95,7 +102,7 @@ fn is_probe_answer(m: &Message) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corpus_through_a_running_server() {
-    let dns = Running::start(vec![], Some(snapshot())).await;
+    let dns = Running::start_consul(vec![], Some(snapshot())).await;
     let probe = query(PROBE_ID, "orders.mesh.", RecordType::A, None);
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut tcp = TcpStream::connect(dns.addr).await.unwrap();
@@ -177,6 +184,7 @@ async fn tcp_read_raw(stream: &mut TcpStream) -> Vec<u8> {
 const RD: u16 = 0x0100;
 const TYPE_A: u16 = 1;
 const TYPE_SOA: u16 = 6;
+const TYPE_SRV: u16 = 33;
 const TYPE_OPT: u16 = 41;
 
 fn header(id: u16, flags: u16, counts: [u16; 4]) -> Vec<u8> {
@@ -238,6 +246,7 @@ fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
 }
 
 const ORDERS: &[&[u8]] = &[b"orders", b"mesh"];
+const CONSUL_SRV: &[&[u8]] = &[b"_orders", b"_tcp", b"service", b"consul"];
 
 type Case = (&'static str, fn() -> Vec<u8>);
 
@@ -386,6 +395,49 @@ const CASES: &[Case] = &[
         cat(&[
             &header(0x0116, 15 << 11 | RD, [1, 0, 0, 0]),
             &question(ORDERS, TYPE_A),
+        ])
+    }),
+    // Consul names, malformed around them.
+    ("consul-label-64.bin", || {
+        let mut name = vec![64];
+        name.extend_from_slice(&[b'a'; 64]);
+        name.extend(wire_name(&[b"service", b"consul"]));
+        cat(&[
+            &header(0x0117, RD, [1, 0, 0, 0]),
+            &name,
+            &type_class(TYPE_A),
+        ])
+    }),
+    // 256 bytes: one too many for a name, ending in node.consul.
+    ("consul-node-name-256.bin", || {
+        let label = [b'a'; 61];
+        let mut labels: Vec<&[u8]> = vec![&label; 3];
+        labels.extend_from_slice(&[&[b'b'; 56], b"node", b"consul"]);
+        cat(&[
+            &header(0x0118, RD, [1, 0, 0, 0]),
+            &question(&labels, TYPE_A),
+        ])
+    }),
+    ("consul-qtype-opt.bin", || {
+        cat(&[
+            &header(0x0119, RD, [1, 0, 0, 0]),
+            &question(CONSUL_SRV, TYPE_OPT),
+        ])
+    }),
+    ("consul-qdcount-2.bin", || {
+        let q = question(CONSUL_SRV, TYPE_SRV);
+        cat(&[&header(0x011a, RD, [2, 0, 0, 0]), &q, &q])
+    }),
+    // `service.consul` reached through a pointer into itself.
+    ("consul-pointer-loop.bin", || {
+        cat(&[
+            &header(0x011b, RD, [1, 0, 0, 0]),
+            &[6],
+            b"orders",
+            &[7],
+            b"service",
+            &[0xc0, 12],
+            &type_class(TYPE_SRV),
         ])
     }),
 ];

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hostmesh_config::spec::Protocol;
 use hostmesh_registrar::catalog::{Instance, Service, Snapshot};
-use hostmesh_registrar::record::Health;
+use hostmesh_registrar::record::{Health, HostInfo};
 
 use crate::Zone;
 
@@ -32,7 +32,8 @@ pub(crate) fn instance(port: u16, tags: &[&str]) -> Instance {
 }
 
 /// orders (VIP .1, ports 8080 and 9090, tag v2 with its own VIP .2), payments (VIP .3),
-/// pending (instances but no VIP yet), and a VIP reserved for "gone" (no instances).
+/// pending (instances but no VIP yet), and a VIP reserved for "gone" (no instances); hosts
+/// web-01 (10.0.0.1), db.east (10.0.0.2, a name with a dot) and v6 (fd00::6).
 pub(crate) fn snapshot() -> Snapshot {
     let mut services = BTreeMap::new();
     let mut vips = BTreeMap::new();
@@ -72,8 +73,19 @@ pub(crate) fn snapshot() -> Snapshot {
     vips.insert("v2.orders".to_owned(), ip(2));
     vips.insert("payments".to_owned(), ip(3));
     vips.insert("gone".to_owned(), ip(4));
+    let host = |address: &str| HostInfo {
+        address: address.parse().unwrap(),
+        inbound_port: 4143,
+        zone: None,
+        version: String::new(),
+    };
+    let mut hosts = BTreeMap::new();
+    hosts.insert("web-01".to_owned(), host("10.0.0.1"));
+    hosts.insert("db.east".to_owned(), host("10.0.0.2"));
+    hosts.insert("v6".to_owned(), host("fd00::6"));
     Snapshot {
         revision: 42,
+        hosts: hosts.into(),
         services: services.into(),
         vips: vips.into(),
         ..Snapshot::default()
@@ -83,4 +95,13 @@ pub(crate) fn snapshot() -> Snapshot {
 /// The `mesh` zone with a 5 s TTL.
 pub(crate) fn zone() -> Arc<Zone> {
     Arc::new(Zone::new("mesh", Duration::from_secs(5), true).unwrap())
+}
+
+/// The `mesh` zone with a 5 s TTL, answering Consul's names too.
+pub(crate) fn consul_zone() -> Arc<Zone> {
+    Arc::new(
+        Zone::new("mesh", Duration::from_secs(5), true)
+            .unwrap()
+            .with_consul(),
+    )
 }

@@ -13,18 +13,21 @@ use crate::table::Found;
 use crate::{Handled, Table, Transport};
 
 /// A DNS query packet through the shim: wire decoding and the answer from a small fixed
-/// catalog, over UDP and TCP, with a catalog and before any catalog was loaded.
+/// catalog, over UDP and TCP, with a catalog and before any catalog was loaded, with Consul's
+/// names on and off.
 ///
 /// Asserts: every reply decodes as a DNS response echoing the query's id and fits the size the
 /// query was allowed (512, its EDNS size up to 1232, or 65535 over TCP); a packet the shim
 /// ignores is one it could not answer (short, or a response).
 pub fn dns(data: &[u8]) {
-    static TABLES: OnceLock<[Table; 2]> = OnceLock::new();
+    static TABLES: OnceLock<[Table; 4]> = OnceLock::new();
     let tables = TABLES.get_or_init(|| {
-        let zone = fixture::zone();
+        let (zone, consul) = (fixture::zone(), fixture::consul_zone());
         [
             Table::build(zone.clone(), Some(&fixture::snapshot())),
             Table::build(zone, None),
+            Table::build(consul.clone(), Some(&fixture::snapshot())),
+            Table::build(consul, None),
         ]
     });
     for table in tables {
@@ -34,7 +37,9 @@ pub fn dns(data: &[u8]) {
                     assert!(data.len() < 12 || data[2] & 0x80 != 0, "ignored a query");
                 }
                 Handled::Forward(request) => {
-                    assert!(table.find(request.query.name()) == Found::OutOfZone);
+                    let name = request.query.name();
+                    assert!(table.find(name) == Found::OutOfZone);
+                    assert!(crate::consul::find(table, name).is_none());
                 }
                 Handled::Reply(reply) => {
                     // A packet that is not a query gets a 12-byte header, which fits anything.

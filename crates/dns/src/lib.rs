@@ -5,14 +5,17 @@
 //! - Other types for a mesh name (AAAA above all) → NOERROR, no answer, SOA; unknown names →
 //!   NXDOMAIN with the SOA (its minimum is the DNS TTL, for negative caching); before any
 //!   catalog was loaded → SERVFAIL.
+//! - With `dns.consul`, Consul's names under `consul.` answer the same VIPs (`consul`).
 //! - Names outside the domain → the upstreams (`system` = resolv.conf at start, minus this
 //!   shim), or REFUSED when there are none.
 //!
 //! Layout: `table` (names of one snapshot), `answer` (the pure answer to one packet),
+//! `consul` (Consul's names mapped onto the table at lookup time),
 //! `wire` (parsing, sizing, truncation), `forward` and `upstream` (forwarding), `server`
 //! with `udp` and `tcp` (sockets and limits) and what they `shared`, `metrics`.
 
 mod answer;
+mod consul;
 mod fixture;
 mod forward;
 mod metrics;
@@ -27,6 +30,8 @@ mod udp;
 mod upstream;
 pub(crate) mod wire;
 
+#[cfg(test)]
+mod consul_tests;
 #[cfg(test)]
 mod corpus;
 #[cfg(test)]

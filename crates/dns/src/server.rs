@@ -103,14 +103,15 @@ impl DnsServer {
         } else {
             Some(Forwarder::new(resolved.servers).map_err(io::Error::other)?)
         };
-        let zone = Arc::new(Zone::new(
-            &section.domain,
-            section.ttl,
-            forwarder.is_some(),
-        )?);
+        let mut zone = Zone::new(&section.domain, section.ttl, forwarder.is_some())?;
+        if section.consul {
+            zone = zone.with_consul();
+        }
+        let zone = Arc::new(zone);
         tracing::info!(
-            "dns: listening on {local_addr} (udp, tcp) for {}; other names {}",
+            "dns: listening on {local_addr} (udp, tcp) for {}{}; other names {}",
             zone.domain,
+            if zone.consul() { " and consul." } else { "" },
             match &forwarder {
                 Some(f) => format!("forwarded to {:?}", f.servers()),
                 None => "refused".to_owned(),

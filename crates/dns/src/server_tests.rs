@@ -34,6 +34,7 @@ pub(crate) fn section(upstream: Vec<Upstream>) -> DnsSection {
         vip_range: "127.77.0.0/16".parse().unwrap(),
         ttl: Duration::from_secs(5),
         upstream,
+        consul: false,
     }
 }
 
@@ -47,16 +48,28 @@ pub(crate) struct Running {
 
 impl Running {
     pub(crate) async fn start(upstream: Vec<Upstream>, initial: Option<Snapshot>) -> Running {
-        Self::start_limited(upstream, initial, None).await
+        Self::start_limited(section(upstream), initial, None).await
+    }
+
+    /// As [`Running::start`], answering Consul's names too (`dns.consul = true`).
+    pub(crate) async fn start_consul(
+        upstream: Vec<Upstream>,
+        initial: Option<Snapshot>,
+    ) -> Running {
+        let section = DnsSection {
+            consul: true,
+            ..section(upstream)
+        };
+        Self::start_limited(section, initial, None).await
     }
 
     async fn start_limited(
-        upstream: Vec<Upstream>,
+        section: DnsSection,
         initial: Option<Snapshot>,
         limits: Option<Limits>,
     ) -> Running {
         let metrics = DnsMetrics::unregistered();
-        let mut server = DnsServer::bind_with(&section(upstream), metrics.clone(), None)
+        let mut server = DnsServer::bind_with(&section, metrics.clone(), None)
             .await
             .unwrap();
         if let Some(limits) = limits {
@@ -146,6 +159,27 @@ fn a_in(records: &[Record]) -> Vec<Ipv4Addr> {
             _ => None,
         })
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consul_names_answer_only_when_the_section_turns_them_on() {
+    let on = Running::start_consul(vec![], Some(snapshot())).await;
+    let packet = query(1, "orders.service.consul.", RecordType::A, None);
+    let m = udp_ask(on.addr, &packet).await;
+    assert_eq!(a_of(&m), vec![Ipv4Addr::new(127, 77, 0, 1)]);
+    let m = tcp_ask(
+        on.addr,
+        &query(2, "web-01.node.consul.", RecordType::A, None),
+    )
+    .await;
+    assert_eq!(a_of(&m), vec![Ipv4Addr::new(10, 0, 0, 1)]);
+    on.stop().await;
+
+    // Off (the default) and nowhere to forward: REFUSED, as for any other name.
+    let off = Running::start(vec![], Some(snapshot())).await;
+    let m = udp_ask(off.addr, &packet).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    off.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -468,7 +502,7 @@ async fn the_in_flight_bound_drops_udp_and_servfails_tcp_but_mesh_names_still_an
         tcp_connections: 8,
     };
     let dns = Running::start_limited(
-        vec![Upstream::Addr(silent.local_addr().unwrap())],
+        section(vec![Upstream::Addr(silent.local_addr().unwrap())]),
         Some(snapshot()),
         Some(limits),
     )
@@ -500,7 +534,7 @@ async fn at_the_tcp_connection_limit_the_idlest_makes_room() {
         in_flight: 8,
         tcp_connections: 2,
     };
-    let dns = Running::start_limited(vec![], Some(snapshot()), Some(limits)).await;
+    let dns = Running::start_limited(section(vec![]), Some(snapshot()), Some(limits)).await;
     let q = query(1, "orders.mesh.", RecordType::A, None);
     let mut first = TcpStream::connect(dns.addr).await.unwrap();
     let mut second = TcpStream::connect(dns.addr).await.unwrap();

@@ -5,14 +5,15 @@
 //! lowercased (`orders`, `v2.orders`, `_orders._tcp`), which makes lookups case-insensitive
 //! while answers can still repeat the question's own spelling (0x20 randomisation).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{Name, RData, Record};
+use hostmesh_config::CONSUL_DOMAIN;
 use hostmesh_registrar::catalog::Snapshot;
 
 /// SOA timers. Nothing transfers this zone, so only `minimum` (the negative-caching TTL, set to
@@ -32,6 +33,16 @@ pub struct Zone {
     pub(crate) ttl: u32,
     /// Whether names outside the domain are forwarded (also the RA flag).
     pub(crate) forwarding: bool,
+    mname: Name,
+    rname: Name,
+    /// `consul.`'s SOA names when Consul names are answered too (`dns.consul`).
+    consul: Option<ConsulApex>,
+}
+
+/// The owner and SOA names of the `consul.` zone.
+#[derive(Debug)]
+struct ConsulApex {
+    domain: Name,
     mname: Name,
     rname: Name,
 }
@@ -59,34 +70,60 @@ impl Zone {
             ttl: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
             forwarding,
             domain,
+            consul: None,
         })
     }
 
-    fn soa(&self, serial: u32) -> Record {
-        Record::from_rdata(
-            self.domain.clone(),
-            self.ttl,
-            RData::SOA(SOA::new(
-                self.mname.clone(),
-                self.rname.clone(),
-                serial,
-                SOA_REFRESH,
-                SOA_RETRY,
-                SOA_EXPIRE,
-                self.ttl,
-            )),
-        )
+    /// Also answers Consul's names under `consul.` (`dns.consul = true`).
+    pub fn with_consul(mut self) -> Zone {
+        let name = |text: &str| {
+            let mut name = Name::from_ascii(text).expect("a fixed, valid name");
+            name.set_fqdn(true);
+            name
+        };
+        self.consul = Some(ConsulApex {
+            domain: name(CONSUL_DOMAIN),
+            mname: name(&format!("ns.{CONSUL_DOMAIN}")),
+            rname: name(&format!("hostmaster.{CONSUL_DOMAIN}")),
+        });
+        self
     }
+
+    /// Whether Consul's names are answered.
+    pub(crate) fn consul(&self) -> bool {
+        self.consul.is_some()
+    }
+
+    fn soa(&self, serial: u32) -> Record {
+        soa(&self.domain, &self.mname, &self.rname, self.ttl, serial)
+    }
+}
+
+fn soa(domain: &Name, mname: &Name, rname: &Name, ttl: u32, serial: u32) -> Record {
+    Record::from_rdata(
+        domain.clone(),
+        ttl,
+        RData::SOA(SOA::new(
+            mname.clone(),
+            rname.clone(),
+            serial,
+            SOA_REFRESH,
+            SOA_RETRY,
+            SOA_EXPIRE,
+            ttl,
+        )),
+    )
 }
 
 /// What a name in the domain holds.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Entry {
-    /// `NAME` or `TAG.NAME`: an A record.
-    Address(Ipv4Addr),
+    /// `NAME` or `TAG.NAME`: an A record. `ports` are the distinct ports of its instances, for
+    /// the SRV forms of Consul names (empty when those are off).
+    Address { vip: Ipv4Addr, ports: Arc<[u16]> },
     /// `_NAME._tcp`: one SRV per distinct port, all pointing at `target`, whose A is `vip`.
     Srv {
-        ports: Box<[u16]>,
+        ports: Arc<[u16]>,
         target: Name,
         vip: Ipv4Addr,
     },
@@ -115,6 +152,16 @@ struct Catalog {
     names: HashMap<Box<[u8]>, Entry>,
     /// VIP to the name it belongs to, for PTR queries on VIPs.
     reverse: HashMap<Ipv4Addr, Name>,
+    /// With Consul names on: what only they need.
+    consul: Option<ConsulCatalog>,
+}
+
+#[derive(Debug)]
+struct ConsulCatalog {
+    /// `consul.`'s SOA, with the mesh's serial.
+    soa: Record,
+    /// Host names, lowercase, to their advertised address (`HOST.node.consul`).
+    hosts: HashMap<Box<[u8]>, IpAddr>,
 }
 
 /// The names of one catalog snapshot (or of none, before the first).
@@ -143,6 +190,33 @@ impl Table {
 
     pub(crate) fn reverse(&self, ip: Ipv4Addr) -> Option<&Name> {
         self.catalog.as_ref()?.reverse.get(&ip)
+    }
+
+    /// The entry for `key`, a lowercase name relative to the domain (`orders`, `v2.orders`).
+    pub(crate) fn entry(&self, key: &[u8]) -> Option<&Entry> {
+        self.catalog.as_ref()?.names.get(key)
+    }
+
+    /// Whether the catalog has any name (so the names above them, `_tcp`, exist).
+    pub(crate) fn has_names(&self) -> bool {
+        self.catalog.as_ref().is_some_and(|c| !c.names.is_empty())
+    }
+
+    /// `consul.`'s SOA; `None` before any catalog or with Consul names off.
+    pub(crate) fn consul_soa(&self) -> Option<&Record> {
+        Some(&self.catalog.as_ref()?.consul.as_ref()?.soa)
+    }
+
+    /// The advertised address of the host named `key` (lowercase), with Consul names on.
+    pub(crate) fn host(&self, key: &[u8]) -> Option<IpAddr> {
+        let consul = self.catalog.as_ref()?.consul.as_ref()?;
+        consul.hosts.get(key).copied()
+    }
+
+    /// Whether any host is known, with Consul names on.
+    pub(crate) fn has_hosts(&self) -> bool {
+        let consul = self.catalog.as_ref().and_then(|c| c.consul.as_ref());
+        consul.is_some_and(|c| !c.hosts.is_empty())
     }
 
     pub(crate) fn find(&self, name: &Name) -> Found<'_> {
@@ -193,6 +267,8 @@ impl Catalog {
     fn build(zone: &Zone, snapshot: &Snapshot) -> Catalog {
         let mut names = HashMap::new();
         let mut reverse = HashMap::new();
+        // Tag ports serve only Consul's SRV forms: without them, every tag shares one empty list.
+        let no_ports: Arc<[u16]> = Arc::from([]);
         let fqdn = |relative: &str| {
             Name::from_ascii(relative)
                 .and_then(|n| n.append_domain(&zone.domain))
@@ -220,45 +296,73 @@ impl Catalog {
             };
             reverse.insert(vip, target.clone());
 
-            let tags: BTreeSet<&str> = service
-                .instances
-                .iter()
-                .flat_map(|i| i.tags.iter().map(String::as_str))
-                .collect();
-            for tag in tags {
+            // Each tag with the ports of the instances carrying it.
+            let mut tags: BTreeMap<&str, BTreeSet<u16>> = BTreeMap::new();
+            for instance in &service.instances {
+                for tag in &instance.tags {
+                    let ports = tags.entry(tag.as_str()).or_default();
+                    if zone.consul() {
+                        ports.insert(instance.port);
+                    }
+                }
+            }
+            for (tag, tag_ports) in tags {
                 let tagged = format!("{tag}.{service_name}");
                 if let (Some(tag_vip), Some(owner)) = (
                     snapshot.vips.get(&tagged),
                     fqdn(&tagged.to_ascii_lowercase()),
                 ) {
                     reverse.insert(*tag_vip, owner);
+                    let ports = if zone.consul() {
+                        tag_ports.into_iter().collect()
+                    } else {
+                        no_ports.clone()
+                    };
                     names.insert(
                         Box::from(tagged.to_ascii_lowercase().as_bytes()),
-                        Entry::Address(*tag_vip),
+                        Entry::Address {
+                            vip: *tag_vip,
+                            ports,
+                        },
                     );
                 }
             }
 
             let ports: BTreeSet<u16> = service.instances.iter().map(|i| i.port).collect();
+            let ports: Arc<[u16]> = ports.into_iter().collect();
             names.insert(
                 Box::from(format!("_{key}._tcp").as_bytes()),
                 Entry::Srv {
-                    ports: ports.into_iter().collect(),
+                    ports: ports.clone(),
                     target,
                     vip,
                 },
             );
-            names.insert(Box::from(key.as_bytes()), Entry::Address(vip));
+            names.insert(Box::from(key.as_bytes()), Entry::Address { vip, ports });
         }
         if !names.is_empty() {
             names.insert(Box::from(&b"_tcp"[..]), Entry::EmptyNonTerminal);
         }
+        // RFC 1982 serials wrap; the low 32 bits of the etcd revision still increase with
+        // every change for the first four billion of them.
+        let serial = snapshot.revision as u32;
         Catalog {
-            // RFC 1982 serials wrap; the low 32 bits of the etcd revision still increase
-            // with every change for the first four billion of them.
-            soa: zone.soa(snapshot.revision as u32),
+            soa: zone.soa(serial),
             names,
             reverse,
+            consul: zone.consul.as_ref().map(|apex| ConsulCatalog {
+                soa: soa(&apex.domain, &apex.mname, &apex.rname, zone.ttl, serial),
+                hosts: snapshot
+                    .hosts
+                    .iter()
+                    .map(|(host, info)| {
+                        (
+                            Box::from(host.to_ascii_lowercase().as_bytes()),
+                            info.address,
+                        )
+                    })
+                    .collect(),
+            }),
         }
     }
 }
@@ -275,6 +379,13 @@ pub(crate) mod tests {
         Name::from_ascii(s).unwrap()
     }
 
+    fn address(vip: Ipv4Addr, ports: &[u16]) -> Entry {
+        Entry::Address {
+            vip,
+            ports: Arc::from(ports),
+        }
+    }
+
     #[test]
     fn finds_services_tags_srv_case_insensitively() {
         let snap = snapshot();
@@ -282,15 +393,15 @@ pub(crate) mod tests {
         let ip = |n| Ipv4Addr::new(127, 77, 0, n);
         assert_eq!(
             table.find(&name("orders.mesh.")),
-            Found::Entry(&Entry::Address(ip(1)))
+            Found::Entry(&address(ip(1), &[8080, 9090]))
         );
         assert_eq!(
             table.find(&name("OrDeRs.MESH.")),
-            Found::Entry(&Entry::Address(ip(1)))
+            Found::Entry(&address(ip(1), &[8080, 9090]))
         );
         assert_eq!(
             table.find(&name("v2.orders.mesh.")),
-            Found::Entry(&Entry::Address(ip(2)))
+            Found::Entry(&address(ip(2), &[]))
         );
         // A tag with no VIP allocated yet, or a VIP for a tag no instance carries.
         assert_eq!(table.find(&name("v1.orders.mesh.")), Found::Missing);
@@ -316,6 +427,25 @@ pub(crate) mod tests {
         assert_eq!(table.find(&name(".")), Found::OutOfZone);
         assert_eq!(table.reverse(ip(2)), Some(&name("v2.orders.mesh.")));
         assert_eq!(table.reverse(ip(4)), None);
+    }
+
+    #[test]
+    fn tag_ports_and_hosts_are_kept_only_for_consul_names() {
+        let snap = snapshot();
+        let ip = |n| Ipv4Addr::new(127, 77, 0, n);
+        let consul = Table::build(crate::fixture::consul_zone(), Some(&snap));
+        assert_eq!(consul.entry(b"v2.orders"), Some(&address(ip(2), &[8080])));
+        assert_eq!(
+            consul.entry(b"orders"),
+            Some(&address(ip(1), &[8080, 9090]))
+        );
+        assert_eq!(consul.host(b"db.east"), Some("10.0.0.2".parse().unwrap()));
+        assert!(consul.has_hosts() && consul.consul_soa().is_some());
+
+        let mesh = Table::build(zone(), Some(&snap));
+        assert_eq!(mesh.entry(b"v2.orders"), Some(&address(ip(2), &[])));
+        assert_eq!(mesh.host(b"db.east"), None);
+        assert!(!mesh.has_hosts() && mesh.consul_soa().is_none());
     }
 
     #[test]

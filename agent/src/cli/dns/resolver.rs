@@ -122,8 +122,9 @@ impl Resolver {
         }
     }
 
-    /// The drop-in's text: forward `domain` (and only it) to the shim at `shim`.
-    pub fn drop_in_text(self, shim: SocketAddr, domain: &str) -> String {
+    /// The drop-in's text: forward `domains` (the mesh domain, and `consul` with Consul names on)
+    /// and only them to the shim at `shim`.
+    pub fn drop_in_text(self, shim: SocketAddr, domains: &[&str]) -> String {
         let header = "# Written by `hostmesh dns enable`; `hostmesh dns disable` removes it.\n";
         match self {
             // A port other than 53 needs systemd 246 or later (`DNS=ADDR:PORT`).
@@ -133,23 +134,36 @@ impl Resolver {
                 } else {
                     shim.to_string()
                 };
-                format!("{header}[Resolve]\nDNS={server}\nDomains=~{domain}\n")
+                let routes: Vec<String> = domains.iter().map(|d| format!("~{d}")).collect();
+                format!(
+                    "{header}[Resolve]\nDNS={server}\nDomains={}\n",
+                    routes.join(" ")
+                )
             }
+            // One `server=` line takes several domains: `server=/mesh/consul/ADDR#PORT`.
             Resolver::Dnsmasq => {
-                format!("{header}server=/{domain}/{}#{}\n", shim.ip(), shim.port())
+                let routes: String = domains.iter().map(|d| format!("/{d}")).collect();
+                format!("{header}server={routes}/{}#{}\n", shim.ip(), shim.port())
             }
-            Resolver::Unbound => format!(
-                "{header}server:\n    \
-                 # unbound refuses to query loopback addresses unless told otherwise.\n    \
-                 do-not-query-localhost: no\n    \
-                 # The mesh zone is not signed.\n    \
-                 domain-insecure: \"{domain}.\"\n\
-                 forward-zone:\n    \
-                 name: \"{domain}.\"\n    \
-                 forward-addr: {}@{}\n",
-                shim.ip(),
-                shim.port()
-            ),
+            Resolver::Unbound => {
+                let mut text = format!(
+                    "{header}server:\n    \
+                     # unbound refuses to query loopback addresses unless told otherwise.\n    \
+                     do-not-query-localhost: no\n    \
+                     # The mesh's zones are not signed.\n"
+                );
+                for domain in domains {
+                    text.push_str(&format!("    domain-insecure: \"{domain}.\"\n"));
+                }
+                for domain in domains {
+                    text.push_str(&format!(
+                        "forward-zone:\n    name: \"{domain}.\"\n    forward-addr: {}@{}\n",
+                        shim.ip(),
+                        shim.port()
+                    ));
+                }
+                text
+            }
         }
     }
 

@@ -16,31 +16,31 @@ fn strings(texts: &[&str]) -> Vec<String> {
 
 #[test]
 fn resolved_drop_in_routes_only_the_mesh_domain() {
-    let text = Resolver::Resolved.drop_in_text(addr("127.0.0.1:53"), "mesh");
+    let text = Resolver::Resolved.drop_in_text(addr("127.0.0.1:53"), &["mesh"]);
     assert!(
         text.contains("[Resolve]\nDNS=127.0.0.1\nDomains=~mesh\n"),
         "{text}"
     );
     // Another port is written the way resolved.conf takes it.
-    let text = Resolver::Resolved.drop_in_text(addr("127.0.0.2:8600"), "corp");
+    let text = Resolver::Resolved.drop_in_text(addr("127.0.0.2:8600"), &["corp"]);
     assert!(
         text.contains("DNS=127.0.0.2:8600\nDomains=~corp\n"),
         "{text}"
     );
-    let text = Resolver::Resolved.drop_in_text(addr("[::1]:5353"), "mesh");
+    let text = Resolver::Resolved.drop_in_text(addr("[::1]:5353"), &["mesh"]);
     assert!(text.contains("DNS=[::1]:5353\n"), "{text}");
 }
 
 #[test]
 fn dnsmasq_drop_in_is_one_server_line_for_the_domain() {
-    let text = Resolver::Dnsmasq.drop_in_text(addr("127.0.0.1:53"), "mesh");
+    let text = Resolver::Dnsmasq.drop_in_text(addr("127.0.0.1:53"), &["mesh"]);
     let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
     assert_eq!(lines, ["server=/mesh/127.0.0.1#53"]);
 }
 
 #[test]
 fn unbound_drop_in_is_a_forward_zone_for_the_domain() {
-    let text = Resolver::Unbound.drop_in_text(addr("127.0.0.1:8600"), "mesh");
+    let text = Resolver::Unbound.drop_in_text(addr("127.0.0.1:8600"), &["mesh"]);
     for want in [
         "server:\n",
         "do-not-query-localhost: no\n",
@@ -52,9 +52,34 @@ fn unbound_drop_in_is_a_forward_zone_for_the_domain() {
 }
 
 #[test]
+fn with_consul_names_every_drop_in_routes_the_consul_domain_too() {
+    let shim = addr("127.0.0.1:53");
+    let domains = ["mesh", "consul"];
+    let text = Resolver::Resolved.drop_in_text(shim, &domains);
+    assert!(
+        text.contains("DNS=127.0.0.1\nDomains=~mesh ~consul\n"),
+        "{text}"
+    );
+    let text = Resolver::Dnsmasq.drop_in_text(shim, &domains);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines, ["server=/mesh/consul/127.0.0.1#53"]);
+    let text = Resolver::Unbound.drop_in_text(shim, &domains);
+    for domain in domains {
+        for want in [
+            format!("domain-insecure: \"{domain}.\"\n"),
+            format!("forward-zone:\n    name: \"{domain}.\"\n    forward-addr: 127.0.0.1@53\n"),
+        ] {
+            assert!(text.contains(&want), "missing {want:?} in {text}");
+        }
+    }
+    // Still exactly one `server:` clause.
+    assert_eq!(text.matches("server:").count(), 1, "{text}");
+}
+
+#[test]
 fn every_drop_in_says_who_wrote_it() {
     for r in Resolver::ALL {
-        let text = r.drop_in_text(addr("127.0.0.1:53"), "mesh");
+        let text = r.drop_in_text(addr("127.0.0.1:53"), &["mesh"]);
         assert!(
             text.starts_with("# Written by `hostmesh dns enable`"),
             "{r}: {text}"
@@ -310,6 +335,28 @@ fn enable_creates_resolveds_drop_in_directory_and_never_touches_resolv_conf() {
         fs::read_to_string(root.path().join("etc/resolv.conf")).unwrap(),
         "nameserver 127.0.0.53\n"
     );
+}
+
+#[test]
+fn enable_adds_the_consul_domain_only_when_consul_names_are_on() {
+    let root = tree_with(&[Resolver::Resolved]);
+    let path = root
+        .path()
+        .join("etc/systemd/resolved.conf.d/hostmesh.conf");
+    config_in(root.path(), "consul = false");
+    run_in(root.path(), enable()).unwrap();
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\nDomains=~mesh\n"), "{text}");
+
+    // Turning them on and enabling again rewrites the drop-in; off again takes consul out.
+    config_in(root.path(), "consul = true");
+    run_in(root.path(), enable()).unwrap();
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\nDomains=~mesh ~consul\n"), "{text}");
+    config_in(root.path(), "");
+    run_in(root.path(), enable()).unwrap();
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\nDomains=~mesh\n"), "{text}");
 }
 
 #[test]

@@ -73,6 +73,11 @@ keys! {
         "Each item is one of: `\"system\"` (the `resolv.conf` nameservers as read at start), an \
          IP (port 53), or `IP:PORT` (IPv6 with a port is written `[::1]:5353`). Port 0 and \
          unspecified addresses are refused. `[]` refuses non-mesh names.";
+    DNS_CONSUL = "dns.consul", Bool, "bool", Written("false"), Restart,
+        "Also answer Consul's names under `consul` (`NAME.service.consul`, \
+         `_NAME._tcp.service.consul`, `HOST.node.consul`, …) with the mesh's VIPs \
+         ([dns.md](reference/dns.md#consul-names)); `false`: `*.consul` is forwarded like any \
+         other name. With `true`, `dns.domain` must not be `consul` or end in `.consul`.";
 
     PROXY_CAPTURE = "proxy.capture", Str, "string", Written("\"nft\""), Restart,
         "`\"nft\"` or `\"listen\"`.";

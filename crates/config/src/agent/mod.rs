@@ -66,6 +66,9 @@ pub struct EtcdSection {
     pub password_file: Option<PathBuf>,
 }
 
+/// The domain of Consul's names when `dns.consul` is on: fixed, Consul's default `-domain`.
+pub const CONSUL_DOMAIN: &str = "consul";
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct DnsSection {
     pub listen: SocketAddr,
@@ -75,6 +78,8 @@ pub struct DnsSection {
     pub ttl: Duration,
     /// Empty: refuse non-mesh names.
     pub upstream: Vec<Upstream>,
+    /// Also answer Consul's names (`NAME.service.consul`, `HOST.node.consul`, …).
+    pub consul: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use super::keys::*;
 use super::{
-    AdminSection, AgentConfig, AgentSection, Capture, DnsSection, EtcdSection, LogFormat,
-    LogSection, PolicyDefault, PolicySection, ProxySection, TlsMode, TlsSection, TracingSection,
+    AdminSection, AgentConfig, AgentSection, CONSUL_DOMAIN, Capture, DnsSection, EtcdSection,
+    LogFormat, LogSection, PolicyDefault, PolicySection, ProxySection, TlsMode, TlsSection,
+    TracingSection,
 };
 use crate::duration;
 use crate::key::Key;
@@ -56,6 +57,7 @@ pub(super) fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>
             "\"system\" or an address",
             net::upstream,
         ),
+        consul: r.boolean(DNS_CONSUL, Or::Declared),
     };
     let proxy = ProxySection {
         capture: r.choice(
@@ -119,7 +121,28 @@ pub(super) fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>
         values: Default::default(),
     };
     check_listeners(r, &config);
+    check_consul_domain(r, &config.dns);
     config
+}
+
+/// With Consul names on, the mesh domain must not overlap `consul`: one name would belong to
+/// both zones.
+fn check_consul_domain(r: &mut Reader, dns: &DnsSection) {
+    let overlaps = dns.domain == CONSUL_DOMAIN
+        || dns
+            .domain
+            .strip_suffix(CONSUL_DOMAIN)
+            .is_some_and(|above| above.ends_with('.'));
+    if dns.consul && overlaps && r.ok(&[DNS_DOMAIN, DNS_CONSUL]) {
+        r.report(
+            DNS_DOMAIN,
+            format!(
+                "{:?} overlaps the consul domain that dns.consul = true answers; choose another \
+                 domain or turn dns.consul off",
+                dns.domain
+            ),
+        );
+    }
 }
 
 /// `agent.data_dir`: a directory, or a path where one can be made at start.
