@@ -61,7 +61,12 @@ pub fn map(checks: &[model::Check], target: SocketAddr, notes: &mut Vec<Note>) -
 
 /// What the check probes, or `None` (with a note saying why) when hostmesh cannot probe it so.
 fn kind(check: &model::Check, target: SocketAddr, notes: &mut Vec<Note>) -> Option<Kind> {
-    let at = |field: &str| format!("{}.{field}", check.at);
+    let at = |field: &str| {
+        check.spelled.of(
+            &field.to_ascii_lowercase(),
+            &format!("{}.{field}", check.at),
+        )
+    };
     let mut kinds = Vec::new();
     if let Some(url) = &check.http {
         match http_path(url, target) {
@@ -106,7 +111,10 @@ fn kind(check: &model::Check, target: SocketAddr, notes: &mut Vec<Note>) -> Opti
 
 /// Interval, timeout and the thresholds, each as hostmesh takes it.
 fn timing(check: &model::Check, kind: Kind, notes: &mut Vec<Note>) -> Check {
-    let at = |field: &str| format!("{}.{field}", check.at);
+    let at = |field: &str| {
+        let name: String = field.to_ascii_lowercase();
+        check.spelled.of(&name, &format!("{}.{field}", check.at))
+    };
     let mut read = |field: &str, text: &Option<String>| {
         let text = text.as_deref()?;
         match go_duration(text) {

@@ -83,8 +83,19 @@ pub fn map(d: &Definition) -> Result<(Service, Vec<Note>), Refusal> {
         .ok_or(Refusal::Port(port))?;
     let mut notes = Vec::new();
     notes.extend(d.other.iter().map(Note::unmapped));
-    let id = instance_id(d.id.as_deref().unwrap_or(&name), &name, &mut notes);
-    let target = target(d.address.as_deref(), port, &mut notes)?;
+    let spelled = |name: &str, fallback: &str| d.spelled.of(name, fallback);
+    let id = instance_id(
+        d.id.as_deref().unwrap_or(&name),
+        &name,
+        &spelled("id", "ID"),
+        &mut notes,
+    );
+    let target = target(
+        d.address.as_deref(),
+        port,
+        &spelled("address", "Address"),
+        &mut notes,
+    )?;
     let probed = target.unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
     let check = check::map(&d.checks, probed, &mut notes);
     Ok((
@@ -94,8 +105,12 @@ pub fn map(d: &Definition) -> Result<(Service, Vec<Note>), Refusal> {
             port,
             target,
             protocol: protocol(d, &mut notes),
-            tags: tags(&d.tags, &mut notes),
-            weight: weight(d.weight_passing, &mut notes),
+            tags: tags(&d.tags, &spelled("tags", "Tags"), &mut notes),
+            weight: weight(
+                d.weight_passing,
+                &spelled("weights.passing", "Weights.Passing"),
+                &mut notes,
+            ),
             check,
         },
         notes,
@@ -104,13 +119,13 @@ pub fn map(d: &Definition) -> Result<(Service, Vec<Note>), Refusal> {
 
 /// Consul's ID, or the nearest valid instance id (it is only the file name and a label in
 /// hostmesh, so a change does not refuse the definition).
-fn instance_id(id: &str, name: &str, notes: &mut Vec<Note>) -> String {
+fn instance_id(id: &str, name: &str, field: &str, notes: &mut Vec<Note>) -> String {
     if names::instance_id(id).is_ok() {
         return id.to_owned();
     }
     let kept = suggest::instance_id(id).unwrap_or_else(|| name.to_owned());
     notes.push(Note::new(
-        "ID",
+        field,
         format!("{id:?} is not a hostmesh instance id (letters, digits, '.', '_', '-'); written as {kept:?}"),
     ));
     kept
@@ -120,6 +135,7 @@ fn instance_id(id: &str, name: &str, notes: &mut Vec<Note>) -> String {
 fn target(
     address: Option<&str>,
     port: u16,
+    field: &str,
     notes: &mut Vec<Note>,
 ) -> Result<Option<SocketAddr>, Refusal> {
     let Some(address) = address else {
@@ -135,7 +151,7 @@ fn target(
         .map_err(|_| Refusal::AddressName(address.to_owned()))?;
     if ip.is_unspecified() {
         notes.push(Note::new(
-            "Address",
+            field,
             format!("{ip} is no address to connect to; the target is 127.0.0.1:{port}"),
         ));
         return Ok(None);
@@ -146,7 +162,7 @@ fn target(
     let target = SocketAddr::new(ip, port);
     if !ip.is_loopback() {
         notes.push(Note::new(
-            "Address",
+            field,
             format!(
                 "the target is {target}: the app must listen there on the host this file goes \
                  to (an agent serves its own host's apps)"
@@ -158,8 +174,9 @@ fn target(
 
 /// `Meta.protocol`, else the sidecar's protocol, as one hostmesh knows.
 fn protocol(d: &Definition, notes: &mut Vec<Note>) -> Protocol {
+    let meta = d.spelled.of("meta.protocol", "Meta.protocol");
     let given = [
-        ("Meta.protocol", &d.meta_protocol),
+        (meta.as_str(), &d.meta_protocol),
         (
             "Connect.SidecarService.Proxy.Config.protocol",
             &d.connect_protocol,
@@ -198,7 +215,7 @@ fn protocol(d: &Definition, notes: &mut Vec<Note>) -> Protocol {
 }
 
 /// The tags hostmesh accepts, without repeats; each other one named with its nearest valid form.
-fn tags(tags: &[String], notes: &mut Vec<Note>) -> Vec<String> {
+fn tags(tags: &[String], field: &str, notes: &mut Vec<Note>) -> Vec<String> {
     let mut kept: Vec<String> = Vec::new();
     for tag in tags {
         if let Err(e) = names::tag(tag) {
@@ -206,12 +223,12 @@ fn tags(tags: &[String], notes: &mut Vec<Note>) -> Vec<String> {
                 .map(|s| format!("; the nearest valid tag is {s:?}"))
                 .unwrap_or_default();
             notes.push(Note::new(
-                "Tags",
+                field,
                 format!("{tag:?} not mapped: it {e}{nearest}"),
             ));
         } else if kept.contains(tag) {
             notes.push(Note::new(
-                "Tags",
+                field,
                 format!("{tag:?} is listed twice; kept once"),
             ));
         } else {
@@ -223,14 +240,14 @@ fn tags(tags: &[String], notes: &mut Vec<Note>) -> Vec<String> {
 
 /// `Weights.Passing` × 100: Consul's default 1 is hostmesh's default 100, and the ratios between
 /// instances stay.
-fn weight(passing: Option<i64>, notes: &mut Vec<Note>) -> Option<i64> {
+fn weight(passing: Option<i64>, field: &str, notes: &mut Vec<Note>) -> Option<i64> {
     let passing = passing?;
     let range = hostmesh_config::spec::WEIGHT;
     let (min, max) = (i64::from(*range.start()), i64::from(*range.end()));
     match passing.checked_mul(100) {
         _ if passing < 1 => {
             notes.push(Note::new(
-                "Weights.Passing",
+                field,
                 format!("not mapped: {passing} is below 1; hostmesh's default weight 100 applies"),
             ));
             None
@@ -239,7 +256,7 @@ fn weight(passing: Option<i64>, notes: &mut Vec<Note>) -> Option<i64> {
         Some(w) if (min..=max).contains(&w) => Some(w),
         _ => {
             notes.push(Note::new(
-                "Weights.Passing",
+                field,
                 format!("{passing} written as weight {max}, the most hostmesh takes (weight = 100 × Passing)"),
             ));
             Some(max)

@@ -41,6 +41,53 @@ pub struct Definition {
     /// `Check`, then `Checks`, in order.
     pub checks: Vec<Check>,
     pub other: Vec<Other>,
+    /// The mapped fields as the file spells them, by normalized name: notes name them so.
+    pub spelled: Spelled,
+}
+
+/// Mapped fields as a file spells them (`Weights.Passing`, `check.timeout`), by normalized path
+/// (`weights.passing`, `timeout`).
+#[derive(Debug, Default, Clone)]
+pub struct Spelled(Vec<(String, String)>);
+
+impl Spelled {
+    /// Every key of `map`, under `at` (`Checks[1]`, or nothing at the top).
+    fn of_object(map: &serde_json::Map<String, Value>, at: &str) -> Spelled {
+        Spelled(
+            map.keys()
+                .map(|key| {
+                    let path = if at.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{at}.{key}")
+                    };
+                    (normalize(key), path)
+                })
+                .collect(),
+        )
+    }
+
+    fn add(&mut self, name: impl Into<String>, path: impl Into<String>) {
+        self.0.push((name.into(), path.into()));
+    }
+
+    /// `other`'s names under `prefix` (`weights.`).
+    fn extend(&mut self, other: Spelled, prefix: &str) {
+        self.0.extend(
+            other
+                .0
+                .into_iter()
+                .map(|(n, p)| (format!("{prefix}{n}"), p)),
+        );
+    }
+
+    /// How the file spells `name`; `fallback` when it does not have it.
+    pub fn of(&self, name: &str, fallback: &str) -> String {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or_else(|| fallback.to_owned(), |(_, path)| path.clone())
+    }
 }
 
 /// One health check of a definition.
@@ -57,6 +104,7 @@ pub struct Check {
     pub success_before_passing: Option<i64>,
     pub failures_before_critical: Option<i64>,
     pub other: Vec<Other>,
+    pub spelled: Spelled,
 }
 
 impl Definition {
@@ -68,6 +116,7 @@ impl Definition {
         })?;
         let mut o = Object::new(map);
         let mut d = Definition {
+            spelled: Spelled::of_object(map, ""),
             name: o
                 .take(&["name"])
                 .map(|f| string(f.key, f.value))
@@ -100,6 +149,7 @@ impl Definition {
         };
         if let Some(f) = o.take(&["weights"]) {
             let map = object(f.key, f.value)?;
+            d.spelled.extend(Spelled::of_object(map, f.key), "weights.");
             let mut weights = Object::new(map);
             if let Some(p) = weights.take(&["passing"]) {
                 d.weight_passing = Some(integer(&format!("{}.{}", f.key, p.key), p.value)?);
@@ -109,6 +159,7 @@ impl Definition {
         if let Some(f) = o.take(&["meta"]) {
             for (key, value) in object(f.key, f.value)? {
                 if key == "protocol" {
+                    d.spelled.add("meta.protocol", format!("{}.{key}", f.key));
                     d.meta_protocol = Some(string(&format!("{}.{key}", f.key), value)?);
                 } else {
                     d.other.push(Other {
@@ -150,7 +201,9 @@ impl Check {
     }
 
     fn read(at: String, value: &Value) -> Result<Check, ShapeError> {
-        let mut o = Object::new(object(&at, value)?);
+        let map = object(&at, value)?;
+        let spelled = Spelled::of_object(map, &at);
+        let mut o = Object::new(map);
         let path = |key: &str| format!("{at}.{key}");
         let mut s = |names: &[&str]| -> Result<Option<String>, ShapeError> {
             o.take(names)
@@ -185,6 +238,7 @@ impl Check {
             success_before_passing,
             failures_before_critical,
             other,
+            spelled,
         })
     }
 }

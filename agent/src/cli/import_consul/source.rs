@@ -44,13 +44,17 @@ pub struct Source {
 /// Reads and parses `path`.
 pub fn read(path: &Path) -> Result<Source, SourceError> {
     let text = std::fs::read_to_string(path)?;
-    let extension = path.extension().and_then(|e| e.to_str());
+    parse(&text, path.extension().and_then(|e| e.to_str()))
+}
+
+/// Parses a file's text, as JSON or HCL by `extension`, else JSON and then HCL.
+pub fn parse(text: &str, extension: Option<&str>) -> Result<Source, SourceError> {
     let value = match extension.map(str::to_ascii_lowercase).as_deref() {
-        Some("json") => serde_json::from_str(&text).map_err(SourceError::Json)?,
-        Some("hcl") => hcl::from_str(&text).map_err(SourceError::Hcl)?,
-        _ => match serde_json::from_str(&text) {
+        Some("json") => serde_json::from_str(text).map_err(SourceError::Json)?,
+        Some("hcl") => hcl::from_str(text).map_err(SourceError::Hcl)?,
+        _ => match serde_json::from_str(text) {
             Ok(value) => value,
-            Err(json) => hcl::from_str(&text).map_err(|hcl| SourceError::Neither { json, hcl })?,
+            Err(json) => hcl::from_str(text).map_err(|hcl| SourceError::Neither { json, hcl })?,
         },
     };
     definitions(&value)
