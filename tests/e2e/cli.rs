@@ -5,7 +5,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use hostmesh_tests::{Agent, AgentOpts, Etcd, Net, hostmesh_bin, run, wait_for, wait_until};
+use hostmesh_tests::{
+    Agent, AgentOpts, Backend, Etcd, Net, Signal, hostmesh_bin, run, wait_for, wait_until,
+};
 
 fn hostmesh(args: &[&str]) -> Output {
     let mut cmd = Command::new(hostmesh_bin());
@@ -247,12 +249,135 @@ fn out_of_range_settings_are_refused_not_crashed_on() {
     }
 }
 
+/// Issue 18: `hostmesh import consul` as a migration runs it on a host. JSON and HCL definitions
+/// with checks and tags go into the agent's services_dir (taken from its `--config`), pass
+/// `check-config`, and once the agent reloads the imported service answers through the mesh.
+/// `--dry-run` writes nothing, an existing file needs `--force`, a name hostmesh cannot serve is
+/// refused with the nearest valid one, and the exit codes say so.
+#[test]
+fn import_consul_definitions_become_working_services() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a_host = net.host("a");
+    let b_host = net.host("b");
+    let _app = Backend::http(&b_host, 18080, "hello from b\n");
+    let mut b = Agent::start(&b_host, &etcd, AgentOpts::new());
+    b.wait_ready(Duration::from_secs(15));
+    let mut a = Agent::start(&a_host, &etcd, AgentOpts::new());
+    a.wait_ready(Duration::from_secs(15));
+
+    let consul = tempfile::tempdir().expect("tempdir");
+    let file = |name: &str, text: &str| {
+        let path = consul.path().join(name);
+        std::fs::write(&path, text).expect("consul file");
+        path.to_str().expect("utf-8").to_owned()
+    };
+    let json = file(
+        "web.json",
+        r#"{"service": {"name": "web", "id": "web-1", "port": 18080, "tags": ["v1"],
+            "meta": {"protocol": "http", "team": "storefront"},
+            "check": {"http": "http://localhost:18080/healthz", "interval": "1s",
+                      "timeout": "500ms", "header": {"X-Probe": ["1"]}}}}"#,
+    );
+    let hcl = file(
+        "cache.hcl",
+        "services {\n  name = \"cache\"\n  port = 6379\n  meta = { protocol = \"tcp\" }\n  \
+         check {\n    tcp = \"127.0.0.1:6379\"\n    interval = \"10s\"\n  }\n}\n",
+    );
+    let config = b.config_path().to_str().expect("utf-8").to_owned();
+    let services = b.services_dir().to_owned();
+    let import = |extra: &[&str]| {
+        let mut args = vec!["import", "consul", json.as_str(), hcl.as_str(), "--config"];
+        args.push(&config);
+        args.extend_from_slice(extra);
+        b.run_cli(&args)
+    };
+
+    let out = import(&["--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("name = \"web\""),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        std::fs::read_dir(&services).expect("services dir").count(),
+        0,
+        "--dry-run writes nothing"
+    );
+
+    let out = import(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let web = services.join("web-1.toml");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("{}: written", web.display())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("cache.toml: written"), "{stdout}");
+    let stderr = text(&out.stderr);
+    for field in ["meta.team: not mapped", "check.header: not mapped"] {
+        assert!(
+            stderr.contains(&format!("web.json: service \"web\": {field}")),
+            "{stderr}"
+        );
+    }
+    let out = b.run_cli(&["check-config", "--config", &config]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok (2 service definitions)"));
+
+    // Never over an existing file without --force: exit 1, naming it.
+    let out = import(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "{} already exists; pass --force to replace it",
+            web.display()
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(import(&["--force"]).status.code(), Some(0));
+
+    let bad = file(
+        "bad.json",
+        r#"{"service": {"name": "Web_API", "port": 80}}"#,
+    );
+    let out = b.run_cli(&["import", "consul", &bad, "--config", &config]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("the nearest valid name is \"web-api\""),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(b.run_cli(&["import", "consul"]).status.code(), Some(2));
+
+    // The agent picks the imported files up on SIGHUP; callers on another host reach the app.
+    b.signal(Signal::Hup);
+    wait_until(
+        Duration::from_secs(20),
+        "web answers through the mesh",
+        || {
+            a.host()
+                .curl("http://web.mesh:18080/")
+                .is_ok_and(|(code, body)| code == 200 && body.starts_with("hello from b"))
+        },
+    );
+}
+
 #[test]
 fn usage_errors_exit_2_and_every_command_has_help() {
     let out = hostmesh(&["--version"]);
     assert!(out.status.success());
     assert!(text(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
-    for cmd in ["agent", "dev", "check-config", "services", "endpoints"] {
+    for cmd in [
+        "agent",
+        "dev",
+        "check-config",
+        "services",
+        "endpoints",
+        "import",
+    ] {
         let out = hostmesh(&[cmd, "--help"]);
         assert!(out.status.success(), "{cmd} --help");
     }

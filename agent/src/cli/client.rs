@@ -67,16 +67,32 @@ pub struct Target {
     pub timeout: Duration,
 }
 
+/// `agent.services_dir` as the agent reads it: the default when unset.
+pub const DEFAULT_SERVICES_DIR: &str = "/etc/hostmesh/services.d";
+
+/// `agent.services_dir` of `config`, else of `/etc/hostmesh/agent.toml` when it exists, else
+/// its default, read as leniently as the other defaults (`hostmesh import consul`'s `--out`).
+pub fn services_dir(config: Option<&Path>) -> Result<PathBuf, CliError> {
+    Ok(file_defaults(config)?
+        .services_dir
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SERVICES_DIR)))
+}
+
+/// The defaults of `config`, else of `/etc/hostmesh/agent.toml` when it exists, else none.
+fn file_defaults(config: Option<&Path>) -> Result<FileDefaults, CliError> {
+    Ok(match config {
+        Some(p) => Some(read_defaults(p)?),
+        None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+            Some(read_defaults(Path::new(DEFAULT_CONFIG_PATH))?)
+        }
+        None => None,
+    }
+    .unwrap_or_default())
+}
+
 impl ClientArgs {
     pub fn resolve(&self) -> Result<Target, CliError> {
-        let file = match &self.config {
-            Some(p) => Some(read_defaults(p)?),
-            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
-                Some(read_defaults(Path::new(DEFAULT_CONFIG_PATH))?)
-            }
-            None => None,
-        }
-        .unwrap_or_default();
+        let file = file_defaults(self.config.as_deref())?;
         let endpoints = if !self.etcd.is_empty() {
             self.etcd.clone()
         } else {
@@ -162,6 +178,7 @@ struct FileDefaults {
     username: Option<String>,
     password_file: Option<PathBuf>,
     vip_range: Option<Ipv4Net>,
+    services_dir: Option<PathBuf>,
 }
 
 /// Only the keys a client needs, read leniently: a client must work with a config that the
@@ -207,6 +224,11 @@ fn read_defaults(path: &Path) -> Result<FileDefaults, CliError> {
             .and_then(|t| t.get("vip_range"))
             .and_then(|v| v.as_str())
             .and_then(|s| s.parse().ok()),
+        services_dir: section("agent")
+            .and_then(|t| t.get("services_dir"))
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from),
     })
 }
 
@@ -341,6 +363,30 @@ mod tests {
         // The TLS keys it did not override still come from the file.
         assert_eq!(t.etcd.cert_file.as_deref(), Some(Path::new("/c/host.pem")));
         assert_eq!(t.etcd.names.cert_file, "etcd.cert_file");
+    }
+
+    #[test]
+    fn services_dir_comes_from_the_config_else_the_agents_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("agent.toml");
+        std::fs::write(&config, "[agent]\nservices_dir = \"/srv/s.d\"\n").expect("write");
+        assert_eq!(
+            services_dir(Some(&config)).expect("read"),
+            Path::new("/srv/s.d")
+        );
+        std::fs::write(
+            &config,
+            "[agent]\nhost = \"a\"\n[tls]\nmode = \"disabled\"\n",
+        )
+        .expect("write");
+        assert_eq!(
+            services_dir(Some(&config)).expect("read"),
+            Path::new(DEFAULT_SERVICES_DIR)
+        );
+        // The same default as the agent's own.
+        let agent = hostmesh_config::AgentConfig::load(&config, []).expect("valid");
+        assert_eq!(agent.agent.services_dir, Path::new(DEFAULT_SERVICES_DIR));
+        assert!(services_dir(Some(&dir.path().join("missing.toml"))).is_err());
     }
 
     #[test]

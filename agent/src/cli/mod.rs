@@ -11,6 +11,7 @@ mod dns;
 mod document;
 mod endpoints;
 mod explain;
+mod import_consul;
 mod maint;
 mod policy;
 mod route;
@@ -70,6 +71,8 @@ enum Command {
     Policy(policy::PolicyArgs),
     /// Forward the mesh domain from the host resolver (resolved, dnsmasq, unbound) to the shim: enable|disable
     Dns(dns::DnsArgs),
+    /// Service definitions from another registry: consul FILE... [--out DIR] [--dry-run] [--force]
+    Import(import_consul::ImportArgs),
 }
 
 /// How a command failed, and so which exit code it gets.
@@ -110,6 +113,7 @@ pub fn main() -> ExitCode {
         Command::Maint(args) => block_on(maint::run(args)),
         Command::Policy(args) => policy::run(args),
         Command::Dns(args) => dns::run(args),
+        Command::Import(args) => import_consul::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
