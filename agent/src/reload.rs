@@ -36,6 +36,8 @@ pub struct Reloader {
     /// checks is logged and the old kept, whatever happens to the config).
     pub tls: Option<Arc<TlsStore>>,
     pub lockdown: Arc<Lockdown>,
+    /// Reopened on every SIGHUP (log rotation).
+    pub access_log: hostmesh_proxy::access_log::AccessLog,
 }
 
 impl Reloader {
@@ -44,6 +46,7 @@ impl Reloader {
         if let Some(store) = &self.tls {
             store.reload("SIGHUP");
         }
+        self.access_log.reopen();
         let (config, specs) = match config::load_all(&self.config_path, config::process_env()) {
             Ok(loaded) => loaded,
             Err(problems) => {

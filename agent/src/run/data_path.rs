@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use hostmesh_config::AgentConfig;
+use hostmesh_proxy::access_log::AccessLog;
 use hostmesh_proxy::access_table::Policies;
 use hostmesh_proxy::inbound::Inbound;
 use hostmesh_proxy::local::LocalInstances;
@@ -25,6 +26,7 @@ pub(super) struct Shared {
     pub(super) draining: CancellationToken,
     pub(super) tls: Option<Arc<TlsStore>>,
     pub(super) tracer: Tracer,
+    pub(super) access_log: AccessLog,
 }
 
 /// The outbound and inbound proxies, sharing the connection pools and this host's instances.
@@ -40,6 +42,7 @@ pub(super) fn data_path(
         draining,
         tls,
         tracer,
+        access_log,
     } = shared;
     let settings = Settings {
         connect_timeout: config.proxy.connect_timeout,
@@ -74,9 +77,11 @@ pub(super) fn data_path(
         policies: policies.clone(),
         draining: draining.clone(),
         tracer: tracer.clone(),
+        access_log: access_log.clone(),
         workers: workers.clone(),
     }));
     let inbound = Arc::new(Inbound {
+        host: config.agent.host.clone(),
         tls,
         local,
         pools,
@@ -85,6 +90,7 @@ pub(super) fn data_path(
         policies,
         draining,
         tracer,
+        access_log,
         workers,
     });
     Ok((outbound, inbound))

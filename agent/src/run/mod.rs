@@ -100,6 +100,40 @@ pub enum RunError {
     HostNameTaken(hostmesh_registrar::register::ClaimError),
     #[error("cannot start the data path threads: {0}")]
     Threads(std::io::Error),
+    /// `access_log.path` cannot be opened for appending: fix the path or its permissions.
+    #[error("access_log.path {path}: {source}")]
+    AccessLog {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// The access log `[access_log]` asks for, its writer started.
+fn access_log(
+    config: &AgentConfig,
+    metrics: &Metrics,
+) -> Result<hostmesh_proxy::access_log::AccessLog, RunError> {
+    use hostmesh_proxy::access_log::{AccessLog, Format, Settings};
+    let c = &config.access_log;
+    if !c.enabled {
+        return Ok(AccessLog::off());
+    }
+    let settings = Settings {
+        format: match c.format {
+            hostmesh_config::AccessLogFormat::Json => Format::Json,
+            hostmesh_config::AccessLogFormat::Haproxy => Format::Haproxy,
+        },
+        path: c.path.clone(),
+    };
+    AccessLog::start(&settings, metrics.proxy.access_log_dropped.clone()).map_err(|source| {
+        RunError::AccessLog {
+            path: c.path.as_ref().map_or_else(
+                || "(the journal or stderr)".to_owned(),
+                |p| p.display().to_string(),
+            ),
+            source,
+        }
+    })
 }
 
 /// Runs the agent until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP. `tls` is the
@@ -156,12 +190,14 @@ pub async fn run(
     let policies =
         Arc::new(Policies::new(config.policy.default).with_metrics(metrics.proxy.clone()));
     let draining = CancellationToken::new();
+    let access_log = access_log(&config, &metrics)?;
     let shared = Shared {
         local: local.clone(),
         policies: policies.clone(),
         draining: draining.clone(),
         tls: tls.clone(),
         tracer: Tracer::start(&config.tracing, &config.agent.host, cancel.clone()),
+        access_log: access_log.clone(),
     };
     let (outbound, inbound) = data_path(&config, advertise, shared, &metrics)?;
     let outbound_limit = Arc::new(Semaphore::new(config.proxy.max_connections));
@@ -235,6 +271,7 @@ pub async fn run(
         metrics: metrics.clone(),
         tls: tls.clone(),
         lockdown,
+        access_log,
     };
     while signals.next().await == Signal::Reload {
         crate::notify::reloading();

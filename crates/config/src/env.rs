@@ -201,6 +201,9 @@ password_file = "/base/password"
             ("HOSTMESH_LOG__LEVEL", "info,hostmesh=debug", |c| c.log.level == "info,hostmesh=debug"),
             ("HOSTMESH_TRACING__OTLP_ENDPOINT", "http://127.0.0.1:4318", |c| c.tracing.otlp_endpoint.as_deref() == Some("http://127.0.0.1:4318")),
             ("HOSTMESH_TRACING__SAMPLE_RATIO", "0.5", |c| c.tracing.sample_ratio == 0.5),
+            ("HOSTMESH_ACCESS_LOG__ENABLED", "true", |c| c.access_log.enabled),
+            ("HOSTMESH_ACCESS_LOG__FORMAT", "haproxy", |c| c.access_log.format == AccessLogFormat::Haproxy),
+            ("HOSTMESH_ACCESS_LOG__PATH", "/var/log/hostmesh/access.log", |c| c.access_log.path == Some(PathBuf::from("/var/log/hostmesh/access.log"))),
         ];
 
         // Every key of the schema has its case, so a new key cannot go untested.

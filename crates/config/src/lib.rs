@@ -32,9 +32,9 @@ use std::path::Path;
 use crate::spec::InstanceSpec;
 
 pub use agent::{
-    AdminSection, AgentConfig, AgentSection, CONSUL_DOMAIN, Capture, DEFAULT_CONFIG_PATH,
-    DnsSection, EtcdSection, LogFormat, LogSection, PolicyDefault, PolicySection, ProxySection,
-    TlsMode, TlsSection, TracingSection, default_vip_range,
+    AccessLogFormat, AccessLogSection, AdminSection, AgentConfig, AgentSection, CONSUL_DOMAIN,
+    Capture, DEFAULT_CONFIG_PATH, DnsSection, EtcdSection, LogFormat, LogSection, PolicyDefault,
+    PolicySection, ProxySection, TlsMode, TlsSection, TracingSection, default_vip_range,
 };
 pub use env::process_env;
 pub use net::Upstream;

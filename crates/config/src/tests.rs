@@ -286,6 +286,11 @@ fn defaults_are_the_documented_values() {
             otlp_endpoint: None,
             sample_ratio: 0.01,
         },
+        access_log: AccessLogSection {
+            enabled: false,
+            format: AccessLogFormat::Json,
+            path: None,
+        },
         // Every key's rendered value: compared by `changed_keys_compare_values_not_text`.
         values: config.values.clone(),
     };

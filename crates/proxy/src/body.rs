@@ -48,6 +48,8 @@ const DRAIN_WITHIN: Duration = Duration::from_secs(5);
 pub struct ReadToEnd {
     body: Option<Incoming>,
     drain: bool,
+    /// Bytes read, for the access log (`None` while it is off).
+    read: crate::access_log::body::ReadCounter,
 }
 
 impl ReadToEnd {
@@ -56,7 +58,14 @@ impl ReadToEnd {
         ReadToEnd {
             body: Some(body),
             drain: version == http::Version::HTTP_2,
+            read: None,
         }
+    }
+
+    /// Adds what is read to `read` (the access log's count of request body bytes).
+    pub fn counting(mut self, read: crate::access_log::body::ReadCounter) -> ReadToEnd {
+        self.read = read;
+        self
     }
 }
 
@@ -68,8 +77,15 @@ impl Body for ReadToEnd {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.body.as_mut() {
-            Some(b) => Pin::new(b).poll_frame(cx),
+        let this = &mut *self;
+        match this.body.as_mut() {
+            Some(b) => {
+                let polled = Pin::new(b).poll_frame(cx);
+                if let Poll::Ready(frame) = &polled {
+                    crate::access_log::body::count(&this.read, frame);
+                }
+                polled
+            }
             None => Poll::Ready(None),
         }
     }

@@ -123,6 +123,11 @@ pub fn write_http1(reason: Reason, close: bool, out: &mut Vec<u8>) {
 /// The content type of the agent's own (non-gRPC) answer.
 const TEXT: &str = "text/plain";
 
+/// The length of the body of the agent's own (non-gRPC) answer for `reason`.
+pub(crate) fn body_len(reason: Reason) -> usize {
+    body_text(reason).len()
+}
+
 /// The body of the agent's own (non-gRPC) answer.
 fn body_text(reason: Reason) -> String {
     format!("hostmesh: {}\n", reason.as_str())

@@ -74,6 +74,8 @@ pub struct ProxyMetrics {
     policy_denied: Family<ServiceLabels, Counter>,
     policy_invalid: Family<OneService, Gauge>,
     zone_attempts: Family<ZoneLabels, Counter>,
+    /// `hostmesh_access_log_dropped_total`, handed to the access log's writer.
+    pub access_log_dropped: Counter,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -117,6 +119,7 @@ impl ProxyMetrics {
             retries: Family::default(),
             budget_exhausted: Family::default(),
             zone_attempts: Family::default(),
+            access_log_dropped: Counter::default(),
             ejections: Family::default(),
             endpoints: Family::default(),
             policy_denied: Family::default(),
@@ -178,6 +181,11 @@ impl ProxyMetrics {
             "Attempts (HTTP requests and retries, TCP connects) sent to an instance, by whether it \
              is in this agent's zone; only when both hosts have an agent.zone",
             m.zone_attempts.clone(),
+        );
+        registry.register(
+            "hostmesh_access_log_dropped",
+            "Access log lines dropped: the writer was behind (its queue full) or the write failed",
+            m.access_log_dropped.clone(),
         );
         registry.register(
             "hostmesh_policy_invalid",

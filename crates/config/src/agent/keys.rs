@@ -167,4 +167,18 @@ keys! {
         "0.0..=1.0. An integer (`0`, `1`) is accepted. The share of new traces (requests without \
          a `traceparent`) that are recorded; a request with one follows its sampled flag \
          (parent-based).";
+
+    ACCESS_LOG_ENABLED = "access_log.enabled", Bool, "bool", Written("false"), Restart,
+        "One line per HTTP request and per TCP connection, outbound and inbound, written off \
+         the data path: a line that cannot be written at once is dropped and counted \
+         (`hostmesh_access_log_dropped_total`), never waited for. See \
+         [operations.md](operations.md#access-logs).";
+    ACCESS_LOG_FORMAT = "access_log.format", Str, "string", Written("\"json\""), Restart,
+        "`\"json\"` (one object per line) or `\"haproxy\"` (HAProxy's HTTP and TCP log \
+         formats, so pipelines parsing HAProxy logs read these lines).";
+    ACCESS_LOG_PATH = "access_log.path", Str, "path",
+        Unset("unset: the journal under systemd (`journalctl -t hostmesh-access`), else stderr"),
+        Restart,
+        "`\"\"` = unset. A file the agent appends to (created 0640); it must be writable at \
+         start, and it is reopened on SIGHUP, after log rotation.";
 }

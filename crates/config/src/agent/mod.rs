@@ -33,6 +33,7 @@ pub struct AgentConfig {
     pub admin: AdminSection,
     pub log: LogSection,
     pub tracing: TracingSection,
+    pub access_log: AccessLogSection,
     /// Every key's value as read, to tell which keys a reload changes.
     pub(crate) values: Values,
 }
@@ -158,6 +159,22 @@ pub struct LogSection {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// `[access_log]`: a line per request or TCP connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLogSection {
+    pub enabled: bool,
+    pub format: AccessLogFormat,
+    /// `None`: the journal under systemd, else stderr.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    Json,
+    /// HAProxy's HTTP and TCP log formats.
+    Haproxy,
 }
 
 #[derive(Debug, Clone, PartialEq)]

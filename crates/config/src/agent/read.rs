@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use super::keys::*;
 use super::{
-    AdminSection, AgentConfig, AgentSection, CONSUL_DOMAIN, Capture, DnsSection, EtcdSection,
-    LogFormat, LogSection, PolicyDefault, PolicySection, ProxySection, TlsMode, TlsSection,
-    TracingSection,
+    AccessLogFormat, AccessLogSection, AdminSection, AgentConfig, AgentSection, CONSUL_DOMAIN,
+    Capture, DnsSection, EtcdSection, LogFormat, LogSection, PolicyDefault, PolicySection,
+    ProxySection, TlsMode, TlsSection, TracingSection,
 };
 use crate::duration;
 use crate::key::Key;
@@ -108,6 +108,17 @@ pub(super) fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>
         ),
         sample_ratio: r.float(TRACING_SAMPLE_RATIO, 0.0..=1.0),
     };
+    let access_log = AccessLogSection {
+        enabled: r.boolean(ACCESS_LOG_ENABLED, Or::Declared),
+        format: r.choice(
+            ACCESS_LOG_FORMAT,
+            &[
+                ("json", AccessLogFormat::Json),
+                ("haproxy", AccessLogFormat::Haproxy),
+            ],
+        ),
+        path: r.optional_path(ACCESS_LOG_PATH),
+    };
     let config = AgentConfig {
         agent,
         etcd,
@@ -118,6 +129,7 @@ pub(super) fn read(r: &mut Reader, hostname: &dyn Fn() -> Result<String, String>
         admin,
         log,
         tracing,
+        access_log,
         values: Default::default(),
     };
     check_listeners(r, &config);

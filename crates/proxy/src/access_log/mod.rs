@@ -4,11 +4,13 @@
 //! - `entry.rs`: what a line says.
 //! - `format.rs`: the formats (pure).
 //! - `sink.rs`: the writer thread and destinations.
+//! - `body.rs`: bodies that count their bytes, and log their entry when the response ends.
 //!
 //! The data path only builds an [`Entry`] (when logs are on) and hands it to a bounded channel
 //! with `try_send`: writing a line never blocks a request. A full channel drops the line and
 //! counts it in `hostmesh_access_log_dropped_total`, as does a failed write.
 
+pub mod body;
 mod entry;
 mod format;
 mod sink;

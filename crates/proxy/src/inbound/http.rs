@@ -17,6 +17,8 @@ use tokio::time::Instant;
 use hostmesh_config::spec::Protocol;
 
 use super::{Inbound, PeerIo, app_h1, caller};
+use crate::access_log::body::{Logged, Pending};
+use crate::access_log::{self, Direction, Entry, trace_id_of};
 use crate::app_request;
 use crate::body::{self, ProxyBody};
 use crate::h2_limits;
@@ -79,7 +81,8 @@ async fn handle(
     let version = req.version();
     let (mut parts, incoming) = req.into_parts();
     // Every early answer below leaves the peer's body to be read to its end (`ReadToEnd`).
-    let incoming = body::ReadToEnd::new(incoming, version);
+    let read = access_log::body::read_counter(&ctx.access_log);
+    let incoming = body::ReadToEnd::new(incoming, version).counting(read.clone());
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     if header(wire::VERSION_HEADER) != Some(wire::VERSION) {
         return http_errors::response(Reason::BadRequest, false);
@@ -109,8 +112,17 @@ async fn handle(
         ctx.metrics.policy_denied(service, "inbound");
         ctx.metrics
             .request(service, "inbound", 403, started.elapsed());
-        return http_errors::response(Reason::Forbidden, grpc);
+        let resp = http_errors::response(Reason::Forbidden, grpc);
+        let entry = ctx.access_log.is_on().then(|| {
+            let traceparent = header(crate::trace::TRACEPARENT);
+            entry(&ctx, &spec, peer, caller.as_deref(), &parts, traceparent)
+        });
+        return logged(&ctx, entry, resp, started, read);
     }
+    let entry = ctx.access_log.is_on().then(|| {
+        let traceparent = header(crate::trace::TRACEPARENT);
+        entry(&ctx, &spec, peer, caller.as_deref(), &parts, traceparent)
+    });
     let caller = caller.unwrap_or_else(|| peer.ip().to_string());
     // A caller is a host name (from a certificate or the peer's claim, both checked) or an IP.
     let caller = HeaderValue::from_str(&caller).unwrap_or(HeaderValue::from_static("unknown"));
@@ -210,5 +222,52 @@ async fn handle(
         resp.status().as_u16(),
         started.elapsed(),
     );
-    resp
+    logged(&ctx, entry, resp, started, read)
+}
+
+/// The access log entry of a peer's request to `spec` (the trace id is the request's own: the
+/// hop keeps it).
+fn entry(
+    ctx: &Inbound,
+    spec: &hostmesh_config::spec::InstanceSpec,
+    peer: SocketAddr,
+    caller: Option<&str>,
+    parts: &http::request::Parts,
+    traceparent: Option<&str>,
+) -> Entry {
+    let mut e = Entry::new(Direction::Inbound, spec.protocol.as_str(), &spec.service);
+    e.client = Some(peer);
+    e.caller = caller.map(str::to_owned);
+    e.instance = Some(format!("{}/{}", ctx.host, spec.id));
+    e.method = Some(parts.method.as_str().to_owned());
+    e.path = Some(
+        parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned(),
+    );
+    e.trace_id = traceparent.and_then(trace_id_of);
+    e.attempts = 1;
+    e
+}
+
+/// `resp` with its entry written when its body has gone to the peer (as it is without one).
+fn logged(
+    ctx: &Inbound,
+    entry: Option<Entry>,
+    resp: Response<ProxyBody>,
+    started: Instant,
+    read: access_log::body::ReadCounter,
+) -> Response<ProxyBody> {
+    let Some(mut e) = entry else {
+        return resp;
+    };
+    e.status = Some(resp.status().as_u16());
+    e.error = (resp.headers().get(wire::ERROR))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    e.to_headers = Some(started.elapsed());
+    let pending = Pending::new(e, ctx.access_log.clone(), started.into_std(), read);
+    resp.map(|b| body::boxed(Logged::new(b, pending)))
 }

@@ -41,6 +41,8 @@ const SNIFF_LEN: usize = 13;
 
 #[derive(Debug)]
 pub struct Inbound {
+    /// This host's name (`agent.host`), for access log lines.
+    pub host: String,
     /// The TLS material with mTLS; `None` with `tls.mode = "disabled"`.
     pub tls: Option<Arc<TlsStore>>,
     pub local: Arc<LocalInstances>,
@@ -52,6 +54,8 @@ pub struct Inbound {
     pub draining: CancellationToken,
     /// Spans per hop (off without an OTLP endpoint).
     pub tracer: crate::trace::Tracer,
+    /// A line per request or connection (`[access_log]`).
+    pub access_log: crate::access_log::AccessLog,
     /// The threads connections are served on.
     pub workers: Arc<crate::workers::Workers>,
 }

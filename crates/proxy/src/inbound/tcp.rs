@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use hostmesh_config::spec::Protocol;
 
 use super::{Inbound, PeerIo, caller};
+use crate::access_log::{Direction, Entry};
 use hostmesh_wire::{self as wire, TcpPreface};
 
 const PREFACE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,12 +48,27 @@ pub async fn serve(
         return;
     };
     let caller = caller::of_preface(caller.as_ref(), &preface);
+    let started = std::time::Instant::now();
+    let log = |error: Option<&str>, (bytes_in, bytes_out): (u64, u64)| {
+        if ctx.access_log.is_on() {
+            let mut e = Entry::new(Direction::Inbound, "tcp", &spec.service);
+            e.client = Some(peer);
+            e.caller = caller.as_deref().map(str::to_owned);
+            e.instance = Some(format!("{}/{}", ctx.host, spec.id));
+            e.attempts = 1;
+            (e.bytes_in, e.bytes_out) = (bytes_in, bytes_out);
+            e.error = error.map(str::to_owned);
+            e.duration = started.elapsed();
+            ctx.access_log.log(e);
+        }
+    };
     if !ctx
         .policies
         .allows(&spec.service, caller.as_deref().unwrap_or(""))
     {
         ctx.metrics.policy_denied(&spec.service, "inbound");
         let _ = peer_stream.write_all(b"ERR forbidden\n").await;
+        log(Some("forbidden"), (0, 0));
         return;
     }
     let timeout = ctx
@@ -64,6 +80,7 @@ pub async fn serve(
         Err(e) => {
             tracing::debug!(service = spec.service, "inbound tcp: {e}");
             let _ = peer_stream.write_all(b"ERR upstream-unreachable\n").await;
+            log(Some("upstream-unreachable"), (0, 0));
             return;
         }
     };
@@ -77,6 +94,7 @@ pub async fn serve(
         .await
         .unwrap_or((0, 0));
     ctx.metrics.tcp_closed(&spec.service, "inbound", up, down);
+    log(None, (up, down));
 }
 
 async fn read_line(s: &mut impl PeerIo) -> Option<Vec<u8>> {

@@ -77,6 +77,14 @@ pub(super) enum Refused {
     Failed(Failure, String),
 }
 
+/// What [`run`] did, for the access log: attempts sent and the instance of the last one.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    pub(crate) attempts: u32,
+    /// An index in the route's `endpoints`.
+    pub(crate) last: Option<usize>,
+}
+
 /// What a request ends with when no attempt succeeded.
 pub(super) enum Last<R> {
     Reason(Reason),
@@ -85,6 +93,9 @@ pub(super) enum Last<R> {
 
 /// Runs the attempts of one request to `route` until one succeeds or none may follow. `safe`:
 /// the request may be repeated once it may have reached an app. `Err` carries the last failure.
+// The request's parts the loop reads (route, decision, deadline, safety) and the three things it
+// drives (the exchange, its timer, the tally) are all distinct; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn run<X: Exchange>(
     ctx: &Outbound,
     route: &Route,
@@ -93,6 +104,7 @@ pub(super) async fn run<X: Exchange>(
     safe: bool,
     exchange: &mut X,
     timer: &mut impl Timer,
+    tally: &mut Tally,
 ) -> Result<X::Response, Last<X::Response>> {
     let policy = &route.policy;
     let spend = retry::Spend::new(route.budget.clone());
@@ -123,6 +135,8 @@ pub(super) async fn run<X: Exchange>(
             continue;
         };
         attempt += 1;
+        tally.attempts += 1;
+        tally.last = Some(idx);
         route.count_zone(&ctx.metrics, ep);
         let try_deadline = policy
             .retry

@@ -9,7 +9,7 @@
 //! and drive them on their own task (see `paired`).
 
 use std::convert::Infallible;
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use hostmesh_config::spec::Protocol;
 
+use super::access;
 use super::attempts::{self, Exchange, Last, Refused};
 use super::decision::Decision;
 use super::detect::{self, Version};
@@ -37,6 +38,10 @@ use super::retry::{self, Failure};
 use super::route::{Endpoint, Route};
 use super::strict_h1::StrictH1;
 use super::{Outbound, Settings};
+use crate::access_log::{
+    self,
+    body::{Logged, Pending},
+};
 use crate::body::{self, ProxyBody};
 use crate::h2_limits;
 use crate::http_errors::{self, Reason};
@@ -50,6 +55,12 @@ use hostmesh_wire::headers;
 /// Serves one captured app connection until it closes.
 pub async fn serve(ctx: Arc<Outbound>, mut stream: TcpStream, dst: SocketAddrV4) {
     let _ = stream.set_nodelay(true);
+    // The app's socket, for access log lines.
+    let client = if ctx.access_log.is_on() {
+        stream.peer_addr().ok()
+    } else {
+        None
+    };
     let Some((version, mut head)) =
         detect::sniff(&mut stream, ctx.settings.header_read_timeout).await
     else {
@@ -81,7 +92,7 @@ pub async fn serve(ctx: Arc<Outbound>, mut stream: TcpStream, dst: SocketAddrV4)
                 service_fn(move |req| {
                     let ctx = ctx.clone();
                     let paired = paired.clone();
-                    async move { Ok::<_, Infallible>(handle(ctx, dst, req, Some(paired)).await) }
+                    async move { Ok::<_, Infallible>(handle(ctx, dst, client, req, Some(paired)).await) }
                 })
             };
             let late = draining.is_cancelled();
@@ -109,7 +120,7 @@ pub async fn serve(ctx: Arc<Outbound>, mut stream: TcpStream, dst: SocketAddrV4)
                     let ctx = ctx.clone();
                     let busy = idle.busy();
                     async move {
-                        let resp = handle(ctx, dst, req, None).await;
+                        let resp = handle(ctx, dst, client, req, None).await;
                         Ok::<_, Infallible>(resp.map(|b| BusyBody::new(b, busy)))
                     }
                 })
@@ -143,13 +154,15 @@ pub(super) fn http1_server(settings: &Settings) -> hyper::server::conn::http1::B
 async fn handle(
     ctx: Arc<Outbound>,
     dst: SocketAddrV4,
+    client: Option<SocketAddr>,
     req: Request<Incoming>,
     paired: Option<Arc<Paired>>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     // An answer that comes before the body is all in leaves it to be read to its end.
     let version = req.version();
-    let mut req = req.map(|b| body::ReadToEnd::new(b, version));
+    let read = access_log::body::read_counter(&ctx.access_log);
+    let mut req = req.map(|b| body::ReadToEnd::new(b, version).counting(read.clone()));
     let route = ctx.routes.load().get(dst);
     let grpc_client = req
         .headers()
@@ -163,7 +176,25 @@ async fn handle(
     let hop = ctx
         .tracer
         .hop(req.headers_mut(), Kind::Client, &route.service, &method);
-    let resp = forward(&ctx, &route, req, started, paired.as_deref()).await;
+    let entry = ctx.access_log.is_on().then(|| {
+        let traceparent = match &hop {
+            Some(h) => Some(h.traceparent()),
+            None => (req.headers().get(crate::trace::TRACEPARENT))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        };
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        access::begin(
+            &ctx,
+            &route,
+            client,
+            method.as_str(),
+            path,
+            traceparent.as_deref(),
+        )
+    });
+    let mut tally = attempts::Tally::default();
+    let resp = forward(&ctx, &route, req, started, paired.as_deref(), &mut tally).await;
     if let Some(hop) = hop {
         hop.finish(resp.status().as_u16());
     }
@@ -174,7 +205,19 @@ async fn handle(
         resp.status().as_u16(),
         started.elapsed(),
     );
-    resp
+    match entry {
+        None => resp,
+        Some(mut e) => {
+            let error = resp
+                .headers()
+                .get(wire::ERROR)
+                .and_then(|v| v.to_str().ok());
+            let status = resp.status().as_u16();
+            access::settle(&mut e, &route, &tally, status, error, started.elapsed());
+            let pending = Pending::new(e, ctx.access_log.clone(), started.into_std(), read);
+            resp.map(|b| body::boxed(Logged::new(b, pending)))
+        }
+    }
 }
 
 /// The request body across attempts: small bodies are buffered so a safe request can be
@@ -251,6 +294,7 @@ async fn forward(
     req: Request<body::ReadToEnd>,
     started: Instant,
     paired: Option<&Paired>,
+    tally: &mut attempts::Tally,
 ) -> Response<ProxyBody> {
     let grpc = route.protocol == Protocol::Grpc;
     let (mut parts, incoming) = req.into_parts();
@@ -300,6 +344,7 @@ async fn forward(
         safe,
         &mut exchange,
         &mut attempts::PerAttempt,
+        tally,
     )
     .await
     {

@@ -2,6 +2,7 @@
 //! with the VIP:port it was dialed at; the route table (rebuilt per catalog snapshot) says which
 //! service that is and which instances may take it.
 
+mod access;
 mod attempts;
 pub mod budget;
 pub mod decision;
@@ -87,6 +88,8 @@ pub struct Outbound {
     pub(crate) draining: CancellationToken,
     /// Spans per hop (off without an OTLP endpoint).
     pub(crate) tracer: crate::trace::Tracer,
+    /// A line per request or connection (`[access_log]`).
+    pub(crate) access_log: crate::access_log::AccessLog,
     /// The threads connections are served on.
     pub(crate) workers: Arc<crate::workers::Workers>,
 }
@@ -107,6 +110,7 @@ pub struct OutboundParts {
     pub policies: Arc<crate::access_table::Policies>,
     pub draining: CancellationToken,
     pub tracer: crate::trace::Tracer,
+    pub access_log: crate::access_log::AccessLog,
     pub workers: Arc<crate::workers::Workers>,
 }
 
@@ -123,6 +127,7 @@ impl Outbound {
             policies,
             draining,
             tracer,
+            access_log,
             workers,
         } = parts;
         Outbound {
@@ -138,6 +143,7 @@ impl Outbound {
             policies,
             draining,
             tracer,
+            access_log,
             workers,
         }
     }

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::Outbound;
 use super::route::{Endpoint, Route};
+use crate::access_log::{Direction, Entry};
 use hostmesh_tls::PeerStream;
 use hostmesh_wire::{self as wire, TcpPreface};
 
@@ -26,6 +27,26 @@ pub async fn serve(ctx: Arc<Outbound>, mut app: TcpStream, dst: SocketAddrV4) {
     let started = Instant::now();
     let mut tried = Vec::new();
     let mut attempts = 0u32;
+    // The access log's entry and what it needs at the end (`None` while logs are off).
+    let mut entry = ctx.access_log.is_on().then(|| {
+        let mut e = Entry::new(Direction::Outbound, "tcp", &route.service);
+        e.client = app.peer_addr().ok();
+        e.caller = Some(ctx.self_host.clone());
+        e
+    });
+    let mut last = None;
+    let log = |entry: Option<Entry>, attempts, last: Option<usize>, bytes, error: Option<&str>| {
+        if let Some(mut e) = entry {
+            e.attempts = attempts;
+            e.instance = last
+                .and_then(|i| route.endpoints.get(i))
+                .map(|ep: &super::route::Endpoint| format!("{}/{}", ep.host, ep.id));
+            (e.bytes_in, e.bytes_out) = bytes;
+            e.error = error.map(str::to_owned);
+            e.duration = started.elapsed();
+            ctx.access_log.log(e);
+        }
+    };
     while attempts < MAX_ATTEMPTS {
         let Some(idx) = route.pick(&tried, |_| true) else {
             break;
@@ -34,6 +55,7 @@ pub async fn serve(ctx: Arc<Outbound>, mut app: TcpStream, dst: SocketAddrV4) {
         if ep.local && !ctx.policies.allows(&route.service, &ctx.self_host) {
             // The caller is this host, which every other instance would refuse as well.
             ctx.metrics.policy_denied(&route.service, "outbound");
+            log(entry, attempts, Some(idx), (0, 0), Some("forbidden"));
             return;
         }
         let Some(admission) = route.group.admit(&ep.breaker, Instant::now()) else {
@@ -42,6 +64,7 @@ pub async fn serve(ctx: Arc<Outbound>, mut app: TcpStream, dst: SocketAddrV4) {
             continue;
         };
         attempts += 1;
+        last = Some(idx);
         route.count_zone(&ctx.metrics, ep);
         let inflight = ep.stats.start();
         let attempt_started = Instant::now();
@@ -53,6 +76,7 @@ pub async fn serve(ctx: Arc<Outbound>, mut app: TcpStream, dst: SocketAddrV4) {
                 let copied = tokio::io::copy_bidirectional(&mut app, &mut upstream).await;
                 let (up, down) = copied.unwrap_or((0, 0));
                 ctx.metrics.tcp_closed(&route.service, "outbound", up, down);
+                log(entry.take(), attempts, last, (up, down), None);
                 return;
             }
             Err(Refused::Forbidden) => {
@@ -60,6 +84,7 @@ pub async fn serve(ctx: Arc<Outbound>, mut app: TcpStream, dst: SocketAddrV4) {
                 // instance would refuse too. Closing `app` is the answer.
                 drop((admission, inflight));
                 ctx.metrics.policy_denied(&route.service, "outbound");
+                log(entry.take(), attempts, last, (0, 0), Some("forbidden"));
                 return;
             }
             Err(Refused::Failed(e)) => {
@@ -75,6 +100,12 @@ pub async fn serve(ctx: Arc<Outbound>, mut app: TcpStream, dst: SocketAddrV4) {
         }
     }
     ctx.metrics.tcp_refused(&route.service, "outbound");
+    let reason = if attempts == 0 {
+        "no-endpoints"
+    } else {
+        "upstream-unreachable"
+    };
+    log(entry, attempts, last, (0, 0), Some(reason));
     // Dropping `app` closes it now.
 }
 

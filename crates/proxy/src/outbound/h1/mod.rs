@@ -37,6 +37,7 @@ use tokio::time::Instant;
 
 use hostmesh_config::spec::Protocol;
 
+use super::access;
 use super::attempts::{self, Exchange, Last, Refused, Timer};
 use super::decision::Decision;
 use super::retry::Failure;
@@ -46,6 +47,7 @@ use super::{Outbound, Settings};
 use crate::body;
 use crate::http_errors::{self, Reason};
 use crate::trace::{Kind, TRACEPARENT};
+use hostmesh_wire as wire;
 use hostmesh_wire::headers::HeaderLookup;
 use http_body_util::{BodyExt, Full};
 use request::{Parsed, Request, TraceHeaders};
@@ -70,8 +72,14 @@ pub async fn serve(ctx: Arc<Outbound>, app: TcpStream, first: &[u8], dst: Socket
     let settings_timeout = ctx.settings.header_read_timeout;
     let mut buf = BytesMut::with_capacity(READ_CHUNK.max(first.len()));
     buf.extend_from_slice(first);
+    let client = if ctx.access_log.is_on() {
+        app.peer_addr().ok()
+    } else {
+        None
+    };
     let mut conn = Conn {
         late: ctx.draining.is_cancelled(),
+        client,
         ctx,
         dst,
         app,
@@ -103,6 +111,8 @@ struct Conn {
     timer: LazyTimer,
     /// Accepted while the agent drains: one request, then close.
     late: bool,
+    /// The app's socket, for access log lines (`None` while they are off).
+    client: Option<std::net::SocketAddr>,
 }
 
 impl Conn {
@@ -208,6 +218,20 @@ impl Conn {
             &route.service,
             req.method.as_str(),
         );
+        let entry = ctx.access_log.is_on().then(|| {
+            let traceparent = match &hop {
+                Some(h) => Some(h.traceparent()),
+                None => (req.lookup(&self.buf).first_str(TRACEPARENT)).map(str::to_owned),
+            };
+            access::begin(
+                &ctx,
+                route,
+                self.client,
+                req.method.as_str(),
+                req.path(&self.buf),
+                traceparent.as_deref(),
+            )
+        });
         let safe = req.is_safe(&self.buf);
         let mut exchange = Lean {
             req: &req,
@@ -233,6 +257,7 @@ impl Conn {
             connect_timeout: settings.connect_timeout,
             safe,
         };
+        let mut tally = attempts::Tally::default();
         let outcome = attempts::run(
             &ctx,
             route,
@@ -241,6 +266,7 @@ impl Conn {
             safe,
             &mut exchange,
             &mut self.timer,
+            &mut tally,
         )
         .await;
         let status = match &outcome {
@@ -262,19 +288,51 @@ impl Conn {
         // worked is in it too: the head says the connection closes, as hyper's does, and the
         // client sends nothing more on it.
         let mut close = req.close || self.late || ctx.draining.is_cancelled();
-        match outcome {
+        let mut entry = entry.map(|mut e| {
+            let error = match &outcome {
+                Err(Last::Reason(r)) => Some(r.as_str()),
+                Ok(Answer::Peer(resp)) | Err(Last::Response(Answer::Peer(resp))) => {
+                    (resp.headers().get(wire::ERROR)).and_then(|v| v.to_str().ok())
+                }
+                _ => None,
+            };
+            access::settle(
+                &mut e,
+                route,
+                &tally,
+                status.as_u16(),
+                error,
+                started.elapsed(),
+            );
+            e.bytes_in = req.body_len as u64;
+            e
+        });
+        let mut sent = 0;
+        let relayed = match outcome {
             Ok(Answer::App(mut answer)) | Err(Last::Response(Answer::App(mut answer))) => {
                 close |= answer.head.framing == Framing::UntilClose;
-                let reusable = relay(&mut self.app, &mut answer, close, &mut self.out).await?;
-                if reusable {
-                    self.idle.put(answer.up);
-                }
+                let relayed = relay(&mut self.app, &mut answer, close, &mut self.out, &mut sent);
+                relayed.await.map(|reusable| {
+                    if reusable {
+                        self.idle.put(answer.up);
+                    }
+                })
             }
             Ok(Answer::Peer(resp)) | Err(Last::Response(Answer::Peer(resp))) => {
-                peer::relay(&mut self.app, resp, &req.method, close, &mut self.out).await?;
+                let out = &mut self.out;
+                peer::relay(&mut self.app, resp, &req.method, close, out, &mut sent).await
             }
-            Err(Last::Reason(r)) => self.answer(r, close).await?,
+            Err(Last::Reason(r)) => {
+                sent = http_errors::body_len(r) as u64;
+                self.answer(r, close).await
+            }
+        };
+        if let Some(mut e) = entry.take() {
+            e.bytes_out = sent;
+            e.duration = started.elapsed();
+            ctx.access_log.log(e);
         }
+        relayed?;
         Ok(close)
     }
 
@@ -302,11 +360,13 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usi
 /// Relays `answer` to the client: its head, then its body as it comes. Returns whether the
 /// upstream connection can be used again. An error leaves the client's response cut short: the
 /// caller closes the connection, which is how HTTP/1 says so.
+/// `sent` counts the body bytes written (chunked framing included), also when it fails midway.
 async fn relay(
     app: &mut TcpStream,
     answer: &mut AppAnswer,
     close: bool,
     out: &mut Vec<u8>,
+    sent: &mut u64,
 ) -> io::Result<bool> {
     let AppAnswer { head, up } = answer;
     out.clear();
@@ -327,6 +387,7 @@ async fn relay(
                     .unwrap_or(usize::MAX)
                     .min(up.buf.len());
                 send_body(app, out, &up.buf[..take]).await?;
+                *sent += take as u64;
                 up.buf.advance(take);
                 left -= take as u64;
                 if left == 0 {
@@ -347,6 +408,7 @@ async fn relay(
                     )
                 })?;
                 send_body(app, out, &up.buf[..n]).await?;
+                *sent += n as u64;
                 up.buf.advance(n);
                 if done {
                     break;
@@ -358,11 +420,13 @@ async fn relay(
         }
         Framing::UntilClose => {
             out.extend_from_slice(&up.buf);
+            *sent += up.buf.len() as u64;
             up.buf.clear();
             app.write_all(out).await?;
             out.clear();
             while up.read_more().await? > 0 {
                 app.write_all(&up.buf).await?;
+                *sent += up.buf.len() as u64;
                 up.buf.clear();
             }
             return Ok(false);

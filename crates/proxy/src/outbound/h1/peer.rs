@@ -48,13 +48,14 @@ pub fn parts(req: &Request, buf: &[u8]) -> Option<Parts> {
 /// Writes the peer's response to the client: its head as HTTP/1.1 (`connection: close` when
 /// `close`), then its body as it arrives, by its length or chunked. A body that fails midway
 /// returns the error: the caller closes the connection, which is how HTTP/1 says the response
-/// was cut short.
+/// was cut short. `sent` counts the body bytes, also when it fails midway.
 pub async fn relay(
     app: &mut TcpStream,
     resp: http::Response<Incoming>,
     method: &Method,
     close: bool,
     out: &mut Vec<u8>,
+    sent: &mut u64,
 ) -> io::Result<()> {
     let (head, mut body) = resp.into_parts();
     out.clear();
@@ -99,7 +100,7 @@ pub async fn relay(
     if no_body {
         return app.write_all(out).await;
     }
-    let mut sent = 0u64;
+    *sent = 0;
     while !body.is_end_stream() {
         let Some(frame) = body.frame().await else {
             break;
@@ -112,7 +113,7 @@ pub async fn relay(
         if data.is_empty() {
             continue;
         }
-        sent += data.len() as u64;
+        *sent += data.len() as u64;
         if chunked {
             // Writing into a Vec cannot fail.
             let _ = write!(out, "{:x}\r\n", data.len());
@@ -127,7 +128,7 @@ pub async fn relay(
             out.clear();
         }
     }
-    if length.is_some_and(|n| n != sent) {
+    if length.is_some_and(|n| n != *sent) {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             "the peer's response was cut short",
