@@ -20,6 +20,8 @@ pub struct Metrics {
     pub lockdown: hostmesh_capture::lockdown::LockdownMetrics,
     pub tls: hostmesh_tls::CertMetrics,
     reloads: Family<ResultLabels, Counter>,
+    /// The last reload's result and when it came, for `/status`.
+    last_reload: std::sync::Mutex<Option<(std::time::SystemTime, &'static str)>>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -65,12 +67,28 @@ impl Metrics {
             lockdown,
             tls,
             reloads,
+            last_reload: Default::default(),
         }
     }
 
     /// Counts one reload attempt: `ok` or `rejected`.
     pub fn config_reload(&self, result: &'static str) {
         self.reloads.get_or_create(&ResultLabels { result }).inc();
+        *self
+            .last_reload
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((std::time::SystemTime::now(), result));
+    }
+
+    /// Reloads so far by result, and the last one's result and time.
+    pub fn reloads(&self) -> (u64, u64, Option<(std::time::SystemTime, &'static str)>) {
+        let count = |result| self.reloads.get_or_create(&ResultLabels { result }).get();
+        let last = *self
+            .last_reload
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (count("ok"), count("rejected"), last)
     }
 
     /// The Prometheus text exposition of every metric.

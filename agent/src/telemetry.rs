@@ -46,7 +46,7 @@ pub fn init(format: LogFormat, level: &str) {
 /// Whether stderr is connected to the journal: systemd sets `JOURNAL_STREAM` to the
 /// `device:inode` of the stream it gave us (a child whose stderr was redirected keeps the
 /// variable but not the stream, hence the comparison).
-fn under_journald() -> bool {
+pub(crate) fn under_journald() -> bool {
     use std::os::unix::fs::MetadataExt;
     let Some(expected) = std::env::var_os("JOURNAL_STREAM") else {
         return false;

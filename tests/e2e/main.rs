@@ -1,6 +1,7 @@
 //! End-to-end tests: real hosts (network namespaces), a real etcd, the real hostmesh binary.
 //! They need root and never skip; see `hostmesh_tests::require_root`.
 
+mod access_log;
 mod app_request;
 mod bounds;
 mod cli;

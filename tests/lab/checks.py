@@ -178,6 +178,42 @@ def journal(lab):
         fail("journalctl -p notice shows none of the agent's info messages")
 
 
+def access_log(lab):
+    """access logs under systemd: a request's line in the journal as hostmesh-access"""
+    m1 = lab.mesh("m1")
+    path = "/etc/hostmesh/agent.toml"
+    original = m1.run(["cat", path]).stdout
+    mode = m1.run(["stat", "-c", "%a", path]).stdout.strip()
+    m1.write_live(path, original + "\n[access_log]\nenabled = true\n", mode=mode)
+    try:
+        m1.systemctl("restart", "hostmesh")
+        m1.wait_for("m1 ready with access logs on", lambda: ready(m1), timeout=30)
+        m1.wait_for("web.mesh answering", lambda: get(m1, WEB) in ("web on m2", "web on m3"))
+        trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+        m1.run(["curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-H",
+                f"traceparent: 00-{trace}-00f067aa0ba902b7-01", WEB])
+
+        def line():
+            out = m1.run(["journalctl", "-t", "hostmesh-access", "-o", "json", "--no-pager"],
+                         check=False).stdout
+            for entry in map(json.loads, out.splitlines()):
+                message = json.loads(entry.get("MESSAGE", "{}"))
+                if message.get("trace_id") == trace:
+                    return entry, message
+            return None
+        m1.wait_for("the request's access line in the journal", lambda: line() is not None, timeout=15)
+        entry, message = line()
+        if entry.get("_SYSTEMD_UNIT") != "hostmesh.service":
+            fail(f"the access line is not the unit's: {entry.get('_SYSTEMD_UNIT')}")
+        if (message["direction"], message["service"], message["status"]) != ("outbound", "web", 200):
+            fail(f"unexpected access line {message}")
+        info(f"journalctl -t hostmesh-access: {entry['MESSAGE']}")
+    finally:
+        m1.write_live(path, original, mode=mode)
+        m1.systemctl("restart", "hostmesh")
+        m1.wait_for("m1 ready again", lambda: ready(m1), timeout=30)
+
+
 def reload(lab):
     """systemctl reload applies a new service; a broken one fails the reload and changes nothing"""
     m1, m2 = lab.mesh("m1"), lab.mesh("m2")
@@ -382,5 +418,5 @@ def dns_disable_and_purge(lab):
 
 # What every other check needs: the cluster up and the fleet rolled out.
 SETUP = [etcd_cluster, deploy]
-ALL = [etcd_cluster, deploy, idempotent, names, journal, reload, restart_and_stop, bad_config, watchdog,
+ALL = [etcd_cluster, deploy, idempotent, names, journal, access_log, reload, restart_and_stop, bad_config, watchdog,
        etcd_member_loss, etcd_outage, upgrade, dns_disable_and_purge]

@@ -1,9 +1,13 @@
-//! The admin endpoint: `/live`, `/ready`, `/status`, `/explain`, `/metrics` (docs/reference/admin.md), and the loopback-only `POST /maint/...`. No GET changes state.
+//! The admin endpoint: the status page `/`, `/live`, `/ready`, `/status`, `/traffic`, `/explain`,
+//! `/metrics` (docs/reference/admin.md), and the loopback-only `POST /maint/...`. No GET changes
+//! state.
 
 pub mod explain;
 mod listener;
 mod maint;
+mod page;
 pub mod status;
+pub mod traffic;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,16 +52,20 @@ pub struct AdminState {
     pub listeners_up: AtomicBool,
     /// Set when the connection caps may need more descriptors than `nofile` allows.
     pub descriptors: Option<String>,
+    /// The last minute of traffic samples, taken only when `/traffic` is asked (the status page).
+    pub traffic: traffic::History,
 }
 
 /// Serves the admin endpoint on an already bound listener until `cancel`.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, cancel: CancellationToken) {
     let app = Router::new()
+        .route("/", get(page::page))
         .route("/live", get(|| async { "live\n" }))
         .route("/ready", get(ready))
         .route("/status", get(status::status))
         .route("/explain", get(explain::explain))
         .route("/metrics", get(metrics))
+        .route("/traffic", get(traffic::traffic))
         .route("/maint/{service}/{switch}", post(maint::service))
         .route("/maint/{service}/{id}/{switch}", post(maint::instance))
         .with_state(state);

@@ -27,6 +27,8 @@ pub struct Status {
     pub catalog: CatalogReport,
     pub registration: RegistrarReport,
     pub lockdown: LockdownStatus,
+    pub tls: TlsStatus,
+    pub reloads: ReloadStatus,
     pub services: BTreeMap<String, ServiceStatus>,
     /// Listener, capture and VIP problems an operator should see.
     pub problems: Vec<String>,
@@ -76,6 +78,29 @@ pub struct ServiceStatus {
     pub vip: Option<Ipv4Addr>,
     pub protocol: &'static str,
     pub endpoints: Vec<EndpointStatus>,
+    /// The route policy as stored (`hostmesh route set`); `null` without one.
+    pub route: Option<serde_json::Value>,
+    /// The access policy as stored (`hostmesh policy set`); `null` without one.
+    pub policy: Option<serde_json::Value>,
+}
+
+/// Certificate expiry (mTLS).
+#[derive(Debug, Serialize)]
+pub struct TlsStatus {
+    /// Seconds until this host's certificate expires (negative once it has); `null` with
+    /// `tls.mode = "disabled"`.
+    pub cert_expiry_seconds: Option<f64>,
+}
+
+/// SIGHUP reloads since the agent started.
+#[derive(Debug, Serialize)]
+pub struct ReloadStatus {
+    pub ok: u64,
+    pub rejected: u64,
+    /// `ok` or `rejected`; `null` before the first reload.
+    pub last_result: Option<&'static str>,
+    /// When the last reload came (RFC 3339, UTC).
+    pub last_at: Option<String>,
 }
 
 /// One instance as the catalog has it and as this agent's balancer and breaker see it now: an
@@ -178,6 +203,8 @@ pub fn build(state: &AdminState) -> Status {
                             vip: svc.vip,
                             protocol: svc.protocol.as_str(),
                             endpoints,
+                            route: snap.routes.get(&svc.name).cloned(),
+                            policy: snap.policies.get(&svc.name).cloned(),
                         },
                     )
                 })
@@ -195,6 +222,18 @@ pub fn build(state: &AdminState) -> Status {
         catalog,
         registration,
         lockdown: LockdownStatus::new(&lockdown),
+        tls: TlsStatus {
+            cert_expiry_seconds: state.metrics.tls.expiry_seconds(),
+        },
+        reloads: {
+            let (ok, rejected, last) = state.metrics.reloads();
+            ReloadStatus {
+                ok,
+                rejected,
+                last_result: last.map(|(_, r)| r),
+                last_at: last.map(|(t, _)| humantime::format_rfc3339_seconds(t).to_string()),
+            }
+        },
         services,
         problems,
     }

@@ -124,6 +124,7 @@ fn access_log(
             hostmesh_config::AccessLogFormat::Haproxy => Format::Haproxy,
         },
         path: c.path.clone(),
+        journal: crate::telemetry::under_journald(),
     };
     AccessLog::start(&settings, metrics.proxy.access_log_dropped.clone()).map_err(|source| {
         RunError::AccessLog {
@@ -233,6 +234,7 @@ pub async fn run(
         policies: policies.clone(),
         listeners_up: Default::default(),
         descriptors,
+        traffic: Default::default(),
     });
 
     let admin_task = tokio::spawn(admin::serve(

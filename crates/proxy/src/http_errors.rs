@@ -123,6 +123,13 @@ pub fn write_http1(reason: Reason, close: bool, out: &mut Vec<u8>) {
 /// The content type of the agent's own (non-gRPC) answer.
 const TEXT: &str = "text/plain";
 
+/// The `x-hostmesh-error` reason of a response an agent made (this one or a peer), if it is one.
+pub fn reason_of<B>(resp: &http::Response<B>) -> Option<&str> {
+    resp.headers()
+        .get(wire::ERROR)
+        .and_then(|v| v.to_str().ok())
+}
+
 /// The length of the body of the agent's own (non-gRPC) answer for `reason`.
 pub(crate) fn body_len(reason: Reason) -> usize {
     body_text(reason).len()

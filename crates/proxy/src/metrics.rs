@@ -74,8 +74,17 @@ pub struct ProxyMetrics {
     policy_denied: Family<ServiceLabels, Counter>,
     policy_invalid: Family<OneService, Gauge>,
     zone_attempts: Family<ZoneLabels, Counter>,
+    agent_errors: Family<ErrorLabels, Counter>,
     /// `hostmesh_access_log_dropped_total`, handed to the access log's writer.
     pub access_log_dropped: Counter,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub direction: &'static str,
+    pub service: String,
+    /// The `x-hostmesh-error` reason.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -119,6 +128,7 @@ impl ProxyMetrics {
             retries: Family::default(),
             budget_exhausted: Family::default(),
             zone_attempts: Family::default(),
+            agent_errors: Family::default(),
             access_log_dropped: Counter::default(),
             ejections: Family::default(),
             endpoints: Family::default(),
@@ -181,6 +191,12 @@ impl ProxyMetrics {
             "Attempts (HTTP requests and retries, TCP connects) sent to an instance, by whether it \
              is in this agent's zone; only when both hosts have an agent.zone",
             m.zone_attempts.clone(),
+        );
+        registry.register(
+            "hostmesh_agent_errors",
+            "Answers an agent made instead of the app (x-hostmesh-error), by direction, service \
+             and reason; outbound counts those the client got, from this agent or the peer's",
+            m.agent_errors.clone(),
         );
         registry.register(
             "hostmesh_access_log_dropped",
@@ -311,21 +327,23 @@ impl ProxyMetrics {
         handles: &ServiceHandles,
         service: &str,
         direction: &'static str,
-        code: u16,
+        answer: (u16, Option<&str>),
         took: Duration,
     ) {
         let handles = handles
             .made
             .get_or_init(|| self.make_handles(service, direction));
-        if code == 200 {
+        if answer.0 == 200 {
             handles.ok.inc();
         } else {
-            self.count(service, direction, code);
+            self.count(service, direction, answer);
         }
         handles.duration.observe(took.as_secs_f64());
     }
 
-    fn count(&self, service: &str, direction: &'static str, code: u16) {
+    /// Counts an answer other than a 200: its status, and its `x-hostmesh-error` reason when
+    /// an agent made it.
+    fn count(&self, service: &str, direction: &'static str, (code, error): (u16, Option<&str>)) {
         self.requests
             .get_or_create(&RequestLabels {
                 direction,
@@ -333,10 +351,27 @@ impl ProxyMetrics {
                 code,
             })
             .inc();
+        if let Some(reason) = error {
+            self.agent_errors
+                .get_or_create(&ErrorLabels {
+                    direction,
+                    service: service.to_owned(),
+                    reason: reason.to_owned(),
+                })
+                .inc();
+        }
     }
 
-    pub fn request(&self, service: &str, direction: &'static str, code: u16, took: Duration) {
-        self.count(service, direction, code);
+    /// Counts a request `service` answered with `answer` (status, and the agent's
+    /// `x-hostmesh-error` reason if an agent answered) after `took`.
+    pub fn request(
+        &self,
+        service: &str,
+        direction: &'static str,
+        answer: (u16, Option<&str>),
+        took: Duration,
+    ) {
+        self.count(service, direction, answer);
         self.duration
             .get_or_create(&ServiceLabels {
                 direction,

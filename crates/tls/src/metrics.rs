@@ -38,6 +38,11 @@ impl CertMetrics {
         let _ = self.store.set(store);
     }
 
+    /// Seconds until this host's certificate expires; `None` without mTLS.
+    pub fn expiry_seconds(&self) -> Option<f64> {
+        self.store.get().map(|s| s.expiry_seconds())
+    }
+
     /// Brings the gauge up to date; called before each scrape.
     pub fn refresh(&self) {
         if let Some(store) = self.store.get() {

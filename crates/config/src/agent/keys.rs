@@ -18,7 +18,9 @@ keys! {
                endpoint, else `127.0.0.1` with a warning"), Restart,
         "Must not be unspecified (`0.0.0.0`, `::`) or multicast. `\"\"` = unset.";
     AGENT_ZONE = "agent.zone", Str, "string", Unset("unset"), Restart,
-        "Letters (either case), digits, `.`, `_`, `-`; 1..=63 chars. `\"\"` = unset.";
+        "Letters (either case), digits, `.`, `_`, `-`; 1..=63 chars. `\"\"` = unset. This \
+         host's availability zone: routes with `locality = \"zone\"` keep its requests in it \
+         ([routes.md](routes.md#zones)).";
     AGENT_SERVICES_DIR = "agent.services_dir", Str, "path", Written("\"/etc/hostmesh/services.d\""),
         Applied,
         "Non-empty. With `--config` and at agent start, the directory must be readable (\"cannot \

@@ -48,6 +48,8 @@ struct Inner {
 pub struct Settings {
     pub format: Format,
     pub path: Option<PathBuf>,
+    /// The agent's stderr is the journal (it runs under systemd).
+    pub journal: bool,
 }
 
 impl AccessLog {
@@ -59,7 +61,7 @@ impl AccessLog {
     /// Opens the destination (a file that cannot be opened fails here, at start) and starts
     /// the writer thread. `dropped` is `hostmesh_access_log_dropped_total`.
     pub fn start(settings: &Settings, dropped: Counter) -> io::Result<AccessLog> {
-        let destination = Destination::choose(settings.path.as_deref());
+        let destination = Destination::choose(settings.path.as_deref(), settings.journal);
         let out = sink::open(&destination)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let reopen = Arc::new(AtomicBool::new(false));
@@ -118,6 +120,7 @@ mod tests {
         let settings = Settings {
             format: Format::Json,
             path: Some(path.clone()),
+            journal: false,
         };
         let log = AccessLog::start(&settings, Counter::default()).unwrap();
         let wait_for = |p: &std::path::Path, n: usize| {
@@ -166,6 +169,7 @@ mod tests {
         let settings = Settings {
             format: Format::Haproxy,
             path: Some("/nonexistent-dir/access.log".into()),
+            journal: false,
         };
         assert!(AccessLog::start(&settings, Counter::default()).is_err());
     }

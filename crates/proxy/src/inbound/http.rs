@@ -110,8 +110,12 @@ async fn handle(
         .allows(service, caller.as_deref().unwrap_or(""))
     {
         ctx.metrics.policy_denied(service, "inbound");
-        ctx.metrics
-            .request(service, "inbound", 403, started.elapsed());
+        ctx.metrics.request(
+            service,
+            "inbound",
+            (403, Some(Reason::Forbidden.as_str())),
+            started.elapsed(),
+        );
         let resp = http_errors::response(Reason::Forbidden, grpc);
         let entry = ctx.access_log.is_on().then(|| {
             let traceparent = header(crate::trace::TRACEPARENT);
@@ -219,7 +223,7 @@ async fn handle(
     ctx.metrics.request(
         service,
         "inbound",
-        resp.status().as_u16(),
+        (resp.status().as_u16(), http_errors::reason_of(&resp)),
         started.elapsed(),
     );
     logged(&ctx, entry, resp, started, read)
@@ -264,9 +268,7 @@ fn logged(
         return resp;
     };
     e.status = Some(resp.status().as_u16());
-    e.error = (resp.headers().get(wire::ERROR))
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    e.error = http_errors::reason_of(&resp).map(str::to_owned);
     e.to_headers = Some(started.elapsed());
     let pending = Pending::new(e, ctx.access_log.clone(), started.into_std(), read);
     resp.map(|b| body::boxed(Logged::new(b, pending)))

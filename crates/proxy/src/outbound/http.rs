@@ -202,16 +202,13 @@ async fn handle(
         &route.metrics,
         &route.service,
         "outbound",
-        resp.status().as_u16(),
+        (resp.status().as_u16(), http_errors::reason_of(&resp)),
         started.elapsed(),
     );
     match entry {
         None => resp,
         Some(mut e) => {
-            let error = resp
-                .headers()
-                .get(wire::ERROR)
-                .and_then(|v| v.to_str().ok());
+            let error = http_errors::reason_of(&resp);
             let status = resp.status().as_u16();
             access::settle(&mut e, &route, &tally, status, error, started.elapsed());
             let pending = Pending::new(e, ctx.access_log.clone(), started.into_std(), read);

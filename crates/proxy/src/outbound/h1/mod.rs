@@ -276,11 +276,20 @@ impl Conn {
         if let Some(hop) = hop {
             hop.finish(status.as_u16());
         }
+        // Looked for only in answers other than 200, which an agent may have made.
+        let error = match &outcome {
+            _ if status == StatusCode::OK => None,
+            Err(Last::Reason(r)) => Some(r.as_str()),
+            Ok(Answer::Peer(resp)) | Err(Last::Response(Answer::Peer(resp))) => {
+                http_errors::reason_of(resp)
+            }
+            _ => None,
+        };
         ctx.metrics.request_via(
             &route.metrics,
             &route.service,
             "outbound",
-            status.as_u16(),
+            (status.as_u16(), error),
             started.elapsed(),
         );
         self.buf.advance(req.len());
@@ -289,13 +298,6 @@ impl Conn {
         // client sends nothing more on it.
         let mut close = req.close || self.late || ctx.draining.is_cancelled();
         let mut entry = entry.map(|mut e| {
-            let error = match &outcome {
-                Err(Last::Reason(r)) => Some(r.as_str()),
-                Ok(Answer::Peer(resp)) | Err(Last::Response(Answer::Peer(resp))) => {
-                    (resp.headers().get(wire::ERROR)).and_then(|v| v.to_str().ok())
-                }
-                _ => None,
-            };
             access::settle(
                 &mut e,
                 route,
