@@ -143,12 +143,6 @@ impl Figures {
         seconds: f64,
         spark: Vec<f64>,
     ) -> ServiceTraffic {
-        let diff = |a: &BTreeMap<_, f64>, b: &BTreeMap<_, f64>| {
-            a.iter()
-                .map(|(k, v)| (k.clone(), v - b.get(k).copied().unwrap_or(0.0)))
-                .filter(|(_, v)| *v > 0.0)
-                .collect::<BTreeMap<_, _>>()
-        };
         let codes = diff(&self.codes, &before.codes);
         let requests: f64 = codes.values().sum();
         let failed: f64 = codes
@@ -187,6 +181,14 @@ impl Figures {
             spark,
         }
     }
+}
+
+/// What each key of `now` grew by since `before`; keys that did not grow are left out.
+fn diff<K: Ord + Clone>(now: &BTreeMap<K, f64>, before: &BTreeMap<K, f64>) -> BTreeMap<K, f64> {
+    now.iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, v)| *v > 0.0)
+        .collect()
 }
 
 /// The `q` quantile of cumulative `buckets` (upper bound, count), interpolating linearly within

@@ -47,7 +47,6 @@ use super::{Outbound, Settings};
 use crate::body;
 use crate::http_errors::{self, Reason};
 use crate::trace::{Kind, TRACEPARENT};
-use hostmesh_wire as wire;
 use hostmesh_wire::headers::HeaderLookup;
 use http_body_util::{BodyExt, Full};
 use request::{Parsed, Request, TraceHeaders};
