@@ -21,5 +21,6 @@ mod policy;
 mod proxy;
 mod registry;
 mod resilience;
+mod status_page;
 mod tls;
 mod zones;

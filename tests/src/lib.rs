@@ -10,6 +10,7 @@
 mod agent;
 mod backend;
 mod binary;
+mod browser;
 mod certs;
 pub mod curl;
 mod dns;
@@ -32,6 +33,7 @@ mod wait;
 pub use agent::{ADMIN_LISTEN, Agent, AgentOpts, toml_str};
 pub use backend::Backend;
 pub use binary::{BIN_ENV, hostmesh_bin};
+pub use browser::Browser;
 pub use certs::{CertFiles, TestCa};
 pub use curl::CurlError;
 pub use dns::{DigAnswer, Dnsmasq, Record, parse_dig};

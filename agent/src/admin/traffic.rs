@@ -274,9 +274,12 @@ impl Sample {
     }
 }
 
+/// A series' labels, `(name, value)` in the order written.
+type Labels<'a> = Vec<(&'a str, &'a str)>;
+
 /// `name{k="v",…} value` → its parts. Label values as the exposition writes them (our names and
 /// reasons need no unescaping).
-fn split(line: &str) -> Option<(&str, Vec<(&str, &str)>, &str)> {
+fn split(line: &str) -> Option<(&str, Labels<'_>, &str)> {
     let (series, value) = line.rsplit_once(' ')?;
     let Some((name, rest)) = series.split_once('{') else {
         return Some((series, Vec::new(), value));
@@ -323,15 +326,24 @@ mod tests {
         assert_eq!(first.window_seconds, 0.0);
         assert!(first.services.is_empty(), "nothing happened yet: {first:?}");
 
-        let later = history.report(t0 + Duration::from_secs(10), Sample::parse(&exposition(290, 10, 0)));
+        let later = history.report(
+            t0 + Duration::from_secs(10),
+            Sample::parse(&exposition(290, 10, 0)),
+        );
         assert_eq!(later.window_seconds, 10.0);
         let orders = &later.services[0];
-        assert_eq!((orders.service.as_str(), orders.direction.as_str()), ("orders", "outbound"));
+        assert_eq!(
+            (orders.service.as_str(), orders.direction.as_str()),
+            ("orders", "outbound")
+        );
         assert_eq!(orders.requests, 200.0);
         assert_eq!(orders.rate, 20.0);
         assert_eq!(orders.success, Some(0.95));
         assert_eq!(orders.codes, BTreeMap::from([(200, 190.0), (503, 10.0)]));
-        assert_eq!(orders.errors, BTreeMap::from([("no-endpoints".to_owned(), 10.0)]));
+        assert_eq!(
+            orders.errors,
+            BTreeMap::from([("no-endpoints".to_owned(), 10.0)])
+        );
         assert_eq!(orders.retries, 10.0);
         assert_eq!(orders.spark, [20.0]);
         // Half the 200 new requests fell at or under 1 ms, all under 2 ms.
@@ -339,8 +351,10 @@ mod tests {
         assert!(orders.p99_ms.unwrap() > 1.0 && orders.p99_ms.unwrap() <= 2.0);
 
         // A minute later the first sample is out of the window.
-        let much_later =
-            history.report(t0 + Duration::from_secs(65), Sample::parse(&exposition(290, 10, 0)));
+        let much_later = history.report(
+            t0 + Duration::from_secs(65),
+            Sample::parse(&exposition(290, 10, 0)),
+        );
         assert_eq!(much_later.window_seconds, 55.0);
         assert_eq!(much_later.services[0].requests, 0.0);
         assert_eq!(much_later.services[0].success, None);
@@ -353,7 +367,10 @@ mod tests {
         assert!((quantile(&buckets, 0.75).unwrap() - 0.0015).abs() < 1e-12);
         assert_eq!(quantile(&[(0.001, 0.0), (f64::INFINITY, 0.0)], 0.5), None);
         // Everything past the last bound: the bound is what can be said.
-        assert_eq!(quantile(&[(0.001, 0.0), (f64::INFINITY, 4.0)], 0.5), Some(0.001));
+        assert_eq!(
+            quantile(&[(0.001, 0.0), (f64::INFINITY, 4.0)], 0.5),
+            Some(0.001)
+        );
     }
 
     #[test]

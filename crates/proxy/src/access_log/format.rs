@@ -5,7 +5,6 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-
 use super::entry::Entry;
 
 /// `[access_log] format`.
