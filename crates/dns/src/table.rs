@@ -220,7 +220,9 @@ impl Table {
     }
 
     pub(crate) fn find(&self, name: &Name) -> Found<'_> {
-        let total = usize::from(name.num_labels());
+        // Every label: hickory's `num_labels` leaves out a leading `*`, which made
+        // `*.orders.mesh` look like a name outside the zone (forwarded, not NXDOMAIN).
+        let total = name.iter().count();
         let ours = self.zone.labels.len();
         if total < ours {
             return Found::OutOfZone;
@@ -422,6 +424,9 @@ pub(crate) mod tests {
         assert_eq!(table.find(&name("pending.mesh.")), Found::Missing);
         assert_eq!(table.find(&name("gone.mesh.")), Found::Missing);
         assert_eq!(table.find(&name("x.v2.orders.mesh.")), Found::Missing);
+        // A wildcard label is a label like any other: no such name here.
+        assert_eq!(table.find(&name("*.orders.mesh.")), Found::Missing);
+        assert_eq!(table.find(&name("*.mesh.")), Found::Missing);
         assert_eq!(table.find(&name("example.com.")), Found::OutOfZone);
         assert_eq!(table.find(&name("orders.meshy.")), Found::OutOfZone);
         assert_eq!(table.find(&name(".")), Found::OutOfZone);
