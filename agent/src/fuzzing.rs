@@ -251,3 +251,9 @@ pub fn cert_identity(data: &[u8]) {
         assert_eq!(identity.to_string(), uri);
     }
 }
+
+/// `hostmesh import consul`'s reading of a Consul file (JSON or HCL) and its mapping: see
+/// [`crate::cli::import_consul::fuzz`].
+pub fn consul_import(data: &[u8]) {
+    crate::cli::import_consul::fuzz(data);
+}

@@ -26,6 +26,7 @@ const TARGETS: &[Target] = &[
     ("route_policy", hostmesh::fuzzing::route_policy),
     ("catalog", hostmesh::fuzzing::catalog),
     ("cert_identity", hostmesh::fuzzing::cert_identity),
+    ("consul_import", hostmesh::fuzzing::consul_import),
 ];
 
 fn fuzz_dir() -> PathBuf {

@@ -11,7 +11,7 @@ mod dns;
 mod document;
 mod endpoints;
 mod explain;
-mod import_consul;
+pub(crate) mod import_consul;
 mod maint;
 mod policy;
 mod route;

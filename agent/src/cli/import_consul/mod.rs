@@ -191,6 +191,33 @@ fn import_one(
     Ok(())
 }
 
+/// The fuzz target's body (`fuzz/fuzz_targets/consul_import.rs`): a file's bytes as JSON, HCL and
+/// neither. Asserts that a definition the mapping takes renders to a service file the agent
+/// accepts, so that `ImportError::Invalid` (a refusal the operator cannot act on) never happens.
+pub(crate) fn fuzz(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    for extension in [Some("json"), Some("hcl"), None] {
+        let Ok(source) = source::parse(text, extension) else {
+            continue;
+        };
+        for (at, value) in &source.definitions {
+            let Ok(definition) = model::Definition::read(value) else {
+                continue;
+            };
+            let Ok((service, _notes)) = map::map(&definition) else {
+                continue;
+            };
+            let rendered = render::render(&service, at);
+            let path = Path::new("/etc/hostmesh/services.d").join(format!("{}.toml", service.id));
+            if let Err(problems) = hostmesh_config::parse_service(&rendered, &path) {
+                panic!("{at} maps to a file the agent refuses:\n{rendered}\n{problems}");
+            }
+        }
+    }
+}
+
 /// How a definition is named before it is read: `service "web"`, else where it is.
 fn label(at: &str, value: &Value) -> String {
     let name = value.as_object().and_then(|map| {

@@ -1,0 +1,1 @@
+services = [{ name = "x", port = 1 }]
