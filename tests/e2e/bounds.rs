@@ -50,7 +50,7 @@ fn orders_ok(host: &Host) -> bool {
 }
 
 /// Opens `n` TCP connections to `addr` inside `host` (each written `hello`, then left alone).
-fn hold(host: &Host, addr: SocketAddr, n: usize, hello: &[u8]) -> Vec<TcpStream> {
+pub(crate) fn hold(host: &Host, addr: SocketAddr, n: usize, hello: &[u8]) -> Vec<TcpStream> {
     host.in_ns(|| {
         (0..n)
             .map(|i| {
