@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use hostmesh_tests::{Agent, AgentOpts, Backend, Etcd, Net, RedisServer, wait_until};
+use hostmesh_tests::{Agent, AgentOpts, Backend, Etcd, Net, RedisServer, Signal, wait_until};
 use serde_json::Value;
 
 use crate::proxy::redis_mesh;
@@ -28,11 +28,8 @@ fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The JSON lines of `path` once there are at least `n`.
-fn wait_for_json(path: &Path, n: usize) -> Vec<Value> {
-    wait_until(Duration::from_secs(10), "access log lines", || {
-        lines(path).len() >= n
-    });
+/// The JSON lines of `path` so far, each parsed (a line that is not JSON fails the test).
+fn json_lines(path: &Path) -> Vec<Value> {
     lines(path)
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -48,7 +45,7 @@ fn both_agents_log_each_request_and_connection_with_what_happened() {
     let _redis = RedisServer::start(&b, 16379);
     let dir = tempfile_dir();
     let (log_a, log_b) = (dir.join("a.log"), dir.join("b.log"));
-    let agent_a: Agent = agent(&a, &etcd, logged("json", &log_a));
+    let mut agent_a: Agent = agent(&a, &etcd, logged("json", &log_a));
     let _agent_b = agent(
         &b,
         &etcd,
@@ -61,7 +58,6 @@ fn both_agents_log_each_request_and_connection_with_what_happened() {
             .is_ok_and(|(c, _)| c == 200)
             && redis_mesh(&a, &["PING"]).contains("PONG")
     });
-    let before = lines(&log_a).len();
 
     // The lean HTTP/1.1 path, with a trace and a body each way.
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -86,8 +82,19 @@ fn both_agents_log_each_request_and_connection_with_what_happened() {
     // A TCP connection.
     assert!(redis_mesh(&a, &["SET", "k", "v"]).contains("OK"));
 
-    let entries = wait_for_json(&log_a, before + 3);
-    let new = &entries[before..];
+    // Lines are written in batches, so wait for these three rather than for a count (the
+    // readiness checks above have lines of their own, which may come late).
+    let wanted = |e: &Value| {
+        e["path"] == "/echo?x=1" || e["path"] == "/bytes?n=5000" || e["protocol"] == "tcp"
+    };
+    wait_until(Duration::from_secs(10), "the three lines on a", || {
+        let entries = json_lines(&log_a);
+        ["/echo?x=1", "/bytes?n=5000"]
+            .iter()
+            .all(|p| entries.iter().any(|e| e["path"] == *p))
+            && entries.iter().any(|e| e["protocol"] == "tcp")
+    });
+    let new: Vec<Value> = json_lines(&log_a).into_iter().filter(wanted).collect();
     let post = new
         .iter()
         .find(|e| e["method"] == "POST")
@@ -185,8 +192,14 @@ fn the_agents_own_answers_are_logged_with_their_reason() {
         a.curl("http://orders.mesh:8080/")
             .is_ok_and(|(c, _)| c >= 500)
     });
-    let entries = wait_for_json(&log_a, 1);
-    let last = entries.last().expect("a line");
+    wait_until(Duration::from_secs(10), "a's line for the 502", || {
+        json_lines(&log_a).iter().any(|e| e["status"] == 502)
+    });
+    let entries = json_lines(&log_a);
+    let last = entries
+        .iter()
+        .find(|e| e["status"] == 502)
+        .expect("a 502 line");
     assert_eq!(last["status"], 502, "{last}");
     assert_eq!(last["error"], "upstream-unreachable", "{last}");
     assert_eq!(last["instance"], "b/orders-1", "{last}");

@@ -273,7 +273,7 @@ pub async fn run(
         metrics: metrics.clone(),
         tls: tls.clone(),
         lockdown,
-        access_log,
+        access_log: access_log.clone(),
     };
     while signals.next().await == Signal::Reload {
         crate::notify::reloading();
@@ -303,6 +303,8 @@ pub async fn run(
         tracing::warn!("capture shutdown: {e}");
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
+    // The writer's last batch: the requests served while draining.
+    tokio::task::block_in_place(|| access_log.flush(Duration::from_secs(1)));
     tracing::info!("stopped");
     Ok(())
 }

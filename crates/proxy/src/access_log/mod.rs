@@ -36,9 +36,17 @@ const QUEUE: usize = 4096;
 #[derive(Debug, Clone, Default)]
 pub struct AccessLog(Option<Arc<Inner>>);
 
+/// What the writer thread gets: a line, or a request to write out everything before it.
+#[derive(Debug)]
+enum Message {
+    Line(Box<Entry>),
+    /// Answered once every line queued before it is written (the agent stopping).
+    Flush(SyncSender<()>),
+}
+
 #[derive(Debug)]
 struct Inner {
-    tx: SyncSender<Entry>,
+    tx: SyncSender<Message>,
     dropped: Counter,
     reopen: Arc<AtomicBool>,
 }
@@ -91,9 +99,21 @@ impl AccessLog {
     /// Queues `entry` for the writer, or drops and counts it when the queue is full.
     pub fn log(&self, entry: Entry) {
         let Some(inner) = &self.0 else { return };
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = inner.tx.try_send(entry)
+        let line = Message::Line(Box::new(entry));
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = inner.tx.try_send(line)
         {
             inner.dropped.inc();
+        }
+    }
+
+    /// Waits (at most `within`) until every line queued so far is written: the agent calls it
+    /// last when it stops, so that the requests it served in its last moments are not lost
+    /// with the writer's batch. Blocks the calling thread.
+    pub fn flush(&self, within: std::time::Duration) {
+        let Some(inner) = &self.0 else { return };
+        let (ack, done) = std::sync::mpsc::sync_channel(1);
+        if inner.tx.send(Message::Flush(ack)).is_ok() {
+            let _ = done.recv_timeout(within);
         }
     }
 
@@ -142,7 +162,8 @@ mod tests {
         std::fs::rename(&path, &rotated).unwrap();
         log.reopen();
         log.log(Entry::new(Direction::Inbound, "tcp", "billing"));
-        let text = wait_for(&path, 1);
+        log.flush(std::time::Duration::from_secs(5));
+        let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("\"service\":\"billing\""), "{text}");
         assert_eq!(wait_for(&rotated, 1).lines().count(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -151,7 +172,7 @@ mod tests {
     #[test]
     fn a_full_queue_drops_and_counts_instead_of_waiting() {
         // A writer that never reads: the channel fills at QUEUE.
-        let (tx, _rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let (tx, _rx) = std::sync::mpsc::sync_channel::<Message>(QUEUE);
         let dropped = Counter::default();
         let log = AccessLog(Some(Arc::new(Inner {
             tx,

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 
-use super::entry::Entry;
 use super::format::Format;
 
 /// journald's native socket (systemd.journal-fields(7), "native protocol").
@@ -101,7 +100,7 @@ pub fn open_file(path: &Path) -> io::Result<File> {
 
 /// What the writer thread needs.
 pub struct Writer {
-    pub rx: Receiver<Entry>,
+    pub rx: Receiver<super::Message>,
     pub format: Format,
     pub destination: Destination,
     pub reopen: Arc<AtomicBool>,
@@ -143,7 +142,15 @@ impl Writer {
             // Everything queued by now goes out together: one write for a file or stderr, a
             // datagram per line for the journal.
             let mut lines = 0;
-            for entry in std::iter::once(first).chain(self.rx.try_iter()) {
+            let mut acks = Vec::new();
+            for message in std::iter::once(first).chain(self.rx.try_iter()) {
+                let entry = match message {
+                    super::Message::Line(entry) => entry,
+                    super::Message::Flush(ack) => {
+                        acks.push(ack);
+                        continue;
+                    }
+                };
                 lines += 1;
                 self.format.write(&entry, &mut batch);
                 batch.push('\n');
@@ -162,6 +169,9 @@ impl Writer {
                     warn("writing", &e);
                 }
                 batch.clear();
+            }
+            for ack in acks {
+                let _ = ack.send(());
             }
         }
         let _ = out.flush();
