@@ -175,6 +175,19 @@ fn both_agents_log_each_request_and_connection_with_what_happened() {
             .metrics()
             .contains("hostmesh_access_log_dropped_total 0")
     );
+
+    // The request served just before the agent stops is in the log when it has stopped.
+    let (code, _) = a.curl("http://orders.mesh:8080/last").expect("last GET");
+    assert_eq!(code, 200);
+    agent_a.signal(Signal::Term);
+    assert!(
+        agent_a.wait_exit(Duration::from_secs(15)).is_some(),
+        "a did not stop"
+    );
+    assert!(
+        json_lines(&log_a).iter().any(|e| e["path"] == "/last"),
+        "the last request's line was lost at stop"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
