@@ -4,7 +4,10 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use hostmesh_tests::{Agent, AgentOpts, Backend, Etcd, Net, Signal, wait_for, wait_until};
+use hostmesh_tests::{
+    Agent, AgentOpts, Backend, CLIENT_PORT, Etcd, FaultProxy, Net, Signal, toml_str, wait_for,
+    wait_until,
+};
 
 /// etcd's election timeout (Debian's default, 1 s): a new leader extends every lease by it.
 const ELECTION: Duration = Duration::from_secs(1);
@@ -329,6 +332,54 @@ fn a_host_cut_off_longer_than_its_ttl_reregisters_under_a_new_lease() {
         ],
         "no duplicates"
     );
+}
+
+#[test]
+fn a_registration_slower_than_the_lease_ttl_keeps_its_lease() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    // b reaches etcd only through a proxy that delays every answer by 800 ms (a member far
+    // away, or a whole fleet registering at once). After the grant, the VIP allocation and the
+    // registration take four answers, 3.2 s, longer than the 2 s TTL: the lease must be kept
+    // alive from its grant on, or it expires under the registration and every new one does too.
+    let proxy = FaultProxy::start(
+        etcd.host(),
+        std::net::SocketAddr::from((etcd.addr(), CLIENT_PORT + 100)),
+        std::net::SocketAddr::from((etcd.addr(), CLIENT_PORT)),
+    );
+    proxy.set_delay(Duration::from_millis(800));
+    let endpoint = format!("[{}]", toml_str(&proxy.url("")));
+    let b = Agent::start(
+        &net.host("b"),
+        &etcd,
+        AgentOpts::new()
+            .set("etcd", "endpoints", &endpoint)
+            .lease_ttl("2s")
+            .service("orders-1", ORDERS),
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "b registered through the slow proxy",
+        || etcd_view(&etcd).contains(&instance("orders", "b", "orders-1", "passing")),
+    );
+    let lease = lease_of(&etcd).expect("b's info on a lease");
+    // Three TTLs more: the same lease, none lost, no registration failed.
+    let until = Instant::now() + 3 * Duration::from_secs(2);
+    while Instant::now() < until {
+        assert_eq!(
+            lease_of(&etcd),
+            Some(lease),
+            "b's lease changed:\n{}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let log = b.log();
+    assert!(
+        !log.contains("lease lost") && !log.contains("lease not found"),
+        "{log}"
+    );
+    assert_eq!(b.sample("hostmesh_lease_losses_total"), 0.0);
 }
 
 #[test]

@@ -255,11 +255,15 @@ async fn start_fleet(
                 break;
             }
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "{} of {n} simulated agents not registered with the whole catalog in 600 s",
-            pending.len()
-        );
+        if started.elapsed() > Duration::from_secs(600) {
+            for &i in pending.iter().take(10) {
+                eprintln!("not settled: {}", sims[i].unsettled(&apps));
+            }
+            panic!(
+                "{} of {n} simulated agents not registered with the whole catalog in 600 s",
+                pending.len()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     (sims, started.elapsed())

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hostmesh_config::spec::{InstanceSpec, Protocol};
-use hostmesh_registrar::catalog::{Catalog, CatalogConfig, Snapshots};
+use hostmesh_registrar::catalog::{Catalog, CatalogConfig, CatalogStatus, Snapshots};
 use hostmesh_registrar::etcd::EtcdOptions;
 use hostmesh_registrar::keys::Layout;
 use hostmesh_registrar::metrics::RegistryMetrics;
@@ -31,6 +31,7 @@ pub struct Sim {
     pub snapshots: Snapshots,
     pub metrics: RegistryMetrics,
     pub status: Arc<RegistrarStatus>,
+    catalog_status: Arc<CatalogStatus>,
     specs: Vec<InstanceSpec>,
     reload: mpsc::Sender<Vec<InstanceSpec>>,
     /// Ends the registrar (which deregisters first).
@@ -118,6 +119,7 @@ impl Sim {
         Ok(Sim {
             host,
             snapshots: catalog.snapshots(),
+            catalog_status: catalog.status().clone(),
             metrics,
             status,
             specs,
@@ -138,6 +140,34 @@ impl Sim {
             .as_ref()
             .is_some_and(|s| names.iter().all(|n| s.services.contains_key(n)))
             && self.status.report().registered
+    }
+
+    /// Why [`Self::settled`] is false: the registration's state and error, and the catalog's.
+    pub fn unsettled(&self, names: &[String]) -> String {
+        let reg = self.status.report();
+        let cat = self.catalog_status.report();
+        let missing: Vec<&String> = match self.snapshots.borrow().as_ref() {
+            Some(s) => names
+                .iter()
+                .filter(|n| !s.services.contains_key(*n))
+                .collect(),
+            None => names.iter().collect(),
+        };
+        format!(
+            "{}: registered {}, lease {:?}, error {:?}, VIP errors {:?}; catalog revision {}, \
+             connected {}, stale {}, error {:?}, {} services missing (first {:?})",
+            self.host,
+            reg.registered,
+            reg.lease.map(|l| format!("{l:x}")),
+            reg.last_error,
+            reg.vip_errors,
+            cat.revision,
+            cat.connected,
+            cat.stale,
+            cat.last_error,
+            missing.len(),
+            missing.first(),
+        )
     }
 
     /// Starts one more instance on this host (a new file and SIGHUP).

@@ -257,6 +257,21 @@ impl Registrar {
         self.lease_file.write(lease);
         self.written.clear();
         self.status.set_lease(Some(lease));
+        // The keep-alive beats from the grant on, on a task of its own that reports here. From
+        // the grant, not from the end of the registration: when etcd is slow (a fleet-wide
+        // restart, every agent registering at once) the VIP allocation and the registration
+        // can take longer than the TTL, and a lease not kept alive meanwhile expired under
+        // them ("requested lease not found"), so the agent granted another and started over,
+        // adding to the load that made it slow. A beat waits up to half of the TTL for its
+        // answer (behind etcd's grpc-proxy it often waits that long); on this task it would
+        // also hold up a new service (SIGHUP) or a health change: 1 s more before a change
+        // reached the fleet (20 agents behind a proxy).
+        let (beats_tx, mut beats) = mpsc::unbounded_channel();
+        let _beating = AbortOnDropHandle::new(tokio::spawn(beat(
+            KeepAlive::new(self.client.clone(), lease, self.config.lease_ttl),
+            self.config.lease_ttl / 3,
+            beats_tx,
+        )));
         // A VIP that could not be allocated (etcd, or the member asked, unreachable) is tried
         // again at every good keep-alive, not only in the next session: a session now outlives
         // an etcd outage.
@@ -276,16 +291,6 @@ impl Registrar {
         own.ensure(&self.client).await;
         // A foreign change is repaired once the burst of events it belongs to has passed.
         let mut repair_at: Option<Instant> = None;
-        // The keep-alive beats on a task of its own and reports here: a beat waits up to half
-        // of the TTL for its answer (behind etcd's grpc-proxy it often waits that long), and
-        // while it waited on this loop a new service (SIGHUP) or a health change waited too: 1 s
-        // more before a change reached the fleet (20 agents behind a proxy).
-        let (beats_tx, mut beats) = mpsc::channel(1);
-        let _beating = AbortOnDropHandle::new(tokio::spawn(beat(
-            KeepAlive::new(self.client.clone(), lease, self.config.lease_ttl),
-            self.config.lease_ttl / 3,
-            beats_tx,
-        )));
         let mut anti_entropy = tokio::time::interval_at(
             Instant::now() + self.config.anti_entropy_interval,
             self.config.anti_entropy_interval,
@@ -598,14 +603,24 @@ impl Registrar {
     }
 }
 
-/// Beats `keepalive` every `every` and sends each outcome to the session, until the session
-/// drops its end (or the task is aborted with it).
-async fn beat(mut keepalive: KeepAlive, every: Duration, beats: mpsc::Sender<lease::Beat>) {
+/// Beats `keepalive` every `every` and sends each outcome to the session, until the lease is
+/// lost or the session drops its end (or the task is aborted with it).
+///
+/// The channel is unbounded so that a beat never waits for the session to read the last one:
+/// while the session registers (which can take longer than the TTL) it reads none, and a beat
+/// that waited there kept no lease alive. A few queue meanwhile, one per third of the TTL.
+async fn beat(
+    mut keepalive: KeepAlive,
+    every: Duration,
+    beats: mpsc::UnboundedSender<lease::Beat>,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if beats.send(keepalive.beat().await).await.is_err() {
+        let beat = keepalive.beat().await;
+        let lost = matches!(beat, lease::Beat::Lost);
+        if beats.send(beat).is_err() || lost {
             return;
         }
     }
