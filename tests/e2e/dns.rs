@@ -69,25 +69,7 @@ fn mesh_names_resolve_for_real_clients() {
         mixed.raw
     );
 
-    let srv = a_host.dig(&["SRV", "_orders._tcp.mesh"]);
-    let mut ports: Vec<String> = srv
-        .data("SRV")
-        .iter()
-        .map(|d| {
-            let f: Vec<&str> = d.split_whitespace().collect();
-            assert_eq!(f[3], "orders.mesh.", "{}", srv.raw);
-            f[2].to_owned()
-        })
-        .collect();
-    ports.sort();
-    assert_eq!(ports, ["8080", "8081"], "{}", srv.raw);
-    assert!(
-        srv.additional
-            .iter()
-            .any(|r| r.rtype == "A" && r.data == orders),
-        "the A record in the additional section:\n{}",
-        srv.raw
-    );
+    srv_has_both_ports(&a_host, "_orders._tcp.mesh", "orders.mesh.", &orders);
 
     assert_eq!(a_host.dig(&["v2.orders.mesh"]).data("A"), [v2]);
     let aaaa = a_host.dig(&["AAAA", "orders.mesh"]);
@@ -281,24 +263,11 @@ fn consul_names_answer_the_mesh_vips_when_on_and_are_forwarded_when_off() {
         std::slice::from_ref(&v2)
     );
 
-    let srv = a_host.dig(&["SRV", "_orders._tcp.service.consul"]);
-    let mut ports: Vec<String> = srv
-        .data("SRV")
-        .iter()
-        .map(|d| {
-            let f: Vec<&str> = d.split_whitespace().collect();
-            assert_eq!(f[3], "orders.service.consul.", "{}", srv.raw);
-            f[2].to_owned()
-        })
-        .collect();
-    ports.sort();
-    assert_eq!(ports, ["8080", "8081"], "{}", srv.raw);
-    assert!(
-        srv.additional
-            .iter()
-            .any(|r| r.name == "orders.service.consul." && r.rtype == "A" && r.data == orders),
-        "the A record in the additional section:\n{}",
-        srv.raw
+    srv_has_both_ports(
+        &a_host,
+        "_orders._tcp.service.consul",
+        "orders.service.consul.",
+        &orders,
     );
     // A tag in RFC 2782's proto place: the instances carrying it.
     let tagged = a_host.dig(&["SRV", "_orders._v2.service.consul"]);
@@ -338,4 +307,28 @@ fn consul_names_answer_the_mesh_vips_when_on_and_are_forwarded_when_off() {
     assert_eq!(c_host.dig(&["b.node.consul"]).status, "NXDOMAIN");
     // Mesh names are unchanged there.
     assert_eq!(c_host.dig(&["orders.mesh"]).data("A"), [orders]);
+}
+
+/// `question`'s SRV answer names `target` on ports 8080 and 8081 (orders' two instances), and
+/// its additional section gives `target`'s A record, `vip`.
+fn srv_has_both_ports(host: &Host, question: &str, target: &str, vip: &str) {
+    let srv = host.dig(&["SRV", question]);
+    let mut ports: Vec<String> = srv
+        .data("SRV")
+        .iter()
+        .map(|d| {
+            let f: Vec<&str> = d.split_whitespace().collect();
+            assert_eq!(f[3], target, "{}", srv.raw);
+            f[2].to_owned()
+        })
+        .collect();
+    ports.sort();
+    assert_eq!(ports, ["8080", "8081"], "{}", srv.raw);
+    assert!(
+        srv.additional
+            .iter()
+            .any(|r| r.name == target && r.rtype == "A" && r.data == vip),
+        "the A record in the additional section:\n{}",
+        srv.raw
+    );
 }

@@ -44,6 +44,24 @@ pub(crate) fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f6
         .sum()
 }
 
+/// `opts` with the services both agent tests give host b, all served by its app on 18080:
+/// `orders` (http, 8080), `plain` (the same app as an opaque TCP service, for the TCP metrics,
+/// 8081) and `third` (http, 8082).
+fn served_by_b(opts: AgentOpts, third: &str) -> AgentOpts {
+    opts.service(
+        "orders-1",
+        "name = \"orders\"\nport = 8080\ntarget = \"127.0.0.1:18080\"\n",
+    )
+    .service(
+        "plain-1",
+        "name = \"plain\"\nport = 8081\ntarget = \"127.0.0.1:18080\"\nprotocol = \"tcp\"\n",
+    )
+    .service(
+        &format!("{third}-1"),
+        &format!("name = \"{third}\"\nport = 8082\ntarget = \"127.0.0.1:18080\"\n"),
+    )
+}
+
 #[test]
 fn a_thousand_requests_are_counted_alike_on_both_agents_and_every_documented_metric_exists() {
     let net = Net::new();
@@ -55,21 +73,8 @@ fn a_thousand_requests_are_counted_alike_on_both_agents_and_every_documented_met
     let mut agent_b = Agent::start(
         &b,
         &etcd,
-        AgentOpts::new()
-            .service(
-                "orders-1",
-                "name = \"orders\"\nport = 8080\ntarget = \"127.0.0.1:18080\"\n",
-            )
-            // The same app as an opaque TCP service, for the TCP metrics.
-            .service(
-                "plain-1",
-                "name = \"plain\"\nport = 8081\ntarget = \"127.0.0.1:18080\"\nprotocol = \"tcp\"\n",
-            )
-            // Never called: its instance counts are b's to show, not a's.
-            .service(
-                "idle-1",
-                "name = \"idle\"\nport = 8082\ntarget = \"127.0.0.1:18080\"\n",
-            ),
+        // idle is never called: its instance counts are b's to show, not a's.
+        served_by_b(AgentOpts::new(), "idle"),
     );
     agent_a.wait_ready(Duration::from_secs(15));
     agent_b.wait_ready(Duration::from_secs(15));
@@ -402,21 +407,7 @@ fn every_metric_the_grafana_dashboard_queries_is_in_a_real_agents_exposition() {
     let mut agent_b = Agent::start(
         &b,
         &etcd,
-        AgentOpts::new()
-            .mtls(files_b.path())
-            .zone("z2")
-            .service(
-                "orders-1",
-                "name = \"orders\"\nport = 8080\ntarget = \"127.0.0.1:18080\"\n",
-            )
-            .service(
-                "plain-1",
-                "name = \"plain\"\nport = 8081\ntarget = \"127.0.0.1:18080\"\nprotocol = \"tcp\"\n",
-            )
-            .service(
-                "locked-1",
-                "name = \"locked\"\nport = 8082\ntarget = \"127.0.0.1:18080\"\n",
-            ),
+        served_by_b(AgentOpts::new().mtls(files_b.path()).zone("z2"), "locked"),
     );
     agent_a.wait_ready(Duration::from_secs(15));
     agent_b.wait_ready(Duration::from_secs(15));

@@ -210,23 +210,20 @@ impl H2Client {
         Ok(send)
     }
 
-    /// Lets go of connections no request used for `idle_timeout`, checking every half of it,
-    /// until there are none.
+    /// Lets go of connections no request used for `idle_timeout` until there are none.
     async fn sweep(self) {
-        let every = (self.idle_timeout / 2).max(Duration::from_millis(100));
-        loop {
-            tokio::time::sleep(every).await;
+        let idle_timeout = self.idle_timeout;
+        crate::sweep::until_empty(idle_timeout, || {
             let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
-            let idle_timeout = self.idle_timeout;
             conns
                 .by_authority
                 .retain(|_, p| now.duration_since(p.used) < idle_timeout);
-            if conns.by_authority.is_empty() {
-                conns.swept = false;
-                return;
-            }
-        }
+            let empty = conns.by_authority.is_empty();
+            conns.swept = !empty;
+            empty
+        })
+        .await;
     }
 }
 

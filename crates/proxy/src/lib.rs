@@ -35,6 +35,7 @@ pub mod outbound;
 pub mod pool;
 pub mod prefixed;
 pub mod settings;
+mod sweep;
 pub mod trace;
 pub mod workers;
 

@@ -23,12 +23,18 @@ pub fn read_counter(log: &AccessLog) -> ReadCounter {
     log.is_on().then(Arc::default)
 }
 
+/// The length of `frame` when it is a data frame (trailers and errors carry no body bytes).
+fn data_len<E>(frame: &Option<Result<Frame<Bytes>, E>>) -> Option<u64> {
+    match frame {
+        Some(Ok(frame)) => frame.data_ref().map(|d| d.len() as u64),
+        _ => None,
+    }
+}
+
 /// Adds a data frame's length to `counter`.
 pub fn count<E>(counter: &ReadCounter, frame: &Option<Result<Frame<Bytes>, E>>) {
-    if let (Some(c), Some(Ok(frame))) = (counter, frame)
-        && let Some(data) = frame.data_ref()
-    {
-        c.fetch_add(data.len() as u64, Ordering::Relaxed);
+    if let (Some(c), Some(len)) = (counter, data_len(frame)) {
+        c.fetch_add(len, Ordering::Relaxed);
     }
 }
 
@@ -140,10 +146,8 @@ impl<B: Body<Data = Bytes>> Body for Logged<B> {
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            this.pending.sent += data.len() as u64;
+        if let Poll::Ready(frame) = &polled {
+            this.pending.sent += data_len(frame).unwrap_or(0);
         }
         polled
     }

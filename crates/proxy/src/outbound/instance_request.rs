@@ -50,10 +50,12 @@ pub fn build(
         );
         spec.target
     } else {
-        h.insert(
-            wire::names::TIMEOUT,
-            HeaderValue::from_str(&wire::format_timeout(remaining)).ok()?,
-        );
+        // Sensitive means never indexed: HPACK's dynamic table is first in, first out, and a
+        // value that differs on every request would push the fields that repeat (the
+        // destination, the source) out of it every few dozen requests, on both agents.
+        let mut timeout = HeaderValue::from_str(&wire::format_timeout(remaining)).ok()?;
+        timeout.set_sensitive(true);
+        h.insert(wire::names::TIMEOUT, timeout);
         h.insert(wire::names::DST, ep.dst.clone()?);
         h.insert(wire::names::SRC, ctx.wire_headers.caller.clone());
         h.insert(

@@ -92,21 +92,16 @@ pub fn put(conn: Upstream, idle_timeout: Duration) {
     }
 }
 
-/// Closes this thread's expired connections every half `idle_timeout` (so none lives past
-/// one and a half of it), until the list is empty.
+/// Closes this thread's expired connections until the list is empty.
 async fn sweep_while_kept(idle_timeout: Duration) {
-    let every = (idle_timeout / 2).max(Duration::from_millis(100));
-    loop {
-        tokio::time::sleep(every).await;
-        let empty = IDLE.with_borrow_mut(|list| {
+    crate::sweep::until_empty(idle_timeout, || {
+        IDLE.with_borrow_mut(|list| {
             list.expire(idle_timeout);
             list.swept = !list.conns.is_empty();
             list.conns.is_empty()
-        });
-        if empty {
-            return;
-        }
-    }
+        })
+    })
+    .await;
 }
 
 /// How many connections this thread keeps (tests).
