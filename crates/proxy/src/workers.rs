@@ -1,5 +1,5 @@
 //! The data path's threads: one single-threaded tokio runtime per CPU, each serving whole
-//! connections, handed to them round-robin as they are accepted.
+//! connections, each handed as it is accepted to the worker with the fewest open ones.
 //!
 //! Why not the agent's work-stealing runtime: a proxied request is a chain of short steps on
 //! one connection, woken by I/O. On the shared runtime each wake-up may unpark another worker
@@ -12,6 +12,7 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::net::TcpStream;
@@ -32,6 +33,9 @@ pub fn current() -> Option<usize> {
 #[derive(Debug)]
 pub struct Workers {
     handles: Vec<Handle>,
+    /// Open connections per worker.
+    open: Arc<[AtomicUsize]>,
+    /// Where the search for the least busy worker starts: ties go round-robin.
     next: AtomicUsize,
     /// Ends the workers' threads (their remaining connections are dropped).
     stop: CancellationToken,
@@ -69,6 +73,7 @@ impl Workers {
                 })?;
         }
         Ok(Workers {
+            open: (0..n).map(|_| AtomicUsize::new(0)).collect(),
             handles,
             next: AtomicUsize::new(0),
             stop,
@@ -85,7 +90,14 @@ impl Workers {
         self.handles.is_empty()
     }
 
-    /// Serves `stream` with `serve` on the next worker, for the rest of its life.
+    /// Serves `stream` with `serve` on the worker with the fewest open connections (the next in
+    /// turn among equals), for the rest of its life.
+    ///
+    /// Why not plain turns: a few long-lived connections can carry all of a host's load (a
+    /// peer agent's HTTP/2 connections, one per worker of that peer), and short ones (an
+    /// app's one-off request, a health check) take turns between them. In turns, whether a
+    /// peer's two connections shared a worker depended on how many short ones came between
+    /// them; when they did, that host's inbound traffic ran on one of its CPUs.
     pub fn run<F, Fut>(&self, stream: TcpStream, serve: F)
     where
         F: FnOnce(TcpStream) -> Fut + Send + 'static,
@@ -99,14 +111,42 @@ impl Workers {
                 return;
             }
         };
-        // Relaxed: only spreads connections; no other memory is ordered by it.
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        let i = self.least_busy();
+        // Relaxed: the counts only spread connections; no other memory is ordered by them.
+        self.open[i].fetch_add(1, Ordering::Relaxed);
+        let open = OpenGuard {
+            open: self.open.clone(),
+            worker: i,
+        };
         self.handles[i].spawn(async move {
+            let _open = open;
             match TcpStream::from_std(std) {
                 Ok(stream) => serve(stream).await,
                 Err(e) => tracing::debug!("taking a connection on a worker: {e}"),
             }
         });
+    }
+
+    /// The worker with the fewest open connections, searching from the next in turn.
+    fn least_busy(&self) -> usize {
+        let n = self.handles.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        (0..n)
+            .map(|k| (start + k) % n)
+            .min_by_key(|&i| self.open[i].load(Ordering::Relaxed))
+            .unwrap_or(start)
+    }
+}
+
+/// Counts a connection open on its worker until its task ends (or is dropped unrun).
+struct OpenGuard {
+    open: Arc<[AtomicUsize]>,
+    worker: usize,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.open[self.worker].fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -176,5 +216,48 @@ mod tests {
             names,
             ["hostmesh-data-0", "hostmesh-data-1", "hostmesh-data-0"]
         );
+    }
+
+    /// The name of the worker thread that serves the next connection to `listener`, and the
+    /// client's end, held open (the worker holds its end until the client closes).
+    async fn served_on(workers: &Workers, listener: &TcpListener) -> (String, TcpStream) {
+        let addr = listener.local_addr().expect("addr");
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        workers.run(server, |mut s| async move {
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            let _ = s.write_all(format!("{name}\n").as_bytes()).await;
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest).await;
+        });
+        let mut name = [0u8; 64];
+        let n = client.read(&mut name).await.expect("read");
+        let name = String::from_utf8_lossy(&name[..n]).trim().to_owned();
+        (name, client)
+    }
+
+    #[tokio::test]
+    async fn a_connection_goes_to_the_worker_with_fewer_open_ones() {
+        let workers = Workers::start(2, false).expect("workers");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        // A long-lived connection (a peer's HTTP/2 connection) on worker 0, then a short one
+        // (an app's one-off request) on worker 1 that closes.
+        let (first, _held) = served_on(&workers, &listener).await;
+        assert_eq!(first, "hostmesh-data-0");
+        let (probe, probe_conn) = served_on(&workers, &listener).await;
+        assert_eq!(probe, "hostmesh-data-1");
+        drop(probe_conn);
+        // Its task ends once it reads the close; then worker 1 has none open.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while workers.open[1].load(Ordering::Relaxed) != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the probe's task never ended"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // In turns this one would go to worker 0 beside the first; it goes where none is open.
+        let (second, _held2) = served_on(&workers, &listener).await;
+        assert_eq!(second, "hostmesh-data-1");
     }
 }
