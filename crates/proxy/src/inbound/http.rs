@@ -150,20 +150,26 @@ async fn handle(
         .tracer
         .hop(&mut parts.headers, Kind::Server, service, &parts.method);
     let path = pool::path_of(&parts.uri);
+    // `None`: the deadline passed before the app's response head.
     let sent = if !grpc && app_h1::takes(&parts, &incoming) {
-        let send = async {
-            // A small body is read whole first (see `app_h1`); a peer that resets it meanwhile
-            // is gone, and its answer with it. Most requests have none to wait for.
-            let body = if incoming.is_end_stream() {
-                bytes::Bytes::new()
-            } else {
-                incoming
-                    .collect()
-                    .await
-                    .map_err(|e| (false, format!("reading the request body: {e}")))?
-                    .to_bytes()
-            };
-            app_h1::send(
+        let deadline = started + timeout;
+        // A small body is read whole first (see `app_h1`); a peer that resets it meanwhile is
+        // gone, and its answer with it. Most requests have none to wait for.
+        let body = if incoming.is_end_stream() {
+            Some(Ok(bytes::Bytes::new()))
+        } else {
+            tokio::time::timeout_at(deadline, incoming.collect())
+                .await
+                .ok()
+                .map(|r| {
+                    r.map(|b| b.to_bytes())
+                        .map_err(|e| (false, format!("reading the request body: {e}")))
+                })
+        };
+        match body {
+            None => None,
+            Some(Err(e)) => Some(Err(e)),
+            Some(Ok(body)) => app_h1::send(
                 &parts,
                 &path,
                 &spec.authority,
@@ -171,11 +177,11 @@ async fn handle(
                 &ctx.settings,
                 replayable,
                 &body,
+                deadline,
             )
             .await
-            .map_err(|e| (e.never_reached(), e.to_string()))
-        };
-        tokio::time::timeout(timeout, send).await
+            .map(|r| r.map_err(|e| (e.never_reached(), e.to_string()))),
+        }
     } else {
         let Some(uri) = pool::absolute_uri(spec.authority.clone(), path) else {
             return http_errors::response(Reason::BadRequest, grpc);
@@ -187,6 +193,7 @@ async fn handle(
             let req = Request::from_parts(parts, body::lend(body::boxed(incoming)).0);
             tokio::time::timeout(timeout, pools.local_h2c.request(req))
                 .await
+                .ok()
                 .map(|r| {
                     r.map(|resp| resp.map(body::boxed))
                         .map_err(|e| (e.is_connect(), e.to_string()))
@@ -196,6 +203,7 @@ async fn handle(
             let req = Request::from_parts(parts, body::boxed(incoming));
             tokio::time::timeout(timeout, pools.local_http1_direct.request(req))
                 .await
+                .ok()
                 .map(|r| {
                     r.map(|resp| resp.map(body::boxed))
                         .map_err(|e| (e.is_connect(), e.to_string()))
@@ -203,16 +211,16 @@ async fn handle(
         }
     };
     let resp = match sent {
-        Err(_) => http_errors::response(Reason::DeadlineExceeded, grpc),
-        Ok(Err((true, e))) => {
+        None => http_errors::response(Reason::DeadlineExceeded, grpc),
+        Some(Err((true, e))) => {
             tracing::debug!(service, target = %spec.target, "inbound: app unreachable: {e}");
             http_errors::response(Reason::UpstreamUnreachable, grpc)
         }
-        Ok(Err((false, e))) => {
+        Some(Err((false, e))) => {
             tracing::debug!(service, target = %spec.target, "inbound: app failed: {e}");
             http_errors::response(Reason::UpstreamReset, grpc)
         }
-        Ok(Ok(mut resp)) => {
+        Some(Ok(mut resp)) => {
             headers::strip_hop_by_hop(resp.headers_mut());
             resp
         }

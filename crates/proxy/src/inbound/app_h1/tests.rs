@@ -105,8 +105,10 @@ async fn call(
         &settings(),
         replayable,
         b"",
+        soon(),
     )
-    .await?;
+    .await
+    .expect("within the deadline")?;
     let (head, body) = resp.into_parts();
     let body = body
         .collect()
@@ -162,8 +164,10 @@ async fn a_chunked_response_is_decoded_and_a_missing_host_is_the_apps_address() 
         &settings(),
         true,
         b"",
+        soon(),
     )
     .await
+    .expect("within the deadline")
     .unwrap();
     assert!(resp.headers().get("transfer-encoding").is_none());
     assert!(
@@ -259,8 +263,10 @@ async fn a_small_body_goes_with_the_head_and_a_kept_connection_takes_the_next() 
         &settings(),
         false,
         b"hello",
+        soon(),
     )
     .await
+    .expect("within the deadline")
     .unwrap();
     assert_eq!(resp.status(), 201);
     let resp = send(
@@ -271,8 +277,10 @@ async fn a_small_body_goes_with_the_head_and_a_kept_connection_takes_the_next() 
         &settings(),
         false,
         b"again",
+        soon(),
     )
     .await
+    .expect("within the deadline")
     .unwrap();
     assert_eq!(resp.status(), 200);
     let seen = seen.lock().unwrap();
@@ -311,4 +319,34 @@ impl hyper::body::Body for Unsized {
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>> {
         std::task::Poll::Ready(None)
     }
+}
+
+/// A deadline no test here comes near.
+fn soon() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(10)
+}
+
+#[tokio::test]
+async fn an_app_that_does_not_answer_by_the_deadline_gets_none() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Takes the connection and never answers.
+    let held = tokio::spawn(async move { listener.accept().await.map(|(s, _)| s) });
+    let parts = parts("GET", Some("orders.mesh"));
+    let authority = Authority::try_from(addr.to_string()).unwrap();
+    let started = tokio::time::Instant::now();
+    let resp = send(
+        &parts,
+        &PathAndQuery::from_static("/"),
+        &authority,
+        addr,
+        &settings(),
+        true,
+        b"",
+        started + Duration::from_millis(200),
+    )
+    .await;
+    assert!(resp.is_none(), "{resp:?}");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    drop(held);
 }

@@ -20,7 +20,7 @@ pub(crate) mod fields;
 mod peer;
 pub(crate) mod request;
 pub(crate) mod response;
-mod timer;
+pub(crate) mod timer;
 pub(crate) mod upstream;
 
 use std::io;

@@ -49,16 +49,23 @@ impl LazyTimer {
     }
 }
 
-impl Timer for LazyTimer {
-    async fn within<F: Future>(&mut self, at: Instant, f: F) -> Result<F::Output, Elapsed> {
+impl LazyTimer {
+    /// `f`'s output, or `None` once `at` has passed first.
+    pub async fn until<F: Future>(&mut self, at: Instant, f: F) -> Option<F::Output> {
         let mut f = pin!(f);
         poll_fn(|cx| {
             if let Poll::Ready(out) = f.as_mut().poll(cx) {
-                return Poll::Ready(Ok(out));
+                return Poll::Ready(Some(out));
             }
-            self.poll_passed(cx, at).map(|()| Err(Elapsed))
+            self.poll_passed(cx, at).map(|()| None)
         })
         .await
+    }
+}
+
+impl Timer for LazyTimer {
+    async fn within<F: Future>(&mut self, at: Instant, f: F) -> Result<F::Output, Elapsed> {
+        self.until(at, f).await.ok_or(Elapsed)
     }
 }
 

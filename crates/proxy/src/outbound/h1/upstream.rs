@@ -12,6 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::response::{Parsed, Response};
+use super::timer::LazyTimer;
 use crate::connect::{ConnectError, connect};
 use crate::outbound::paired::MAX_UPSTREAMS;
 
@@ -25,6 +26,11 @@ pub struct Upstream {
     pub stream: TcpStream,
     /// Bytes read and not yet relayed: the response head, then body bytes.
     pub buf: BytesMut,
+    /// The deadline timer of the requests on this connection, one after another, when the
+    /// inbound leg uses it (`inbound::app_h1`): kept with the connection, it is moved rather
+    /// than registered anew per request. The lean outbound path keeps one per client
+    /// connection instead and leaves this `None`.
+    pub timer: Option<LazyTimer>,
 }
 
 /// Why an exchange with an app failed.
@@ -68,6 +74,7 @@ impl Upstream {
             target,
             stream,
             buf: BytesMut::with_capacity(READ_CHUNK),
+            timer: None,
         })
     }
 
