@@ -150,9 +150,10 @@ async fn handle(
         .tracer
         .hop(&mut parts.headers, Kind::Server, service, &parts.method);
     let path = pool::path_of(&parts.uri);
-    // `None`: the deadline passed before the app's response head.
+    // The request's deadline counts from its arrival, on every branch below. `None`: it
+    // passed before the app's response head.
+    let deadline = started + timeout;
     let sent = if !grpc && app_h1::takes(&parts, &incoming) {
-        let deadline = started + timeout;
         // A small body is read whole first (see `app_h1`); a peer that resets it meanwhile is
         // gone, and its answer with it. Most requests have none to wait for.
         let body = if incoming.is_end_stream() {
@@ -191,7 +192,7 @@ async fn handle(
         if grpc {
             parts.version = http::Version::HTTP_2;
             let req = Request::from_parts(parts, body::lend(body::boxed(incoming)).0);
-            tokio::time::timeout(timeout, pools.local_h2c.request(req))
+            tokio::time::timeout_at(deadline, pools.local_h2c.request(req))
                 .await
                 .ok()
                 .map(|r| {
@@ -201,7 +202,7 @@ async fn handle(
         } else {
             parts.version = http::Version::HTTP_11;
             let req = Request::from_parts(parts, body::boxed(incoming));
-            tokio::time::timeout(timeout, pools.local_http1_direct.request(req))
+            tokio::time::timeout_at(deadline, pools.local_http1_direct.request(req))
                 .await
                 .ok()
                 .map(|r| {

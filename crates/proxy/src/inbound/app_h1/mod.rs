@@ -92,13 +92,13 @@ pub async fn send(
         }
     }
     let mut t = timer.unwrap_or_else(|| LazyTimer::new(deadline));
-    let connected = t
+    let mut up = match t
         .until(
             deadline,
             Upstream::connect(target, settings.connect_timeout),
         )
-        .await?;
-    let mut up = match connected {
+        .await?
+    {
         Ok(up) => up,
         Err(e) => return Some(Err(e)),
     };
