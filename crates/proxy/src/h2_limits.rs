@@ -59,11 +59,22 @@ pub fn peer_server<E>(b: &mut http2::Builder<E>, settings: &Settings) {
         .max_header_list_size(saturate(list));
 }
 
-/// Every h2 client (`h2_client`: to peers, to `grpc` apps). The stream limits of a client only
-/// concern streams the server opens (push), which hyper's client refuses, so they are not set.
-pub fn client<E: Clone>(b: &mut hyper::client::conn::http2::Builder<E>) {
-    b.max_local_error_reset_streams(LOCAL_ERROR_RESETS)
-        .max_header_list_size(RESPONSE_HEAD_LIMIT);
+/// The h2 client (`h2_client`: to peers, to `grpc` apps), with hyper's client defaults (which
+/// it used before the agent drove h2 itself): windows of 2 MiB per stream and 5 MiB per
+/// connection, so a large response is not held to the protocol's 64 KiB per round trip, and at
+/// most 1 MiB of a stream's data queued to send. Servers cannot push to it. The stream limits
+/// of a client only concern streams the server opens, so they are not set.
+pub fn client() -> h2::client::Builder {
+    let mut b = h2::client::Builder::new();
+    b.initial_max_send_streams(100)
+        .initial_window_size(2 << 20)
+        .initial_connection_window_size(5 << 20)
+        .max_frame_size(16 << 10)
+        .max_send_buffer_size(1 << 20)
+        .max_local_error_reset_streams(Some(LOCAL_ERROR_RESETS))
+        .max_header_list_size(RESPONSE_HEAD_LIMIT)
+        .enable_push(false);
+    b
 }
 
 fn saturate(n: usize) -> u32 {

@@ -350,7 +350,7 @@ async fn forward(
     };
     let (mut rparts, rbody) = resp.into_parts();
     headers::strip_hop_by_hop(&mut rparts.headers);
-    Response::from_parts(rparts, body::boxed(rbody))
+    Response::from_parts(rparts, rbody)
 }
 
 /// A request as hyper carries it: to any instance, the body lent to each attempt.
@@ -363,7 +363,7 @@ struct HyperExchange<'a> {
 }
 
 impl Exchange for HyperExchange<'_> {
-    type Response = Response<Incoming>;
+    type Response = Response<ProxyBody>;
 
     async fn send(
         &mut self,
@@ -371,7 +371,7 @@ impl Exchange for HyperExchange<'_> {
         route: &Route,
         ep: &Endpoint,
         remaining: Duration,
-    ) -> Result<(Response<Incoming>, Option<Instant>), Refused> {
+    ) -> Result<(Response<ProxyBody>, Option<Instant>), Refused> {
         let (lent, reclaim) = self.body.lend();
         self.reclaim = reclaim;
         let paired = self
@@ -394,11 +394,11 @@ impl Exchange for HyperExchange<'_> {
             .map_err(|e| Refused::Failed(e.failure(), e.to_string()))
     }
 
-    fn status(resp: &Response<Incoming>) -> StatusCode {
+    fn status(resp: &Response<ProxyBody>) -> StatusCode {
         resp.status()
     }
 
-    fn agent_error(resp: &Response<Incoming>) -> Option<&str> {
+    fn agent_error(resp: &Response<ProxyBody>) -> Option<&str> {
         resp.headers()
             .get(wire::ERROR)
             .and_then(|v| v.to_str().ok())

@@ -21,7 +21,6 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use hyper::body::Incoming;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -30,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 use hostmesh_config::spec::Protocol;
 use hostmesh_registrar::catalog::Snapshots;
 
-use crate::body::Lent;
+use crate::body::{self, Lent, ProxyBody};
+use crate::h2_client::RecvBody;
 use crate::local::LocalInstances;
 use crate::metrics::ProxyMetrics;
 use crate::pool::WorkerPools;
@@ -248,27 +248,60 @@ impl Outbound {
         target: SocketAddr,
         req: hyper::Request<Lent>,
         paired: Option<&Paired>,
-    ) -> Result<(hyper::Response<Incoming>, Instant), SendError> {
+    ) -> Result<(hyper::Response<ProxyBody>, Instant), SendError> {
         let now = Instant::now();
         if let Some(paired) = paired {
             let (resp, fresh) = paired
                 .send(target, req, self.settings.connect_timeout)
                 .await?;
-            return Ok((resp, fresh.unwrap_or(now)));
+            return Ok((resp.map(body::boxed), fresh.unwrap_or(now)));
         }
         let resp = match (ep.local, route.protocol) {
-            (false, _) => self.pools.get().peers.request(req).await?,
-            (true, Protocol::Grpc) => self.pools.get().local_h2c.request(req).await?,
-            (true, _) => self.pools.get().local_http1.request(req).await?,
+            (false, _) => {
+                return self
+                    .send_to_peer(target, req)
+                    .await
+                    .map(|(r, at)| (r.map(body::boxed), at));
+            }
+            (true, Protocol::Grpc) => self
+                .pools
+                .get()
+                .local_h2c
+                .request(req)
+                .await?
+                .map(body::boxed),
+            (true, _) => self
+                .pools
+                .get()
+                .local_http1
+                .request(req)
+                .await?
+                .map(body::boxed),
         };
-        let ready_at = self
-            .pools
+        Ok((resp, self.ready_at(target, now)))
+    }
+
+    /// Sends one attempt to an instance on another host, on this worker's connection to its
+    /// agent; returns as [`Outbound::send`] does.
+    async fn send_to_peer(
+        &self,
+        target: SocketAddr,
+        req: hyper::Request<Lent>,
+    ) -> Result<(hyper::Response<RecvBody>, Instant), SendError> {
+        let now = Instant::now();
+        let resp = self.pools.get().peers.request(req).await?;
+        Ok((resp, self.ready_at(target, now)))
+    }
+
+    /// When a request to `target` that started at `now` could first go out: later than `now`
+    /// when it had to wait for a new connection.
+    fn ready_at(&self, target: SocketAddr, now: Instant) -> Instant {
+        self.pools
             .get()
             .connect_times
             .last(target)
             .filter(|t| *t > now)
-            .unwrap_or(now);
-        Ok((resp, ready_at))
+            .unwrap_or(now)
     }
 }
 

@@ -453,7 +453,7 @@ async fn send_body(app: &mut TcpStream, out: &mut Vec<u8>, body: &[u8]) -> io::R
 /// An answer from a same-host app or from a peer agent.
 enum Answer {
     App(AppAnswer),
-    Peer(http::Response<hyper::body::Incoming>),
+    Peer(http::Response<crate::h2_client::RecvBody>),
 }
 
 /// An app's answer: its response head, and the connection the rest of it comes on.
@@ -504,7 +504,7 @@ impl Exchange for Lean<'_> {
             )
             .ok_or(Refused::Undefined)?;
             return ctx
-                .send(route, ep, target, req, None)
+                .send_to_peer(target, req)
                 .await
                 .map(|(resp, ready_at)| (Answer::Peer(resp), Some(ready_at)))
                 .map_err(|e| Refused::Failed(e.failure(), e.to_string()));

@@ -15,7 +15,7 @@ use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -51,7 +51,7 @@ pub fn parts(req: &Request, buf: &[u8]) -> Option<Parts> {
 /// was cut short. `sent` counts the body bytes, also when it fails midway.
 pub async fn relay(
     app: &mut TcpStream,
-    resp: http::Response<Incoming>,
+    resp: http::Response<crate::h2_client::RecvBody>,
     method: &Method,
     close: bool,
     out: &mut Vec<u8>,
