@@ -45,16 +45,22 @@ const DRAIN_WITHIN: Duration = Duration::from_secs(5);
 /// HTTP/1 bodies are left to hyper, which reads a little on or closes the connection: there is
 /// no stream to keep open.
 #[derive(Debug)]
-pub struct ReadToEnd {
-    body: Option<Incoming>,
+pub struct ReadToEnd<B: Drainable = Incoming> {
+    body: Option<B>,
     drain: bool,
     /// Bytes read, for the access log (`None` while it is off).
     read: crate::access_log::body::ReadCounter,
 }
 
-impl ReadToEnd {
+/// A request body [`ReadToEnd`] can read on in the background: hyper's, or one straight off an
+/// h2 stream (`h2_stream::RecvBody`).
+pub trait Drainable: Body<Data = Bytes> + Unpin + Send + 'static {}
+
+impl<B: Body<Data = Bytes> + Unpin + Send + 'static> Drainable for B {}
+
+impl<B: Drainable> ReadToEnd<B> {
     /// The body of a request that came as `version`.
-    pub fn new(body: Incoming, version: http::Version) -> ReadToEnd {
+    pub fn new(body: B, version: http::Version) -> ReadToEnd<B> {
         ReadToEnd {
             body: Some(body),
             drain: version == http::Version::HTTP_2,
@@ -63,20 +69,20 @@ impl ReadToEnd {
     }
 
     /// Adds what is read to `read` (the access log's count of request body bytes).
-    pub fn counting(mut self, read: crate::access_log::body::ReadCounter) -> ReadToEnd {
+    pub fn counting(mut self, read: crate::access_log::body::ReadCounter) -> ReadToEnd<B> {
         self.read = read;
         self
     }
 }
 
-impl Body for ReadToEnd {
+impl<B: Drainable> Body for ReadToEnd<B> {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = &mut *self;
         match this.body.as_mut() {
             Some(b) => {
@@ -99,7 +105,7 @@ impl Body for ReadToEnd {
     }
 }
 
-impl Drop for ReadToEnd {
+impl<B: Drainable> Drop for ReadToEnd<B> {
     fn drop(&mut self) {
         let unread = self
             .body

@@ -43,20 +43,28 @@ pub fn app_server<E>(b: &mut http2::Builder<E>, settings: &Settings) {
         .max_header_list_size(saturate(settings.max_header_bytes));
 }
 
-/// The h2 server for peer agents. Their requests were already bounded by their own outbound
-/// side, and HPACK's list size counts 32 bytes per field more than the field itself, to which
-/// the agent adds its own `x-hostmesh-*` fields: the limit leaves room for that, so that a
-/// request one agent took is not refused by the next.
-pub fn peer_server<E>(b: &mut http2::Builder<E>, settings: &Settings) {
+/// The h2 server for peer agents (`inbound::http`, on the h2 crate directly), with hyper's
+/// server defaults otherwise (which it used before): 1 MiB windows per stream and per
+/// connection, at most 400 KiB of a stream's data queued to send. Their requests were already
+/// bounded by their own outbound side, and HPACK's list size counts 32 bytes per field more
+/// than the field itself, to which the agent adds its own `x-hostmesh-*` fields: the limit
+/// leaves room for that, so that a request one agent took is not refused by the next.
+pub fn peer_server(settings: &Settings) -> h2::server::Builder {
     let fields = settings.max_headers.saturating_add(16);
     let list = settings
         .max_header_bytes
         .saturating_add(fields.saturating_mul(32))
         .saturating_add(1024);
-    b.max_concurrent_streams(PEER_MAX_STREAMS)
+    let mut b = h2::server::Builder::new();
+    b.initial_window_size(1 << 20)
+        .initial_connection_window_size(1 << 20)
+        .max_frame_size(16 << 10)
+        .max_send_buffer_size(400 << 10)
+        .max_concurrent_streams(PEER_MAX_STREAMS)
         .max_pending_accept_reset_streams(PEER_PENDING_ACCEPT_RESETS)
-        .max_local_error_reset_streams(LOCAL_ERROR_RESETS)
+        .max_local_error_reset_streams(Some(LOCAL_ERROR_RESETS))
         .max_header_list_size(saturate(list));
+    b
 }
 
 /// The h2 client (`h2_client`: to peers, to `grpc` apps), with hyper's client defaults (which

@@ -6,7 +6,8 @@
 //!   lean HTTP/1 path and hyper's path, the strict HTTP/1 guard, retries, TCP.
 //! - [`inbound`]: from a peer (mTLS, ALPN `h2` or `hostmesh-tcp/1`) to the local app.
 //! - [`h2_client`], [`pool`], [`connect`], [`h2_limits`]: connections to peers and `grpc` apps
-//!   (HTTP/2, one per peer or app per worker) and to `http` apps; [`prefixed`]: a
+//!   (HTTP/2, one per peer or app per worker) and to `http` apps; [`h2_stream`]: bodies on
+//!   HTTP/2 streams, both ways; [`prefixed`]: a
 //!   stream with its sniffed head put back; [`settings`]: the `[proxy]` settings both sides read.
 //! - [`workers`]: the per-core runtimes connections are served on.
 //! - [`local`]: this host's instances, as the inbound side resolves them.
@@ -27,6 +28,7 @@ pub mod connect;
 pub mod fuzzing;
 pub mod h2_client;
 pub mod h2_limits;
+pub mod h2_stream;
 pub mod http_errors;
 pub mod inbound;
 pub mod local;

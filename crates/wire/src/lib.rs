@@ -130,9 +130,15 @@ impl TcpPreface {
 /// panicked in a data path thread.
 pub fn parse_timeout(value: &str) -> Option<Duration> {
     let v = value.trim();
-    let d = match v.parse::<u64>() {
-        Ok(ms) => Duration::from_millis(ms),
-        Err(_) => duration::parse(v).ok()?,
+    // Whole milliseconds, bare or in `ms` (what agents send), without the general parser.
+    let whole_ms = |n: &str| {
+        (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| n.parse::<u64>().ok())
+            .flatten()
+    };
+    let d = match whole_ms(v).or_else(|| v.strip_suffix("ms").and_then(whole_ms)) {
+        Some(ms) => Duration::from_millis(ms),
+        None => duration::parse(v).ok()?,
     };
     Some(d.min(MAX_TIMEOUT))
 }
@@ -219,6 +225,14 @@ mod tests {
         assert_eq!(parse_timeout("2s"), Some(Duration::from_secs(2)));
         assert_eq!(parse_timeout("300"), Some(Duration::from_millis(300)));
         assert_eq!(parse_timeout("soon"), None);
+        // Only digits take the whole-milliseconds shortcut; the rest is the general parser's.
+        assert_eq!(parse_timeout("1.5ms"), Some(Duration::from_micros(1500)));
+        assert_eq!(parse_timeout("+5ms"), None);
+        assert_eq!(parse_timeout("ms"), None);
+        assert_eq!(
+            parse_timeout("99999999999999999999999ms"),
+            Some(Duration::from_secs(24 * 3600))
+        );
         // Found by the peer_headers fuzz target: overflowed `Instant + deadline`.
         let day = Duration::from_secs(24 * 3600);
         assert_eq!(parse_timeout("18446744073709551615"), Some(day));

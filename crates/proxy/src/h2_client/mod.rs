@@ -11,15 +11,13 @@
 //! to the connection's task through a channel, spawns a task per request that waits for its
 //! response and passes it back through another channel, and (for a body) a third that pipes it.
 //! Here the request's own task opens the stream and waits for the response head, and only a body
-//! that does not go out at once gets a task ([`stream::Pipe`]).
+//! that does not go out at once gets a task ([`Pipe`]).
 //!
 //! The pool's other duties are kept: one connection attempt at a time per authority (requests
 //! that arrive meanwhile wait for it), a request that never went out because the connection had
 //! just closed (a GOAWAY, a dead connection not yet noticed) goes once more on a new one, a
 //! connection no request used for `idle_timeout` is let go (its streams finish first), and one
 //! with open streams whose peer stops answering pings is given up.
-
-mod stream;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -43,7 +41,11 @@ use crate::connect::TimedConnector;
 use hostmesh_tls::PeerConnector;
 use hostmesh_wire::headers;
 
-pub use stream::RecvBody;
+use crate::h2_stream::{self, Pipe};
+
+/// A response body from a peer or a `grpc` app; its stream counts as open on its connection
+/// until the body ends or is dropped.
+pub type RecvBody = h2_stream::RecvBody<OpenStream>;
 
 /// One connection attempt's outcome, shared by the requests that waited for it.
 type Attempt = Arc<OnceCell<Result<Sender, Arc<str>>>>;
@@ -115,6 +117,24 @@ pub fn refused_stream(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Counts a stream as open on its connection until dropped (the keep-alive pings only while
+/// some are).
+#[derive(Debug)]
+pub struct OpenStream(Arc<ConnState>);
+
+impl OpenStream {
+    fn new(conn: &Arc<ConnState>) -> OpenStream {
+        conn.open.fetch_add(1, Ordering::Relaxed);
+        OpenStream(conn.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// What a connection's task and its requests share.
 #[derive(Debug, Default)]
 struct ConnState {
@@ -148,7 +168,9 @@ pub struct H2Client {
 
 #[derive(Default)]
 struct Conns {
-    by_authority: HashMap<Authority, Conn>,
+    /// By the authority as the agent writes it, not `Authority` (whose hash lowercases and
+    /// hashes it a byte at a time: a thousand instructions per request, per callgrind).
+    by_authority: HashMap<Box<str>, Conn>,
     /// A task lets idle connections go while there are any (see [`H2Client::sweep`]).
     swept: bool,
 }
@@ -189,17 +211,15 @@ impl H2Client {
         } else {
             pipe(body, stream, &state).await
         };
-        let open = stream::OpenStream::new(&state);
+        let open = OpenStream::new(&state);
         let resp = response.await.map_err(H2Error::Stream)?;
         if let Some(mut cancel) = cancel {
             // The response came: the body goes on.
             cancel.0.take();
         }
-        let length = resp
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok());
-        Ok(resp.map(|recv| RecvBody::new(recv, length, open)))
+        let (head, recv) = resp.into_parts();
+        let body = RecvBody::new(recv, &head.headers, open);
+        Ok(Response::from_parts(head, body))
     }
 
     /// A handle to `key`'s connection that may open a stream now (it waits while the connection
@@ -234,7 +254,7 @@ impl H2Client {
                 Some(Err(_)) => false,
                 None => true,
             };
-            let attempt = match conns.by_authority.get_mut(key) {
+            let attempt = match conns.by_authority.get_mut(key.as_str()) {
                 Some(conn) if usable(&conn.attempt) => {
                     conn.used = now;
                     if let Some(Ok(send)) = conn.attempt.get() {
@@ -248,7 +268,7 @@ impl H2Client {
                         attempt: attempt.clone(),
                         used: now,
                     };
-                    conns.by_authority.insert(key.clone(), conn);
+                    conns.by_authority.insert(key.as_str().into(), conn);
                     attempt
                 }
             };
@@ -326,7 +346,7 @@ async fn pipe(
     stream: h2::SendStream<Bytes>,
     state: &Arc<ConnState>,
 ) -> Option<CancelOnDrop> {
-    let mut pipe = stream::Pipe::new(body, stream, stream::OpenStream::new(state));
+    let mut pipe = Pipe::new(body, stream, OpenStream::new(state));
     let done =
         std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut pipe).poll(cx).is_ready())).await;
     if done {
@@ -337,7 +357,7 @@ async fn pipe(
     Some(CancelOnDrop(Some(cancel)))
 }
 
-/// Resets a request body's stream (see [`stream::Pipe`]) when dropped still armed.
+/// Resets a request body's stream (see [`Pipe`]) when dropped still armed.
 struct CancelOnDrop(Option<oneshot::Sender<()>>);
 
 impl Drop for CancelOnDrop {

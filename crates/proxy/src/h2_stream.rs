@@ -1,15 +1,11 @@
-//! One request's stream on an HTTP/2 connection the agent opened: the request body sent as the
-//! other side's flow control allows ([`Pipe`]), and the response body read as a [`hyper::body::Body`]
-//! ([`RecvBody`]), giving the window back as it is read.
-//!
-//! hyper's client did both on tasks of its own per request (see `h2_client`); here the response
-//! is read by the task that asked for it, and a body is piped on a task only when it does not go
-//! out at once.
+//! Bodies on the h2 crate's streams, for the agent's HTTP/2 client (`h2_client`) and its
+//! inbound server (`inbound::http`): a body sent as the other side's flow control allows
+//! ([`Pipe`]), and one received, read as a [`hyper::body::Body`] that gives the window back as
+//! it is read ([`RecvBody`]). Each holds a guard `G` (what counts the stream as open) until it
+//! ends.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -17,49 +13,34 @@ use h2::{RecvStream, SendStream};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::oneshot;
 
-use super::ConnState;
-use crate::body::Lent;
+use crate::body::BoxError;
 
-/// Counts a stream as open on its connection until dropped (the keep-alive pings only while
-/// some are).
+/// A body received on an h2 stream: a response to the agent's request, or a peer's request.
 #[derive(Debug)]
-pub(super) struct OpenStream(Arc<ConnState>);
-
-impl OpenStream {
-    pub(super) fn new(conn: &Arc<ConnState>) -> OpenStream {
-        conn.open.fetch_add(1, Ordering::Relaxed);
-        OpenStream(conn.clone())
-    }
-}
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A response body from an HTTP/2 connection the agent opened.
-#[derive(Debug)]
-pub struct RecvBody {
+pub struct RecvBody<G = ()> {
     recv: RecvStream,
     /// What `content-length` says is still to come.
     remaining: Option<u64>,
     data_done: bool,
-    _open: OpenStream,
+    _guard: G,
 }
 
-impl RecvBody {
-    pub(super) fn new(recv: RecvStream, length: Option<u64>, open: OpenStream) -> RecvBody {
+impl<G> RecvBody<G> {
+    /// `head`'s body: its `content-length` is the size hint (h2 holds the stream to it).
+    pub(crate) fn new(recv: RecvStream, head: &http::HeaderMap, guard: G) -> RecvBody<G> {
+        let length = head
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
         RecvBody {
             recv,
             remaining: length,
             data_done: false,
-            _open: open,
+            _guard: guard,
         }
     }
 }
 
-impl Body for RecvBody {
+impl<G: Unpin> Body for RecvBody<G> {
     type Data = Bytes;
     type Error = h2::Error;
 
@@ -107,30 +88,35 @@ fn early_response(e: h2::Error) -> Option<Result<Frame<Bytes>, h2::Error>> {
     }
 }
 
-/// Sends a request body on its stream, no faster than the other side's window allows, until
-/// its end, a failure, or (while the response has not come) the request being given up on.
-pub(super) struct Pipe {
-    body: Lent,
+/// Sends a body on its stream, no faster than the other side's window allows, until its end,
+/// a failure, or (a request's body, while its response has not come) the request being given
+/// up on.
+pub(crate) struct Pipe<B, G> {
+    body: B,
     stream: SendStream<Bytes>,
     /// Fired (or dropped) by the request while it waits for the response: fired, the request
     /// was given up on and the stream is reset; dropped unfired, the response came and the body
     /// goes on (a gRPC stream's requests may follow its response head).
     cancel: Option<oneshot::Receiver<()>>,
-    _open: OpenStream,
+    _guard: G,
 }
 
-impl Pipe {
-    pub(super) fn new(body: Lent, stream: SendStream<Bytes>, open: OpenStream) -> Pipe {
+impl<B, G> Pipe<B, G>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    pub(crate) fn new(body: B, stream: SendStream<Bytes>, guard: G) -> Pipe<B, G> {
         Pipe {
             body,
             stream,
             cancel: None,
-            _open: open,
+            _guard: guard,
         }
     }
 
     /// The same, reset when `cancel` fires.
-    pub(super) fn cancelled_by(mut self, cancel: oneshot::Receiver<()>) -> Pipe {
+    pub(crate) fn cancelled_by(mut self, cancel: oneshot::Receiver<()>) -> Pipe<B, G> {
         self.cancel = Some(cancel);
         self
     }
@@ -156,10 +142,9 @@ impl Pipe {
             let frame = match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
                 Some(Ok(frame)) => frame,
                 Some(Err(e)) => {
-                    // The client's body broke: the other side must not take what came as all of
-                    // it.
+                    // The body broke: the other side must not take what came as all of it.
                     self.stream.send_reset(h2::Reason::INTERNAL_ERROR);
-                    tracing::debug!("request body failed: {e}");
+                    tracing::debug!("body failed midway: {}", e.into());
                     return Poll::Ready(Ok(()));
                 }
                 None => {
@@ -188,7 +173,12 @@ impl Pipe {
     }
 }
 
-impl Future for Pipe {
+impl<B, G> Future for Pipe<B, G>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+    G: Unpin,
+{
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -205,7 +195,7 @@ impl Future for Pipe {
         }
         match ready!(this.send(cx)) {
             Ok(()) => {}
-            Err(e) => tracing::debug!("request body not sent to its end: {e}"),
+            Err(e) => tracing::debug!("body not sent to its end: {e}"),
         }
         Poll::Ready(())
     }
