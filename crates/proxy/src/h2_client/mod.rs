@@ -369,11 +369,16 @@ impl Drop for CancelOnDrop {
 }
 
 /// What HTTP/2 requires of a request head that HTTP/1 allowed: no connection-specific fields
-/// (h2 refuses to send them), and a body's known length stated.
+/// (h2 refuses to send them), and a body's known length stated, as hyper's client did (an empty
+/// body's only for methods whose requests have defined body semantics).
 fn prepare(head: &mut http::request::Parts, body: &Lent) {
     headers::strip_hop_by_hop(&mut head.headers);
+    let no_body_semantics = matches!(
+        head.method,
+        Method::GET | Method::HEAD | Method::DELETE | Method::CONNECT
+    );
     if let Some(len) = body.size_hint().exact()
-        && (len != 0 || !matches!(head.method, Method::GET | Method::HEAD))
+        && (len != 0 || !no_body_semantics)
         && !head.headers.contains_key(CONTENT_LENGTH)
     {
         head.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
