@@ -40,8 +40,7 @@ use hostmesh_wire::headers;
 /// On the h2 crate directly, not hyper's server over it, which wraps each stream in its own
 /// service, body and dispatch types: about a tenth of this side's instructions per request
 /// (callgrind, two hosts over h2c). Each stream still gets a task of its own: one task running
-/// all of a connection's streams (tried first) wrote each response as it came, in more writes,
-/// and cost more.
+/// all of a connection's streams (tried first) cost more instructions per request, not fewer.
 pub async fn serve(
     ctx: Arc<Inbound>,
     stream: impl PeerIo,
