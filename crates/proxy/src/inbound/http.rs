@@ -110,7 +110,7 @@ async fn accept<T: PeerIo>(
 /// The response to a peer's request, or `None` if the peer reset the stream first (it gave up:
 /// the app's request is dropped with it).
 async fn answer(
-    ctx: &Arc<Inbound>,
+    ctx: &Inbound,
     peer: SocketAddr,
     caller: Option<Arc<str>>,
     forwarded: &HeaderValue,
@@ -120,7 +120,7 @@ async fn answer(
     let (head, recv) = req.into_parts();
     let body = RecvBody::new(recv, &head.headers, ());
     let handling = handle(
-        ctx.clone(),
+        ctx,
         peer,
         caller,
         forwarded,
@@ -160,7 +160,7 @@ async fn send(mut respond: SendResponse<Bytes>, resp: Response<ProxyBody>, busy:
 }
 
 async fn handle(
-    ctx: Arc<Inbound>,
+    ctx: &Inbound,
     peer: SocketAddr,
     caller: Option<Arc<str>>,
     forwarded: &HeaderValue,
@@ -211,13 +211,13 @@ async fn handle(
         let resp = http_errors::response(Reason::Forbidden, grpc);
         let entry = ctx.access_log.is_on().then(|| {
             let traceparent = header(crate::trace::TRACEPARENT);
-            entry(&ctx, &spec, peer, caller.as_deref(), &parts, traceparent)
+            entry(ctx, &spec, peer, caller.as_deref(), &parts, traceparent)
         });
-        return logged(&ctx, entry, resp, started, read);
+        return logged(ctx, entry, resp, started, read);
     }
     let entry = ctx.access_log.is_on().then(|| {
         let traceparent = header(crate::trace::TRACEPARENT);
-        entry(&ctx, &spec, peer, caller.as_deref(), &parts, traceparent)
+        entry(ctx, &spec, peer, caller.as_deref(), &parts, traceparent)
     });
     let caller = caller.unwrap_or_else(|| peer.ip().to_string());
     // A caller is a host name (from a certificate or the peer's claim, both checked) or an IP.
@@ -324,7 +324,7 @@ async fn handle(
         (resp.status().as_u16(), http_errors::reason_of(&resp)),
         started.elapsed(),
     );
-    logged(&ctx, entry, resp, started, read)
+    logged(ctx, entry, resp, started, read)
 }
 
 /// The access log entry of a peer's request to `spec` (the trace id is the request's own: the

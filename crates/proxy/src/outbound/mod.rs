@@ -256,27 +256,14 @@ impl Outbound {
                 .await?;
             return Ok((resp.map(body::boxed), fresh.unwrap_or(now)));
         }
+        let pools = self.pools.get();
         let resp = match (ep.local, route.protocol) {
             (false, _) => {
-                return self
-                    .send_to_peer(target, req)
-                    .await
-                    .map(|(r, at)| (r.map(body::boxed), at));
+                let (resp, ready_at) = self.send_to_peer(target, req).await?;
+                return Ok((resp.map(body::boxed), ready_at));
             }
-            (true, Protocol::Grpc) => self
-                .pools
-                .get()
-                .local_h2c
-                .request(req)
-                .await?
-                .map(body::boxed),
-            (true, _) => self
-                .pools
-                .get()
-                .local_http1
-                .request(req)
-                .await?
-                .map(body::boxed),
+            (true, Protocol::Grpc) => pools.local_h2c.request(req).await?.map(body::boxed),
+            (true, _) => pools.local_http1.request(req).await?.map(body::boxed),
         };
         Ok((resp, self.ready_at(target, now)))
     }
