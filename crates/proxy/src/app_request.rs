@@ -5,8 +5,6 @@
 //! rules in a map's form). All of them keep or drop fields as [`drops`] and [`te_for_app`] say,
 //! and add the fields of [`Added`]; `tests/e2e/app_request.rs` checks they agree.
 
-use std::time::Duration;
-
 use http::HeaderMap;
 use http::header::{FORWARDED, HOST, HeaderValue};
 
@@ -30,20 +28,14 @@ pub fn te_for_app(value: &[u8]) -> bool {
 }
 
 /// The fields the agent adds for the app: who called, from where, and what is left of the
-/// deadline (`x-hostmesh-timeout`, as [`timeout_value`] writes it or as the peer sent it). A
-/// gRPC app gets no `host`.
+/// deadline (`x-hostmesh-timeout`, as `hostmesh_wire::timeout_value` writes it or as the peer
+/// sent it). A gRPC app gets no `host`.
 #[derive(Debug)]
 pub struct Added<'a> {
     pub caller: &'a HeaderValue,
     pub forwarded: &'a HeaderValue,
     pub timeout: &'a HeaderValue,
     pub grpc: bool,
-}
-
-/// `x-hostmesh-timeout`'s value for what is left of a deadline.
-pub fn timeout_value(remaining: Duration) -> HeaderValue {
-    HeaderValue::from_str(&wire::format_timeout(remaining))
-        .unwrap_or(HeaderValue::from_static("1ms"))
 }
 
 /// The lines the lean HTTP/1 path adds for `caller` and `forwarded` (made once per agent, as
@@ -87,6 +79,8 @@ pub fn write_map(h: &mut HeaderMap, added: &Added<'_>) {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use std::time::Duration;
+
     use http::header::HeaderName;
 
     use super::*;
@@ -119,7 +113,7 @@ mod tests {
         ]);
         let caller = HeaderValue::from_static("web-01");
         let forwarded = HeaderValue::from_static("for=198.18.0.11");
-        let timeout = timeout_value(Duration::from_millis(1500));
+        let timeout = wire::timeout_value(Duration::from_millis(1500));
         let added = Added {
             caller: &caller,
             forwarded: &forwarded,

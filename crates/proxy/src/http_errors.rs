@@ -126,7 +126,7 @@ const TEXT: &str = "text/plain";
 /// The `x-hostmesh-error` reason of a response an agent made (this one or a peer), if it is one.
 pub fn reason_of<B>(resp: &http::Response<B>) -> Option<&str> {
     resp.headers()
-        .get(wire::ERROR)
+        .get(wire::names::ERROR)
         .and_then(|v| v.to_str().ok())
 }
 

@@ -1,7 +1,6 @@
 //! This host's own instances, by (service, id): the only place the inbound side and same-host
 //! calls look up where an app listens. Swapped whole on SIGHUP.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -9,9 +8,13 @@ use http::uri::Authority;
 
 use hostmesh_config::spec::InstanceSpec;
 
+use crate::metrics::ServiceHandles;
+
 /// service → instance id → definition: looked up with borrowed `&str`s, no allocation per
 /// request.
-type Table = HashMap<String, HashMap<String, Arc<Local>>>;
+/// foldhash: a peer names the instance of each of its requests, twice a lookup per request,
+/// and a table of fixed keys has no worst case for chosen ones to find.
+type Table = foldhash::HashMap<String, foldhash::HashMap<String, Arc<Local>>>;
 
 /// One of this host's instances: its definition, and its `target` as a URI authority (made once
 /// here, not formatted and parsed for every request sent to it).
@@ -19,6 +22,8 @@ type Table = HashMap<String, HashMap<String, Arc<Local>>>;
 pub struct Local {
     pub spec: InstanceSpec,
     pub authority: Authority,
+    /// The inbound side's metric handles for its service (`ProxyMetrics::request_via`).
+    pub metrics: ServiceHandles,
 }
 
 impl std::ops::Deref for Local {
@@ -42,7 +47,7 @@ impl LocalInstances {
     }
 
     pub fn replace(&self, specs: &[InstanceSpec]) {
-        let mut map = Table::new();
+        let mut map = Table::default();
         for s in specs {
             // A socket address always makes an authority; one that did not would be a bug.
             let Ok(authority) = Authority::try_from(s.target.to_string()) else {
@@ -52,6 +57,7 @@ impl LocalInstances {
             let local = Local {
                 spec: s.clone(),
                 authority,
+                metrics: ServiceHandles::default(),
             };
             map.entry(s.service.clone())
                 .or_default()

@@ -59,6 +59,7 @@ pub mod names {
     pub const TIMEOUT: HeaderName = HeaderName::from_static(super::TIMEOUT);
     pub const RETRYABLE: HeaderName = HeaderName::from_static(super::RETRYABLE);
     pub const CALLER: HeaderName = HeaderName::from_static(super::CALLER);
+    pub const ERROR: HeaderName = HeaderName::from_static(super::ERROR);
 }
 
 /// The first bytes of an agent-to-agent TCP stream.
@@ -145,18 +146,46 @@ pub fn parse_timeout(value: &str) -> Option<Duration> {
 
 /// Formats a deadline for the next hop, in whole milliseconds (at least 1).
 pub fn format_timeout(remaining: Duration) -> String {
-    format!("{}ms", timeout_millis(remaining))
+    timeout_text(remaining, &mut [0; TEXT_MAX]).to_owned()
+}
+
+/// `x-hostmesh-timeout`'s value for `remaining`, as [`format_timeout`] writes it. Every request
+/// to a peer or an app carries one: written with `itoa` into the stack, not with `format!`
+/// (whose formatting machinery and allocation were 500 instructions per request).
+pub fn timeout_value(remaining: Duration) -> http::HeaderValue {
+    let mut text = [0; TEXT_MAX];
+    let text = timeout_text(remaining, &mut text);
+    // Digits and a unit are always a valid value.
+    http::HeaderValue::from_str(text).unwrap_or(http::HeaderValue::from_static("1ms"))
 }
 
 /// The `x-hostmesh-timeout` line (`name: value\r\n`) for `remaining`, in `buf`, without
 /// allocating (the lean HTTP/1 path writes one per request).
 pub fn timeout_line(remaining: Duration, buf: &mut [u8; 64]) -> &[u8] {
-    use std::io::Write;
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    // Fits: the name, 20 digits at most, the unit and CRLF are under 64 bytes.
-    let _ = write!(cursor, "{TIMEOUT}: {}ms\r\n", timeout_millis(remaining));
-    let n = usize::try_from(cursor.position()).unwrap_or(0);
+    let mut text = [0; TEXT_MAX];
+    let text = timeout_text(remaining, &mut text).as_bytes();
+    let parts: [&[u8]; 4] = [TIMEOUT.as_bytes(), b": ", text, b"\r\n"];
+    let mut n = 0;
+    // Fits: the name (18 bytes), at most 23 digits (`Duration::MAX` in ms), the unit and CRLF.
+    for p in parts {
+        buf[n..n + p.len()].copy_from_slice(p);
+        n += p.len();
+    }
     &buf[..n]
+}
+
+/// Room for a timeout's text: the digits of a `u128` and the unit.
+const TEXT_MAX: usize = 48;
+
+/// The timeout's text (`1500ms`) in `buf`.
+fn timeout_text(remaining: Duration, buf: &mut [u8; TEXT_MAX]) -> &str {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(timeout_millis(remaining)).as_bytes();
+    let n = digits.len();
+    buf[..n].copy_from_slice(digits);
+    buf[n..n + 2].copy_from_slice(b"ms");
+    // ASCII digits and "ms".
+    std::str::from_utf8(&buf[..n + 2]).unwrap_or("1ms")
 }
 
 /// Whole milliseconds, at least 1: a deadline is never sent as already passed.

@@ -19,7 +19,6 @@
 //! connection no request used for `idle_timeout` is let go (its streams finish first), and one
 //! with open streams whose peer stops answering pings is given up.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -170,7 +169,8 @@ pub struct H2Client {
 struct Conns {
     /// By the authority as the agent writes it, not `Authority` (whose hash lowercases and
     /// hashes it a byte at a time: a thousand instructions per request, per callgrind).
-    by_authority: HashMap<Box<str>, Conn>,
+    /// foldhash: the authorities are the agent's own (peers and apps), not chosen by a caller.
+    by_authority: foldhash::HashMap<Box<str>, Conn>,
     /// A task lets idle connections go while there are any (see [`H2Client::sweep`]).
     swept: bool,
 }
@@ -277,7 +277,9 @@ impl H2Client {
         if sweep {
             tokio::spawn(self.clone().sweep());
         }
-        let connect = || self.connect(uri.clone());
+        // Boxed: opening a connection (TLS, the HTTP/2 handshake) is a large future that every
+        // request's future would otherwise carry and move, for the rare one that connects.
+        let connect = || Box::pin(self.connect(uri.clone()));
         match attempt.get_or_init(connect).await {
             Ok(send) => Ok(send.clone()),
             Err(e) => Err(H2Error::Connect(e.clone())),

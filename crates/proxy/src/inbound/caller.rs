@@ -17,7 +17,7 @@ use hostmesh_wire::{self as wire, TcpPreface};
 pub(crate) fn of_request(proven: Option<&Arc<str>>, headers: &HeaderMap) -> Option<String> {
     match proven {
         Some(host) => Some(host.to_string()),
-        None => valid(headers.get(wire::SRC)?.to_str().ok()?),
+        None => valid(headers.get(wire::names::SRC)?.to_str().ok()?),
     }
 }
 

@@ -10,7 +10,7 @@ use std::task::Poll;
 use bytes::Bytes;
 use h2::RecvStream;
 use h2::server::SendResponse;
-use http::header::{CONTENT_LENGTH, HeaderValue};
+use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue};
 use http::{Request, Response};
 use http_body_util::BodyExt as _;
 use hyper::body::Body as _;
@@ -64,12 +64,14 @@ pub async fn serve(
             let serve = |req, mut respond: SendResponse<Bytes>| {
                 let busy = idle.busy();
                 let (ctx, caller, forwarded) = (ctx.clone(), caller.clone(), forwarded.clone());
-                tokio::spawn(async move {
+                // Boxed: tokio moves a task's future several times as it spawns and ends it
+                // (each a copy of the whole future, some KB here), a box only once.
+                tokio::spawn(Box::pin(async move {
                     let resp = answer(&ctx, peer, caller, &forwarded, req, &mut respond).await;
                     if let Some(resp) = resp {
                         send(respond, resp, busy).await;
                     }
-                });
+                }));
             };
             accept(&mut conn, &stop, serve).await
         }
@@ -172,11 +174,12 @@ async fn handle(
     // Every early answer below leaves the peer's body to be read to its end (`ReadToEnd`).
     let read = access_log::body::read_counter(&ctx.access_log);
     let incoming = body::ReadToEnd::new(incoming, version).counting(read.clone());
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    if header(wire::VERSION_HEADER) != Some(wire::VERSION) {
+    // By `HeaderName`: a `&str` name is parsed again by every lookup.
+    let header = |name: &HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    if header(&wire::names::VERSION_HEADER) != Some(wire::VERSION) {
         return http_errors::response(Reason::BadRequest, false);
     }
-    let Some((service, id)) = header(wire::DST).and_then(|d| d.split_once('/')) else {
+    let Some((service, id)) = header(&wire::names::DST).and_then(|d| d.split_once('/')) else {
         return http_errors::response(Reason::BadRequest, false);
     };
     let Some(spec) = ctx
@@ -195,8 +198,14 @@ async fn handle(
         .and_then(|v| Some((wire::parse_timeout(v.to_str().ok()?)?, v)));
     let timeout = sent_timeout.map_or(ctx.settings.request_timeout, |(t, _)| t);
     // Read before `write_map` drops the agent's own fields.
-    let replayable = retry::is_safe_with(&parts.method, header(wire::RETRYABLE));
+    let replayable = retry::is_safe_with(&parts.method, header(&wire::names::RETRYABLE));
     let caller = caller::of_request(caller.as_ref(), &parts.headers);
+    let log_entry = |caller: Option<&str>| {
+        ctx.access_log.is_on().then(|| {
+            let traceparent = header(&HeaderName::from_static(crate::trace::TRACEPARENT));
+            Box::new(entry(ctx, &spec, peer, caller, &parts, traceparent))
+        })
+    };
     if !ctx
         .policies
         .allows(service, caller.as_deref().unwrap_or(""))
@@ -209,32 +218,33 @@ async fn handle(
             started.elapsed(),
         );
         let resp = http_errors::response(Reason::Forbidden, grpc);
-        let entry = ctx.access_log.is_on().then(|| {
-            let traceparent = header(crate::trace::TRACEPARENT);
-            entry(ctx, &spec, peer, caller.as_deref(), &parts, traceparent)
-        });
+        let entry = log_entry(caller.as_deref());
         return logged(ctx, entry, resp, started, read);
     }
-    let entry = ctx.access_log.is_on().then(|| {
-        let traceparent = header(crate::trace::TRACEPARENT);
-        entry(ctx, &spec, peer, caller.as_deref(), &parts, traceparent)
-    });
+    let entry = log_entry(caller.as_deref());
     let caller = caller.unwrap_or_else(|| peer.ip().to_string());
     // A caller is a host name (from a certificate or the peer's claim, both checked) or an IP.
     let caller = HeaderValue::from_str(&caller).unwrap_or(HeaderValue::from_static("unknown"));
     let timeout_value = match sent_timeout {
         Some((_, v)) => v.clone(),
-        None => app_request::timeout_value(timeout),
+        None => wire::timeout_value(timeout),
     };
-    app_request::write_map(
-        &mut parts.headers,
-        &app_request::Added {
-            caller: &caller,
-            forwarded,
-            timeout: &timeout_value,
-            grpc,
-        },
-    );
+    let added = app_request::Added {
+        caller: &caller,
+        forwarded,
+        timeout: &timeout_value,
+        grpc,
+    };
+    // The HTTP/1.1 leg (`app_h1`) writes the app's head from the peer's fields in one pass,
+    // leaving out what `write_map` removes: editing the map (a removal per `x-hostmesh-*` field,
+    // an insert per added one) was a fifteenth of this side's instructions per request. A hop
+    // being traced rewrites `traceparent` in the map after those edits, so then the map is
+    // edited first, as on the other legs.
+    let app_leg = !grpc && app_h1::takes(&parts, &incoming);
+    let edited = !app_leg || ctx.tracer.is_on();
+    if edited {
+        app_request::write_map(&mut parts.headers, &added);
+    }
     let hop = ctx
         .tracer
         .hop(&mut parts.headers, Kind::Server, service, &parts.method);
@@ -242,7 +252,7 @@ async fn handle(
     // The request's deadline counts from its arrival, on every branch below. `None`: it
     // passed before the app's response head.
     let deadline = started + timeout;
-    let sent = if !grpc && app_h1::takes(&parts, &incoming) {
+    let sent = if app_leg {
         // A small body is read whole first (see `app_h1`); a peer that resets it meanwhile is
         // gone, and its answer with it. Most requests have none to wait for.
         let body = if incoming.is_end_stream() {
@@ -261,6 +271,7 @@ async fn handle(
             Some(Err(e)) => Some(Err(e)),
             Some(Ok(body)) => app_h1::send(
                 &parts,
+                (!edited).then_some(&added),
                 &path,
                 &spec.authority,
                 spec.target,
@@ -281,7 +292,9 @@ async fn handle(
         if grpc {
             parts.version = http::Version::HTTP_2;
             let req = Request::from_parts(parts, body::lend(body::boxed(incoming)).0);
-            tokio::time::timeout_at(deadline, pools.local_h2c.request(req))
+            // Boxed here and below: the rarer legs' futures would otherwise size (and be moved
+            // with) every request's task.
+            tokio::time::timeout_at(deadline, Box::pin(pools.local_h2c.request(req)))
                 .await
                 .ok()
                 .map(|r| {
@@ -291,7 +304,7 @@ async fn handle(
         } else {
             parts.version = http::Version::HTTP_11;
             let req = Request::from_parts(parts, body::boxed(incoming));
-            tokio::time::timeout_at(deadline, pools.local_http1_direct.request(req))
+            tokio::time::timeout_at(deadline, Box::pin(pools.local_http1_direct.request(req)))
                 .await
                 .ok()
                 .map(|r| {
@@ -318,7 +331,8 @@ async fn handle(
     if let Some(hop) = hop {
         hop.finish(resp.status().as_u16());
     }
-    ctx.metrics.request(
+    ctx.metrics.request_via(
+        &spec.metrics,
         service,
         "inbound",
         (resp.status().as_u16(), http_errors::reason_of(&resp)),
@@ -355,9 +369,11 @@ fn entry(
 }
 
 /// `resp` with its entry written when its body has gone to the peer (as it is without one).
+/// The entry is boxed while the app answers: logs are off by default, and the request's task
+/// should not carry (and move) an entry's room for nothing.
 fn logged(
     ctx: &Inbound,
-    entry: Option<Entry>,
+    entry: Option<Box<Entry>>,
     resp: Response<ProxyBody>,
     started: Instant,
     read: access_log::body::ReadCounter,
@@ -368,6 +384,6 @@ fn logged(
     e.status = Some(resp.status().as_u16());
     e.error = http_errors::reason_of(&resp).map(str::to_owned);
     e.to_headers = Some(started.elapsed());
-    let pending = Pending::new(e, ctx.access_log.clone(), started.into_std(), read);
+    let pending = Pending::new(*e, ctx.access_log.clone(), started.into_std(), read);
     resp.map(|b| body::boxed(Logged::new(b, pending)))
 }

@@ -4,6 +4,8 @@
 //! framing) and the lean HTTP/1 one (`h1`, same-host instances).
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -56,15 +58,41 @@ pub(super) trait Timer {
 
 /// An attempt ran past its deadline.
 #[derive(Debug)]
-pub(super) struct Elapsed;
+pub(crate) struct Elapsed;
 
 /// tokio's timer, an entry per attempt.
 #[derive(Debug)]
 pub(super) struct PerAttempt;
 
 impl Timer for PerAttempt {
-    async fn within<F: Future>(&mut self, at: Instant, f: F) -> Result<F::Output, Elapsed> {
-        tokio::time::timeout_at(at, f).await.map_err(|_| Elapsed)
+    fn within<F: Future>(
+        &mut self,
+        at: Instant,
+        f: F,
+    ) -> impl Future<Output = Result<F::Output, Elapsed>> {
+        TimeoutAt {
+            inner: tokio::time::timeout_at(at, f),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// tokio's timeout with [`Elapsed`] for its error. Not an `async fn` over `timeout_at`: that
+    /// would hold the attempt's future twice (see `h1::timer::Until`).
+    struct TimeoutAt<F> {
+        #[pin]
+        inner: tokio::time::Timeout<F>,
+    }
+}
+
+impl<F: Future> Future for TimeoutAt<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project()
+            .inner
+            .poll(cx)
+            .map(|r| r.map_err(|_| Elapsed))
     }
 }
 

@@ -400,7 +400,7 @@ impl Exchange for HyperExchange<'_> {
 
     fn agent_error(resp: &Response<ProxyBody>) -> Option<&str> {
         resp.headers()
-            .get(wire::ERROR)
+            .get(wire::names::ERROR)
             .and_then(|v| v.to_str().ok())
     }
 

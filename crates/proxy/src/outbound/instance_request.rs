@@ -44,7 +44,7 @@ pub fn build(
             &app_request::Added {
                 caller: &ctx.wire_headers.caller,
                 forwarded: &ctx.wire_headers.forwarded,
-                timeout: &app_request::timeout_value(remaining),
+                timeout: &wire::timeout_value(remaining),
                 grpc: route.protocol == Protocol::Grpc,
             },
         );
@@ -53,7 +53,7 @@ pub fn build(
         // Sensitive means never indexed: HPACK's dynamic table is first in, first out, and a
         // value that differs on every request would push the fields that repeat (the
         // destination, the source) out of it every few dozen requests, on both agents.
-        let mut timeout = HeaderValue::from_str(&wire::format_timeout(remaining)).ok()?;
+        let mut timeout = wire::timeout_value(remaining);
         timeout.set_sensitive(true);
         h.insert(wire::names::TIMEOUT, timeout);
         h.insert(wire::names::DST, ep.dst.clone()?);

@@ -35,7 +35,9 @@ pub enum Failure {
 pub fn is_safe(method: &Method, headers: &HeaderMap) -> bool {
     is_safe_with(
         method,
-        headers.get(wire::RETRYABLE).and_then(|v| v.to_str().ok()),
+        headers
+            .get(wire::names::RETRYABLE)
+            .and_then(|v| v.to_str().ok()),
     )
 }
 

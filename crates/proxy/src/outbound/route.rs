@@ -228,7 +228,9 @@ pub struct Shared {
 /// that VIP's routes once (a few microseconds for a few instances).
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    vips: HashMap<Ipv4Addr, VipRoutes>,
+    /// Looked up (with `by_port`) for every request: foldhash rather than SipHash, whose
+    /// resistance to chosen keys buys nothing for keys the catalog chose.
+    vips: foldhash::HashMap<Ipv4Addr, VipRoutes>,
     snapshot: Arc<Snapshot>,
     self_host: String,
     /// `agent.zone`, from the config rather than this host's record in the catalog, which may
@@ -250,7 +252,7 @@ type ServiceParts = (Arc<RoutePolicy>, Arc<BreakerGroup>);
 #[derive(Debug)]
 struct VipRoutes {
     name: Box<str>,
-    by_port: OnceLock<HashMap<u16, Arc<Route>>>,
+    by_port: OnceLock<foldhash::HashMap<u16, Arc<Route>>>,
 }
 
 impl RouteTable {
@@ -302,13 +304,13 @@ impl RouteTable {
     }
 
     /// The routes of the VIP of `name` (a service, or `tag.service` for a tag subset), by port.
-    fn routes_of(&self, name: &str) -> HashMap<u16, Arc<Route>> {
+    fn routes_of(&self, name: &str) -> foldhash::HashMap<u16, Arc<Route>> {
         let (tag, service) = match name.split_once('.') {
             Some((tag, service)) => (Some(tag), service),
             None => (None, name),
         };
         let Some(svc) = self.snapshot.services.get(service) else {
-            return HashMap::new();
+            return foldhash::HashMap::default();
         };
         let (policy, group) = self
             .services

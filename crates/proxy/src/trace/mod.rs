@@ -71,6 +71,11 @@ impl Tracer {
         }
     }
 
+    /// Whether hops are traced (an exporter is set).
+    pub fn is_on(&self) -> bool {
+        self.export.is_some()
+    }
+
     /// Starts this hop's span for a request with `headers`, and makes it the parent the next hop
     /// sees. Off: nothing changes and `None`.
     pub fn hop(
@@ -80,6 +85,8 @@ impl Tracer {
         service: &str,
         method: &http::Method,
     ) -> Option<Hop> {
+        // Off (the default): not even a header lookup per request.
+        self.export.as_ref()?;
         let incoming = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok());
         let hop = self.begin(incoming, kind, service, method.as_str())?;
         hop.write_headers(headers);

@@ -20,12 +20,13 @@ mod idle;
 
 use std::net::SocketAddr;
 
-use http::header::{HOST, HeaderName, HeaderValue};
+use http::header::{CONNECTION, FORWARDED, HOST, HeaderName, HeaderValue, TE};
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, Method, Response};
 use tokio::time::Instant;
 
+use crate::app_request::{self, Added};
 use crate::body::{ProxyBody, boxed};
 use crate::outbound::h1::fields::write_line;
 use crate::outbound::h1::response::{Coding, Response as Head};
@@ -33,6 +34,7 @@ use crate::outbound::h1::timer::LazyTimer;
 use crate::outbound::h1::upstream::{Upstream, UpstreamError};
 use crate::settings::Settings;
 pub use body::AppBody;
+use hostmesh_wire::{self as wire, headers};
 
 /// Whether a request takes this leg rather than hyper's client: it is not a `CONNECT`, and its
 /// body (as the peer's stream describes it) has ended or has a length of at most 64 KiB.
@@ -44,8 +46,9 @@ pub fn takes(parts: &Parts, body: &impl hyper::body::Body) -> bool {
     (body.is_end_stream() || small) && parts.method != Method::CONNECT
 }
 
-/// Sends a request the app is to receive as `parts` (its fields already as `app_request`
-/// makes them) and `body` to `target`, and returns the app's response as the peer gets it, or
+/// Sends a request the app is to receive as `parts` and `body` to `target`: its fields as
+/// `app_request` makes them, from `parts` as they came with `added` (`None`: `parts` has them
+/// already), and returns the app's response as the peer gets it, or
 /// `None` when `deadline` passed first. `replayable`: the request may be sent again when a kept
 /// connection turns out closed under it (as Go's and hyper's clients do for idempotent
 /// requests).
@@ -59,6 +62,7 @@ pub fn takes(parts: &Parts, body: &impl hyper::body::Body) -> bool {
 #[allow(clippy::too_many_arguments)]
 pub async fn send(
     parts: &Parts,
+    added: Option<&Added<'_>>,
     path: &PathAndQuery,
     authority: &Authority,
     target: SocketAddr,
@@ -68,7 +72,7 @@ pub async fn send(
     deadline: Instant,
 ) -> Option<Result<Response<ProxyBody>, UpstreamError>> {
     let mut head = Vec::with_capacity(512 + body.len());
-    write_head(parts, path, authority, &mut head);
+    write_head(parts, added, path, authority, &mut head);
     head.extend_from_slice(body);
     let head_request = parts.method == Method::HEAD;
     // As large as hyper's client took, and the peer's h2 client takes (`h2_limits`).
@@ -78,7 +82,8 @@ pub async fn send(
         let mut t = up.timer.take().unwrap_or_else(|| LazyTimer::new(deadline));
         match t
             .until(deadline, up.exchange(&head, head_request, max))
-            .await?
+            .await
+            .ok()?
         {
             Ok(resp) => {
                 up.timer = Some(t);
@@ -97,14 +102,16 @@ pub async fn send(
             deadline,
             Upstream::connect(target, settings.connect_timeout),
         )
-        .await?
+        .await
+        .ok()?
     {
         Ok(up) => up,
         Err(e) => return Some(Err(e)),
     };
     let resp = match t
         .until(deadline, up.exchange(&head, head_request, max))
-        .await?
+        .await
+        .ok()?
     {
         Ok(resp) => resp,
         Err(e) => return Some(Err(e)),
@@ -113,9 +120,17 @@ pub async fn send(
     Some(respond(resp, up, settings))
 }
 
-/// The request line and fields as the app gets them. A request without `host` gets the app's
-/// own address, as hyper's client gave it (port 80 left out).
-fn write_head(parts: &Parts, path: &PathAndQuery, authority: &Authority, out: &mut Vec<u8>) {
+/// The request line and fields as the app gets them: `parts`' fields as they are, or, with
+/// `added`, as `app_request::write_map` would leave them (kept or dropped by
+/// `app_request::drops`, the same rule the lean outbound path writes by). A request without
+/// `host` gets the app's own address, as hyper's client gave it (port 80 left out).
+fn write_head(
+    parts: &Parts,
+    added: Option<&Added<'_>>,
+    path: &PathAndQuery,
+    authority: &Authority,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(path.as_str().as_bytes());
@@ -127,9 +142,40 @@ fn write_head(parts: &Parts, path: &PathAndQuery, authority: &Authority, out: &m
         };
         write_line(out, b"host", host.as_bytes());
     }
+    let Some(added) = added else {
+        for (name, value) in &parts.headers {
+            write_line(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        return;
+    };
+    // HTTP/2 has no `Connection` field (h2 refuses a request with one), so this is empty but
+    // for a request some other way makes.
+    let named: Vec<&str> = parts
+        .headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(headers::connection_named)
+        .collect();
+    let mut trailers = false;
     for (name, value) in &parts.headers {
-        write_line(out, name.as_str().as_bytes(), value.as_bytes());
+        let n = name.as_str().as_bytes();
+        let by_connection = named.iter().any(|c| c.as_bytes().eq_ignore_ascii_case(n));
+        if !app_request::drops(n, by_connection) {
+            write_line(out, n, value.as_bytes());
+        } else if !trailers && *name == TE && app_request::te_for_app(value.as_bytes()) {
+            out.extend_from_slice(b"te: trailers\r\n");
+            trailers = true;
+        }
     }
+    write_line(out, wire::CALLER.as_bytes(), added.caller.as_bytes());
+    write_line(
+        out,
+        FORWARDED.as_str().as_bytes(),
+        added.forwarded.as_bytes(),
+    );
+    write_line(out, wire::TIMEOUT.as_bytes(), added.timeout.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 

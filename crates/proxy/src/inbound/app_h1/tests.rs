@@ -99,6 +99,7 @@ async fn call(
     let path = PathAndQuery::from_static("/items?x=1");
     let resp = send(
         &parts,
+        None,
         &path,
         &authority,
         addr,
@@ -158,6 +159,7 @@ async fn a_chunked_response_is_decoded_and_a_missing_host_is_the_apps_address() 
     let authority = Authority::try_from(addr.to_string()).unwrap();
     let resp = send(
         &parts,
+        None,
         &PathAndQuery::from_static("/"),
         &authority,
         addr,
@@ -257,6 +259,7 @@ async fn a_small_body_goes_with_the_head_and_a_kept_connection_takes_the_next() 
     let path = PathAndQuery::from_static("/orders");
     let resp = send(
         &parts,
+        None,
         &path,
         &authority,
         addr,
@@ -271,6 +274,7 @@ async fn a_small_body_goes_with_the_head_and_a_kept_connection_takes_the_next() 
     assert_eq!(resp.status(), 201);
     let resp = send(
         &parts,
+        None,
         &path,
         &authority,
         addr,
@@ -337,6 +341,7 @@ async fn an_app_that_does_not_answer_by_the_deadline_gets_none() {
     let started = tokio::time::Instant::now();
     let resp = send(
         &parts,
+        None,
         &PathAndQuery::from_static("/"),
         &authority,
         addr,
@@ -349,4 +354,86 @@ async fn an_app_that_does_not_answer_by_the_deadline_gets_none() {
     assert!(resp.is_none(), "{resp:?}");
     assert!(started.elapsed() >= Duration::from_millis(200));
     drop(held);
+}
+
+/// The head written from the peer's fields and `Added` is the one written from the map
+/// `app_request::write_map` edits (the other legs' way): the same lines, whatever their order.
+#[test]
+fn the_head_from_the_peers_fields_is_the_edited_maps() {
+    let parts = || {
+        let mut req = Request::get("/p?q=1").body(()).unwrap().into_parts().0;
+        for (n, v) in [
+            ("host", "orders.mesh:8080"),
+            ("te", "deflate"),
+            ("te", "trailers, deflate"),
+            ("te", "trailers"),
+            ("x-hostmesh-dst", "orders/1"),
+            ("x-hostmesh-src", "web-01"),
+            ("x-hostmesh-version", "1"),
+            ("x-hostmesh-timeout", "250ms"),
+            ("x-hostmesh-caller", "evil"),
+            ("forwarded", "for=192.0.2.1"),
+            ("connection", "x-drop, close"),
+            ("x-drop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("x-keep", "1"),
+            ("x-keep", "2"),
+        ] {
+            req.headers
+                .append(HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+        req
+    };
+    let (caller, forwarded) = (
+        HeaderValue::from_static("web-01"),
+        HeaderValue::from_static("for=198.18.0.11"),
+    );
+    let timeout = hostmesh_wire::timeout_value(Duration::from_millis(240));
+    let added = Added {
+        caller: &caller,
+        forwarded: &forwarded,
+        timeout: &timeout,
+        grpc: false,
+    };
+    let path = PathAndQuery::from_static("/p?q=1");
+    let authority = Authority::from_static("127.0.0.1:8080");
+    let lines = |head: Vec<u8>| {
+        let text = String::from_utf8(head).unwrap();
+        let mut lines: Vec<String> = text.split("\r\n").map(str::to_owned).collect();
+        lines.sort();
+        lines
+    };
+    let mut lean = Vec::new();
+    write_head(&parts(), Some(&added), &path, &authority, &mut lean);
+    let mut edited = parts();
+    app_request::write_map(&mut edited.headers, &added);
+    let mut from_map = Vec::new();
+    write_head(&edited, None, &path, &authority, &mut from_map);
+    assert!(lean.ends_with(b"\r\n\r\n"));
+    let lean = lines(lean);
+    assert_eq!(lean, lines(from_map));
+    for expected in [
+        "GET /p?q=1 HTTP/1.1",
+        "host: orders.mesh:8080",
+        "te: trailers",
+        "x-hostmesh-caller: web-01",
+        "x-hostmesh-timeout: 240ms",
+        "forwarded: for=198.18.0.11",
+        "x-keep: 1",
+        "x-keep: 2",
+    ] {
+        assert!(lean.iter().any(|l| l == expected), "{expected} in {lean:?}");
+    }
+    for gone in [
+        "x-hostmesh-dst",
+        "x-hostmesh-src",
+        "x-drop",
+        "keep-alive",
+        "connection",
+    ] {
+        assert!(
+            !lean.iter().any(|l| l.starts_with(gone)),
+            "{gone} in {lean:?}"
+        );
+    }
 }

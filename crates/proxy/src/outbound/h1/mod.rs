@@ -570,7 +570,7 @@ impl Exchange for Lean<'_> {
             Answer::App(a) => a.head.agent_error(&a.up.buf),
             Answer::Peer(resp) => resp
                 .headers()
-                .get(hostmesh_wire::ERROR)
+                .get(hostmesh_wire::names::ERROR)
                 .and_then(|v| v.to_str().ok()),
         }
     }
