@@ -383,6 +383,7 @@ impl Exchange for HyperExchange<'_> {
             route,
             ep,
             &self.parts,
+            self.parts.headers.clone(),
             remaining,
             lent,
             paired.is_some(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::header::HeaderValue;
 use http::request::Parts;
-use http::{Request, Uri};
+use http::{HeaderMap, Request, Uri};
 
 use hostmesh_config::spec::Protocol;
 
@@ -20,20 +20,26 @@ use crate::pool;
 use hostmesh_wire as wire;
 
 /// The request for one attempt, to the app directly (same host) or to the peer agent, and the
-/// address it goes to. `origin_form`: the URI carries only the path (a connection of our own to
+/// address it goes to: `parts`' method and URI, and `headers` (the request's, the attempt's own
+/// to edit: a clone of `parts`' or, for a request's first attempt on the lean path, the map made
+/// for it). `origin_form`: the URI carries only the path (a connection of our own to
 /// the app); else the target's address too (the shared pools pick the connection by it).
+// What the attempt is (context, route, endpoint), what it carries (method and URI, fields, body)
+// and how (deadline, URI form) are all distinct; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     ctx: &Outbound,
     route: &Route,
     ep: &Endpoint,
     parts: &Parts,
+    headers: HeaderMap,
     remaining: Duration,
     body: body::Lent,
     origin_form: bool,
 ) -> Option<(Request<body::Lent>, SocketAddr)> {
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
-    *req.headers_mut() = parts.headers.clone();
+    *req.headers_mut() = headers;
     let h = req.headers_mut();
     let mut local_authority = None;
     let target = if ep.local {

@@ -186,13 +186,15 @@ fn respond(
     mut up: Upstream,
     settings: &Settings,
 ) -> Result<Response<ProxyBody>, UpstreamError> {
+    // The values are slices of the head's bytes, not copies (an allocation each).
+    let bytes = up.buf.split_to(head.head_len).freeze();
     let mut fields = HeaderMap::with_capacity(16);
-    for f in head.passed_on(&up.buf, Coding::Decoded) {
+    for f in head.passed_on(&bytes, Coding::Decoded) {
         // httparse took only tokens and visible values, which these accept; anything else is
         // a response hyper's client refused too.
         let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(f.name(&up.buf)),
-            HeaderValue::from_bytes(f.value(&up.buf)),
+            HeaderName::from_bytes(f.name(&bytes)),
+            HeaderValue::from_maybe_shared(bytes.slice(f.value_range())),
         ) else {
             return Err(UpstreamError::Invalid(
                 "a response field HTTP/2 cannot carry",
@@ -200,7 +202,6 @@ fn respond(
         };
         fields.append(name, value);
     }
-    let _ = up.buf.split_to(head.head_len);
     let body = AppBody::new(up, head.framing, head.reusable, settings.idle_timeout);
     let mut resp = Response::new(boxed(body));
     *resp.status_mut() = head.status;

@@ -29,6 +29,11 @@ impl Field {
         &buf[self.value.clone()]
     }
 
+    /// Where the value is in the buffer.
+    pub fn value_range(&self) -> Range<usize> {
+        self.value.clone()
+    }
+
     /// Writes the field as a header line.
     pub fn write(&self, buf: &[u8], out: &mut Vec<u8>) {
         write_line(out, self.name(buf), self.value(buf));
@@ -81,6 +86,16 @@ pub fn connection_named<'b>(buf: &'b [u8], fields: &'b [Field]) -> Vec<&'b str> 
     named
 }
 
+/// Whether a `Connection` value names any field ([`headers::connection_named`]): most say only
+/// `keep-alive` or `close`.
+pub fn names_fields(value: &[u8]) -> bool {
+    // The usual values, without splitting them into tokens.
+    if value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close") {
+        return false;
+    }
+    headers::visible_ascii(value).is_some_and(|v| headers::connection_named(v).next().is_some())
+}
+
 /// Whether a comma-separated value has `token` (any case).
 pub fn has_token(value: &[u8], token: &str) -> bool {
     headers::visible_ascii(value).is_some_and(|v| headers::has_token(v, token))
@@ -125,6 +140,9 @@ mod tests {
             Field::of(buf, name(24..34), &buf[36..52]),
         ];
         assert_eq!(connection_named(buf, &fields), ["X-Private"]);
+        assert!(!names_fields(fields[0].value(buf)));
+        assert!(names_fields(fields[1].value(buf)));
+        assert!(!names_fields(b"Keep-Alive, close"));
         assert!(has_token(fields[1].value(buf), "close"));
         assert!(!has_token(fields[0].value(buf), "close"));
         // The framing fields stay, whatever `Connection` says: the body is relayed by them.
@@ -132,5 +150,6 @@ mod tests {
         let name = std::str::from_utf8(&buf[..10]).expect("ascii");
         let fields = [Field::of(buf, name, &buf[12..45])];
         assert!(connection_named(buf, &fields).is_empty());
+        assert!(!names_fields(fields[0].value(buf)));
     }
 }

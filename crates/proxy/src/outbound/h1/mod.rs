@@ -46,7 +46,7 @@ use super::strict_h1::ChunkedBody;
 use super::{Outbound, Settings};
 use crate::body;
 use crate::http_errors::{self, Reason};
-use crate::trace::{Kind, TRACEPARENT};
+use crate::trace::{Hop, Kind, TRACEPARENT};
 use hostmesh_wire::headers::HeaderLookup;
 use http_body_util::{BodyExt, Full};
 use request::{Parsed, Request, TraceHeaders};
@@ -244,6 +244,8 @@ impl Conn {
                 let body = bytes::Bytes::copy_from_slice(&self.buf[req.head_len..req.len()]);
                 (head, body)
             }),
+            hop: hop.as_ref(),
+            peer_fields_taken: false,
             traceparent: hop.as_ref().map(|h| {
                 let mode = if h.continues() {
                     TraceHeaders::Replace
@@ -472,8 +474,13 @@ struct Lean<'a> {
     /// The hop's `traceparent` line, and what it replaces, when tracing is on.
     traceparent: Option<(String, TraceHeaders)>,
     /// The request as peers get it (before each attempt's own fields), when the route has
-    /// instances on other hosts.
+    /// instances on other hosts. The first attempt to a peer takes its fields; a later one
+    /// makes them again from the client's head (`peer_fields_taken`): cloning the map for
+    /// every request, and growing the clone for the attempt's fields, cost more than that.
     peer_request: Option<(http::request::Parts, bytes::Bytes)>,
+    peer_fields_taken: bool,
+    /// The hop being traced, whose fields a remade peer request gets again.
+    hop: Option<&'a Hop>,
     max_head: usize,
     connect_timeout: Duration,
     /// The request may be sent again once it may have reached the app.
@@ -491,13 +498,24 @@ impl Exchange for Lean<'_> {
         remaining: Duration,
     ) -> Result<(Answer, Option<Instant>), Refused> {
         if !ep.local {
-            let (head, body) = self.peer_request.as_ref().ok_or(Refused::Undefined)?;
+            let (head, body) = self.peer_request.as_mut().ok_or(Refused::Undefined)?;
+            let fields = if std::mem::replace(&mut self.peer_fields_taken, true) {
+                // `run` made these from this head once already: they can be made again.
+                let mut again = peer::parts(self.req, self.buf).ok_or(Refused::Undefined)?;
+                if let Some(h) = self.hop {
+                    h.write_headers(&mut again.headers);
+                }
+                again.headers
+            } else {
+                std::mem::take(&mut head.headers)
+            };
             let body = body::boxed(Full::new(body.clone()).map_err(|never| match never {}));
             let (req, target) = super::instance_request::build(
                 ctx,
                 route,
                 ep,
                 head,
+                fields,
                 remaining,
                 body::lend(body).0,
                 false,

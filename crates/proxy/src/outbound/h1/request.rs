@@ -4,6 +4,7 @@
 //! before a byte is consumed, and hyper's path, with its strict guard and its error answers,
 //! takes the connection from that request on.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use http::Method;
@@ -43,16 +44,20 @@ pub struct Request {
     pub body_len: usize,
     /// The client said `connection: close`.
     pub close: bool,
+    /// A `Connection` field names other fields (not just `keep-alive` or `close`): only then
+    /// are its tokens worked out again as the head is written on.
+    names_fields: bool,
 }
 
 impl Request {
     /// Parses the head at the start of `buf`, whose heads may have `max_fields` fields and
     /// `max_bytes` bytes.
     pub fn parse(buf: &[u8], max_fields: usize, max_bytes: usize) -> Parsed {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        // Uninitialised: httparse fills only the slots it uses, not all 64 (2 KiB) per request.
+        let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_FIELDS];
         let slots = &mut slots[..max_fields.min(MAX_FIELDS)];
-        let mut req = httparse::Request::new(slots);
-        let head_len = match req.parse(buf) {
+        let mut req = httparse::Request::new(&mut []);
+        let head_len = match req.parse_with_uninit_headers(buf, slots) {
             Ok(httparse::Status::Complete(n)) if n <= max_bytes => n,
             Ok(httparse::Status::Partial) if buf.len() < max_bytes => return Parsed::Partial,
             _ => return Parsed::Handover,
@@ -73,6 +78,7 @@ impl Request {
         };
         let mut body_len = None;
         let mut close = false;
+        let mut names_fields = false;
         let mut fields = Vec::with_capacity(req.headers.len());
         for h in req.headers.iter() {
             let name = h.name.as_bytes();
@@ -93,6 +99,7 @@ impl Request {
             }
             if name.eq_ignore_ascii_case(b"connection") {
                 close |= fields::has_token(h.value, "close");
+                names_fields |= fields::names_fields(h.value);
             }
             fields.push(Field::of(buf, h.name, h.value));
         }
@@ -104,6 +111,7 @@ impl Request {
             fields,
             body_len: body_len.unwrap_or(0),
             close,
+            names_fields,
         })
     }
 
@@ -145,7 +153,11 @@ impl Request {
         out.push(b' ');
         out.extend_from_slice(&buf[self.path_at.clone()]);
         out.extend_from_slice(b" HTTP/1.1\r\n");
-        let connection = fields::connection_named(buf, &self.fields);
+        let connection = if self.names_fields {
+            fields::connection_named(buf, &self.fields)
+        } else {
+            Vec::new()
+        };
         let mut trailers = false;
         for f in &self.fields {
             let name = f.name(buf);

@@ -58,6 +58,9 @@ pub struct Response {
     pub reusable: bool,
     /// The `x-hostmesh-error` value, when it is visible ASCII.
     error_at: Option<Range<usize>>,
+    /// A `Connection` field names other fields (not just `keep-alive` or `close`): only then
+    /// are its tokens worked out again as the fields are passed on.
+    names_fields: bool,
 }
 
 impl Response {
@@ -89,6 +92,7 @@ impl Response {
         let mut chunked = None;
         let mut close = version == 0;
         let mut error_at = None;
+        let mut names_fields = false;
         let mut fields = Vec::with_capacity(resp.headers.len());
         for h in resp.headers.iter() {
             let name = h.name.as_bytes();
@@ -111,6 +115,7 @@ impl Response {
                 } else {
                     close |= fields::has_token(h.value, "close");
                 }
+                names_fields |= fields::names_fields(h.value);
             } else if name.eq_ignore_ascii_case(hostmesh_wire::ERROR.as_bytes())
                 && headers::visible_ascii(h.value).is_some()
             {
@@ -137,6 +142,7 @@ impl Response {
             coded: chunked.is_some(),
             reusable: !close && framing != Framing::UntilClose,
             error_at,
+            names_fields,
         })
     }
 
@@ -154,7 +160,11 @@ impl Response {
         buf: &'a [u8],
         coding: Coding,
     ) -> impl Iterator<Item = &'a Field> + 'a {
-        let connection = fields::connection_named(buf, &self.fields);
+        let connection = if self.names_fields {
+            fields::connection_named(buf, &self.fields)
+        } else {
+            Vec::new()
+        };
         self.fields.iter().filter(move |f| {
             let name = f.name(buf);
             let framing = name.eq_ignore_ascii_case(b"transfer-encoding");
