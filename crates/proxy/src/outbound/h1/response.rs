@@ -2,6 +2,7 @@
 //! client gets. The body is relayed as it came, chunked framing included; only where it ends is
 //! worked out (hyper's path decodes and re-encodes it instead).
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use http::StatusCode;
@@ -67,9 +68,13 @@ impl Response {
     /// Parses the response head at the start of `buf`, answering a `head_request` (no body
     /// whatever the head says).
     pub fn parse(buf: &[u8], head_request: bool, max_bytes: usize) -> Parsed {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_FIELDS];
-        let mut resp = httparse::Response::new(&mut slots);
-        let head_len = match resp.parse(buf) {
+        // Uninitialised: httparse fills only the slots it uses, not all 100 (3 KiB) per response
+        // (callgrind, one hop: 1,000 of the agent's 13,900 instructions per request).
+        let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_RESPONSE_FIELDS];
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut resp, buf, &mut slots);
+        let head_len = match parsed {
             Ok(httparse::Status::Complete(n)) if n <= max_bytes => n,
             Ok(httparse::Status::Partial) if buf.len() < max_bytes => return Parsed::Partial,
             Ok(_) => return Parsed::Invalid("response head too large"),
