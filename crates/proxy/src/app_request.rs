@@ -1,6 +1,7 @@
 //! What an app receives (docs/reference/http.md, "What the app receives"), decided in one place.
-//! Three writers hand a request to an app: the lean HTTP/1 path writes bytes
-//! (`outbound::h1::request`), hyper's path to a same-host app and a peer's inbound side edit a
+//! Four writers hand a request to an app: the lean HTTP/1 path and the inbound side's HTTP/1.1
+//! leg write bytes (`outbound::h1::fields::write_for_app`, from the client's head or the peer's
+//! fields), hyper's path to a same-host app and the inbound side's other legs edit a
 //! `HeaderMap` ([`write_map`], whose hop-by-hop half is `headers::strip_hop_by_hop`, the same
 //! rules in a map's form). All of them keep or drop fields as [`drops`] and [`te_for_app`] say,
 //! and add the fields of [`Added`]; `tests/e2e/app_request.rs` checks they agree.

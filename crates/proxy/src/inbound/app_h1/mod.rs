@@ -20,15 +20,15 @@ mod idle;
 
 use std::net::SocketAddr;
 
-use http::header::{CONNECTION, FORWARDED, HOST, HeaderName, HeaderValue, TE};
+use http::header::{CONNECTION, FORWARDED, HOST, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, Method, Response};
 use tokio::time::Instant;
 
-use crate::app_request::{self, Added};
+use crate::app_request::Added;
 use crate::body::{ProxyBody, boxed};
-use crate::outbound::h1::fields::write_line;
+use crate::outbound::h1::fields::{write_for_app, write_line};
 use crate::outbound::h1::response::{Coding, Response as Head};
 use crate::outbound::h1::timer::LazyTimer;
 use crate::outbound::h1::upstream::{Upstream, UpstreamError};
@@ -122,7 +122,7 @@ pub async fn send(
 
 /// The request line and fields as the app gets them: `parts`' fields as they are, or, with
 /// `added`, as `app_request::write_map` would leave them (kept or dropped by
-/// `app_request::drops`, the same rule the lean outbound path writes by). A request without
+/// `fields::write_for_app`, as the lean outbound path writes them). A request without
 /// `host` gets the app's own address, as hyper's client gave it (port 80 left out).
 fn write_head(
     parts: &Parts,
@@ -158,17 +158,9 @@ fn write_head(
         .filter_map(|v| v.to_str().ok())
         .flat_map(headers::connection_named)
         .collect();
-    let mut trailers = false;
-    for (name, value) in &parts.headers {
-        let n = name.as_str().as_bytes();
-        let by_connection = named.iter().any(|c| c.as_bytes().eq_ignore_ascii_case(n));
-        if !app_request::drops(n, by_connection) {
-            write_line(out, n, value.as_bytes());
-        } else if !trailers && *name == TE && app_request::te_for_app(value.as_bytes()) {
-            out.extend_from_slice(b"te: trailers\r\n");
-            trailers = true;
-        }
-    }
+    let fields = parts.headers.iter();
+    let fields = fields.map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+    write_for_app(fields, &named, |_| false, out);
     write_line(out, wire::CALLER.as_bytes(), added.caller.as_bytes());
     write_line(
         out,

@@ -406,7 +406,7 @@ fn the_head_from_the_peers_fields_is_the_edited_maps() {
     let mut lean = Vec::new();
     write_head(&parts(), Some(&added), &path, &authority, &mut lean);
     let mut edited = parts();
-    app_request::write_map(&mut edited.headers, &added);
+    crate::app_request::write_map(&mut edited.headers, &added);
     let mut from_map = Vec::new();
     write_head(&edited, None, &path, &authority, &mut from_map);
     assert!(lean.ends_with(b"\r\n\r\n"));

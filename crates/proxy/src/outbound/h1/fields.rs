@@ -3,6 +3,7 @@
 
 use std::ops::Range;
 
+use crate::app_request;
 use hostmesh_wire::headers;
 
 /// One header field: where its name and value are in the buffer.
@@ -46,6 +47,31 @@ pub fn write_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the header lines an app gets of a request's `fields` (names and values), by
+/// `app_request`'s rules: a field stays unless `app_request::drops` it (`named`: the names the
+/// request's `Connection` lists) or `also_drops` does, and the first `te` asking for trailers
+/// becomes `te: trailers`, where it was. The lean path (from the client's head) and the inbound
+/// leg to apps (from a peer's fields) both write by it.
+pub fn write_for_app<'a>(
+    fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    named: &[&str],
+    also_drops: impl Fn(&[u8]) -> bool,
+    out: &mut Vec<u8>,
+) {
+    let mut trailers = false;
+    for (name, value) in fields {
+        let by_connection = named
+            .iter()
+            .any(|c| c.as_bytes().eq_ignore_ascii_case(name));
+        if !app_request::drops(name, by_connection) && !also_drops(name) {
+            write_line(out, name, value);
+        } else if !trailers && name.eq_ignore_ascii_case(b"te") && app_request::te_for_app(value) {
+            out.extend_from_slice(b"te: trailers\r\n");
+            trailers = true;
+        }
+    }
 }
 
 /// Where `part`, a slice of `buf`, sits in it. An empty `part` may come from elsewhere (httparse

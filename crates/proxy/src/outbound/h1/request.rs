@@ -11,7 +11,6 @@ use http::Method;
 use memchr::memchr_iter;
 
 use super::fields::{self, Field};
-use crate::app_request;
 use crate::outbound::retry;
 use crate::trace::{TRACEPARENT, TRACESTATE};
 use hostmesh_wire::headers::{self, HeaderLookup};
@@ -158,23 +157,12 @@ impl Request {
         } else {
             Vec::new()
         };
-        let mut trailers = false;
-        for f in &self.fields {
-            let name = f.name(buf);
-            let named = connection
-                .iter()
-                .any(|c| c.as_bytes().eq_ignore_ascii_case(name));
-            if !app_request::drops(name, named) && !drop_trace.drops(name) {
-                f.write(buf, out);
-            } else if !trailers
-                && name.eq_ignore_ascii_case(b"te")
-                && app_request::te_for_app(f.value(buf))
-            {
-                // Once, where the client's first `te` asking for trailers was.
-                out.extend_from_slice(b"te: trailers\r\n");
-                trailers = true;
-            }
-        }
+        fields::write_for_app(
+            self.fields.iter().map(|f| (f.name(buf), f.value(buf))),
+            &connection,
+            |name| drop_trace.drops(name),
+            out,
+        );
         for line in added {
             out.extend_from_slice(line);
         }
