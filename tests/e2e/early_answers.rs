@@ -48,7 +48,7 @@ fn bodies_that_arrive_after_the_answer_cost_no_connection() {
     let vip = SocketAddr::new(vip.into(), 8080);
 
     // An app's connection to a: a passes each body on to b, which reads it to its end.
-    let got = a.in_ns(|| answers_first(vip, &head(&[])));
+    let got = a.in_ns(|| answers_first(vip, &raw_h2::request_block("POST", "/", &[])));
     assert_eq!(got.goaway, None, "a ended the connection: {got:?}");
     assert_eq!(got.resets, [], "a reset streams: {got:?}");
     assert_eq!(got.answered, ROUNDS * STREAMS, "{got:?}");
@@ -61,7 +61,11 @@ fn bodies_that_arrive_after_the_answer_cost_no_connection() {
         .expect("the instance's id")
         .to_owned();
     let dst = format!("orders/{id}");
-    let wire = head(&[("x-hostmesh-v", "1"), ("x-hostmesh-dst", &dst)]);
+    let wire = raw_h2::request_block(
+        "POST",
+        "/",
+        &[("x-hostmesh-v", "1"), ("x-hostmesh-dst", &dst)],
+    );
     let peer = SocketAddr::new(b.addr().into(), 4143);
     let got = a.in_ns(|| answers_first(peer, &wire));
     assert_eq!(got.goaway, None, "b ended the peer connection: {got:?}");
@@ -89,20 +93,6 @@ struct Seen {
     goaway: Option<(u32, String)>,
     /// Whether one more request afterwards, on the same connection, was answered.
     last_answered: bool,
-}
-
-/// An HPACK header block: `:method POST`, `:scheme http`, `:path /` (static table),
-/// `:authority x`, then `fields`, all literal and never indexed by the server.
-fn head(fields: &[(&str, &str)]) -> Vec<u8> {
-    let mut block = vec![0x83, 0x86, 0x84, 0x01, 0x01, b'x'];
-    for (name, value) in fields {
-        block.push(0x00);
-        for s in [name, value] {
-            block.push(u8::try_from(s.len()).expect("a short field"));
-            block.extend_from_slice(s.as_bytes());
-        }
-    }
-    block
 }
 
 /// Over one h2c connection to `addr`: `ROUNDS` times, opens `STREAMS` POSTs with the header

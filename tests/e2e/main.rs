@@ -4,6 +4,7 @@
 mod access_log;
 mod app_request;
 mod bounds;
+mod cancel;
 mod cli;
 mod dns;
 mod early_answers;

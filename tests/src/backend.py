@@ -17,12 +17,17 @@
 # framed by the close alone (no length, not chunked).
 # GET /statusline?s=S answers "ok\n" under the status line S (percent-encoded, as it is sent:
 # e.g. no reason phrase at all) with a content-length.
+# GET /hold?ms=N waits up to N ms for its client to close the connection before answering like
+# any other request; a close seen first appends the path to gone.jsonl and nothing is answered
+# (how a test sees that an agent dropped a request the caller gave up on).
 # &cl=N on /chunked adds a (wrong) `content-length: N` beside `transfer-encoding: chunked`.
 # Request bodies may be sent with content-length or chunked. PROPFIND is answered like GET.
 # `ready` is created once the socket is listening.
 import http.server
 import json
 import os
+import select
+import socket
 import sys
 import threading
 import time
@@ -104,8 +109,27 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     pass
         self.wfile.write(b"0\r\nx-done: %d\r\n\r\n" % seq)
 
+    def client_left(self, ms):
+        """Whether the client closed the connection within `ms` ms (it sends nothing more on a
+        connection waiting for its answer, so readable means closed)."""
+        deadline = time.time() + ms / 1000.0
+        while time.time() < deadline:
+            readable, _, _ = select.select([self.connection], [], [], 0.02)
+            if readable:
+                try:
+                    return self.connection.recv(1, socket.MSG_PEEK) == b""
+                except OSError:
+                    return True
+        return False
+
     def send_special(self, path):
-        """The answers of /chunked, /empty, /hop, /closing and /untilclose; False for others."""
+        """The answers of /chunked, /empty, /hop, /closing and /untilclose, and the silence of a
+        /hold whose client left; False for others."""
+        if path == "/hold" and self.client_left(int(self.query("ms", "0"))):
+            with LOCK, open(os.path.join(d, "gone.jsonl"), "a") as f:
+                f.write(json.dumps({"path": self.path}) + "\n")
+            self.close_connection = True
+            return True
         if path == "/chunked":
             self.send_chunked()
         elif path == "/empty":
@@ -179,7 +203,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if os.path.exists(os.path.join(d, "hangup")):
                 self.close_connection = True
                 self.wfile.flush()
-                import socket
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
             if self.send_special(path):

@@ -176,6 +176,16 @@ impl Backend {
             .collect()
     }
 
+    /// The requests (their path and query) whose client closed the connection while
+    /// `GET /hold?ms=N` waited, oldest first.
+    pub fn gone(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.dir.path().join("gone.jsonl")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["path"].as_str().map(str::to_owned))
+            .collect()
+    }
+
     /// How many requests (except `/healthz`) were received so far.
     pub fn request_count(&self) -> usize {
         self.requests().len()

@@ -39,6 +39,38 @@ pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     f
 }
 
+/// RFC 9113 section 7: the error code of a stream its sender no longer wants.
+pub const CANCEL: u32 = 0x8;
+
+/// An HPACK header block for a request: `:method`, `:scheme http`, `:path`, `:authority x`,
+/// then `fields`. Every field is a literal the server never indexes, so blocks need no dynamic
+/// table kept in step; names and values must be under 127 bytes (one-byte lengths, no Huffman).
+pub fn request_block(method: &str, path: &str, fields: &[(&str, &str)]) -> Vec<u8> {
+    fn literal(block: &mut Vec<u8>, s: &str) {
+        block.push(
+            u8::try_from(s.len())
+                .ok()
+                .filter(|n| *n < 127)
+                .expect("a short string"),
+        );
+        block.extend_from_slice(s.as_bytes());
+    }
+    // Literals without indexing: by the static table's name (2 :method, 4 :path, 1 :authority),
+    // or (0x00) with the name written out; 0x86 is the static `:scheme http`.
+    let mut block = vec![0x02];
+    literal(&mut block, method);
+    block.extend([0x86, 0x04]);
+    literal(&mut block, path);
+    block.push(0x01);
+    literal(&mut block, "x");
+    for (name, value) in fields {
+        block.push(0x00);
+        literal(&mut block, name);
+        literal(&mut block, value);
+    }
+    block
+}
+
 /// The next frame, or `None` once the connection is closed.
 pub async fn read_frame<S: AsyncRead + Unpin>(s: &mut S) -> Option<Frame> {
     let mut head = [0u8; 9];

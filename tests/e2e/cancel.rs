@@ -1,0 +1,102 @@
+//! Requests nobody waits for any more are dropped, not finished: the app's work on them stops
+//! and its connection is not held for an answer that would go nowhere.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hostmesh_tests::raw_h2::{self, Frame};
+use hostmesh_tests::{AgentOpts, Backend, Etcd, Net, wait_until};
+use tokio::io::AsyncWriteExt;
+
+use crate::proxy::agent;
+use crate::resilience::ORDERS;
+
+/// What the app is asked for: it waits this long (20 s) for its client to leave.
+const HOLD: &str = "/hold?ms=20000";
+
+/// A peer agent that resets a stream (its caller gave up, or its deadline passed) makes the
+/// agent drop the app's request: the app sees its connection close. The peer connection serves
+/// on.
+#[test]
+fn a_stream_the_peer_resets_drops_the_apps_request() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = net.host("a");
+    let b = net.host("b");
+    let app = Backend::http(&b, 18080, "orders\n");
+    let agent_a = agent(&a, &etcd, AgentOpts::new());
+    let _agent_b = agent(&b, &etcd, AgentOpts::new().service("orders-1", ORDERS));
+    wait_until(Duration::from_secs(10), "a reaches orders on b", || {
+        a.curl("http://orders.mesh:8080/")
+            .is_ok_and(|(code, _)| code == 200)
+    });
+    let id = agent_a.status()["services"]["orders"]["endpoints"][0]["id"]
+        .as_str()
+        .expect("the instance's id")
+        .to_owned();
+    let dst = format!("orders/{id}");
+    let fields = [("x-hostmesh-v", "1"), ("x-hostmesh-dst", dst.as_str())];
+    let peer = SocketAddr::new(b.addr().into(), 4143);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let answered = a.in_ns(|| {
+        rt.block_on(async {
+            // As agent a would: one h2c connection, a GET on stream 1.
+            let mut s = tokio::net::TcpStream::connect(peer).await.expect("connect");
+            let mut out = raw_h2::PREFACE.to_vec();
+            out.extend(raw_h2::frame(raw_h2::SETTINGS, 0, 0, &[]));
+            let block = raw_h2::request_block("GET", HOLD, &fields);
+            let flags = raw_h2::END_HEADERS | raw_h2::END_STREAM;
+            out.extend(raw_h2::frame(raw_h2::HEADERS, flags, 1, &block));
+            s.write_all(&out).await.expect("write the request");
+            wait_until(Duration::from_secs(10), "the app has the request", || {
+                app.requests().iter().any(|r| r["path"] == HOLD)
+            });
+
+            let cancel = raw_h2::CANCEL.to_be_bytes();
+            let reset = raw_h2::frame(raw_h2::RST_STREAM, 0, 1, &cancel);
+            s.write_all(&reset).await.expect("write the reset");
+            wait_until(
+                Duration::from_secs(5),
+                "the app sees its client leave",
+                || app.gone().iter().any(|p| p == HOLD),
+            );
+
+            // The connection still serves: a GET on stream 3 is answered 200.
+            let block = raw_h2::request_block("GET", "/", &fields);
+            let request = raw_h2::frame(raw_h2::HEADERS, flags, 3, &block);
+            s.write_all(&request)
+                .await
+                .expect("write the second request");
+            let read = async {
+                loop {
+                    match raw_h2::read_frame(&mut s).await {
+                        Some(Frame {
+                            kind: raw_h2::HEADERS,
+                            stream: 3,
+                            payload,
+                            ..
+                        }) => return Some(payload),
+                        Some(Frame {
+                            kind: raw_h2::GOAWAY,
+                            ..
+                        })
+                        | None => return None,
+                        Some(_) => {}
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(10), read)
+                .await
+                .ok()
+                .flatten()
+        })
+    });
+    // 0x88: the static table's `:status 200`, which h2 writes first and indexed.
+    let head = answered.expect("stream 3 answered on the same connection");
+    assert_eq!(head.first(), Some(&0x88), "stream 3's head: {head:02x?}");
+    assert_eq!(app.gone(), [HOLD], "only the reset request was dropped");
+}
