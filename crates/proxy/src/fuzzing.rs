@@ -356,8 +356,12 @@ pub fn peer_headers(data: &[u8]) {
             assert_eq!(lean, deadline, "the lean path decides another deadline");
         }
     }
-    if let Some(caller) = crate::inbound::caller::of_request(None, &map) {
-        assert!(HeaderValue::from_str(&caller).is_ok());
+    // A claim is the caller only as a host name, and then the app is told it as it came.
+    let callers = crate::inbound::caller::Callers::new(None, std::net::Ipv4Addr::LOCALHOST.into());
+    let caller = callers.of_request(wire::PeerFields::of(&map).src);
+    if let Some(host) = caller.host() {
+        assert!(hostmesh_config::names::host(host).is_ok(), "{host:?}");
+        assert_eq!(host.as_bytes(), caller.value().as_bytes());
     }
 }
 

@@ -23,6 +23,8 @@
 
 use std::time::Duration;
 
+use http::{HeaderMap, HeaderValue};
+
 pub mod duration;
 pub mod headers;
 pub mod traceparent;
@@ -60,6 +62,37 @@ pub mod names {
     pub const RETRYABLE: HeaderName = HeaderName::from_static(super::RETRYABLE);
     pub const CALLER: HeaderName = HeaderName::from_static(super::CALLER);
     pub const ERROR: HeaderName = HeaderName::from_static(super::ERROR);
+}
+
+/// The agent's own fields of a request from a peer, found in one pass over its header map: a
+/// lookup by name hashes the name every time, and the inbound side reads four or five of them
+/// per request. Each is the field's first value, as [`http::HeaderMap::get`] gives it.
+#[derive(Debug, Default, PartialEq)]
+pub struct PeerFields<'a> {
+    pub version: Option<&'a HeaderValue>,
+    pub dst: Option<&'a HeaderValue>,
+    pub src: Option<&'a HeaderValue>,
+    pub timeout: Option<&'a HeaderValue>,
+    pub retryable: Option<&'a HeaderValue>,
+}
+
+impl<'a> PeerFields<'a> {
+    pub fn of(headers: &'a HeaderMap) -> PeerFields<'a> {
+        let mut fields = PeerFields::default();
+        // Values in the map's order: a name's first value comes before its others.
+        for (name, value) in headers {
+            let slot = match name.as_str() {
+                VERSION_HEADER => &mut fields.version,
+                DST => &mut fields.dst,
+                SRC => &mut fields.src,
+                TIMEOUT => &mut fields.timeout,
+                RETRYABLE => &mut fields.retryable,
+                _ => continue,
+            };
+            slot.get_or_insert(value);
+        }
+        fields
+    }
 }
 
 /// The first bytes of an agent-to-agent TCP stream.
@@ -196,6 +229,36 @@ fn timeout_millis(remaining: Duration) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_fields_are_what_lookups_by_name_give() {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("host", "orders"),
+            (DST, "orders/1"),
+            (TIMEOUT, "250ms"),
+            ("x-hostmesh-other", "x"),
+            (DST, "orders/2"),
+            (VERSION_HEADER, VERSION),
+            (SRC, "web-01"),
+        ] {
+            h.append(name, HeaderValue::from_static(value));
+        }
+        let fields = PeerFields::of(&h);
+        let by_name = PeerFields {
+            version: h.get(VERSION_HEADER),
+            dst: h.get(DST),
+            src: h.get(SRC),
+            timeout: h.get(TIMEOUT),
+            retryable: h.get(RETRYABLE),
+        };
+        assert_eq!(fields, by_name);
+        assert_eq!(
+            fields.dst.map(HeaderValue::as_bytes),
+            Some(&b"orders/1"[..])
+        );
+        assert_eq!(fields.retryable, None);
+    }
 
     #[test]
     fn the_timeout_line_matches_the_header_value() {

@@ -10,7 +10,7 @@ use std::task::Poll;
 use bytes::Bytes;
 use h2::RecvStream;
 use h2::server::SendResponse;
-use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue};
+use http::header::{CONTENT_LENGTH, HeaderValue};
 use http::{Request, Response};
 use http_body_util::BodyExt as _;
 use hyper::body::Body as _;
@@ -52,9 +52,12 @@ pub async fn serve(
     // backstop, so that the peer (which knows when it is about to send) normally closes first.
     // It also bounds a peer that never finishes the handshake.
     let idle = Idle::new(ctx.settings.idle_timeout.saturating_mul(2));
-    // What the app sees in `forwarded`: the same for every request of the connection.
-    let forwarded = HeaderValue::from_str(&format!("for={}", peer.ip()))
-        .unwrap_or(HeaderValue::from_static("for=unknown"));
+    let from = Arc::new(From {
+        addr: peer,
+        forwarded: HeaderValue::from_str(&format!("for={}", peer.ip()))
+            .unwrap_or(HeaderValue::from_static("for=unknown")),
+        callers: caller::Callers::new(caller.as_deref(), peer.ip()),
+    });
     let served = {
         let (idle, stop) = (idle.clone(), stop.clone());
         async move {
@@ -63,11 +66,11 @@ pub async fn serve(
                 .await?;
             let serve = |req, mut respond: SendResponse<Bytes>| {
                 let busy = idle.busy();
-                let (ctx, caller, forwarded) = (ctx.clone(), caller.clone(), forwarded.clone());
+                let (ctx, from) = (ctx.clone(), from.clone());
                 // Boxed: tokio moves a task's future several times as it spawns and ends it
                 // (each a copy of the whole future, some KB here), a box only once.
                 tokio::spawn(Box::pin(async move {
-                    let resp = answer(&ctx, peer, caller, &forwarded, req, &mut respond).await;
+                    let resp = answer(&ctx, &from, req, &mut respond).await;
                     if let Some(resp) = resp {
                         send(respond, resp, busy).await;
                     }
@@ -109,25 +112,26 @@ async fn accept<T: PeerIo>(
     .await
 }
 
+/// What every request of one peer connection has in common, made once for the connection.
+#[derive(Debug)]
+struct From {
+    addr: SocketAddr,
+    /// What the app sees in `forwarded`.
+    forwarded: HeaderValue,
+    callers: caller::Callers,
+}
+
 /// The response to a peer's request, or `None` if the peer reset the stream first (it gave up:
 /// the app's request is dropped with it).
 async fn answer(
     ctx: &Inbound,
-    peer: SocketAddr,
-    caller: Option<Arc<str>>,
-    forwarded: &HeaderValue,
+    from: &From,
     req: Request<RecvStream>,
     respond: &mut SendResponse<Bytes>,
 ) -> Option<Response<ProxyBody>> {
     let (head, recv) = req.into_parts();
     let body = RecvBody::new(recv, &head.headers, ());
-    let handling = handle(
-        ctx,
-        peer,
-        caller,
-        forwarded,
-        Request::from_parts(head, body),
-    );
+    let handling = handle(ctx, from, Request::from_parts(head, body));
     let mut handling = std::pin::pin!(handling);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(resp) = handling.as_mut().poll(cx) {
@@ -161,25 +165,18 @@ async fn send(mut respond: SendResponse<Bytes>, resp: Response<ProxyBody>, busy:
     }
 }
 
-async fn handle(
-    ctx: &Inbound,
-    peer: SocketAddr,
-    caller: Option<Arc<str>>,
-    forwarded: &HeaderValue,
-    req: Request<RecvBody>,
-) -> Response<ProxyBody> {
+async fn handle(ctx: &Inbound, from: &From, req: Request<RecvBody>) -> Response<ProxyBody> {
     let started = Instant::now();
     let version = req.version();
     let (mut parts, incoming) = req.into_parts();
     // Every early answer below leaves the peer's body to be read to its end (`ReadToEnd`).
     let read = access_log::body::read_counter(&ctx.access_log);
     let incoming = body::ReadToEnd::new(incoming, version).counting(read.clone());
-    // By `HeaderName`: a `&str` name is parsed again by every lookup.
-    let header = |name: &HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    if header(&wire::names::VERSION_HEADER) != Some(wire::VERSION) {
+    let ours = wire::PeerFields::of(&parts.headers);
+    if text(ours.version) != Some(wire::VERSION) {
         return http_errors::response(Reason::BadRequest, false);
     }
-    let Some((service, id)) = header(&wire::names::DST).and_then(|d| d.split_once('/')) else {
+    let Some((service, id)) = text(ours.dst).and_then(|d| d.split_once('/')) else {
         return http_errors::response(Reason::BadRequest, false);
     };
     let Some(spec) = ctx
@@ -192,24 +189,21 @@ async fn handle(
     let service = spec.service.as_str();
     let grpc = spec.protocol == Protocol::Grpc;
     // The deadline as the peer sent it, when it did (the app sees what this hop waits for).
-    let sent_timeout = parts
-        .headers
-        .get(wire::names::TIMEOUT)
-        .and_then(|v| Some((wire::parse_timeout(v.to_str().ok()?)?, v)));
+    let sent_timeout = ours
+        .timeout
+        .and_then(|v| Some((wire::parse_timeout(text(Some(v))?)?, v)));
     let timeout = sent_timeout.map_or(ctx.settings.request_timeout, |(t, _)| t);
     // Read before `write_map` drops the agent's own fields.
-    let replayable = retry::is_safe_with(&parts.method, header(&wire::names::RETRYABLE));
-    let caller = caller::of_request(caller.as_ref(), &parts.headers);
+    let replayable = retry::is_safe_with(&parts.method, text(ours.retryable));
+    let caller = from.callers.of_request(ours.src);
     let log_entry = |caller: Option<&str>| {
         ctx.access_log.is_on().then(|| {
-            let traceparent = header(&HeaderName::from_static(crate::trace::TRACEPARENT));
-            Box::new(entry(ctx, &spec, peer, caller, &parts, traceparent))
+            let traceparent = parts.headers.get(crate::trace::TRACEPARENT);
+            let traceparent = traceparent.and_then(|v| v.to_str().ok());
+            Box::new(entry(ctx, &spec, from.addr, caller, &parts, traceparent))
         })
     };
-    if !ctx
-        .policies
-        .allows(service, caller.as_deref().unwrap_or(""))
-    {
+    if !ctx.policies.allows(service, caller.host().unwrap_or("")) {
         ctx.metrics.policy_denied(service, "inbound");
         ctx.metrics.request(
             service,
@@ -218,20 +212,17 @@ async fn handle(
             started.elapsed(),
         );
         let resp = http_errors::response(Reason::Forbidden, grpc);
-        let entry = log_entry(caller.as_deref());
+        let entry = log_entry(caller.host());
         return logged(ctx, entry, resp, started, read);
     }
-    let entry = log_entry(caller.as_deref());
-    let caller = caller.unwrap_or_else(|| peer.ip().to_string());
-    // A caller is a host name (from a certificate or the peer's claim, both checked) or an IP.
-    let caller = HeaderValue::from_str(&caller).unwrap_or(HeaderValue::from_static("unknown"));
+    let entry = log_entry(caller.host());
     let timeout_value = match sent_timeout {
         Some((_, v)) => v.clone(),
         None => wire::timeout_value(timeout),
     };
     let added = app_request::Added {
-        caller: &caller,
-        forwarded,
+        caller: caller.value(),
+        forwarded: &from.forwarded,
         timeout: &timeout_value,
         grpc,
     };
@@ -339,6 +330,11 @@ async fn handle(
         started.elapsed(),
     );
     logged(ctx, entry, resp, started, read)
+}
+
+/// A field's value as text, if it has one and that is visible ASCII.
+fn text(v: Option<&HeaderValue>) -> Option<&str> {
+    v.and_then(|v| v.to_str().ok())
 }
 
 /// The access log entry of a peer's request to `spec` (the trace id is the request's own: the
