@@ -62,10 +62,7 @@ pub fn write_for_app<'a>(
 ) {
     let mut trailers = false;
     for (name, value) in fields {
-        let by_connection = named
-            .iter()
-            .any(|c| c.as_bytes().eq_ignore_ascii_case(name));
-        if !app_request::drops(name, by_connection) && !also_drops(name) {
+        if !app_request::drops(name, is_named(named, name)) && !also_drops(name) {
             write_line(out, name, value);
         } else if !trailers && name.eq_ignore_ascii_case(b"te") && app_request::te_for_app(value) {
             out.extend_from_slice(b"te: trailers\r\n");
@@ -110,6 +107,13 @@ pub fn connection_named<'b>(buf: &'b [u8], fields: &'b [Field]) -> Vec<&'b str> 
         named.extend(headers::connection_named(v));
     }
     named
+}
+
+/// Whether `name` (any case) is one of the names a `Connection` field listed (`named`).
+pub fn is_named(named: &[&str], name: &[u8]) -> bool {
+    named
+        .iter()
+        .any(|c| c.as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// Whether a `Connection` value names any field ([`headers::connection_named`]): most say only

@@ -10,7 +10,7 @@
 
 use std::io::{self, Write as _};
 
-use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue};
+use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue, TE};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, StatusCode};
@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 
 use super::fields;
 use super::request::Request;
+use crate::app_request;
 use hostmesh_wire::{self as wire, headers};
 
 /// The request's head as hyper's path would have it before an attempt's own fields
@@ -28,15 +29,33 @@ use hostmesh_wire::{self as wire, headers};
 /// own, `host` as the client sent it. `None` when a field cannot go into a map (bytes httparse
 /// takes and `http` refuses): such a request is left to hyper's path, which answers it.
 pub fn parts(req: &Request, buf: &[u8]) -> Option<Parts> {
+    let named = req.connection_named(buf);
     let mut map = HeaderMap::with_capacity(req.fields.len() + 6);
+    let mut trailers = false;
     for f in &req.fields {
-        let name = HeaderName::from_bytes(f.name(buf)).ok()?;
+        // What the peer does not get is left out here rather than removed from the map after
+        // (each removal hashes its name again): what `headers::strip_hop_by_hop` and
+        // `strip_client_internal` remove, and the client's retry promise (this agent retries).
+        // Like the first, a `te` asking for trailers leaves one `te: trailers`, at the end.
+        let name = f.name(buf);
+        if name.eq_ignore_ascii_case(b"te") {
+            trailers |= app_request::te_for_app(f.value(buf));
+            continue;
+        }
+        if headers::is_hop_by_hop(name)
+            || fields::is_named(&named, name)
+            || headers::is_client_internal(name)
+            || name.eq_ignore_ascii_case(wire::RETRYABLE.as_bytes())
+        {
+            continue;
+        }
+        let name = HeaderName::from_bytes(name).ok()?;
         let value = HeaderValue::from_bytes(f.value(buf)).ok()?;
         map.append(name, value);
     }
-    headers::strip_hop_by_hop(&mut map);
-    headers::strip_client_internal(&mut map);
-    map.remove(wire::names::RETRYABLE);
+    if trailers {
+        map.insert(TE, HeaderValue::from_static("trailers"));
+    }
     let path = PathAndQuery::try_from(req.path(buf)).ok()?;
     let mut head = http::Request::new(());
     *head.method_mut() = req.method.clone();
@@ -140,4 +159,47 @@ pub async fn relay(
     app.write_all(out).await?;
     out.clear();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbound::h1::request::Parsed;
+
+    /// The fields a peer gets are the client's less what the map-wide strips remove.
+    #[test]
+    fn the_peers_fields_are_the_clients_less_hop_by_hop_and_ours() {
+        let head = "POST /a HTTP/1.1\r\nHost: orders.mesh\r\nConnection: keep-alive, X-Private\r\n\
+                    X-Private: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nX-Hostmesh-Timeout: 1s\r\n\
+                    X-Hostmesh-Dst: evil/1\r\nX-Hostmesh-Retryable: true\r\nAccept: */*\r\n\
+                    accept: text/plain\r\nContent-Length: 2\r\nProxy-Connection: keep-alive\r\n\r\nhi";
+        let Parsed::Lean(req) = Request::parse(head.as_bytes(), 100, 65536) else {
+            panic!("not lean");
+        };
+        let parts = parts(&req, head.as_bytes()).expect("parts");
+
+        let mut expected = HeaderMap::new();
+        for f in &req.fields {
+            let name = HeaderName::from_bytes(f.name(head.as_bytes())).expect("name");
+            let value = HeaderValue::from_bytes(f.value(head.as_bytes())).expect("value");
+            expected.append(name, value);
+        }
+        headers::strip_hop_by_hop(&mut expected);
+        headers::strip_client_internal(&mut expected);
+        expected.remove(wire::names::RETRYABLE);
+        assert_eq!(parts.headers, expected);
+        let names: Vec<&str> = parts.headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "host",
+                "x-hostmesh-timeout",
+                "accept",
+                "content-length",
+                "te"
+            ]
+        );
+        assert_eq!(parts.headers.get_all("accept").iter().count(), 2);
+        assert_eq!(parts.uri, "/a");
+    }
 }

@@ -137,6 +137,16 @@ impl Request {
         )
     }
 
+    /// The field names its `Connection` fields make hop-by-hop ([`fields::connection_named`]);
+    /// worked out only when the parse saw a value naming any.
+    pub fn connection_named<'b>(&'b self, buf: &'b [u8]) -> Vec<&'b str> {
+        if self.names_fields {
+            fields::connection_named(buf, &self.fields)
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Writes the request as the app gets it: the client's fields as `app_request` decides them
     /// (and without `traceparent`/`tracestate` when the hop has its own), then `added` (complete
     /// header lines), then the body.
@@ -152,14 +162,9 @@ impl Request {
         out.push(b' ');
         out.extend_from_slice(&buf[self.path_at.clone()]);
         out.extend_from_slice(b" HTTP/1.1\r\n");
-        let connection = if self.names_fields {
-            fields::connection_named(buf, &self.fields)
-        } else {
-            Vec::new()
-        };
         fields::write_for_app(
             self.fields.iter().map(|f| (f.name(buf), f.value(buf))),
-            &connection,
+            &self.connection_named(buf),
             |name| drop_trace.drops(name),
             out,
         );
