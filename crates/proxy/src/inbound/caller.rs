@@ -46,11 +46,11 @@ impl Callers {
     pub(crate) fn new(proven: Option<&str>, peer: IpAddr) -> Callers {
         let address =
             HeaderValue::from_str(&peer.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
-        Callers {
-            // A proven name is a checked host name, so always a valid value.
-            proven: proven.and_then(|host| HeaderValue::from_str(host).ok()),
-            address,
-        }
+        // A proven name is a checked host name, so always a valid value; were it not, the
+        // connection still has a proven caller (never a claim), just an unnamed one.
+        let proven = proven
+            .map(|host| HeaderValue::from_str(host).unwrap_or(HeaderValue::from_static("unknown")));
+        Callers { proven, address }
     }
 
     /// The caller of a request that `claimed` an `x-hostmesh-src`: the certificate's host, else

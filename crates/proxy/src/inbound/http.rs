@@ -52,7 +52,7 @@ pub async fn serve(
     // backstop, so that the peer (which knows when it is about to send) normally closes first.
     // It also bounds a peer that never finishes the handshake.
     let idle = Idle::new(ctx.settings.idle_timeout.saturating_mul(2));
-    let from = Arc::new(From {
+    let shared = Arc::new(Peer {
         addr: peer,
         forwarded: HeaderValue::from_str(&format!("for={}", peer.ip()))
             .unwrap_or(HeaderValue::from_static("for=unknown")),
@@ -66,11 +66,11 @@ pub async fn serve(
                 .await?;
             let serve = |req, mut respond: SendResponse<Bytes>| {
                 let busy = idle.busy();
-                let (ctx, from) = (ctx.clone(), from.clone());
+                let (ctx, shared) = (ctx.clone(), shared.clone());
                 // Boxed: tokio moves a task's future several times as it spawns and ends it
                 // (each a copy of the whole future, some KB here), a box only once.
                 tokio::spawn(Box::pin(async move {
-                    let resp = answer(&ctx, &from, req, &mut respond).await;
+                    let resp = answer(&ctx, &shared, req, &mut respond).await;
                     if let Some(resp) = resp {
                         send(respond, resp, busy).await;
                     }
@@ -112,9 +112,9 @@ async fn accept<T: PeerIo>(
     .await
 }
 
-/// What every request of one peer connection has in common, made once for the connection.
+/// The peer of one connection: what all of its requests have in common, made once.
 #[derive(Debug)]
-struct From {
+struct Peer {
     addr: SocketAddr,
     /// What the app sees in `forwarded`.
     forwarded: HeaderValue,
@@ -125,13 +125,13 @@ struct From {
 /// the app's request is dropped with it).
 async fn answer(
     ctx: &Inbound,
-    from: &From,
+    peer: &Peer,
     req: Request<RecvStream>,
     respond: &mut SendResponse<Bytes>,
 ) -> Option<Response<ProxyBody>> {
     let (head, recv) = req.into_parts();
     let body = RecvBody::new(recv, &head.headers, ());
-    let handling = handle(ctx, from, Request::from_parts(head, body));
+    let handling = handle(ctx, peer, Request::from_parts(head, body));
     let mut handling = std::pin::pin!(handling);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(resp) = handling.as_mut().poll(cx) {
@@ -165,7 +165,7 @@ async fn send(mut respond: SendResponse<Bytes>, resp: Response<ProxyBody>, busy:
     }
 }
 
-async fn handle(ctx: &Inbound, from: &From, req: Request<RecvBody>) -> Response<ProxyBody> {
+async fn handle(ctx: &Inbound, peer: &Peer, req: Request<RecvBody>) -> Response<ProxyBody> {
     let started = Instant::now();
     let version = req.version();
     let (mut parts, incoming) = req.into_parts();
@@ -195,12 +195,12 @@ async fn handle(ctx: &Inbound, from: &From, req: Request<RecvBody>) -> Response<
     let timeout = sent_timeout.map_or(ctx.settings.request_timeout, |(t, _)| t);
     // Read before `write_map` drops the agent's own fields.
     let replayable = retry::is_safe_with(&parts.method, text(ours.retryable));
-    let caller = from.callers.of_request(ours.src);
+    let caller = peer.callers.of_request(ours.src);
     let log_entry = |caller: Option<&str>| {
         ctx.access_log.is_on().then(|| {
             let traceparent = parts.headers.get(crate::trace::TRACEPARENT);
             let traceparent = traceparent.and_then(|v| v.to_str().ok());
-            Box::new(entry(ctx, &spec, from.addr, caller, &parts, traceparent))
+            Box::new(entry(ctx, &spec, peer.addr, caller, &parts, traceparent))
         })
     };
     if !ctx.policies.allows(service, caller.host().unwrap_or("")) {
@@ -222,7 +222,7 @@ async fn handle(ctx: &Inbound, from: &From, req: Request<RecvBody>) -> Response<
     };
     let added = app_request::Added {
         caller: caller.value(),
-        forwarded: &from.forwarded,
+        forwarded: &peer.forwarded,
         timeout: &timeout_value,
         grpc,
     };
