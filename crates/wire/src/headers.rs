@@ -98,11 +98,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // `close` and `keep-alive` are connection options; any other token names a header that is
     // hop-by-hop for this message.
     let named: Vec<HeaderName> = if has(&CONNECTION) {
-        headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(connection_named)
+        let values = headers.get_all(CONNECTION);
+        named_by_connection(values.iter().map(HeaderValue::as_bytes))
+            .into_iter()
             .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
             .collect()
     } else {
@@ -162,6 +160,17 @@ impl HeaderLookup for HeaderMap {
     fn first_str(&self, name: &str) -> Option<&str> {
         self.get(name).and_then(|v| v.to_str().ok())
     }
+}
+
+/// The field names a message's `Connection` values make hop-by-hop ([`connection_named`]), from
+/// each value in turn; a value that is not visible ASCII names none. Whether the values come from
+/// a map or an HTTP/1 head, this decides.
+pub fn named_by_connection<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Vec<&'a str> {
+    values
+        .into_iter()
+        .filter_map(visible_ascii)
+        .flat_map(connection_named)
+        .collect()
 }
 
 /// What `HeaderValue::to_str` accepts: visible ASCII, spaces and tabs.

@@ -191,7 +191,7 @@ async fn handle(ctx: &Inbound, peer: &Peer, req: Request<RecvBody>) -> Response<
     // The deadline as the peer sent it, when it did (the app sees what this hop waits for).
     let sent_timeout = ours
         .timeout
-        .and_then(|v| Some((wire::parse_timeout(text(Some(v))?)?, v)));
+        .and_then(|v| Some((wire::parse_timeout(v.to_str().ok()?)?, v)));
     let timeout = sent_timeout.map_or(ctx.settings.request_timeout, |(t, _)| t);
     // Read before `write_map` drops the agent's own fields.
     let replayable = retry::is_safe_with(&parts.method, text(ours.retryable));

@@ -151,13 +151,8 @@ fn write_head(
     };
     // HTTP/2 has no `Connection` field (h2 refuses a request with one), so this is empty but
     // for a request some other way makes.
-    let named: Vec<&str> = parts
-        .headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(headers::connection_named)
-        .collect();
+    let values = parts.headers.get_all(CONNECTION);
+    let named = headers::named_by_connection(values.iter().map(HeaderValue::as_bytes));
     let fields = parts.headers.iter();
     let fields = fields.map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
     write_for_app(fields, &named, |_| false, out);

@@ -100,13 +100,9 @@ pub fn values<'b>(
 }
 
 /// The header names the `Connection` fields make hop-by-hop (see
-/// [`headers::connection_named`]). Empty, and unallocated, for the usual `keep-alive`.
+/// [`headers::named_by_connection`]). Empty, and unallocated, for the usual `keep-alive`.
 pub fn connection_named<'b>(buf: &'b [u8], fields: &'b [Field]) -> Vec<&'b str> {
-    let mut named = Vec::new();
-    for v in values(buf, fields, "connection").filter_map(headers::visible_ascii) {
-        named.extend(headers::connection_named(v));
-    }
-    named
+    headers::named_by_connection(values(buf, fields, "connection"))
 }
 
 /// Whether `name` (any case) is one of the names a `Connection` field listed (`named`).
