@@ -13,7 +13,7 @@ use crate::resilience::{ORDERS, agent};
 const REDIS: &str =
     "name = \"redis\"\nport = 6379\ntarget = \"127.0.0.1:16379\"\nprotocol = \"tcp\"\n";
 
-fn logged(format: &str, path: &Path) -> AgentOpts {
+pub(crate) fn logged(format: &str, path: &Path) -> AgentOpts {
     AgentOpts::new().extra_toml(&format!(
         "[access_log]\nenabled = true\nformat = \"{format}\"\npath = \"{}\"\n",
         path.display()
@@ -29,7 +29,7 @@ fn lines(path: &Path) -> Vec<String> {
 }
 
 /// The JSON lines of `path` so far, each parsed (a line that is not JSON fails the test).
-fn json_lines(path: &Path) -> Vec<Value> {
+pub(crate) fn json_lines(path: &Path) -> Vec<Value> {
     lines(path)
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -220,7 +220,7 @@ fn the_agents_own_answers_are_logged_with_their_reason() {
 }
 
 /// A fresh directory for log files, readable by the agents (which run as root here).
-fn tempfile_dir() -> std::path::PathBuf {
+pub(crate) fn tempfile_dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "hostmesh-e2e-access-{}-{:?}",
         std::process::id(),

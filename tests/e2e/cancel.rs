@@ -5,9 +5,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hostmesh_tests::raw_h2::{self, Frame};
+use hostmesh_tests::raw_http::RawConn;
 use hostmesh_tests::{AgentOpts, Backend, Etcd, Net, wait_until};
 use tokio::io::AsyncWriteExt;
 
+use crate::access_log;
 use crate::proxy::agent;
 use crate::resilience::ORDERS;
 
@@ -99,4 +101,56 @@ fn a_stream_the_peer_resets_drops_the_apps_request() {
     let head = answered.expect("stream 3 answered on the same connection");
     assert_eq!(head.first(), Some(&0x88), "stream 3's head: {head:02x?}");
     assert_eq!(app.gone(), [HOLD], "only the reset request was dropped");
+}
+
+/// An app's client that closes its connection before the answer takes its request with it, on
+/// either kind of instance: the app's connection closes (the peer's stream is reset, or the
+/// same-host connection dropped) instead of being held for an answer nobody reads, and the
+/// request is counted and access-logged as nginx would log it, 499.
+#[test]
+fn a_client_that_leaves_drops_its_request() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let a = net.host("a");
+    let b = net.host("b");
+    let app = Backend::http(&b, 18080, "orders\n");
+    let dir = access_log::tempfile_dir();
+    let (log_a, log_b) = (dir.join("a.log"), dir.join("b.log"));
+    let agent_a = agent(&a, &etcd, access_log::logged("json", &log_a));
+    let agent_b = agent(
+        &b,
+        &etcd,
+        access_log::logged("json", &log_b).service("orders-1", ORDERS),
+    );
+    for (host, client, log) in [(&a, &agent_a, &log_a), (&b, &agent_b, &log_b)] {
+        let from = host.name();
+        wait_until(Duration::from_secs(10), "orders answers", || {
+            host.curl("http://orders.mesh:8080/")
+                .is_ok_and(|(code, _)| code == 200)
+        });
+        let vip = client.service_vip("orders").expect("orders' VIP");
+        let gone_before = app.gone().len();
+        host.in_ns(|| {
+            let mut conn = RawConn::connect(SocketAddr::new(vip.into(), 8080));
+            conn.send(format!("GET {HOLD} HTTP/1.1\r\nHost: orders.mesh\r\n\r\n").as_bytes());
+            wait_until(Duration::from_secs(10), "the app has the request", || {
+                app.requests().iter().filter(|r| r["path"] == HOLD).count() > gone_before
+            });
+        });
+        // The connection closed as the scope ended: the app must see its own close well before
+        // the 20 s it waits.
+        wait_until(
+            Duration::from_secs(5),
+            &format!("the app sees the client on {from} leave"),
+            || app.gone().len() > gone_before,
+        );
+        let series = r#"hostmesh_requests_total{direction="outbound",service="orders",code="499"}"#;
+        assert_eq!(client.sample(series), 1.0, "{from}: {series}");
+        wait_until(Duration::from_secs(5), "the access log's 499", || {
+            access_log::json_lines(log)
+                .iter()
+                .any(|e| e["direction"] == "outbound" && e["path"] == HOLD && e["status"] == 499)
+        });
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }
