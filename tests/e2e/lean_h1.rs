@@ -97,6 +97,22 @@ fn assert_agent_answer(r: &RawResponse, status: u16, reason: &str) {
     assert_eq!(r.status, status, "{}", r.head);
     assert_eq!(r.header("x-hostmesh-error"), Some(reason), "{}", r.head);
     assert_eq!(r.text().trim(), format!("hostmesh: {reason}"));
+    assert_dated(r);
+}
+
+/// The response has one `Date` field (any case), an HTTP date (RFC 9110 §6.6.1).
+#[track_caller]
+fn assert_dated(r: &RawResponse) {
+    let dates: Vec<&str> = (r.headers.iter())
+        .filter(|(n, _)| n.eq_ignore_ascii_case("date"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(dates.len(), 1, "one date field: {}", r.head);
+    assert!(
+        httpdate::parse_http_date(dates[0]).is_ok(),
+        "not an HTTP date: {}",
+        r.head
+    );
 }
 
 fn get(path: &str, extra: &str) -> Vec<u8> {

@@ -103,12 +103,12 @@ pub fn response(reason: Reason, grpc: bool) -> Response<ProxyBody> {
 }
 
 /// [`response`] (non-gRPC) as HTTP/1.1 bytes, for the lean HTTP/1 path, which writes its own
-/// heads; `close` adds `connection: close`.
+/// heads (hyper's server adds the `date` to the others'); `close` adds `connection: close`.
 pub fn write_http1(reason: Reason, close: bool, out: &mut Vec<u8>) {
     let body = body_text(reason);
     let status = reason.status();
     let head = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: {TEXT}\r\n{}: {}\r\ncontent-length: {}\r\n{}\r\n",
+        "HTTP/1.1 {} {}\r\ncontent-type: {TEXT}\r\n{}: {}\r\ncontent-length: {}\r\n{}",
         status.as_str(),
         status.canonical_reason().unwrap_or_default(),
         wire::ERROR,
@@ -117,6 +117,8 @@ pub fn write_http1(reason: Reason, close: bool, out: &mut Vec<u8>) {
         if close { "connection: close\r\n" } else { "" },
     );
     out.extend_from_slice(head.as_bytes());
+    crate::date::write_line(out);
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body.as_bytes());
 }
 
@@ -156,6 +158,15 @@ mod tests {
         let mut out = Vec::new();
         write_http1(Reason::NoEndpoints, true, &mut out);
         let text = String::from_utf8(out).expect("ascii");
+        // The date line (the clock's, `date`'s own test checks it) comes last in the head.
+        let (text, date) = match text.split_once("\r\ndate: ") {
+            Some((before, after)) => {
+                let (date, rest) = after.split_once("\r\n").expect("the date line's end");
+                (format!("{before}\r\n{rest}"), date.to_owned())
+            }
+            None => panic!("no date line in {text:?}"),
+        };
+        assert!(date.ends_with(" GMT"), "{date}");
         assert_eq!(
             text,
             format!(

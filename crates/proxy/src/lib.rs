@@ -14,7 +14,8 @@
 //! - [`app_request`]: what an app receives, decided once for the three paths that write it.
 //! - [`access_log`]: a line per request or TCP connection, written off the data path.
 //! - [`access_table`]: who may call each service, from access policies and the catalog.
-//! - [`http_errors`], [`body`]: the agent's own answers, and bodies passed through.
+//! - [`http_errors`], [`body`]: the agent's own answers, and bodies passed through; `date`:
+//!   the `date` line of responses the lean path writes.
 //! - [`trace`]: W3C trace context across hops, spans exported over OTLP/HTTP.
 //! - [`metrics`]: the data path's metric handles.
 
@@ -23,6 +24,7 @@ pub mod access_table;
 pub mod app_request;
 pub mod body;
 pub mod connect;
+mod date;
 // The fuzz targets' entry points, re-exported by the agent's `hostmesh::fuzzing`; not an API.
 #[doc(hidden)]
 pub mod fuzzing;

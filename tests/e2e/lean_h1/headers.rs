@@ -1,9 +1,15 @@
 //! Heads on the lean path: what the app sees of the client's request head, and what the client
 //! sees of the app's response head.
 
-use hostmesh_tests::AgentOpts;
+use std::net::SocketAddr;
+use std::time::Duration;
 
-use super::{assert_lean, get, lean, one_host};
+use hostmesh_tests::{AgentOpts, Backend, Etcd, Net, RawConn, wait_until};
+
+use super::{assert_dated, assert_lean, get, lean, one_host};
+use crate::hardening::vip;
+use crate::proxy::agent;
+use crate::resilience::ORDERS;
 
 #[test]
 fn the_app_sees_the_caller_and_neither_side_sees_the_others_hop_by_hop_headers() {
@@ -172,4 +178,54 @@ fn a_connection_header_naming_content_length_never_smuggles_a_request() {
         "a request was smuggled: {paths:?}"
     );
     assert!(paths.iter().any(|p| p == "/after"), "{paths:?}");
+}
+
+/// Every response a client gets has one `Date`: the app's as it sent it (the test backend writes
+/// `Date`), else the agent's, for an instance on the same host and one on another host alike
+/// (there the peer's HTTP/2 answer has lowercase names, whoever wrote the field).
+#[test]
+fn a_response_without_a_date_gets_the_agents() {
+    let net = Net::new();
+    let etcd = Etcd::start(&net);
+    let (a, b) = (net.host("a"), net.host("b"));
+    let _app = Backend::http(&b, 18080, "ok\n");
+    let agent_a = agent(&a, &etcd, AgentOpts::new());
+    let agent_b = agent(&b, &etcd, AgentOpts::new().service("orders-1", ORDERS));
+    // The app's status line as it is, then `Server` and `Content-Length`: no `Date`.
+    let undated = get("/statusline?s=HTTP%2F1.1%20200%20OK", "");
+    for (host, client) in [(&b, &agent_b), (&a, &agent_a)] {
+        let from = host.name();
+        wait_until(Duration::from_secs(10), "orders answers", || {
+            host.curl("http://orders.mesh:8080/")
+                .is_ok_and(|(code, _)| code == 200)
+        });
+        let to: SocketAddr = vip(client, "orders", 8080);
+        let (dated, added) = host.in_ns(|| {
+            let mut c = RawConn::connect(to);
+            (c.request(&get("/who", "")), c.request(&undated))
+        });
+        for r in [&dated, &added] {
+            assert_eq!(
+                (r.status, r.text()),
+                (200, "ok\n".to_owned()),
+                "from {from}: {}",
+                r.head
+            );
+            assert_dated(r);
+        }
+        if from == "b" {
+            // Same host: names pass as the app wrote them, so whose date it is shows.
+            assert_lean(&added, "the undated answer");
+            assert!(
+                dated.names().contains(&"Date"),
+                "the app's Date: {}",
+                dated.head
+            );
+            assert!(
+                added.names().contains(&"date"),
+                "the agent's date: {}",
+                added.head
+            );
+        }
+    }
 }

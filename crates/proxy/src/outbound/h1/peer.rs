@@ -10,7 +10,7 @@
 
 use std::io::{self, Write as _};
 
-use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue, TE};
+use http::header::{CONTENT_LENGTH, DATE, HeaderName, HeaderValue, TE};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, StatusCode};
@@ -64,8 +64,8 @@ pub fn parts(req: &Request, buf: &[u8]) -> Option<Parts> {
     Some(head.into_parts().0)
 }
 
-/// Writes the peer's response to the client: its head as HTTP/1.1 (`connection: close` when
-/// `close`), then its body as it arrives, by its length or chunked. A body that fails midway
+/// Writes the peer's response to the client: its head as HTTP/1.1 (the agent's `date` when it
+/// has none, `connection: close` when `close`), then its body as it arrives, by its length or chunked. A body that fails midway
 /// returns the error: the caller closes the connection, which is how HTTP/1 says the response
 /// was cut short. `sent` counts the body bytes, also when it fails midway.
 pub async fn relay(
@@ -98,11 +98,16 @@ pub async fn relay(
         .get_all(CONTENT_LENGTH)
         .iter()
         .find_map(|v| fields::digits(v.as_bytes()));
+    let mut dated = false;
     for (name, value) in &head.headers {
         if name == CONTENT_LENGTH || headers::is_hop_by_hop(name.as_str().as_bytes()) {
             continue;
         }
+        dated |= name == DATE;
         fields::write_line(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !dated {
+        crate::date::write_line(out);
     }
     let chunked = !no_body && length.is_none() && !body.is_end_stream();
     if let Some(n) = length {

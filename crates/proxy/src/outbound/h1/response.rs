@@ -62,6 +62,8 @@ pub struct Response {
     /// A `Connection` field names other fields (not just `keep-alive` or `close`): only then
     /// are its tokens worked out again as the fields are passed on.
     names_fields: bool,
+    /// The app sent a `Date` (else the client gets the agent's).
+    dated: bool,
 }
 
 impl Response {
@@ -98,6 +100,7 @@ impl Response {
         let mut close = version == 0;
         let mut error_at = None;
         let mut names_fields = false;
+        let mut dated = false;
         let mut fields = Vec::with_capacity(resp.headers.len());
         for h in resp.headers.iter() {
             let name = h.name.as_bytes();
@@ -125,6 +128,8 @@ impl Response {
                 && headers::visible_ascii(h.value).is_some()
             {
                 error_at = Some(fields::range_of(buf, h.value));
+            } else if name.eq_ignore_ascii_case(b"date") {
+                dated = true;
             }
             fields.push(Field::of(buf, h.name, h.value));
         }
@@ -148,6 +153,7 @@ impl Response {
             reusable: !close && framing != Framing::UntilClose,
             error_at,
             names_fields,
+            dated,
         })
     }
 
@@ -184,8 +190,9 @@ impl Response {
 
     /// Writes the head the client gets: the app's status and fields less the hop-by-hop ones
     /// (the framing fields stay: the body is relayed as it is; but a `Content-Length` beside a
-    /// `Transfer-Encoding` goes, as RFC 9112 §6.3 asks of a proxy), and `connection: close` when
-    /// the client's connection ends after this response.
+    /// `Transfer-Encoding` goes, as RFC 9112 §6.3 asks of a proxy), the agent's `date` when the
+    /// app sent none, and `connection: close` when the client's connection ends after this
+    /// response.
     pub fn write_to_client(&self, buf: &[u8], close: bool, out: &mut Vec<u8>) {
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(self.status.as_str().as_bytes());
@@ -204,6 +211,9 @@ impl Response {
         out.extend_from_slice(b"\r\n");
         for f in self.passed_on(buf, Coding::Relayed) {
             f.write(buf, out);
+        }
+        if !self.dated {
+            crate::date::write_line(out);
         }
         if close {
             out.extend_from_slice(b"connection: close\r\n");
@@ -247,13 +257,15 @@ mod tests {
 
     #[test]
     fn a_length_beside_a_coding_is_dropped_and_a_missing_reason_is_filled_in() {
-        let both = "HTTP/1.1 200\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n";
+        let both = "HTTP/1.1 200\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\
+                    DATE: Sun, 06 Dec 2026 08:00:00 GMT\r\n\r\n";
         let r = parse(both, false);
         let mut out = Vec::new();
         r.write_to_client(both.as_bytes(), false, &mut out);
         assert_eq!(
             String::from_utf8(out).expect("ascii"),
-            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\
+             DATE: Sun, 06 Dec 2026 08:00:00 GMT\r\n\r\n"
         );
         let odd = "HTTP/1.1 200 Ça va\r\ncontent-length: 0\r\n\r\n";
         let r = parse(odd, false);
@@ -289,7 +301,7 @@ mod tests {
     fn the_client_gets_the_head_less_hop_by_hop_fields() {
         let head = "HTTP/1.1 503 Busy\r\nConnection: keep-alive, X-Private\r\nKeep-Alive: timeout=5\r\n\
                     X-Private: 1\r\nTransfer-Encoding: chunked\r\nX-Hostmesh-Error: upstream-reset\r\n\
-                    Server: app\r\n\r\n";
+                    Server: app\r\nDate: Sun, 06 Dec 2026 08:00:00 GMT\r\n\r\n";
         let r = parse(head, false);
         assert_eq!(r.agent_error(head.as_bytes()), Some("upstream-reset"));
         let mut out = Vec::new();
@@ -297,7 +309,23 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).expect("ascii"),
             "HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\nX-Hostmesh-Error: upstream-reset\r\n\
-             Server: app\r\nconnection: close\r\n\r\n"
+             Server: app\r\nDate: Sun, 06 Dec 2026 08:00:00 GMT\r\nconnection: close\r\n\r\n"
         );
+    }
+
+    /// RFC 9110 §6.6.1: a response forwarded without a `Date` gets the agent's, once.
+    #[test]
+    fn a_head_without_a_date_gets_the_agents() {
+        let head = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+        let mut out = Vec::new();
+        parse(head, false).write_to_client(head.as_bytes(), false, &mut out);
+        let text = String::from_utf8(out).expect("ascii");
+        let dates: Vec<&str> = text.lines().filter(|l| l.starts_with("date: ")).collect();
+        assert_eq!(dates.len(), 1, "{text:?}");
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK\r\ncontent-length: 0\r\ndate: "),
+            "{text:?}"
+        );
+        assert!(text.ends_with(" GMT\r\n\r\n"), "{text:?}");
     }
 }
