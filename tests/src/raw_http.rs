@@ -90,6 +90,15 @@ impl RawConn {
             .unwrap_or_else(|e| panic!("writing {:?}: {e}", String::from_utf8_lossy(bytes)));
     }
 
+    /// Shuts the sending side (a half-close): the other side reads the end of the stream and may
+    /// still answer.
+    #[track_caller]
+    pub fn shut_write(&mut self) {
+        self.stream
+            .shutdown(std::net::Shutdown::Write)
+            .unwrap_or_else(|e| panic!("shutting the sending side: {e}"));
+    }
+
     /// The next response, or what is wrong: the connection closed or nothing whole came within
     /// 10 s (an error once the head came says `body of a STATUS: …`). `head_request`: it answers
     /// a HEAD (no body whatever its head says). Interim (1xx) responses are returned like final

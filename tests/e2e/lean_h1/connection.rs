@@ -53,6 +53,26 @@ fn pipelined_requests_are_answered_in_order_on_one_connection() {
     );
 }
 
+/// A client that pipelines its requests and then shuts its sending side still gets every
+/// answer, the last one included: on a connection that pipelines, the end of the stream says
+/// the client sends nothing more, not that it left. (Elsewhere it is taken to have left, as
+/// hyper's server and nginx do: `cancel.rs`.)
+#[test]
+fn pipelined_requests_then_a_half_close_are_all_answered() {
+    let m = one_host(AgentOpts::new());
+    // The app answers /hold after 500 ms unless its client leaves first.
+    let mut burst = get("/hold?ms=500", "");
+    burst.extend(get("/bytes?n=5", ""));
+    let rs = m.conn(|c| {
+        c.send(&burst);
+        c.shut_write();
+        [c.response(false), c.response(false)]
+    });
+    let got: Vec<(u16, String)> = rs.iter().map(|r| (r.status, r.text())).collect();
+    assert_eq!(got, [(200, "ok\n".to_owned()), (200, "01234".to_owned())]);
+    assert_eq!(m.app.gone(), Vec::<String>::new(), "the app's client left");
+}
+
 #[test]
 fn a_close_ends_the_connection_only_when_the_client_the_framing_or_idleness_needs_it() {
     // header_read_timeout 1s: also how long an app connection may idle between requests.

@@ -87,6 +87,7 @@ pub async fn serve(ctx: Arc<Outbound>, app: TcpStream, first: &[u8], dst: Socket
         out: Vec::with_capacity(1024),
         idle: Idle::default(),
         timer: LazyTimer::new(Instant::now() + settings_timeout),
+        pipelined: false,
     };
     match conn.run().await {
         Ok(None) => Ended::Done,
@@ -113,6 +114,8 @@ struct Conn {
     late: bool,
     /// The app's socket, for access log lines (`None` while they are off).
     client: Option<std::net::SocketAddr>,
+    /// A request came with the one before it: the end of the client's stream is no sign it left.
+    pipelined: bool,
 }
 
 impl Conn {
@@ -262,7 +265,11 @@ impl Conn {
         let mut tally = attempts::Tally::default();
         // A client that leaves before its answer takes the request with it, as hyper's server
         // and nginx do: the attempt is dropped, which resets a peer's stream (its agent drops
-        // the app's request) or closes a same-host app's connection. `None` then.
+        // the app's request) or closes a same-host app's connection. `None` then. Not watched
+        // on a connection that pipelines (a request came with the one before it): such a client
+        // may send them all and shut its sending side, and it waits for every answer still.
+        self.pipelined |= self.buf.len() > req.len();
+        let watch = !self.pipelined;
         let outcome = {
             let run = pin!(attempts::run(
                 &ctx,
@@ -274,7 +281,7 @@ impl Conn {
                 &mut self.timer,
                 &mut tally,
             ));
-            unless_client_leaves(&self.app, run).await
+            unless_client_leaves(&self.app, watch, run).await
         };
         let status = match &outcome {
             Some(Ok(a) | Err(Last::Response(a))) => Lean::status(a),
@@ -365,8 +372,9 @@ const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(499) {
     Err(_) => panic!("499 is a status code"),
 };
 
-/// `work`'s output, or `None` once the app's client has closed or reset its connection. A client
-/// that sends more (a pipelined request, read after this answer) is still there. Watching costs
+/// `work`'s output, or `None` once the app's client has closed or reset its connection (only
+/// while `watching`). A client that sends more (a pipelined request, read after this answer) is
+/// still there, and is not watched from then on. Watching costs
 /// no system call while nothing happens: the request was read to its end, which left the socket
 /// waiting for its next event (a short read clears tokio's readiness). The watch costs about 200
 /// instructions per request on the one-hop path (the socket's reader slot, locked once per poll).
@@ -374,9 +382,9 @@ const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(499) {
 /// entry locked in and out, the attempt's large future moved twice).
 async fn unless_client_leaves<F: Future>(
     app: &TcpStream,
+    mut watching: bool,
     mut work: Pin<&mut F>,
 ) -> Option<F::Output> {
-    let mut watching = true;
     std::future::poll_fn(|cx| {
         if let Poll::Ready(out) = work.as_mut().poll(cx) {
             return Poll::Ready(Some(out));
