@@ -104,9 +104,10 @@ fn a_stream_the_peer_resets_drops_the_apps_request() {
 }
 
 /// An app's client that closes its connection before the answer takes its request with it, on
-/// either kind of instance: the app's connection closes (the peer's stream is reset, or the
-/// same-host connection dropped) instead of being held for an answer nobody reads, and the
-/// request is counted and access-logged as nginx would log it, 499.
+/// either kind of instance and either of the outbound side's paths (the lean one, hyper's for an
+/// HTTP/2 client): the app's connection closes (the peer's stream is reset, or the same-host
+/// connection dropped) instead of being held for an answer nobody reads, and the request is
+/// counted and access-logged as nginx would log it, 499.
 #[test]
 fn a_client_that_leaves_drops_its_request() {
     let net = Net::new();
@@ -152,5 +153,25 @@ fn a_client_that_leaves_drops_its_request() {
                 .any(|e| e["direction"] == "outbound" && e["path"] == HOLD && e["status"] == 499)
         });
     }
+    // hyper's path the same: an HTTP/2 client that gives up after a second.
+    let gone_before = app.gone().len();
+    let url = format!("http://orders.mesh:8080{HOLD}");
+    let gave_up = a.curl_args(&["--http2-prior-knowledge", "--max-time", "1", &url]);
+    assert!(gave_up.is_err(), "curl got an answer: {gave_up:?}");
+    wait_until(
+        Duration::from_secs(5),
+        "the app sees the HTTP/2 client leave",
+        || app.gone().len() > gone_before,
+    );
+    let series = r#"hostmesh_requests_total{direction="outbound",service="orders",code="499"}"#;
+    assert_eq!(agent_a.sample(series), 2.0, "{series}");
+    wait_until(
+        Duration::from_secs(5),
+        "the access log's second 499",
+        || {
+            let lines = access_log::json_lines(&log_a);
+            lines.iter().filter(|e| e["status"] == 499).count() == 2
+        },
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

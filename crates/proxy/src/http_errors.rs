@@ -9,6 +9,13 @@ use http_body_util::{BodyExt, Full};
 use crate::body::ProxyBody;
 use hostmesh_wire as wire;
 
+/// The status a request whose client left before its answer is counted and logged with: nginx's
+/// "client closed request". No client ever receives it.
+pub const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(499) {
+    Ok(s) => s,
+    Err(_) => panic!("499 is a status code"),
+};
+
 /// Why the agent answered instead of an app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {

@@ -9,6 +9,7 @@
 //! and drive them on their own task (see `paired`).
 
 use std::convert::Infallible;
+use std::mem::take;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,14 +40,14 @@ use super::route::{Endpoint, Route};
 use super::strict_h1::StrictH1;
 use super::{Outbound, Settings};
 use crate::access_log::{
-    self,
+    self, Entry,
     body::{Logged, Pending},
 };
 use crate::body::{self, ProxyBody};
 use crate::h2_limits;
 use crate::http_errors::{self, Reason};
 use crate::prefixed::Prefixed;
-use crate::trace::Kind;
+use crate::trace::{Hop, Kind};
 use hostmesh_listen::idle::{BusyBody, Idle};
 use hostmesh_listen::shutdown::Graceful;
 use hostmesh_wire as wire;
@@ -193,8 +194,26 @@ async fn handle(
             traceparent.as_deref(),
         )
     });
-    let mut tally = attempts::Tally::default();
-    let resp = forward(&ctx, &route, req, started, paired.as_deref(), &mut tally).await;
+    let mut begun = Begun {
+        ctx: &ctx,
+        route: &route,
+        started,
+        hop,
+        entry,
+        tally: attempts::Tally::default(),
+        answered: false,
+    };
+    let resp = forward(
+        &ctx,
+        &route,
+        req,
+        started,
+        paired.as_deref(),
+        &mut begun.tally,
+    )
+    .await;
+    begun.answered = true;
+    let (hop, entry, tally) = (begun.hop.take(), begun.entry.take(), take(&mut begun.tally));
     if let Some(hop) = hop {
         hop.finish(resp.status().as_u16());
     }
@@ -213,6 +232,42 @@ async fn handle(
             access::settle(&mut e, &route, &tally, status, error, started.elapsed());
             let pending = Pending::new(e, ctx.access_log.clone(), started.into_std(), read);
             resp.map(|b| body::boxed(Logged::new(b, pending)))
+        }
+    }
+}
+
+/// What [`handle`] began for a request (its trace hop, access log entry and attempts), finished
+/// as the lean path finishes a request whose client left (499) when hyper drops the request
+/// before it is answered: the client closed its connection, or reset its HTTP/2 stream. hyper
+/// then drops the attempts too, which resets a peer's stream or closes an app's connection.
+struct Begun<'a> {
+    ctx: &'a Outbound,
+    route: &'a Route,
+    started: Instant,
+    hop: Option<Hop>,
+    entry: Option<Entry>,
+    tally: attempts::Tally,
+    answered: bool,
+}
+
+impl Drop for Begun<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let took = self.started.elapsed();
+        let status = http_errors::CLIENT_CLOSED.as_u16();
+        if let Some(hop) = self.hop.take() {
+            hop.finish(status);
+        }
+        let (ctx, route) = (self.ctx, self.route);
+        let answer = (status, None);
+        ctx.metrics
+            .request_via(&route.metrics, &route.service, "outbound", answer, took);
+        if let Some(mut e) = self.entry.take() {
+            access::settle(&mut e, route, &self.tally, status, None, took);
+            e.duration = took;
+            ctx.access_log.log(e);
         }
     }
 }

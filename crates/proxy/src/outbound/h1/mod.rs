@@ -286,7 +286,7 @@ impl Conn {
         let status = match &outcome {
             Some(Ok(a) | Err(Last::Response(a))) => Lean::status(a),
             Some(Err(Last::Reason(r))) => r.status(),
-            None => CLIENT_CLOSED,
+            None => http_errors::CLIENT_CLOSED,
         };
         if let Some(hop) = hop {
             hop.finish(status.as_u16());
@@ -364,13 +364,6 @@ impl Conn {
         self.app.write_all(&self.out).await
     }
 }
-
-/// The status a request whose client left before its answer is counted and logged with: nginx's
-/// "client closed request". No client ever receives it.
-const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(499) {
-    Ok(s) => s,
-    Err(_) => panic!("499 is a status code"),
-};
 
 /// `work`'s output, or `None` once the app's client has closed or reset its connection (only
 /// while `watching`). A client that sends more (a pipelined request, read after this answer) is
