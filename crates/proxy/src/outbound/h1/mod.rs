@@ -369,10 +369,10 @@ impl Conn {
 /// while `watching`). A client that sends more (a pipelined request, read after this answer) is
 /// still there, and is not watched from then on. Watching costs
 /// no system call while nothing happens: the request was read to its end, which left the socket
-/// waiting for its next event (a short read clears tokio's readiness). The watch costs about 200
-/// instructions per request on the one-hop path (the socket's reader slot, locked once per poll).
-/// Polled by hand, `work` pinned by the caller: `select!` with `peek` took 700 (a waiter list
-/// entry locked in and out, the attempt's large future moved twice).
+/// waiting for its next event (a short read clears tokio's readiness). The watch costs about 250
+/// instructions per request on the one-hop path (12.93k to 13.18k: the socket's reader slot,
+/// locked once per poll). Polled by hand, `work` pinned by the caller: `select!` with `peek`
+/// took 660 (a waiter list entry locked in and out, the attempt's large future moved twice).
 async fn unless_client_leaves<F: Future>(
     app: &TcpStream,
     mut watching: bool,

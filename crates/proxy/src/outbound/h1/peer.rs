@@ -65,9 +65,10 @@ pub fn parts(req: &Request, buf: &[u8]) -> Option<Parts> {
 }
 
 /// Writes the peer's response to the client: its head as HTTP/1.1 (the agent's `date` when it
-/// has none, `connection: close` when `close`), then its body as it arrives, by its length or chunked. A body that fails midway
-/// returns the error: the caller closes the connection, which is how HTTP/1 says the response
-/// was cut short. `sent` counts the body bytes, also when it fails midway.
+/// has none, `connection: close` when `close`), then its body as it arrives, by its length or
+/// chunked. A body that fails midway returns the error: the caller closes the connection, which
+/// is how HTTP/1 says the response was cut short. `sent` counts the body bytes, also when it
+/// fails midway.
 pub async fn relay(
     app: &mut TcpStream,
     resp: http::Response<crate::h2_client::RecvBody>,
