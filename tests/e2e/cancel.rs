@@ -17,8 +17,8 @@ use crate::resilience::ORDERS;
 const HOLD: &str = "/hold?ms=20000";
 
 /// A peer agent that resets a stream (its caller gave up, or its deadline passed) makes the
-/// agent drop the app's request: the app sees its connection close. The peer connection serves
-/// on.
+/// agent drop the app's request: the app sees its connection close, and the request is counted
+/// as one whose client left, 499. The peer connection serves on.
 #[test]
 fn a_stream_the_peer_resets_drops_the_apps_request() {
     let net = Net::new();
@@ -27,7 +27,7 @@ fn a_stream_the_peer_resets_drops_the_apps_request() {
     let b = net.host("b");
     let app = Backend::http(&b, 18080, "orders\n");
     let agent_a = agent(&a, &etcd, AgentOpts::new());
-    let _agent_b = agent(&b, &etcd, AgentOpts::new().service("orders-1", ORDERS));
+    let agent_b = agent(&b, &etcd, AgentOpts::new().service("orders-1", ORDERS));
     wait_until(Duration::from_secs(10), "a reaches orders on b", || {
         a.curl("http://orders.mesh:8080/")
             .is_ok_and(|(code, _)| code == 200)
@@ -101,7 +101,12 @@ fn a_stream_the_peer_resets_drops_the_apps_request() {
     let head = answered.expect("stream 3 answered on the same connection");
     assert_eq!(head.first(), Some(&0x88), "stream 3's head: {head:02x?}");
     assert_eq!(app.gone(), [HOLD], "only the reset request was dropped");
+    assert_eq!(agent_b.sample(INBOUND_499), 1.0, "{INBOUND_499}");
 }
+
+/// The peer agent's count of requests whose caller left.
+const INBOUND_499: &str =
+    r#"hostmesh_requests_total{direction="inbound",service="orders",code="499"}"#;
 
 /// An app's client that closes its connection before the answer takes its request with it, on
 /// either kind of instance and either of the outbound side's paths (the lean one, hyper's for an
@@ -173,5 +178,17 @@ fn a_client_that_leaves_drops_its_request() {
             lines.iter().filter(|e| e["status"] == 499).count() == 2
         },
     );
+    // b's side of the two that crossed (from a's lean path and from hyper's): the peer reset
+    // both streams, and b finished both as 499 too.
+    wait_until(Duration::from_secs(5), "b's two inbound 499s", || {
+        agent_b.sample(INBOUND_499) == 2.0
+    });
+    wait_until(Duration::from_secs(5), "b's two inbound 499 lines", || {
+        let lines = access_log::json_lines(&log_b);
+        let held = lines
+            .iter()
+            .filter(|e| e["direction"] == "inbound" && e["path"] == HOLD);
+        held.filter(|e| e["status"] == 499).count() == 2
+    });
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -23,6 +23,7 @@ pub mod access_log;
 pub mod access_table;
 pub mod app_request;
 pub mod body;
+pub mod client_left;
 pub mod connect;
 mod date;
 // The fuzz targets' entry points, re-exported by the agent's `hostmesh::fuzzing`; not an API.

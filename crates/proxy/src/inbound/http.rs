@@ -17,19 +17,21 @@ use hyper::body::Body as _;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use hostmesh_config::spec::Protocol;
+use hostmesh_config::spec::{InstanceSpec, Protocol};
 
 use super::{Inbound, PeerIo, app_h1, caller};
 use crate::access_log::body::{Logged, Pending};
 use crate::access_log::{self, Direction, Entry, trace_id_of};
 use crate::app_request;
 use crate::body::{self, ProxyBody};
+use crate::client_left;
 use crate::h2_limits;
 use crate::h2_stream::{Pipe, RecvBody};
 use crate::http_errors::{self, Reason};
+use crate::local::Local;
 use crate::outbound::retry;
 use crate::pool;
-use crate::trace::Kind;
+use crate::trace::{Hop, Kind};
 use hostmesh_listen::idle::{Busy, Idle};
 use hostmesh_wire as wire;
 use hostmesh_wire::headers;
@@ -239,6 +241,16 @@ async fn handle(ctx: &Inbound, peer: &Peer, req: Request<RecvBody>) -> Response<
     let hop = ctx
         .tracer
         .hop(&mut parts.headers, Kind::Server, service, &parts.method);
+    // From here on the request waits for the app: a peer that resets the stream drops it
+    // (`answer`), and `begun` finishes it then.
+    let mut begun = Begun {
+        ctx,
+        local: &spec,
+        started,
+        hop,
+        entry,
+        answered: false,
+    };
     let path = pool::path_of(&parts.uri);
     // The request's deadline counts from its arrival, on every branch below. `None`: it
     // passed before the app's response head.
@@ -304,6 +316,8 @@ async fn handle(ctx: &Inbound, peer: &Peer, req: Request<RecvBody>) -> Response<
                 })
         }
     };
+    begun.answered = true;
+    let (hop, entry) = (begun.hop.take(), begun.entry.take());
     let resp = match sent {
         None => http_errors::response(Reason::DeadlineExceeded, grpc),
         Some(Err((true, e))) => {
@@ -332,6 +346,40 @@ async fn handle(ctx: &Inbound, peer: &Peer, req: Request<RecvBody>) -> Response<
     logged(ctx, entry, resp, started, read)
 }
 
+/// A peer's request on its way to the app. Dropped before it is `answered` (the peer reset the
+/// stream: its caller left, or its deadline passed), it finishes the request as one whose client
+/// left, 499, as the outbound side counts it: in the metrics, the trace span and the access log.
+struct Begun<'a> {
+    ctx: &'a Inbound,
+    local: &'a Local,
+    started: Instant,
+    hop: Option<Hop>,
+    entry: Option<Box<Entry>>,
+    answered: bool,
+}
+
+impl Drop for Begun<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let (ctx, local) = (self.ctx, self.local);
+        let (status, took) = client_left::finish(
+            &ctx.metrics,
+            &local.metrics,
+            &local.service,
+            "inbound",
+            self.started,
+            self.hop.take(),
+        );
+        if let Some(mut e) = self.entry.take() {
+            e.status = Some(status);
+            e.duration = took;
+            ctx.access_log.log(*e);
+        }
+    }
+}
+
 /// A field's value as text, if it has one and that is visible ASCII.
 fn text(v: Option<&HeaderValue>) -> Option<&str> {
     v.and_then(|v| v.to_str().ok())
@@ -341,7 +389,7 @@ fn text(v: Option<&HeaderValue>) -> Option<&str> {
 /// hop keeps it).
 fn entry(
     ctx: &Inbound,
-    spec: &hostmesh_config::spec::InstanceSpec,
+    spec: &InstanceSpec,
     peer: SocketAddr,
     caller: Option<&str>,
     parts: &http::request::Parts,

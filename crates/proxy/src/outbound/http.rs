@@ -44,6 +44,7 @@ use crate::access_log::{
     body::{Logged, Pending},
 };
 use crate::body::{self, ProxyBody};
+use crate::client_left;
 use crate::h2_limits;
 use crate::http_errors::{self, Reason};
 use crate::prefixed::Prefixed;
@@ -255,15 +256,15 @@ impl Drop for Begun<'_> {
         if self.answered {
             return;
         }
-        let took = self.started.elapsed();
-        let status = http_errors::CLIENT_CLOSED.as_u16();
-        if let Some(hop) = self.hop.take() {
-            hop.finish(status);
-        }
         let (ctx, route) = (self.ctx, self.route);
-        let answer = (status, None);
-        ctx.metrics
-            .request_via(&route.metrics, &route.service, "outbound", answer, took);
+        let (status, took) = client_left::finish(
+            &ctx.metrics,
+            &route.metrics,
+            &route.service,
+            "outbound",
+            self.started,
+            self.hop.take(),
+        );
         if let Some(mut e) = self.entry.take() {
             access::settle(&mut e, route, &self.tally, status, None, took);
             e.duration = took;
