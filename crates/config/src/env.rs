@@ -188,7 +188,7 @@ password_file = "/base/password"
             ("HOSTMESH_PROXY__MAX_HEADERS", " 50 ", |c| c.proxy.max_headers == 50),
             ("HOSTMESH_PROXY__MAX_HEADER_BYTES", "1024", |c| c.proxy.max_header_bytes == 1024),
             ("HOSTMESH_PROXY__WORKERS", "3", |c| c.proxy.workers == 3),
-            ("HOSTMESH_PROXY__PIN_WORKERS", "false", |c| !c.proxy.pin_workers),
+            ("HOSTMESH_PROXY__PIN_WORKERS", "true", |c| c.proxy.pin_workers),
             ("HOSTMESH_PROXY__LOCKDOWN", "true", |c| c.proxy.lockdown),
             ("HOSTMESH_TLS__MODE", "disabled", |c| c.tls.mode == TlsMode::Disabled),
             ("HOSTMESH_TLS__CA_FILE", "/env/tls/ca.pem", |c| c.tls.ca_file == Path::new("/env/tls/ca.pem")),

@@ -262,7 +262,7 @@ fn defaults_are_the_documented_values() {
             max_headers: 100,
             max_header_bytes: 65_536,
             workers: 0,
-            pin_workers: true,
+            pin_workers: false,
             lockdown: false,
         },
         tls: TlsSection {

@@ -108,10 +108,12 @@ keys! {
         "0 to 1024. Threads that serve proxied connections, each a single-threaded event loop \
          that keeps a connection for its life; `0`: one per CPU the agent may run on (its CPU \
          affinity, e.g. systemd's `CPUAffinity=`).";
-    PROXY_PIN_WORKERS = "proxy.pin_workers", Bool, "bool", Written("true"), Restart,
-        "With one worker per CPU, keep each on its own CPU (better tail latency on busy hosts). \
-         Set `false` where the host's apps are pinned to CPUs themselves or one CPU is kept busy \
-         by something else; a worker that cannot be pinned logs a warning and runs unpinned.";
+    PROXY_PIN_WORKERS = "proxy.pin_workers", Bool, "bool", Written("false"), Restart,
+        "With one worker per CPU, keep each on its own CPU. Off by default: a pinned worker \
+         woken while an app keeps its CPU busy waits there even when another CPU is idle (on \
+         the two-host bench, unpinned workers served about 10 % more requests). Worth measuring \
+         where the agent has CPUs of its own (`CPUAffinity=`, the apps elsewhere). A worker \
+         that cannot be pinned logs a warning and runs unpinned.";
     PROXY_LOCKDOWN = "proxy.lockdown", Bool, "bool", Written("false"), Applied,
         "`true`: the agent refuses, with an nftables table of its own (`inet hostmesh_lockdown`), \
          TCP connections to the `target` port of each of this host's instances unless they come \
