@@ -45,8 +45,8 @@ impl Workers {
     /// Starts `n` worker threads, or one per CPU the agent may run on when `n` is 0. With one
     /// per CPU and `pin` (`proxy.pin_workers`, off by default), each stays on its own CPU. Off,
     /// the kernel may wake a worker on whichever CPU is idle: on the two-host bench, pinned
-    /// workers left 7 % of the machine idle while their own CPUs were busy (2-3 % unpinned) and
-    /// served 10 % fewer requests (docs/ARCHITECTURE.md).
+    /// workers left 6-10 % of the machine idle while their own CPUs were busy (2-4 % unpinned)
+    /// and served about 10 % fewer requests (docs/ARCHITECTURE.md).
     pub fn start(n: usize, pin: bool) -> io::Result<Workers> {
         let cpus = allowed_cpus();
         let n = match n {
